@@ -1,0 +1,44 @@
+# One entry point for learners and CI. `make lab` opens the walkthrough, `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU has no GPU: Triton kernels run in its interpreter, and tests keep to two threads.
+export TRITON_INTERPRET ?= 1
+export OMP_NUM_THREADS ?= 2
+export MPLBACKEND ?= Agg
+export PYTHONHASHSEED ?= 0
+
+.PHONY: setup lab test test-unit test-notebooks test-browser lint train clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[notebooks,dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (hstu-tutorial)"
+	touch $@
+
+lab: setup
+	@echo "Open the URL printed below (JupyterLab serves the notebooks in ./notebooks)."
+	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$${PORT:-8888} --notebook-dir=. notebooks/00_overview.ipynb
+
+test: setup lint test-unit test-notebooks test-browser
+
+lint: setup
+	$(VENV)/bin/ruff check hstu_tutorial tests benchmarks exercises
+
+test-unit: setup
+	$(PY) -m pytest tests -m "not browser" -q
+
+test-notebooks: setup
+	$(PY) -m pytest --nbval-lax --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider --timeout 900 -q notebooks exercises
+
+test-browser: setup
+	$(PY) -m pytest tests -m browser -q
+
+train: setup
+	$(PY) -m hstu_tutorial.train --config $${CONFIG:-synthetic/hstu-small}
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,26 @@
+"""Tensor operations of HSTU: jagged tensors, attention (PyTorch reference) and Triton kernels."""
+
+from hstu_tutorial.ops.hstu_attention import (  # noqa: F401
+    RelativeAttentionBias,
+    hstu_attention,
+    padded_hstu_attention,
+    softmax_attention,
+    time_bucket,
+)
+from hstu_tutorial.ops.jagged_tensors import (  # noqa: F401
+    dense_to_jagged,
+    jagged_to_padded,
+    lengths_to_offsets,
+    next_timestamps,
+    offsets_to_lengths,
+)
+
+
+def __getattr__(name):
+    # Triton is imported on first use only: importing it costs seconds, and on a CPU it must start in
+    # interpreter mode (hstu_tutorial.ops.triton sets TRITON_INTERPRET=1 before defining any kernel).
+    if name == "triton_hstu_attention":
+        from hstu_tutorial.ops.triton import triton_hstu_attention
+
+        return triton_hstu_attention
+    raise AttributeError(f"module 'hstu_tutorial.ops' has no attribute {name!r}")
