@@ -1,0 +1,263 @@
+"""Attention math: SASRec's softmax attention and HSTU's pointwise SiLU attention, in pure PyTorch.
+
+Softmax attention (SASRec, a Transformer):   out_i = sum_j softmax_j(<q_i, k_j> / sqrt(d)) v_j
+HSTU pointwise attention (paper eq. 2):      out_i = sum_{j<=i} SiLU(alpha <q_i, k_j> + rab_ij) / n * v_j
+
+The softmax normalises each row to sum to 1, so "how much" the history matters is lost; SiLU keeps
+the raw intensity and `n` is a constant (the reference uses max_seq_len + 11 = 211 on ML-1M), so the
+output scales with the amount of relevant history. `rab` is the relative attention bias (position
+and time), `RelativeAttentionBias` below.
+
+Conventions: jagged inputs are `q, k (T, H, dqk)`, `v (T, H, dv)`, `offsets (B+1,)`; padded ones are
+`(B, N, H, d)` with `lengths (B,)`. The jagged functions pad once to the batch's longest sequence,
+run the padded version with masks and gather back: the result is exact (masked entries are zeros).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hstu_tutorial.ops.jagged_tensors import (
+    jagged_to_padded,
+    offsets_to_lengths,
+    padded_to_jagged,
+    padding_mask,
+)
+
+
+def attention_mask(lengths: torch.Tensor, max_len: int, causal: bool = True) -> torch.Tensor:
+    """`(B, N, N)` bool: True where query i may attend to key j (both real items, and j <= i if causal)."""
+    valid = padding_mask(lengths, max_len)  # (B, N)
+    mask = valid[:, :, None] & valid[:, None, :]  # (B, N, N)
+    if causal:
+        mask = mask & torch.ones(max_len, max_len, dtype=torch.bool, device=lengths.device).tril()
+    return mask
+
+
+def _check_qkv(q, k, v, padded: bool):
+    want = 4 if padded else 3
+    layout = "(B, N, H, d)" if padded else "(T, H, d)"
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != want:
+            raise ValueError(f"{name} must be {want}-D {layout}, got shape {tuple(t.shape)}")
+    if q.shape != k.shape:
+        raise ValueError(f"q and k must have the same shape, got {tuple(q.shape)} and {tuple(k.shape)}")
+    if v.shape[:-1] != q.shape[:-1]:
+        raise ValueError(
+            f"v must match q in every dim but the last (dv may differ from dqk): "
+            f"q {tuple(q.shape)}, v {tuple(v.shape)}"
+        )
+
+
+def _rab_bhnn(rab: torch.Tensor, B: int, H: int, N: int) -> torch.Tensor:
+    """Bring a padded bias `(B, M, M)` or `(B, H, M, M)` (M >= N) to a broadcastable `(B, H|1, N, N)`."""
+    if rab.dim() == 3:
+        rab = rab.unsqueeze(1)  # (B, 1, M, M): one bias shared by all heads
+    if rab.dim() != 4 or rab.shape[0] != B or rab.shape[1] not in (1, H):
+        raise ValueError(f"rab must be (B, N, N) or (B, H, N, N) with B={B}, H={H}; got {tuple(rab.shape)}")
+    if rab.shape[-1] < N or rab.shape[-2] < N:
+        raise ValueError(f"rab is {tuple(rab.shape)} but the sequences need N >= {N}; pad the bias wider")
+    return rab[:, :, :N, :N]
+
+
+def padded_hstu_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lengths: torch.Tensor,
+    *,
+    rab: torch.Tensor | None = None,
+    alpha: float = 1.0,
+    norm: float | torch.Tensor | None = None,
+    causal: bool = True,
+    return_attention: bool = False,
+):
+    """HSTU pointwise attention on padded tensors.
+
+    q, k `(B, N, H, dqk)`, v `(B, N, H, dv)`, lengths `(B,)`; rab `(B, M, M)` or `(B, H, M, M)`, M >= N.
+    Returns `(B, N, H, dv)` (zeros on padding rows) with
+    `out_i = sum_j mask_ij * SiLU(alpha <q_i, k_j> + rab_ij) / n * v_j`, and also the attention
+    `A (B, H, N, N)` if `return_attention`. `norm` is n; default: the longest length in the batch.
+    """
+    _check_qkv(q, k, v, padded=True)
+    B, N, H, _ = q.shape
+    scores = torch.einsum("bihd,bjhd->bhij", q, k) * alpha  # (B, H, N, N)
+    if rab is not None:
+        scores = scores + _rab_bhnn(rab, B, H, N)
+    # n stays a tensor when it is derived from lengths, so a GPU never waits for the host.
+    n = lengths.max().clamp(min=1) if norm is None else norm
+    mask = attention_mask(lengths, N, causal).unsqueeze(1)  # (B, 1, N, N)
+    attn = F.silu(scores) * mask / n  # (B, H, N, N); masked entries are exact zeros
+    out = torch.einsum("bhij,bjhd->bihd", attn.to(v.dtype), v)  # (B, N, H, dv)
+    return (out, attn) if return_attention else out
+
+
+def hstu_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    rab: torch.Tensor | None = None,
+    alpha: float = 1.0,
+    norm: float | torch.Tensor | None = None,
+    causal: bool = True,
+) -> torch.Tensor:
+    """HSTU pointwise attention, jagged reference (paper eq. 2, the A(X)V(X) term).
+
+    q, k `(T, H, dqk)`, v `(T, H, dv)`, offsets `(B+1,)`; rab, if given, is padded `(B, N, N)` or
+    `(B, H, N, N)` with `N >= max length`; `norm` is the divisor n (default: the longest sequence
+    length in the batch). Returns `(T, H, dv)`; inside each sequence
+    `out_i = sum_{j<=i} SiLU(alpha <q_i, k_j> + rab_ij) / n * v_j` (all j when not causal).
+    """
+    _check_qkv(q, k, v, padded=False)
+    lengths = offsets_to_lengths(offsets)  # (B,)
+    T = q.shape[0]
+    N = max(int(lengths.max()), 1) if lengths.numel() else 1  # a reference: one host sync is fine
+    qp = jagged_to_padded(q, offsets, N)  # (B, N, H, dqk)
+    kp = jagged_to_padded(k, offsets, N)  # (B, N, H, dqk)
+    vp = jagged_to_padded(v, offsets, N)  # (B, N, H, dv)
+    out = padded_hstu_attention(qp, kp, vp, lengths, rab=rab, alpha=alpha, norm=norm, causal=causal)
+    return padded_to_jagged(out, offsets, T)  # (T, H, dv)
+
+
+def padded_softmax_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lengths: torch.Tensor,
+    *,
+    causal: bool = True,
+    scale: float | None = None,
+    dropout: float = 0.0,
+    return_attention: bool = False,
+):
+    """Scaled dot-product (softmax) attention on padded tensors, padding-aware (SASRec's math).
+
+    q, k `(B, N, H, dqk)`, v `(B, N, H, dv)`, lengths `(B,)` -> `(B, N, H, dv)` (zeros on padding
+    rows): `out_i = sum_j softmax_j(scale <q_i, k_j>) v_j` over allowed j, scale = 1/sqrt(dqk).
+    `dropout` drops attention weights (training only, as torch.nn.MultiheadAttention does).
+    """
+    _check_qkv(q, k, v, padded=True)
+    B, N, H, dqk = q.shape
+    scale = 1.0 / math.sqrt(dqk) if scale is None else scale
+    scores = torch.einsum("bihd,bjhd->bhij", q, k) * scale  # (B, H, N, N)
+    mask = attention_mask(lengths, N, causal).unsqueeze(1)  # (B, 1, N, N)
+    # A padding row has no allowed key: a finite fill keeps its softmax finite, the mask zeroes it.
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    attn = torch.softmax(scores, dim=-1) * mask  # (B, H, N, N)
+    if dropout > 0.0:
+        attn = F.dropout(attn, p=dropout, training=True)
+    out = torch.einsum("bhij,bjhd->bihd", attn.to(v.dtype), v)  # (B, N, H, dv)
+    return (out, attn) if return_attention else out
+
+
+def softmax_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    causal: bool = True,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Softmax attention on jagged tensors (the SASRec/Transformer counterpart of `hstu_attention`).
+
+    q, k `(T, H, dqk)`, v `(T, H, dv)`, offsets `(B+1,)` -> `(T, H, dv)`; inside each sequence
+    `out_i = sum_{j<=i} softmax_j(scale <q_i, k_j>) v_j` (all j when not causal), scale = 1/sqrt(dqk).
+    """
+    _check_qkv(q, k, v, padded=False)
+    lengths = offsets_to_lengths(offsets)  # (B,)
+    T = q.shape[0]
+    N = max(int(lengths.max()), 1) if lengths.numel() else 1
+    out = padded_softmax_attention(
+        jagged_to_padded(q, offsets, N), jagged_to_padded(k, offsets, N), jagged_to_padded(v, offsets, N),
+        lengths, causal=causal, scale=scale,
+    )  # (B, N, H, dv)
+    return padded_to_jagged(out, offsets, T)  # (T, H, dv)
+
+
+def time_bucket(d: torch.Tensor, num_buckets: int = 128) -> torch.Tensor:
+    """Log time bucket of a time gap in seconds: `clamp(floor(ln(max(|d|, 1)) / 0.301), 0, num_buckets)`.
+
+    0.301 ~ log10(2), so a bucket spans a factor e^0.301 ~ 1.35 in time: seconds apart and years apart
+    both get their own buckets with 129 parameters. Returns int64 of d's shape.
+    """
+    # float32 as the reference (and the Triton kernel) compute it, so bucket edges agree exactly.
+    d = d.abs().clamp(min=1).to(torch.float32)
+    return torch.floor(torch.log(d) / 0.301).to(torch.int64).clamp(0, num_buckets)
+
+
+class RelativeAttentionBias(nn.Module):
+    """HSTU's relative attention bias: learned position-offset and time-gap terms, shared by all heads.
+
+    `rab[b, i, j] = pos_w[L-1 + j - i] + ts_w[time_bucket(t_next[b, i] - t[b, j])]` with L = `max_len`
+    (211 on ML-1M = max_seq_len + 10 + 1), `pos_w (2L-1,)`, `ts_w (num_buckets+1,)`, both N(0, 0.02^2).
+    Query row i uses the timestamp of the item *after* i (the one it predicts).
+    """
+
+    def __init__(
+        self, max_len: int = 211, num_buckets: int = 128, *, max_seq_len_with_target: int | None = None
+    ):
+        super().__init__()
+        max_len = max_seq_len_with_target if max_seq_len_with_target is not None else max_len
+        self.max_len = max_len
+        self.num_buckets = num_buckets
+        self.pos_w = nn.Parameter(torch.empty(2 * max_len - 1).normal_(0.0, 0.02))  # (2L-1,)
+        self.ts_w = nn.Parameter(torch.empty(num_buckets + 1).normal_(0.0, 0.02))  # (num_buckets+1,)
+
+    def extra_repr(self) -> str:
+        return f"max_len={self.max_len}, num_buckets={self.num_buckets}"
+
+    def buckets(self, timestamps: torch.Tensor, next_timestamps: torch.Tensor) -> torch.Tensor:
+        """Padded `(B, N)` timestamps -> `(B, N, N)` int64 buckets of `t_next[b, i] - t[b, j]`."""
+        gap = next_timestamps[:, :, None] - timestamps[:, None, :]  # (B, N, N)
+        return time_bucket(gap, self.num_buckets)
+
+    def position_bias(self, N: int) -> torch.Tensor:
+        """`(N, N)` position term `pos_w[L-1 + j - i]`."""
+        if N > self.max_len:
+            raise ValueError(
+                f"sequences padded to N={N} exceed the bias table's max_len={self.max_len}; "
+                f"build RelativeAttentionBias(max_len >= {N})"
+            )
+        ar = torch.arange(N, device=self.pos_w.device)
+        return self.pos_w[self.max_len - 1 + ar[None, :] - ar[:, None]]  # (N, N)
+
+    def from_buckets(self, buckets: torch.Tensor) -> torch.Tensor:
+        """`(B, N, N)` int64 buckets -> `(B, N, N)` bias (lets several layers share one bucketing)."""
+        N = buckets.shape[-1]
+        return self.position_bias(N)[None] + self.ts_w[buckets]  # (B, N, N)
+
+    def forward(self, timestamps: torch.Tensor, next_timestamps: torch.Tensor) -> torch.Tensor:
+        """Padded `timestamps (B, N)`, `next_timestamps (B, N)` (N <= max_len) -> rab `(B, N, N)`."""
+        if timestamps.dim() != 2 or timestamps.shape != next_timestamps.shape:
+            raise ValueError(
+                f"timestamps and next_timestamps must both be padded (B, N); got {tuple(timestamps.shape)} "
+                f"and {tuple(next_timestamps.shape)} (for jagged inputs use .jagged(...))"
+            )
+        return self.from_buckets(self.buckets(timestamps, next_timestamps))
+
+    def jagged(
+        self, timestamps: torch.Tensor, next_timestamps: torch.Tensor, offsets: torch.Tensor, max_len: int
+    ) -> torch.Tensor:
+        """Jagged `timestamps (T,)`, `next_timestamps (T,)`, offsets `(B+1,)` -> padded rab `(B, N, N)`
+        with N = `max_len` (entries on padding are finite and masked by the attention)."""
+        t = jagged_to_padded(timestamps, offsets, max_len)  # (B, N)
+        tn = jagged_to_padded(next_timestamps, offsets, max_len)  # (B, N)
+        return self(t, tn)
+
+
+__all__ = [
+    "RelativeAttentionBias",
+    "attention_mask",
+    "hstu_attention",
+    "padded_hstu_attention",
+    "padded_softmax_attention",
+    "softmax_attention",
+    "time_bucket",
+]

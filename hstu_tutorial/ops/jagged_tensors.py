@@ -1,0 +1,171 @@
+"""Jagged tensors: a batch of variable-length sequences stored without padding.
+
+A jagged tensor is a pair `values (T, ...)` + `offsets (B+1,)`: sequence `b` is
+`values[offsets[b]:offsets[b+1]]`, `offsets[0] = 0`, `offsets[-1] = T = sum(lengths)`.
+The padded view of the same batch is `(B, N, ...)` with `N >= max(lengths)`; sequences are
+left-aligned (position 0 = the oldest item) and the tail of each row is padding.
+
+Everything here is pure PyTorch, differentiable in `values`, and vectorised: no Python loop over
+sequences, and no host synchronisation when the caller passes the sizes it already knows
+(`total_length`, `max_len`), so the same functions are fast on a GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def lengths_to_offsets(lengths: torch.Tensor) -> torch.Tensor:
+    """Sequence lengths `(B,)` -> offsets `(B+1,)` int64 with `offsets[0] = 0` (an exclusive cumsum)."""
+    if lengths.dim() != 1:
+        raise ValueError(f"lengths must be 1-D (B,), got shape {tuple(lengths.shape)}")
+    offsets = lengths.new_zeros(lengths.numel() + 1, dtype=torch.int64)  # (B+1,)
+    offsets[1:] = torch.cumsum(lengths.to(torch.int64), dim=0)
+    return offsets
+
+
+def offsets_to_lengths(offsets: torch.Tensor) -> torch.Tensor:
+    """Offsets `(B+1,)` -> lengths `(B,)` int64 (`offsets.diff()`)."""
+    if offsets.dim() != 1 or offsets.numel() < 1:
+        raise ValueError(f"offsets must be 1-D (B+1,), got shape {tuple(offsets.shape)}")
+    return (offsets[1:] - offsets[:-1]).to(torch.int64)
+
+
+def _total(offsets: torch.Tensor, total_length: int | None) -> int:
+    # Reading offsets[-1] is a host sync on a GPU: callers that know T (values.shape[0]) pass it.
+    return int(offsets[-1]) if total_length is None else int(total_length)
+
+
+def jagged_batch_ids(offsets: torch.Tensor, total_length: int | None = None) -> torch.Tensor:
+    """Which sequence each jagged row belongs to: `(T,)` int64, e.g. offsets [0,2,5] -> [0,0,1,1,1]."""
+    lengths = offsets_to_lengths(offsets)  # (B,)
+    B = lengths.numel()
+    T = _total(offsets, total_length)
+    return torch.repeat_interleave(torch.arange(B, device=offsets.device), lengths, output_size=T)  # (T,)
+
+
+def jagged_positions(offsets: torch.Tensor, total_length: int | None = None) -> torch.Tensor:
+    """Index of each jagged row inside its own sequence: `(T,)` int64, e.g. [0,2,5] -> [0,1,0,1,2].
+
+    Position 0 is the first (oldest) item of a sequence; this is the index the learnable position
+    embedding of HSTU/SASRec reads.
+    """
+    T = _total(offsets, total_length)
+    batch_ids = jagged_batch_ids(offsets, T)  # (T,)
+    return torch.arange(T, device=offsets.device) - offsets[batch_ids]  # (T,)
+
+
+def padded_index(offsets: torch.Tensor, max_len: int, total_length: int | None = None) -> torch.Tensor:
+    """Row of each jagged element in the flattened padded view `(B*N, ...)`: `(T,)` int64 = b*N + pos.
+
+    Rows with `pos >= max_len` (sequences longer than the pad width) get the index `B*N`, one past the
+    end, so callers can drop them into a scratch row.
+    """
+    T = _total(offsets, total_length)
+    B = offsets.numel() - 1
+    batch_ids = jagged_batch_ids(offsets, T)  # (T,)
+    pos = torch.arange(T, device=offsets.device) - offsets[batch_ids]  # (T,)
+    index = batch_ids * max_len + pos  # (T,)
+    return torch.where(pos < max_len, index, torch.full_like(index, B * max_len))
+
+
+def jagged_to_padded(
+    values: torch.Tensor, offsets: torch.Tensor, max_len: int, padding_value: float = 0.0
+) -> torch.Tensor:
+    """Jagged `values (T, ...)` + `offsets (B+1,)` -> padded `(B, max_len, ...)`.
+
+    Row `b` holds sequence `b` left-aligned, followed by `padding_value`. Sequences longer than
+    `max_len` keep their first `max_len` elements (as fbgemm's `jagged_to_padded_dense`).
+    Differentiable in `values`; no host sync.
+    """
+    if offsets.dim() != 1:
+        raise ValueError(f"offsets must be 1-D (B+1,), got shape {tuple(offsets.shape)}")
+    B = offsets.numel() - 1
+    T = values.shape[0]
+    index = padded_index(offsets, max_len, T)  # (T,)
+    # One scratch row at the end absorbs elements beyond max_len; it is dropped below.
+    out = values.new_full((B * max_len + 1, *values.shape[1:]), padding_value)  # (B*N+1, ...)
+    out = out.index_copy(0, index, values)
+    return out[: B * max_len].view(B, max_len, *values.shape[1:])  # (B, N, ...)
+
+
+def padded_to_jagged(
+    padded: torch.Tensor, offsets: torch.Tensor, total_length: int | None = None
+) -> torch.Tensor:
+    """Padded `(B, N, ...)` -> jagged values `(T, ...)` for the given offsets (the inverse of
+    `jagged_to_padded` for sequences of length <= N). Pass `total_length` to avoid a host sync."""
+    B, N = padded.shape[:2]
+    if offsets.numel() != B + 1:
+        raise ValueError(f"padded has B={B} rows but offsets has {offsets.numel()} entries (expected B+1)")
+    index = padded_index(offsets, N, total_length)  # (T,)
+    return padded.reshape(B * N, *padded.shape[2:]).index_select(0, index)  # (T, ...)
+
+
+def dense_to_jagged(padded: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded `(B, N, ...)` + `lengths (B,)` -> `(values (T, ...), offsets (B+1,))`, `T = sum(lengths)`.
+
+    Keeps the first `lengths[b]` rows of each sequence. Differentiable in `padded`. Reads T from the
+    device once (the output size depends on it).
+    """
+    if padded.dim() < 2:
+        raise ValueError(f"padded must be at least 2-D (B, N, ...), got shape {tuple(padded.shape)}")
+    B, N = padded.shape[:2]
+    if lengths.shape != (B,):
+        raise ValueError(f"lengths must have shape (B,)=({B},), got {tuple(lengths.shape)}")
+    if lengths.numel() and (int(lengths.max()) > N or int(lengths.min()) < 0):
+        raise ValueError(
+            f"lengths must lie in [0, N={N}] (the padded width); got min {int(lengths.min())}, "
+            f"max {int(lengths.max())}. Pad to a wider N or truncate the sequences first."
+        )
+    offsets = lengths_to_offsets(lengths.to(padded.device))  # (B+1,)
+    return padded_to_jagged(padded, offsets), offsets
+
+
+def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """`(B, N)` bool: True where position `i < lengths[b]` (a real item), False on padding."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]  # (B, N)
+
+
+def next_timestamps(
+    timestamps, offsets: torch.Tensor | None = None, target_timestamps: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Jagged timestamp of the *next* item: `out[t] = timestamps[t+1]` inside each sequence, and the
+    target's timestamp for the last row of each sequence. Shapes: timestamps `(T,)`, offsets `(B+1,)`,
+    target_timestamps `(B,)` -> `(T,)`.
+
+    HSTU's relative attention bias buckets `t_next(i) - t(j)` for query row i: the query is about to
+    predict the next item, so the time gap is measured from when that item happened.
+    Also accepts a `JaggedBatch` as the only argument: `next_timestamps(batch)`.
+    """
+    if offsets is None and target_timestamps is None and hasattr(timestamps, "timestamps"):
+        batch = timestamps
+        timestamps, offsets, target_timestamps = batch.timestamps, batch.offsets, batch.target_timestamps
+    if offsets is None or target_timestamps is None:
+        raise TypeError("next_timestamps needs (timestamps, offsets, target_timestamps) or a JaggedBatch")
+    T = timestamps.shape[0]
+    lengths = offsets_to_lengths(offsets)  # (B,)
+    if target_timestamps.shape != lengths.shape:
+        raise ValueError(
+            f"target_timestamps must have one entry per sequence (B={lengths.numel()}), "
+            f"got shape {tuple(target_timestamps.shape)}"
+        )
+    # Shift left by one, then overwrite each sequence's last row with its target. Empty sequences
+    # write into a scratch slot T (dropped), so no boolean indexing and no host sync.
+    shifted = torch.cat([timestamps[1:], timestamps.new_zeros(2)])  # (T+1,)
+    last = torch.where(lengths > 0, offsets[1:] - 1, torch.full_like(lengths, T))  # (B,)
+    shifted = shifted.index_copy(0, last, target_timestamps.to(timestamps.dtype))
+    return shifted[:T]  # (T,)
+
+
+__all__ = [
+    "dense_to_jagged",
+    "jagged_batch_ids",
+    "jagged_positions",
+    "jagged_to_padded",
+    "lengths_to_offsets",
+    "next_timestamps",
+    "offsets_to_lengths",
+    "padded_index",
+    "padded_to_jagged",
+    "padding_mask",
+]
