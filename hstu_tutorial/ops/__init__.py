@@ -2,17 +2,24 @@
 
 from hstu_tutorial.ops.hstu_attention import (  # noqa: F401
     RelativeAttentionBias,
+    attention_mask,
     hstu_attention,
     padded_hstu_attention,
+    padded_softmax_attention,
     softmax_attention,
     time_bucket,
 )
 from hstu_tutorial.ops.jagged_tensors import (  # noqa: F401
     dense_to_jagged,
+    jagged_batch_ids,
+    jagged_positions,
     jagged_to_padded,
     lengths_to_offsets,
     next_timestamps,
     offsets_to_lengths,
+    padded_index,
+    padded_to_jagged,
+    padding_mask,
 )
 
 
