@@ -1,0 +1,71 @@
+"""Input preprocessing: item ids of a jagged history -> the first layer's input x0.
+
+    x0 = Dropout(E[item] * sqrt(D) + P[position])      (padding rows masked to 0)
+
+`E` is the item embedding table (also used to score candidate items), `P` a learnable position
+embedding with position 0 = the oldest item of the window. The sqrt(D) scale lets item embeddings
+initialised with a small std (0.02) dominate the position term, as in SASRec and the HSTU reference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hstu_tutorial.ops.jagged_tensors import jagged_positions
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """`x / max(||x||_2, eps)` over the last dim (the reference's output postprocessor, eps 1e-6)."""
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp(min=eps)
+
+
+class InputPreprocessor(nn.Module):
+    """Item embedding * sqrt(D) + learnable position embedding, dropout, padding masked.
+
+    `num_items` is the largest item id (ids are 1..num_items, 0 = padding). `max_positions` is the size
+    of the position table (the reference uses max_seq_len + 11). `position_init`: "xavier_normal" (what
+    the HSTU reference ends up with: its encoder re-initialises the preprocessor with xavier normal) or
+    "truncated_normal" (std sqrt(1/D), what the SASRec reference keeps).
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        embedding_dim: int = 50,
+        max_positions: int = 211,
+        dropout: float = 0.2,
+        position_init: str = "xavier_normal",
+    ):
+        super().__init__()
+        self.embedding_dim = embedding_dim
+        self.max_positions = max_positions
+        self.dropout = dropout
+        self.item_emb = nn.Embedding(num_items + 1, embedding_dim, padding_idx=0)
+        self.pos_emb = nn.Embedding(max_positions, embedding_dim)
+        with torch.no_grad():
+            # Reference: item embeddings ~ N(0, 0.02^2) truncated at 2 std; the padding row stays 0.
+            nn.init.trunc_normal_(self.item_emb.weight, std=0.02, a=-0.04, b=0.04)
+            self.item_emb.weight[0].zero_()
+            if position_init == "xavier_normal":
+                nn.init.xavier_normal_(self.pos_emb.weight)
+            elif position_init == "truncated_normal":
+                std = math.sqrt(1.0 / embedding_dim)
+                nn.init.trunc_normal_(self.pos_emb.weight, std=std, a=-2 * std, b=2 * std)
+            else:
+                raise ValueError(
+                    f"position_init must be 'xavier_normal' or 'truncated_normal', got {position_init!r}"
+                )
+
+    def forward(self, item_ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Jagged `item_ids (T,)`, `offsets (B+1,)` -> `x0 (T, D)`."""
+        T = item_ids.shape[0]
+        positions = jagged_positions(offsets, total_length=T)  # (T,) 0 = oldest item
+        # Positions past the table (histories longer than max_positions) would index out of range.
+        positions = positions.clamp(max=self.max_positions - 1)
+        x = self.item_emb(item_ids) * math.sqrt(self.embedding_dim) + self.pos_emb(positions)  # (T, D)
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        return x * (item_ids != 0).unsqueeze(-1).to(x.dtype)  # (T, D) padding ids give 0

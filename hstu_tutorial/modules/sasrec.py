@@ -1,0 +1,157 @@
+"""SASRec (Kang & McAuley, ICDM 2018), the Transformer baseline HSTU is compared against.
+
+One block, as the HSTU reference's SASRec runs it (x padded `(B, N, D)`):
+
+    x_q = LayerNorm(x)                                 no affine, eps 1e-8
+    a   = MultiHeadAttention(query=x_q, key=x, value=x) causal softmax attention, dropout on weights
+    y   = LayerNorm(x_q + a)                           residual from the *normalised* query (SASRec's)
+    out = y + Dropout(W2 Dropout(ReLU(W1 y + b1)) + b2) position-wise FFN (the reference's 1x1 convs)
+
+Outputs are L2-normalised, no final LayerNorm; every 2-D weight is xavier-normal, attention biases 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hstu_tutorial.modules.hstu_transducer import count_parameters
+from hstu_tutorial.modules.preprocessors import InputPreprocessor, l2_normalize
+from hstu_tutorial.modules.stu import JaggedLayout
+from hstu_tutorial.ops.hstu_attention import padded_softmax_attention
+from hstu_tutorial.ops.jagged_tensors import padding_mask
+
+
+class SASRecBlock(nn.Module):
+    """Pre-LayerNorm causal multi-head softmax attention + ReLU FFN on padded `(B, N, D)`."""
+
+    def __init__(
+        self, embedding_dim: int = 50, num_heads: int = 1, ffn_hidden: int = 50, dropout: float = 0.2
+    ):
+        super().__init__()
+        if embedding_dim % num_heads:
+            raise ValueError(f"embedding_dim={embedding_dim} must be divisible by num_heads={num_heads}")
+        self.embedding_dim, self.num_heads, self.dropout = embedding_dim, num_heads, dropout
+        D = embedding_dim
+        self.in_proj = nn.Linear(D, 3 * D)  # q, k, v (packed as torch.nn.MultiheadAttention packs them)
+        self.out_proj = nn.Linear(D, D)
+        self.ffn1 = nn.Linear(D, ffn_hidden)
+        self.ffn2 = nn.Linear(ffn_hidden, D)
+        # Reference: xavier normal on every matrix (in_proj as one (3D, D) matrix), MHA biases zero,
+        # FFN biases keep PyTorch's default.
+        for lin in (self.in_proj, self.out_proj, self.ffn1, self.ffn2):
+            nn.init.xavier_normal_(lin.weight)
+        nn.init.zeros_(self.in_proj.bias)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, return_attention: bool = False):
+        """`x (B, N, D)`, `lengths (B,)` -> `(B, N, D)` (padding rows 0); A `(B, H, N, N)` if asked."""
+        B, N, D = x.shape
+        H = self.num_heads
+        x_q = F.layer_norm(x, (D,), eps=1e-8)  # (B, N, D)
+        w_q, w_k, w_v = self.in_proj.weight.chunk(3)  # each (D, D)
+        b_q, b_k, b_v = self.in_proj.bias.chunk(3)
+        q = F.linear(x_q, w_q, b_q).view(B, N, H, D // H)  # queries from the normalised input
+        k = F.linear(x, w_k, b_k).view(B, N, H, D // H)  # keys and values from the raw input
+        v = F.linear(x, w_v, b_v).view(B, N, H, D // H)
+        p_attn = self.dropout if self.training else 0.0
+        a, attn = padded_softmax_attention(
+            q, k, v, lengths, causal=True, dropout=p_attn, return_attention=True
+        )  # (B, N, H, D/H), (B, H, N, N)
+        a = self.out_proj(a.reshape(B, N, D))  # (B, N, D)
+        y = F.layer_norm(x_q + a, (D,), eps=1e-8)  # (B, N, D)
+        h = F.dropout(F.relu(self.ffn1(y)), p=self.dropout, training=self.training)  # (B, N, hidden)
+        out = y + F.dropout(self.ffn2(h), p=self.dropout, training=self.training)  # (B, N, D)
+        out = out * padding_mask(lengths, N).unsqueeze(-1).to(out.dtype)
+        return (out, attn) if return_attention else out
+
+
+class SASRecEncoder(nn.Module):
+    """SASRec encoder on a `JaggedBatch`; see `sasrec_encoder` for the arguments."""
+
+    def __init__(
+        self,
+        num_items: int,
+        *,
+        embedding_dim: int = 50,
+        num_blocks: int = 2,
+        num_heads: int = 1,
+        ffn_hidden: int = 50,
+        max_seq_len: int = 200,
+        dropout: float = 0.2,
+    ):
+        super().__init__()
+        self.num_items, self.embedding_dim, self.max_seq_len = num_items, embedding_dim, max_seq_len
+        self.max_len = max_seq_len + 11  # position table size, as the reference
+        self.preprocessor = InputPreprocessor(
+            num_items, embedding_dim, self.max_len, dropout, position_init="truncated_normal"
+        )
+        self.blocks = nn.ModuleList(
+            SASRecBlock(embedding_dim, num_heads, ffn_hidden, dropout) for _ in range(num_blocks)
+        )
+
+    def forward(self, batch, return_attention: bool = False, max_len: int | None = None):
+        """`batch: JaggedBatch` -> L2-normalised `(T, D)`; with `return_attention`, also the per-block
+        attention maps `(B, H, N, N)`."""
+        N = int(batch.max_len if max_len is None else max_len)
+        layout = JaggedLayout.from_batch(batch, N)  # no bias: SASRec has no timestamps in its math
+        x = self.preprocessor(batch.item_ids, batch.offsets)  # (T, D)
+        x = layout.pad(x)  # (B, N, D): SASRec works padded throughout, as the reference does
+        maps = []
+        for block in self.blocks:
+            if return_attention:
+                x, attn = block(x, layout.lengths, return_attention=True)
+                maps.append(attn)
+            else:
+                x = block(x, layout.lengths)  # (B, N, D)
+        out = l2_normalize(layout.unpad(x))  # (T, D)
+        return (out, maps) if return_attention else out
+
+    def item_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        """Item ids `(...)` -> L2-normalised embeddings `(..., D)`."""
+        return l2_normalize(self.preprocessor.item_emb(ids))
+
+    @staticmethod
+    def last_embeddings(out: torch.Tensor, batch) -> torch.Tensor:
+        """Jagged output `(T, D)` -> `(B, D)` at each history's last position."""
+        return out[batch.offsets[1:] - 1]
+
+    def num_parameters(self) -> dict:
+        """Trainable parameters: item/position embeddings, each block, and the total."""
+        counts = {
+            "item_embedding": count_parameters(self.preprocessor.item_emb),
+            "position_embedding": count_parameters(self.preprocessor.pos_emb),
+        }
+        for i, block in enumerate(self.blocks):
+            counts[f"layer_{i}"] = count_parameters(block)
+        counts["total"] = count_parameters(self)
+        return counts
+
+    def parameter_breakdown(self) -> dict:
+        """Counts inside one block: attention projections and FFN."""
+        b = self.blocks[0]
+        return {
+            "attention in_proj (q, k, v)": count_parameters(b.in_proj),
+            "attention out_proj": count_parameters(b.out_proj),
+            "FFN W1": count_parameters(b.ffn1),
+            "FFN W2": count_parameters(b.ffn2),
+        }
+
+
+def sasrec_encoder(
+    num_items: int,
+    *,
+    embedding_dim: int = 50,
+    num_blocks: int = 2,
+    num_heads: int = 1,
+    ffn_hidden: int = 50,
+    max_seq_len: int = 200,
+    dropout: float = 0.2,
+) -> SASRecEncoder:
+    """Build the SASRec baseline (defaults: the reference's ML-1M config: D=50, 2 blocks, 1 head, FFN 50)."""
+    return SASRecEncoder(
+        num_items, embedding_dim=embedding_dim, num_blocks=num_blocks, num_heads=num_heads,
+        ffn_hidden=ffn_hidden, max_seq_len=max_seq_len, dropout=dropout,
+    )
+
