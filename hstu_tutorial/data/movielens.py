@@ -33,6 +33,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -133,11 +134,17 @@ def _parse_int_table(
     try:
         if sep != "\t" and "\t" in text:
             raise ValueError("tab inside a '::' file")
-        df = pd.read_csv(io.StringIO(body), sep="\t", header=None, names=names, dtype=np.int64, engine="c")
+        with warnings.catch_warnings():  # a line with extra fields is reported below, with its number
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            df = pd.read_csv(
+                io.StringIO(body), sep="\t", header=None, names=names, dtype=np.int64, engine="c", index_col=False
+            )
     except (ValueError, pd.errors.ParserError):
         _diagnose(path, text, sep, len(names), int_cols, example, positive_cols)
         raise  # unreachable: _diagnose always raises
-    if len(df) == 0 or any((df[names[c]] < 1).any() for c in positive_cols):
+    # Extra fields on a line would be dropped silently: count the separators (ncols - 1 per line).
+    wrong_width = text.count(sep) != (len(names) - 1) * len(df)
+    if wrong_width or len(df) == 0 or any((df[names[c]] < 1).any() for c in positive_cols):
         _diagnose(path, text, sep, len(names), int_cols, example, positive_cols)
     return df
 
