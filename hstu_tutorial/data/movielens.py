@@ -137,7 +137,13 @@ def _parse_int_table(
         with warnings.catch_warnings():  # a line with extra fields is reported below, with its number
             warnings.simplefilter("ignore", pd.errors.ParserWarning)
             df = pd.read_csv(
-                io.StringIO(body), sep="\t", header=None, names=names, dtype=np.int64, engine="c", index_col=False
+                io.StringIO(body),
+                sep="\t",
+                header=None,
+                names=names,
+                dtype=np.int64,
+                engine="c",
+                index_col=False,
             )
     except (ValueError, pd.errors.ParserError):
         _diagnose(path, text, sep, len(names), int_cols, example, positive_cols)
