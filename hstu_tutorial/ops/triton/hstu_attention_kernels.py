@@ -1,0 +1,316 @@
+"""Triton kernels of jagged HSTU attention: forward, and backward as two kernels (dK/dV and dQ).
+
+The math, inside each sequence of length L (rows i = queries, columns j = keys):
+
+    s_ij = alpha * <q_i, k_j> + rab_ij                   (rab: a tensor, or formed here from weights)
+    A_ij = SiLU(s_ij) / n   for j <= i (causal), else 0
+    out_i = sum_j A_ij v_j
+
+Unlike softmax attention, every A_ij depends on s_ij alone: a tile of keys can be folded into the
+output without knowing the rest of the row, so there is no running maximum and no rescaling
+(flash attention's "online softmax"), and the backward pass needs no saved row statistics.
+
+Layout: q, k (T, H, DQ), v and out (T, H, DV), jagged along T by `offsets` (B+1,). One program works
+on one tile of BLOCK_M queries (or BLOCK_N keys) of one (sequence, head). Programs whose tile starts
+past the end of their sequence return at once, so padding costs a launch slot, never FLOPs.
+
+Bias modes (BIAS, a compile-time constant): 0 none; 1 a padded tensor rab[b, h, i, j] (any strides,
+stride 0 for a broadcast head); 2 relative bias formed in the kernel:
+    rab_ij = pos_w[P - 1 + j - i] + ts_w[bucket(next_ts_i - ts_j)],
+    bucket(d) = clamp(floor(ln(max(|d|, 1)) / 0.301), 0, NB - 1).
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _bias_tile(
+    RAB, s_ri, s_rj,  # bias tensor of this (sequence, head), already offset; its row and column strides
+    TS, NTS, POS_W, TS_W,  # timestamps and next-timestamps of this sequence (offset), the two weight vectors
+    P, NB,  # P: pos_w has 2P-1 entries; NB: number of time buckets (len(ts_w))
+    i, j, L,  # query positions and key positions (broadcastable 2-D), sequence length
+    BIAS: tl.constexpr,
+):
+    """Bias tile (fp32), for whatever broadcast shape i and j have: (BM, 1) x (1, BN) or transposed."""
+    valid = (i < L) & (j < L)
+    if BIAS == 1:
+        return tl.load(RAB + i * s_ri + j * s_rj, mask=valid, other=0.0).to(tl.float32)
+    else:
+        nt = tl.load(NTS + i, mask=i < L, other=0)  # next item's timestamp of each query row
+        t = tl.load(TS + j, mask=j < L, other=0)
+        d = tl.maximum(tl.abs(nt - t), 1).to(tl.float32)
+        bucket = tl.floor(tl.log(d) / 0.301).to(tl.int32)
+        bucket = tl.minimum(tl.maximum(bucket, 0), NB - 1)
+        pos = tl.minimum(tl.maximum(P - 1 + j - i, 0), 2 * P - 2)
+        rab = tl.load(POS_W + pos, mask=valid, other=0.0) + tl.load(TS_W + bucket, mask=valid, other=0.0)
+        return rab.to(tl.float32)
+
+
+@triton.jit
+def _fwd_key_tiles(
+    acc, q, k_ptrs, v_ptrs, s_kt, s_vt,  # accumulator (BM, DV), query tile (BM, DQ), key/value tile pointers
+    lo, hi, offs_m, offs_n, offs_dq, offs_dv, L, alpha,  # key range [lo, hi) and positions
+    rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB,  # bias inputs (see _bias_tile)
+    DQ: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr,
+    DIAGONAL: tl.constexpr,  # these tiles straddle the diagonal: apply the causal mask
+    BIAS: tl.constexpr,
+):
+    """acc += SiLU(alpha q k^T + rab) v over the key tiles [lo, hi) (1/n is applied by the caller)."""
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n  # (BN,) key positions
+        kv_mask = cols[:, None] < L
+        k = tl.load(k_ptrs + start_n * s_kt, mask=kv_mask & (offs_dq[None, :] < DQ), other=0.0)  # (BN, DQ)
+        v = tl.load(v_ptrs + start_n * s_vt, mask=kv_mask & (offs_dv[None, :] < DV), other=0.0)  # (BN, DV)
+        s = tl.dot(q, tl.trans(k)) * alpha  # (BM, BN), fp32 accumulation
+        if BIAS != 0:
+            s += _bias_tile(rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB,
+                            offs_m[:, None], cols[None, :], L, BIAS)
+        p = s * tl.sigmoid(s)  # SiLU: depends on s_ij alone, so no running max and no rescaling
+        if DIAGONAL:
+            p = tl.where(cols[None, :] <= offs_m[:, None], p, 0.0)
+        acc += tl.dot(p.to(v.dtype), v)  # (BM, DV)
+    return acc
+
+
+@triton.jit
+def hstu_fwd_kernel(
+    Q, K, V, OUT,  # (T, H, DQ), (T, H, DQ), (T, H, DV), (T, H, DV); last dim contiguous
+    OFFSETS,  # (B+1,) int64 sequence starts
+    RAB,  # BIAS=1: padded bias rab[b, h, i, j] given by strides (s_rb, s_rh may be 0); else unused
+    TS, NTS, POS_W, TS_W,  # BIAS=2: jagged timestamps (T,), next timestamps (T,), pos_w (2P-1,), ts_w (NB,)
+    s_qt, s_qh, s_kt, s_kh, s_vt, s_vh, s_ot, s_oh,  # token and head strides of q, k, v, out
+    s_rb, s_rh, s_ri, s_rj,  # strides of rab
+    H, P, NB,  # heads, relative-position half-width, time buckets
+    alpha, inv_n,  # score scale and 1/n
+    MAX_LEN_KEY,  # next power of two of the longest sequence: read by the autotuner only
+    DQ: tl.constexpr, DV: tl.constexpr,  # head dims of q/k and of v
+    BLOCK_DQ: tl.constexpr, BLOCK_DV: tl.constexpr,  # head dims rounded up to a power of two (>= 16)
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # query rows and key columns per tile
+    CAUSAL: tl.constexpr, BIAS: tl.constexpr,
+):
+    """Grid (cdiv(max_len, BLOCK_M), B * H): one program = BLOCK_M queries of one (sequence, head)."""
+    pid_m = tl.program_id(0)  # which query tile
+    pid_bh = tl.program_id(1)  # which (sequence, head)
+    b = pid_bh // H
+    h = pid_bh % H
+    start = tl.load(OFFSETS + b)  # int64: first token of the sequence
+    L = (tl.load(OFFSETS + b + 1) - start).to(tl.int32)
+    start_m = pid_m * BLOCK_M
+    if start_m >= L:  # the sequence is shorter than this tile's start: the jagged saving
+        return
+
+    offs_m = start_m + tl.arange(0, BLOCK_M)  # (BM,) query positions in the sequence
+    offs_n = tl.arange(0, BLOCK_N)  # (BN,) key positions relative to a tile's start
+    offs_dq = tl.arange(0, BLOCK_DQ)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    # Masked loads fill rows past L (and head-dim padding) with zeros. A zero value row adds nothing to
+    # the output, so outside the diagonal tiles no `where` is needed.
+    q = tl.load(Q + start * s_qt + h * s_qh + offs_m[:, None] * s_qt + offs_dq[None, :],
+                mask=(offs_m[:, None] < L) & (offs_dq[None, :] < DQ), other=0.0)  # (BM, DQ)
+    k_ptrs = K + start * s_kt + h * s_kh + offs_n[:, None] * s_kt + offs_dq[None, :]  # (BN, DQ)
+    v_ptrs = V + start * s_vt + h * s_vh + offs_n[:, None] * s_vt + offs_dv[None, :]  # (BN, DV)
+    rab_base = RAB + b.to(tl.int64) * s_rb + h.to(tl.int64) * s_rh
+    acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
+
+    if CAUSAL:
+        # Tiles wholly left of the diagonal: no mask. Tiles wholly right of it (start_n >= start_m +
+        # BLOCK_M) would be all zeros: never visited, which halves the work.
+        full_end = tl.minimum(((start_m + 1) // BLOCK_N) * BLOCK_N, L)
+        acc = _fwd_key_tiles(acc, q, k_ptrs, v_ptrs, s_kt, s_vt, 0, full_end, offs_m, offs_n, offs_dq,
+                             offs_dv, L, alpha, rab_base, s_ri, s_rj, TS + start, NTS + start, POS_W, TS_W,
+                             P, NB, DQ, DV, BLOCK_N, False, BIAS)
+        acc = _fwd_key_tiles(acc, q, k_ptrs, v_ptrs, s_kt, s_vt, full_end, tl.minimum(L, start_m + BLOCK_M),
+                             offs_m, offs_n, offs_dq, offs_dv, L, alpha, rab_base, s_ri, s_rj, TS + start,
+                             NTS + start, POS_W, TS_W, P, NB, DQ, DV, BLOCK_N, True, BIAS)
+    else:
+        acc = _fwd_key_tiles(acc, q, k_ptrs, v_ptrs, s_kt, s_vt, 0, L, offs_m, offs_n, offs_dq, offs_dv, L,
+                             alpha, rab_base, s_ri, s_rj, TS + start, NTS + start, POS_W, TS_W, P, NB,
+                             DQ, DV, BLOCK_N, False, BIAS)
+    acc = acc * inv_n
+    tl.store(OUT + start * s_ot + h * s_oh + offs_m[:, None] * s_ot + offs_dv[None, :],
+             acc.to(OUT.dtype.element_ty), mask=(offs_m[:, None] < L) & (offs_dv[None, :] < DV))
+
+
+@triton.jit
+def _dkdv_query_tiles(
+    dk, dv, k, v, q_ptrs, do_ptrs, dq_ptrs, s_qt, s_dot, s_gqt,  # accumulators (BN, DQ), (BN, DV); tiles
+    lo, hi, offs_n, offs_m, offs_dq, offs_dv, L, alpha, inv_n,
+    rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB, drab_base, NR,
+    DQ: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr,
+    DIAGONAL: tl.constexpr, BIAS: tl.constexpr, RAB_GRAD: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+):
+    """Accumulate dK, dV of one key tile over the query tiles [lo, hi), keys as rows (transposed)."""
+    for start_m in range(lo, hi, BLOCK_M):
+        rows = start_m + offs_m  # (BM,) query positions
+        m_mask = rows[:, None] < L
+        q = tl.load(q_ptrs + start_m * s_qt, mask=m_mask & (offs_dq[None, :] < DQ), other=0.0)  # (BM, DQ)
+        do = tl.load(do_ptrs + start_m * s_dot, mask=m_mask & (offs_dv[None, :] < DV), other=0.0)  # (BM, DV)
+        sT = tl.dot(k, tl.trans(q)) * alpha  # (BN, BM)
+        if BIAS != 0:
+            sT += _bias_tile(rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB,
+                             rows[None, :], offs_n[:, None], L, BIAS)
+        sig = tl.sigmoid(sT)
+        pT = sT * sig  # SiLU(s)^T
+        dpT = tl.dot(v, tl.trans(do))  # (BN, BM) = (dO v^T)^T
+        dsT = dpT * (sig * (1.0 + sT * (1.0 - sig)))  # times SiLU'(s)
+        if DIAGONAL:
+            keep = offs_n[:, None] <= rows[None, :]
+            pT = tl.where(keep, pT, 0.0)
+            dsT = tl.where(keep, dsT, 0.0)
+        dv += tl.dot(pT.to(do.dtype), do)  # (BN, DV)
+        dk += tl.dot(dsT.to(q.dtype), q)  # (BN, DQ)
+        if RAB_GRAD:
+            tl.store(drab_base + rows[None, :] * NR + offs_n[:, None], dsT * inv_n,
+                     mask=(rows[None, :] < L) & (offs_n[:, None] < L))
+        if ATOMIC_DQ:
+            dq_part = tl.dot(tl.trans(dsT.to(k.dtype)), k) * (alpha * inv_n)  # (BM, DQ)
+            tl.atomic_add(dq_ptrs + start_m * s_gqt, dq_part, mask=m_mask & (offs_dq[None, :] < DQ))
+    return dk, dv
+
+
+@triton.jit
+def hstu_bwd_dkdv_kernel(
+    Q, K, V, DO,  # forward inputs and the output gradient dO (T, H, DV)
+    DQ_G, DK_G, DV_G,  # gradients out: dQ (fp32, zeroed, only when ATOMIC_DQ), dK, dV
+    DRAB,  # fp32 (B, H, NR, NR) contiguous, zeroed: bias gradient, written when RAB_GRAD
+    OFFSETS, RAB, TS, NTS, POS_W, TS_W,  # as in the forward
+    s_qt, s_qh, s_kt, s_kh, s_vt, s_vh, s_dot, s_doh,  # strides of q, k, v, dO
+    s_gqt, s_gqh, s_gkt, s_gkh, s_gvt, s_gvh,  # strides of dQ, dK, dV
+    s_rb, s_rh, s_ri, s_rj, NR,
+    H, P, NB, alpha, inv_n, MAX_LEN_KEY,
+    DQ: tl.constexpr, DV: tl.constexpr, BLOCK_DQ: tl.constexpr, BLOCK_DV: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, BIAS: tl.constexpr, RAB_GRAD: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+):
+    """Grid (cdiv(max_len, BLOCK_N), B * H): one program owns BLOCK_N keys and visits every query
+    tile that sees them. With keys as rows, dK and dV come out of plain dots:
+    sT = alpha k q^T + rab^T, dV = SiLU(sT) dO / n, dsT = (v dO^T) * SiLU'(sT) / n, dK = alpha dsT q,
+    where SiLU'(s) = sig(s) (1 + s (1 - sig(s))). Nothing from the forward is saved but q, k, v.
+    """
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    start = tl.load(OFFSETS + b)
+    L = (tl.load(OFFSETS + b + 1) - start).to(tl.int32)
+    start_n = pid_n * BLOCK_N
+    if start_n >= L:
+        return
+
+    offs_n = start_n + tl.arange(0, BLOCK_N)  # (BN,) key positions
+    offs_m = tl.arange(0, BLOCK_M)  # (BM,) query positions relative to a tile's start
+    offs_dq = tl.arange(0, BLOCK_DQ)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    n_mask = offs_n[:, None] < L
+    k = tl.load(K + start * s_kt + h * s_kh + offs_n[:, None] * s_kt + offs_dq[None, :],
+                mask=n_mask & (offs_dq[None, :] < DQ), other=0.0)  # (BN, DQ)
+    v = tl.load(V + start * s_vt + h * s_vh + offs_n[:, None] * s_vt + offs_dv[None, :],
+                mask=n_mask & (offs_dv[None, :] < DV), other=0.0)  # (BN, DV)
+    q_ptrs = Q + start * s_qt + h * s_qh + offs_m[:, None] * s_qt + offs_dq[None, :]  # (BM, DQ)
+    do_ptrs = DO + start * s_dot + h * s_doh + offs_m[:, None] * s_dot + offs_dv[None, :]  # (BM, DV)
+    dq_ptrs = DQ_G + start * s_gqt + h * s_gqh + offs_m[:, None] * s_gqt + offs_dq[None, :]
+    rab_base = RAB + b.to(tl.int64) * s_rb + h.to(tl.int64) * s_rh
+    drab_base = DRAB + (b.to(tl.int64) * H + h) * NR * NR
+    dk = tl.zeros((BLOCK_N, BLOCK_DQ), dtype=tl.float32)
+    dv = tl.zeros((BLOCK_N, BLOCK_DV), dtype=tl.float32)
+
+    if CAUSAL:
+        # Query tiles above the key tile see none of its keys: start at the tile holding query start_n.
+        lo = (start_n // BLOCK_M) * BLOCK_M
+        # First query tile wholly below the diagonal (its first row >= the last key of this tile).
+        full_lo = tl.minimum(((start_n + BLOCK_N - 1 + BLOCK_M - 1) // BLOCK_M) * BLOCK_M, L)
+        dk, dv = _dkdv_query_tiles(dk, dv, k, v, q_ptrs, do_ptrs, dq_ptrs, s_qt, s_dot, s_gqt, lo, full_lo,
+                                   offs_n, offs_m, offs_dq, offs_dv, L, alpha, inv_n, rab_base, s_ri, s_rj,
+                                   TS + start, NTS + start, POS_W, TS_W, P, NB, drab_base, NR,
+                                   DQ, DV, BLOCK_M, True, BIAS, RAB_GRAD, ATOMIC_DQ)
+        dk, dv = _dkdv_query_tiles(dk, dv, k, v, q_ptrs, do_ptrs, dq_ptrs, s_qt, s_dot, s_gqt, full_lo, L,
+                                   offs_n, offs_m, offs_dq, offs_dv, L, alpha, inv_n, rab_base, s_ri, s_rj,
+                                   TS + start, NTS + start, POS_W, TS_W, P, NB, drab_base, NR,
+                                   DQ, DV, BLOCK_M, False, BIAS, RAB_GRAD, ATOMIC_DQ)
+    else:
+        dk, dv = _dkdv_query_tiles(dk, dv, k, v, q_ptrs, do_ptrs, dq_ptrs, s_qt, s_dot, s_gqt, 0, L,
+                                   offs_n, offs_m, offs_dq, offs_dv, L, alpha, inv_n, rab_base, s_ri, s_rj,
+                                   TS + start, NTS + start, POS_W, TS_W, P, NB, drab_base, NR,
+                                   DQ, DV, BLOCK_M, False, BIAS, RAB_GRAD, ATOMIC_DQ)
+    tl.store(DK_G + start * s_gkt + h * s_gkh + offs_n[:, None] * s_gkt + offs_dq[None, :],
+             (dk * (alpha * inv_n)).to(DK_G.dtype.element_ty), mask=n_mask & (offs_dq[None, :] < DQ))
+    tl.store(DV_G + start * s_gvt + h * s_gvh + offs_n[:, None] * s_gvt + offs_dv[None, :],
+             (dv * inv_n).to(DV_G.dtype.element_ty), mask=n_mask & (offs_dv[None, :] < DV))
+
+
+@triton.jit
+def _dq_key_tiles(
+    dq, q, do, k_ptrs, v_ptrs, s_kt, s_vt, lo, hi, offs_m, offs_n, offs_dq, offs_dv, L, alpha,
+    rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB,
+    DQ: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr, DIAGONAL: tl.constexpr, BIAS: tl.constexpr,
+):
+    """dq += ((dO v^T) * SiLU'(s)) k over the key tiles [lo, hi) (alpha / n applied by the caller)."""
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n
+        kv_mask = cols[:, None] < L
+        k = tl.load(k_ptrs + start_n * s_kt, mask=kv_mask & (offs_dq[None, :] < DQ), other=0.0)  # (BN, DQ)
+        v = tl.load(v_ptrs + start_n * s_vt, mask=kv_mask & (offs_dv[None, :] < DV), other=0.0)  # (BN, DV)
+        s = tl.dot(q, tl.trans(k)) * alpha  # (BM, BN), recomputed rather than saved
+        if BIAS != 0:
+            s += _bias_tile(rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB,
+                            offs_m[:, None], cols[None, :], L, BIAS)
+        sig = tl.sigmoid(s)
+        dp = tl.dot(do, tl.trans(v))  # (BM, BN)
+        ds = dp * (sig * (1.0 + s * (1.0 - sig)))
+        if DIAGONAL:
+            ds = tl.where(cols[None, :] <= offs_m[:, None], ds, 0.0)
+        dq += tl.dot(ds.to(k.dtype), k)  # (BM, DQ)
+    return dq
+
+
+@triton.jit
+def hstu_bwd_dq_kernel(
+    Q, K, V, DO, DQ_G,  # forward inputs, dO, and dQ out
+    OFFSETS, RAB, TS, NTS, POS_W, TS_W,
+    s_qt, s_qh, s_kt, s_kh, s_vt, s_vh, s_dot, s_doh, s_gqt, s_gqh,
+    s_rb, s_rh, s_ri, s_rj,
+    H, P, NB, alpha, inv_n, MAX_LEN_KEY,
+    DQ: tl.constexpr, DV: tl.constexpr, BLOCK_DQ: tl.constexpr, BLOCK_DV: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, BIAS: tl.constexpr,
+):
+    """Grid (cdiv(max_len, BLOCK_M), B * H), the forward's walk: dQ = alpha sum_j ds_ij k_j / n."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    start = tl.load(OFFSETS + b)
+    L = (tl.load(OFFSETS + b + 1) - start).to(tl.int32)
+    start_m = pid_m * BLOCK_M
+    if start_m >= L:
+        return
+
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_dq = tl.arange(0, BLOCK_DQ)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    m_mask = offs_m[:, None] < L
+    q = tl.load(Q + start * s_qt + h * s_qh + offs_m[:, None] * s_qt + offs_dq[None, :],
+                mask=m_mask & (offs_dq[None, :] < DQ), other=0.0)  # (BM, DQ)
+    do = tl.load(DO + start * s_dot + h * s_doh + offs_m[:, None] * s_dot + offs_dv[None, :],
+                 mask=m_mask & (offs_dv[None, :] < DV), other=0.0)  # (BM, DV)
+    k_ptrs = K + start * s_kt + h * s_kh + offs_n[:, None] * s_kt + offs_dq[None, :]
+    v_ptrs = V + start * s_vt + h * s_vh + offs_n[:, None] * s_vt + offs_dv[None, :]
+    rab_base = RAB + b.to(tl.int64) * s_rb + h.to(tl.int64) * s_rh
+    dq = tl.zeros((BLOCK_M, BLOCK_DQ), dtype=tl.float32)
+
+    if CAUSAL:
+        full_end = tl.minimum(((start_m + 1) // BLOCK_N) * BLOCK_N, L)
+        dq = _dq_key_tiles(dq, q, do, k_ptrs, v_ptrs, s_kt, s_vt, 0, full_end, offs_m, offs_n, offs_dq,
+                           offs_dv, L, alpha, rab_base, s_ri, s_rj, TS + start, NTS + start, POS_W, TS_W,
+                           P, NB, DQ, DV, BLOCK_N, False, BIAS)
+        dq = _dq_key_tiles(dq, q, do, k_ptrs, v_ptrs, s_kt, s_vt, full_end, tl.minimum(L, start_m + BLOCK_M),
+                           offs_m, offs_n, offs_dq, offs_dv, L, alpha, rab_base, s_ri, s_rj, TS + start,
+                           NTS + start, POS_W, TS_W, P, NB, DQ, DV, BLOCK_N, True, BIAS)
+    else:
+        dq = _dq_key_tiles(dq, q, do, k_ptrs, v_ptrs, s_kt, s_vt, 0, L, offs_m, offs_n, offs_dq, offs_dv, L,
+                           alpha, rab_base, s_ri, s_rj, TS + start, NTS + start, POS_W, TS_W, P, NB,
+                           DQ, DV, BLOCK_N, False, BIAS)
+    tl.store(DQ_G + start * s_gqt + h * s_gqh + offs_m[:, None] * s_gqt + offs_dq[None, :],
+             (dq * (alpha * inv_n)).to(DQ_G.dtype.element_ty), mask=m_mask & (offs_dq[None, :] < DQ))
