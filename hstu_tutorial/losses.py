@@ -1,0 +1,214 @@
+"""Training losses for next-item prediction: sampled softmax (HSTU's), full softmax and BCE, for comparison.
+
+Every position of a history is supervised: the output embedding `q_i` of position `i` (the query) should
+score the next item `p_i` higher than other items. With L2-normalised embeddings the score is a cosine
+similarity divided by a temperature `tau`.
+
+Sampled softmax (the paper's ML-1M recipe, 128 negatives, tau = 0.05), for one position:
+
+    loss_i = -log( exp(<q_i, e_p>/tau) / (exp(<q_i, e_p>/tau) + sum_r exp(<q_i, e_{n_r}>/tau)) )
+
+with negatives `n_1..n_R` drawn uniformly from the whole catalogue, independently for every position; a
+negative that happens to equal the positive ("accidental hit") is left out of the sum. The batch loss is
+the mean over supervised positions (optionally weighted: `sum_i w_i loss_i / sum_i w_i`).
+
+All three losses take the same inputs:
+    query (M, D)          output embeddings of the supervised positions (L2-normalised here again)
+    positive_ids (M,)     the next item of each position (raw item ids)
+    item_embed_fn(ids)    -> (..., D) item embeddings (the model's `item_embeddings`)
+    catalogue (C,)        every valid item id, sorted (the dataset's `catalogue`)
+    weights (M,)          optional: 1 for supervised positions, 0 for padding
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+L2_EPS = 1e-6  # the reference clamps the norm at 1e-6 before dividing
+
+__all__ = [
+    "LOSSES",
+    "bce_loss",
+    "full_softmax_loss",
+    "get_loss",
+    "l2_normalize",
+    "sample_negatives",
+    "sampled_softmax_loss",
+]
+
+
+def l2_normalize(x: torch.Tensor, eps: float = L2_EPS) -> torch.Tensor:
+    """x / max(||x||_2, eps) along the last dimension. Shapes: (..., D) -> (..., D)."""
+    return x / x.norm(dim=-1, keepdim=True).clamp(min=eps)
+
+
+def catalogue_index(catalogue: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Position of each id inside the sorted `catalogue`. catalogue (C,), ids (...) -> (...) int64.
+
+    Ids that are not in the catalogue (padding 0) get some valid position; callers give them weight 0.
+    """
+    return torch.searchsorted(catalogue, ids).clamp(max=catalogue.numel() - 1)
+
+
+def sample_negatives(
+    num_rows: int,
+    num_negatives: int,
+    catalogue_size: int,
+    device: torch.device | str,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Uniform negatives, as positions into the catalogue: (num_rows, num_negatives) int64.
+
+    Drawn on `device` (no host round trip per step). The reference draws `all_item_ids[randint(0, C)]`;
+    positions into the sorted catalogue are the same draw.
+    """
+    return torch.randint(
+        0, catalogue_size, (num_rows, num_negatives), device=device, generator=generator
+    )  # (M, R)
+
+
+def _fp32(x: torch.Tensor) -> torch.Tensor:
+    """Logits in at least float32 (bf16 logits / 0.05 lose too many digits); float64 stays float64."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _weighted_mean(per_position: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """sum_i w_i l_i / sum_i w_i (plain mean without weights). The reference averages this way."""
+    if weights is None:
+        return per_position.mean()
+    weights = weights.to(per_position.dtype)
+    return (per_position * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def sampled_softmax_loss(
+    query: torch.Tensor,
+    positive_ids: torch.Tensor,
+    item_embed_fn: Callable[[torch.Tensor], torch.Tensor],
+    catalogue: torch.Tensor,
+    num_negatives: int = 128,
+    temperature: float = 0.05,
+    generator: torch.Generator | None = None,
+    *,
+    weights: torch.Tensor | None = None,
+    negatives: torch.Tensor | None = None,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """Sampled softmax with uniform negatives from the whole catalogue (HSTU's ML-1M loss). Returns ().
+
+    query (M, D), positive_ids (M,), catalogue (C,) sorted; `negatives` (M, R) positions into the
+    catalogue may be given (tests); otherwise R = `num_negatives` are drawn with `generator`.
+
+    Two implementations give the same numbers:
+      * "gather": look up the R negative embeddings of every position, (M, R, D), and take dot products;
+        what the reference does. Memory grows with M * R * D.
+      * "dense": score every position against the whole catalogue with one matrix product, (M, C), and
+        pick the positive and the R sampled columns. Dense matrix products are what a GPU does best, and
+        the backward pass avoids scattering M * R gradient rows into the embedding table.
+    "auto" picks "dense" when the catalogue has at most 64 * R items (ML-1M: 3,883 <= 8,192), else
+    "gather".
+    """
+    if query.dim() != 2:
+        raise ValueError(f"query must be (M, D), got shape {tuple(query.shape)}")
+    if positive_ids.shape != query.shape[:1]:
+        raise ValueError(
+            f"positive_ids must be (M,) = ({query.shape[0]},) to match query, got {tuple(positive_ids.shape)}"
+        )
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    num_rows = query.shape[0]
+    if negatives is None:
+        negatives = sample_negatives(num_rows, num_negatives, catalogue.numel(), query.device, generator)
+    if impl == "auto":
+        impl = "dense" if catalogue.numel() <= 64 * negatives.shape[1] else "gather"
+    query = l2_normalize(query)  # (M, D)
+    pos_index = catalogue_index(catalogue, positive_ids)  # (M,)
+    if impl == "dense":
+        items = l2_normalize(item_embed_fn(catalogue))  # (C, D)
+        scores = query @ items.t()  # (M, C) cosine similarity with every item
+        pos_logits = scores.gather(1, pos_index[:, None])  # (M, 1)
+        neg_logits = scores.gather(1, negatives)  # (M, R)
+    elif impl == "gather":
+        pos_emb = l2_normalize(item_embed_fn(positive_ids))  # (M, D)
+        neg_emb = l2_normalize(item_embed_fn(catalogue[negatives]))  # (M, R, D)
+        pos_logits = (query * pos_emb).sum(-1, keepdim=True)  # (M, 1)
+        neg_logits = torch.einsum("md,mrd->mr", query, neg_emb)  # (M, R)
+    else:
+        raise ValueError(f"impl must be 'auto', 'dense' or 'gather', got {impl!r}")
+    # An accidental hit would push the positive away from itself: drop it from the normaliser.
+    neg_logits = neg_logits.masked_fill(negatives == pos_index[:, None], float("-inf"))  # (M, R)
+    logits = _fp32(torch.cat([pos_logits, neg_logits], dim=1)) / temperature  # (M, 1 + R)
+    per_position = -torch.log_softmax(logits, dim=1)[:, 0]  # (M,)
+    return _weighted_mean(per_position, weights)
+
+
+def full_softmax_loss(
+    query: torch.Tensor,
+    positive_ids: torch.Tensor,
+    item_embed_fn: Callable[[torch.Tensor], torch.Tensor],
+    catalogue: torch.Tensor,
+    num_negatives: int = 0,
+    temperature: float = 0.05,
+    generator: torch.Generator | None = None,
+    *,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Cross-entropy over the whole catalogue (every other item is a negative). Returns ().
+
+    loss_i = -log softmax_c(<q_i, e_c> / tau)[p_i]. query (M, D), positive_ids (M,), catalogue (C,).
+    `num_negatives` and `generator` are accepted (and unused) so that all losses share one signature.
+    """
+    query = l2_normalize(query)  # (M, D)
+    items = l2_normalize(item_embed_fn(catalogue))  # (C, D)
+    logits = _fp32(query @ items.t()) / temperature  # (M, C)
+    per_position = F.cross_entropy(logits, catalogue_index(catalogue, positive_ids), reduction="none")  # (M,)
+    return _weighted_mean(per_position, weights)
+
+
+def bce_loss(
+    query: torch.Tensor,
+    positive_ids: torch.Tensor,
+    item_embed_fn: Callable[[torch.Tensor], torch.Tensor],
+    catalogue: torch.Tensor,
+    num_negatives: int = 1,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    *,
+    weights: torch.Tensor | None = None,
+    negatives: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Binary cross-entropy with one uniform negative per position (SASRec's original loss). Returns ().
+
+    loss_i = (BCE(<q_i, e_p>/tau, 1) + BCE(<q_i, e_n>/tau, 0)) / 2; positions whose negative equals the
+    positive are left out, as the reference does. query (M, D), positive_ids (M,), negatives (M, 1).
+    """
+    if negatives is None:
+        negatives = sample_negatives(query.shape[0], 1, catalogue.numel(), query.device, generator)  # (M, 1)
+    query = l2_normalize(query)  # (M, D)
+    pos_emb = l2_normalize(item_embed_fn(positive_ids))  # (M, D)
+    neg_emb = l2_normalize(item_embed_fn(catalogue[negatives[:, 0]]))  # (M, D)
+    pos_logits = _fp32((query * pos_emb).sum(-1)) / temperature  # (M,)
+    neg_logits = _fp32((query * neg_emb).sum(-1)) / temperature  # (M,)
+    per_position = 0.5 * (
+        F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits), reduction="none")
+        + F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits), reduction="none")
+    )  # (M,)
+    valid = (negatives[:, 0] != catalogue_index(catalogue, positive_ids)).to(per_position.dtype)  # (M,)
+    weights = valid if weights is None else weights.to(per_position.dtype) * valid
+    return _weighted_mean(per_position, weights)
+
+
+LOSSES = {
+    "sampled_softmax": sampled_softmax_loss,
+    "full_softmax": full_softmax_loss,
+    "bce": bce_loss,
+}
+
+
+def get_loss(name: str) -> Callable[..., torch.Tensor]:
+    """The loss function called `name` (one of LOSSES)."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
+    return LOSSES[name]
