@@ -1,0 +1,275 @@
+"""STU layer, HSTU and SASRec encoders against line-by-line naive versions (explicit per-sequence loops)."""
+
+import math
+from dataclasses import dataclass, fields
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hstu_tutorial.modules import JaggedLayout, STULayer, hstu_encoder, sasrec_encoder
+from hstu_tutorial.ops import lengths_to_offsets
+
+DT = torch.float64
+
+
+@dataclass
+class Batch:
+    """Local stand-in with the JaggedBatch fields (docs/INTERFACES.md), so these tests need no dataset."""
+
+    user_ids: torch.Tensor
+    item_ids: torch.Tensor
+    ratings: torch.Tensor
+    timestamps: torch.Tensor
+    offsets: torch.Tensor
+    lengths: torch.Tensor
+    max_len: int
+    target_item_ids: torch.Tensor
+    target_ratings: torch.Tensor
+    target_timestamps: torch.Tensor
+
+
+def make_batch(lengths, max_len, num_items=30, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lt = torch.tensor(lengths)
+    T, B = sum(lengths), len(lengths)
+    # Gaps from seconds to months, so many time buckets are used.
+    gaps = (10 ** torch.randint(0, 7, (T,), generator=g)) * torch.randint(1, 9, (T,), generator=g)
+    return Batch(
+        user_ids=torch.arange(B),
+        item_ids=torch.randint(1, num_items + 1, (T,), generator=g),
+        ratings=torch.randint(1, 6, (T,), generator=g),
+        timestamps=10**9 + torch.cumsum(gaps, 0),
+        offsets=lengths_to_offsets(lt),
+        lengths=lt,
+        max_len=max_len,
+        target_item_ids=torch.randint(1, num_items + 1, (B,), generator=g),
+        target_ratings=torch.randint(1, 6, (B,), generator=g),
+        target_timestamps=torch.full((B,), 2 * 10**9),
+    )
+
+
+def bucket(d, num_buckets=128):
+    return min(num_buckets, max(0, math.floor(math.log(max(abs(d), 1)) / 0.301)))
+
+
+def layer_norm(x, eps):
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+def naive_stu(layer: STULayer, x, batch):
+    """The DESIGN.md equations, one sequence, one query, one head, one key at a time."""
+    H, dqk, dv, n = layer.num_heads, layer.dqk, layer.dv, layer.norm
+    outs = []
+    for b in range(len(batch.lengths)):
+        s, e = int(batch.offsets[b]), int(batch.offsets[b + 1])
+        xb, ts = x[s:e], batch.timestamps[s:e].tolist()
+        nts = ts[1:] + [int(batch.target_timestamps[b])]  # query i looks at the time of item i+1
+        uvqk = F.silu(layer_norm(xb, 1e-6) @ layer.uvqk)
+        u, v, q, k = torch.split(uvqk, [H * dv, H * dv, H * dqk, H * dqk], dim=-1)
+        av = torch.zeros(e - s, H, dv, dtype=x.dtype)
+        for i in range(e - s):
+            for h in range(H):
+                for j in range(i + 1):
+                    score = q[i, h * dqk:(h + 1) * dqk] @ k[j, h * dqk:(h + 1) * dqk]
+                    if layer.rab is not None:
+                        pos_w, ts_w, L = layer.rab.pos_w, layer.rab.ts_w, layer.rab.max_len
+                        score = score + pos_w[L - 1 + j - i] + ts_w[bucket(nts[i] - ts[j])]
+                    av[i, h] += F.silu(score) / n * v[j, h * dv:(h + 1) * dv]
+        o = u * layer_norm(av.reshape(e - s, H * dv), 1e-6)
+        outs.append(xb + o @ layer.o.weight.T + layer.o.bias)
+    return torch.cat(outs)
+
+
+STU_CASES = [([3, 1, 5], 2, 4, 3, 6), ([1], 1, 5, 5, 1), ([4, 4], 3, 2, 4, 4)]  # lengths, H, dqk, dv, N
+
+
+@pytest.mark.parametrize("lengths,H,dqk,dv,N", STU_CASES)
+@pytest.mark.parametrize("use_rab", [True, False])
+def test_stu_layer_matches_naive(lengths, H, dqk, dv, N, use_rab):
+    torch.manual_seed(0)
+    D = 6
+    layer = STULayer(D, H, dqk, dv, dropout=0.0, norm=9.0, max_len=8, use_rab=use_rab).double().eval()
+    with torch.no_grad():  # larger weights than the init, so every term matters numerically
+        layer.uvqk.normal_(0, 0.5)
+        if use_rab:
+            layer.rab.pos_w.normal_(0, 0.5)
+            layer.rab.ts_w.normal_(0, 0.5)
+    batch = make_batch(lengths, N)
+    x = torch.randn(sum(lengths), D, dtype=DT, requires_grad=True)
+    layout = JaggedLayout.from_batch(batch, N, rab=layer.rab)
+    out = layer(x, layout)
+    want = naive_stu(layer, x, batch)
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-10)
+    w = torch.randn_like(out)
+    params = [x] + list(layer.parameters())
+    g1 = torch.autograd.grad((out * w).sum(), params)
+    g2 = torch.autograd.grad((want * w).sum(), params)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_stu_layer_gradcheck():
+    torch.manual_seed(1)
+    layer = STULayer(4, 2, 2, 3, dropout=0.0, norm=5.0, max_len=4).double().eval()
+    batch = make_batch([2, 3], 3, seed=1)
+    layout = JaggedLayout.from_batch(batch, 3, rab=layer.rab)
+    x = torch.randn(5, 4, dtype=DT, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w: layer(x, layout), (x, layer.uvqk))
+
+
+def naive_input(model, batch, b):
+    """x0 of sequence b: E[item] * sqrt(D) + P[position], position 0 = oldest (eval: no dropout)."""
+    E, P = model.preprocessor.item_emb.weight, model.preprocessor.pos_emb.weight
+    s, e = int(batch.offsets[b]), int(batch.offsets[b + 1])
+    items = batch.item_ids[s:e].tolist()
+    return torch.stack([E[it] * math.sqrt(model.embedding_dim) + P[p] for p, it in enumerate(items)])
+
+
+def naive_hstu_encoder(model, batch):
+    x = torch.cat([naive_input(model, batch, b) for b in range(len(batch.lengths))])
+    for layer in model.layers:
+        x = naive_stu(layer, x, batch)
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def test_hstu_encoder_matches_naive_and_is_pad_invariant():
+    torch.manual_seed(2)
+    model = hstu_encoder(30, embedding_dim=8, num_blocks=2, num_heads=2, dqk=3, dv=4, max_seq_len=6,
+                         dropout=0.2).double().eval()
+    assert model.norm == 17.0 and model.layers[0].rab.max_len == 17  # max_seq_len + 11
+    batch = make_batch([3, 1, 6, 2], 6, seed=2)
+    out = model(batch)
+    assert out.shape == (12, 8)
+    torch.testing.assert_close(out, naive_hstu_encoder(model, batch), rtol=0, atol=1e-10)
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(12, dtype=DT))
+    # padding width is an implementation detail: a wider pad gives the same numbers
+    torch.testing.assert_close(model(batch, max_len=9), out, rtol=0, atol=1e-12)
+    last = model.last_embeddings(out, batch)
+    torch.testing.assert_close(last, out[torch.tensor([2, 3, 9, 11])])
+    emb = model.item_embeddings(torch.tensor([[1, 2], [3, 4]]))
+    assert emb.shape == (2, 2, 8)
+    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(2, 2, dtype=DT))
+
+
+def test_hstu_encoder_attention_maps_and_errors():
+    torch.manual_seed(3)
+    model = hstu_encoder(30, embedding_dim=8, num_blocks=3, num_heads=2, dqk=4, dv=4, max_seq_len=5).eval()
+    batch = make_batch([2, 5], 5)
+    out, maps = model(batch, return_attention=True)
+    torch.testing.assert_close(out, model(batch))
+    assert len(maps) == 3 and maps[0].shape == (2, 2, 5, 5)
+    assert maps[0][0, :, 2:, :].abs().max() == 0 and maps[0][1].triu(1).abs().max() == 0
+    with pytest.raises(ValueError, match="max_seq_len"):
+        model(make_batch([2], 40))
+
+
+def test_dropout_only_in_training():
+    torch.manual_seed(4)
+    model = hstu_encoder(30, embedding_dim=8, max_seq_len=6, dropout=0.5)
+    batch = make_batch([3, 4], 6)
+    model.train()
+    assert not torch.allclose(model(batch), model(batch))
+    model.eval()
+    torch.testing.assert_close(model(batch), model(batch))
+
+
+def test_parameter_counts_ml1m():
+    """The reference ML-1M models: 3,952 movie ids + padding, D=50, max_seq_len 200 (tables of 211)."""
+    hstu = hstu_encoder(3952).num_parameters()
+    per_layer = 50 * 4 * 50 + (50 * 50 + 50) + (2 * 211 - 1) + 129  # W_uvqk, o, pos_w, ts_w
+    assert hstu == {"item_embedding": 3953 * 50, "position_embedding": 211 * 50, "layer_0": per_layer,
+                    "layer_1": per_layer, "total": 3953 * 50 + 211 * 50 + 2 * per_layer}
+    large = hstu_encoder(3952, num_blocks=8, num_heads=2, dqk=25, dv=25).num_parameters()
+    assert large["layer_7"] == per_layer and large["total"] == 3953 * 50 + 211 * 50 + 8 * per_layer
+    sas = sasrec_encoder(3952).num_parameters()
+    per_block = (3 * 50 * 50 + 150) + (50 * 50 + 50) + 2 * (50 * 50 + 50)
+    assert sas["layer_0"] == per_block and sas["total"] == 3953 * 50 + 211 * 50 + 2 * per_block
+
+
+def test_initialisation_follows_the_reference():
+    torch.manual_seed(5)
+    model = hstu_encoder(3952)
+    item = model.preprocessor.item_emb.weight
+    assert item[0].abs().max() == 0 and item[1:].abs().max() <= 0.04 + 1e-7
+    assert 0.015 < item[1:].std().item() < 0.02  # truncated N(0, 0.02^2) has std 0.0176
+    pos_std = model.preprocessor.pos_emb.weight.std().item()
+    assert abs(pos_std - math.sqrt(2 / (211 + 50))) < 0.01  # xavier normal
+    assert abs(model.layers[0].uvqk.std().item() - 0.02) < 0.002
+    sas = sasrec_encoder(3952)
+    assert abs(sas.preprocessor.pos_emb.weight.std().item() - 0.88 * math.sqrt(1 / 50)) < 0.02
+
+
+def naive_sasrec(model, batch):
+    """Per sequence, with torch.nn.MultiheadAttention holding the block's weights (the reference's layer)."""
+    D = model.embedding_dim
+    outs = []
+    for b in range(len(batch.lengths)):
+        x = naive_input(model, batch, b)[None]  # (1, L, D)
+        L = x.shape[1]
+        for blk in model.blocks:
+            mha = torch.nn.MultiheadAttention(D, blk.num_heads, batch_first=True, dtype=x.dtype)
+            with torch.no_grad():
+                mha.in_proj_weight.copy_(blk.in_proj.weight)
+                mha.in_proj_bias.copy_(blk.in_proj.bias)
+                mha.out_proj.weight.copy_(blk.out_proj.weight)
+                mha.out_proj.bias.copy_(blk.out_proj.bias)
+            mha.eval()
+            q = F.layer_norm(x, (D,), eps=1e-8)
+            causal = torch.ones(L, L, dtype=torch.bool).triu(1)
+            a, _ = mha(q, x, x, attn_mask=causal)
+            y = F.layer_norm(q + a, (D,), eps=1e-8)
+            x = y + blk.ffn2(F.relu(blk.ffn1(y)))
+        outs.append(x[0])
+    x = torch.cat(outs)
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+@pytest.mark.parametrize("num_heads", [1, 2])
+def test_sasrec_matches_multihead_attention_per_sequence(num_heads):
+    torch.manual_seed(6)
+    model = sasrec_encoder(30, embedding_dim=8, num_blocks=2, num_heads=num_heads, ffn_hidden=5,
+                           max_seq_len=6).double().eval()
+    batch = make_batch([3, 1, 6], 6)
+    out, maps = model(batch, return_attention=True)
+    torch.testing.assert_close(out, naive_sasrec(model, batch), rtol=0, atol=1e-10)
+    torch.testing.assert_close(model(batch, max_len=8), out, rtol=0, atol=1e-12)
+    assert maps[1].shape == (3, num_heads, 6, 6)
+    torch.testing.assert_close(maps[0][0, :, :3, :3].sum(-1), torch.ones(num_heads, 3, dtype=DT))
+
+
+def test_bf16_autocast_runs():
+    torch.manual_seed(7)
+    kw = dict(embedding_dim=8, max_seq_len=6)
+    for model in (hstu_encoder(30, **kw), sasrec_encoder(30, **kw)):
+        batch = make_batch([3, 6], 6)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(batch)
+        assert torch.isfinite(out.float()).all()
+        out.float().sum().backward()
+
+
+def test_triton_dispatch_matches_pytorch():
+    triton_mod = pytest.importorskip("hstu_tutorial.ops.triton")
+    if not hasattr(triton_mod, "triton_hstu_attention_rel_bias"):
+        pytest.skip("the Triton rel-bias kernel is not there yet")
+    torch.manual_seed(8)
+    model = hstu_encoder(30, embedding_dim=8, num_blocks=1, num_heads=1, dqk=8, dv=8, max_seq_len=6).eval()
+    batch = make_batch([3, 1, 6], 6)
+    ref = model(batch)
+    for layer in model.layers:
+        layer.attention_impl = "triton"
+    model.attention_impl = "triton"
+    torch.testing.assert_close(model(batch), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_batch_stand_in_matches_interfaces():
+    """Our stand-in must carry the fields INTERFACES.md promises (and the real JaggedBatch, if present)."""
+    names = {f.name for f in fields(Batch)}
+    try:
+        from hstu_tutorial.data import JaggedBatch
+    except ImportError:
+        return
+    assert names <= {f.name for f in fields(JaggedBatch)}
