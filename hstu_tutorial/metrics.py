@@ -1,0 +1,174 @@
+"""Full-ranking evaluation: HR@K, NDCG@K and MRR over the whole catalogue, with seen items removed.
+
+For each user the model's query `q` (the output at the last history position) scores every item of the
+catalogue by dot product, `s_c = <q, e_c>`. Items inside the history window are removed (as the
+reference does; a target that also appears in the window is then a miss). The target's rank is
+
+    rank = 1 + #{c not seen : s_c > s_target}          (ties count in the target's favour)
+
+and the metrics average over users:
+
+    HR@K   = mean[rank <= K]
+    NDCG@K = mean[rank <= K] / log2(rank + 1)          (one relevant item, so the ideal DCG is 1)
+    MRR    = mean 1 / rank
+
+The reference keeps only the top 2,500 items and gives every target beyond them rank 2,501; here the
+rank is exact (MRR differs from the reference's by at most 1/2501 per user beyond the top 2,500, and HR
+and NDCG at K <= 2,500 not at all).
+
+Everything is batched and stays on the model's device; the only host transfer is the final averages.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from hstu_tutorial.losses import catalogue_index, l2_normalize
+
+DEFAULT_KS = (1, 10, 50, 200)
+
+__all__ = [
+    "DEFAULT_KS",
+    "evaluate",
+    "evaluate_per_user",
+    "metric_names",
+    "metrics_from_ranks",
+    "target_ranks",
+]
+
+
+def seen_mask(history_ids: torch.Tensor, catalogue: torch.Tensor, num_items: int) -> torch.Tensor:
+    """Which catalogue items appear in each history window. history_ids (B, N) zero-padded -> (B, C) bool."""
+    B = history_ids.shape[0]
+    seen = torch.zeros(B, num_items + 1, dtype=torch.bool, device=history_ids.device)  # (B, num_items + 1)
+    seen.scatter_(1, history_ids, True)  # padding id 0 lands in column 0, which no catalogue item uses
+    return seen[:, catalogue]  # (B, C)
+
+
+def target_ranks(
+    query: torch.Tensor,
+    item_embeddings: torch.Tensor,
+    catalogue: torch.Tensor,
+    target_ids: torch.Tensor,
+    history_ids: torch.Tensor | None = None,
+    num_items: int | None = None,
+) -> torch.Tensor:
+    """1-based rank of each target among the unseen catalogue items. Returns (B,) int64.
+
+    query (B, D); item_embeddings (C, D) for `catalogue` (C,) sorted item ids; target_ids (B,);
+    history_ids (B, N) zero-padded ids to remove (None: remove nothing). A removed target gets rank
+    C + 1 (a miss at every K).
+    """
+    scores = query.float() @ item_embeddings.float().t()  # (B, C)
+    target_col = catalogue_index(catalogue, target_ids)  # (B,)
+    target_seen = torch.zeros_like(target_ids, dtype=torch.bool)  # (B,)
+    if history_ids is not None:
+        num_items = int(catalogue[-1]) if num_items is None else num_items
+        seen = seen_mask(history_ids, catalogue, num_items)  # (B, C)
+        scores = scores.masked_fill(seen, float("-inf"))  # (B, C)
+        target_seen = seen.gather(1, target_col[:, None])[:, 0]  # (B,)
+    target_score = scores.gather(1, target_col[:, None])  # (B, 1)
+    ranks = 1 + (scores > target_score).sum(dim=1)  # (B,)
+    return torch.where(target_seen, torch.full_like(ranks, catalogue.numel() + 1), ranks)
+
+
+def metric_names(ks: Sequence[int] = DEFAULT_KS) -> list[str]:
+    """The keys `metrics_from_ranks` returns, in display order: hr@K..., ndcg@K..., mrr."""
+    return [f"hr@{k}" for k in ks] + [f"ndcg@{k}" for k in ks] + ["mrr"]
+
+
+def metrics_from_ranks(ranks: torch.Tensor, ks: Sequence[int] = DEFAULT_KS, as_float: bool = True) -> dict:
+    """HR@K, NDCG@K (for each K in `ks`) and MRR from 1-based ranks (U,). Floats, or 0-dim tensors."""
+    ranks = ranks.double()  # (U,)
+    out = {}
+    for k in ks:
+        out[f"hr@{k}"] = (ranks <= k).double().mean()
+    for k in ks:
+        out[f"ndcg@{k}"] = torch.where(ranks <= k, 1.0 / torch.log2(ranks + 1.0), 0.0).mean()
+    out["mrr"] = (1.0 / ranks).mean()
+    if as_float:
+        stacked = torch.stack(list(out.values())).tolist()  # one host transfer for all metrics
+        out = dict(zip(out, stacked))
+    return out
+
+
+def _batches(dataset, split: str, batch_size: int, device) -> Iterable:
+    if split not in ("train", "valid", "test"):
+        raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}")
+    return dataset.loader(split, batch_size, shuffle=False, device=device)
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def _ranks_for_split(model, dataset, split: str, batch_size: int, device) -> tuple[torch.Tensor, list]:
+    was_training = model.training
+    model.eval()
+    try:
+        catalogue = dataset.catalogue.to(device)  # (C,)
+        items = l2_normalize(model.item_embeddings(catalogue))  # (C, D)
+        ranks, batches = [], []
+        for batch in _batches(dataset, split, batch_size, device):
+            out = model(batch)  # (T, D)
+            query = model.last_embeddings(out, batch)  # (B, D)
+            history = batch.padded("item_ids")  # (B, N)
+            ranks.append(
+                target_ranks(query, items, catalogue, batch.target_item_ids, history, dataset.num_items)
+            )
+            batches.append(batch)
+        return torch.cat(ranks), batches
+    finally:
+        model.train(was_training)
+
+
+def evaluate(
+    model: torch.nn.Module,
+    dataset,
+    split: str = "test",
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 1024,
+    device: torch.device | str | None = None,
+) -> dict[str, float]:
+    """Full-ranking HR@K, NDCG@K and MRR of `model` on `dataset`'s `split` ("valid" or "test").
+
+    Every user of the split is ranked against the whole catalogue, history items removed. Returns
+    {"hr@1": ..., "ndcg@1": ..., ..., "mrr": ...} (floats), as `metric_names(ks)` orders them.
+    """
+    device = _model_device(model) if device is None else torch.device(device)
+    ranks, _ = _ranks_for_split(model, dataset, split, batch_size, device)
+    return metrics_from_ranks(ranks, ks)
+
+
+def evaluate_per_user(
+    model: torch.nn.Module,
+    dataset,
+    split: str = "test",
+    batch_size: int = 1024,
+    device: torch.device | str | None = None,
+):
+    """One row per user: user_id, target_item_id, history_length, rank (a pandas DataFrame).
+
+    For analyses such as "where does the model win": by history length, by target popularity...
+    """
+    import pandas as pd
+
+    device = _model_device(model) if device is None else torch.device(device)
+    ranks, batches = _ranks_for_split(model, dataset, split, batch_size, device)
+    return pd.DataFrame(
+        {
+            "user_id": torch.cat([b.user_ids for b in batches]).cpu().numpy(),
+            "target_item_id": torch.cat([b.target_item_ids for b in batches]).cpu().numpy(),
+            "history_length": torch.cat([b.lengths for b in batches]).cpu().numpy(),
+            "rank": ranks.cpu().numpy(),
+        }
+    )
+
+
+def ndcg_of_rank(rank: int) -> float:
+    """NDCG of a single target at 1-based `rank` with no cut-off: 1 / log2(rank + 1)."""
+    return 1.0 / math.log2(rank + 1)
