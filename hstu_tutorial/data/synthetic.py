@@ -118,7 +118,7 @@ class SyntheticConfig:
 
 
 SIZES = {
-    "ci": SyntheticConfig(500, 300, 320, 10, 30, 60, 45.0),
+    "ci": SyntheticConfig(500, 300, 320, 8, 30, 60, 45.0),
     "small": SyntheticConfig(2000, 1200, 1260, 24, 20, 400, 80.0),
     "ml-1m": SyntheticConfig(6040, 3883, 3952, 40, 20, 2314, 165.6),
 }
@@ -156,10 +156,10 @@ def simulate(cfg: SyntheticConfig, seed: int):
     for c in range(C):
         members = rng.permutation(ids[cluster == c])
         cl_items[c, : len(members)] = members
-        cl_logw[c, : len(members)] = -1.0 * np.log1p(rng.permutation(len(members)))  # Zipf exponent 1
+        cl_logw[c, : len(members)] = -1.3 * np.log1p(rng.permutation(len(members)))  # Zipf exponent 1.3
         chain_next[members[:-1]] = members[1:]
         item_cluster[members] = c
-    cluster_w = 1.0 / np.arange(1, C + 1) ** 0.7  # cluster popularity, Zipf 0.7
+    cluster_w = 1.0 / np.arange(1, C + 1) ** 1.0  # cluster popularity, Zipf 1.0
     cluster_w = rng.permutation(cluster_w / cluster_w.sum())
 
     U = cfg.num_users
