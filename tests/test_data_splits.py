@@ -158,3 +158,20 @@ def test_bad_arguments(syn):
         syn.loader("train", 0)
     with pytest.raises(ValueError, match="unknown dataset"):
         get_reco_dataset("ml-2m")
+
+
+def test_padded_with_empty_sequences():
+    t = torch.tensor
+    b = JaggedBatch(
+        user_ids=t([1, 2, 3]),
+        item_ids=t([5, 6, 7]),
+        ratings=t([1, 1, 1]),
+        timestamps=t([1, 2, 3]),
+        offsets=t([0, 2, 2, 3]),
+        lengths=t([2, 0, 1]),
+        max_len=3,
+        target_item_ids=t([0, 0, 0]),
+        target_ratings=t([0, 0, 0]),
+        target_timestamps=t([0, 0, 0]),
+    )
+    assert b.padded().tolist() == [[5, 6, 0], [0, 0, 0], [7, 0, 0]]

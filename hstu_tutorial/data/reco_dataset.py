@@ -98,7 +98,7 @@ class JaggedBatch:
             )
         out = values.new_full((self.batch_size, n, *values.shape[1:]), padding_value)  # (B, N, ...)
         row, col = jagged_coordinates(self.offsets, self.lengths, values.shape[0])  # (T,), (T,)
-        out[row, col] = values
+        out.view(-1, *values.shape[1:]).index_copy_(0, row * n + col, values)  # (B*N, ...)
         return out
 
     def mask(self, max_len: int | None = None) -> torch.Tensor:
@@ -108,11 +108,17 @@ class JaggedBatch:
 
 
 def jagged_coordinates(offsets: torch.Tensor, lengths: torch.Tensor, total: int):
-    """For every jagged position t: its sequence `row (T,)` and position inside it `col (T,)`."""
-    row = torch.repeat_interleave(
-        torch.arange(lengths.shape[0], device=lengths.device), lengths, output_size=total
-    )  # (T,)
-    col = torch.arange(total, device=lengths.device) - offsets[:-1][row]  # (T,)
+    """For every jagged position t: its sequence `row (T,)` and position inside it `col (T,)`.
+
+    Marks where each sequence starts and takes a cumulative sum: one pass, no per-sequence loop, and (unlike
+    `repeat_interleave`) no multi-threaded kernel that stalls on a busy CPU. Works for empty sequences too.
+    """
+    dev = offsets.device
+    starts = torch.zeros(total + 1, dtype=torch.int64, device=dev)  # (T+1,)
+    ones = torch.ones(max(lengths.shape[0] - 1, 0), dtype=torch.int64, device=dev)
+    starts.index_add_(0, offsets[1:-1], ones)  # +1 where sequence b+1 starts (several if some are empty)
+    row = starts[:total].cumsum(0)  # (T,)
+    col = torch.arange(total, device=dev) - offsets.index_select(0, row)  # (T,)
     return row, col
 
 
@@ -154,25 +160,25 @@ class SequenceSplit:
         """Gather the users `index (B,)` into a JaggedBatch, on the split's device. `total` (= their summed
         lengths) avoids a device->host sync when known in advance."""
         index = torch.as_tensor(index, dtype=torch.int64, device=self.offsets.device)
-        starts = self.offsets[index]  # (B,)
-        lengths = self.offsets[index + 1] - starts  # (B,)
+        starts = self.offsets.index_select(0, index)  # (B,)
+        lengths = self.offsets.index_select(0, index + 1) - starts  # (B,)
         offsets = torch.zeros(index.shape[0] + 1, dtype=torch.int64, device=index.device)
         torch.cumsum(lengths, 0, out=offsets[1:])  # (B+1,)
         if total is None:
             total = int(offsets[-1])
         row, col = jagged_coordinates(offsets, lengths, total)  # (T,), (T,)
-        src = starts[row] + col  # (T,) positions in the split's flat arrays
+        src = starts.index_select(0, row) + col  # (T,) positions in the split's flat arrays
         return JaggedBatch(
-            user_ids=self.user_ids[index],
-            item_ids=self.item_ids[src],
-            ratings=self.ratings[src],
-            timestamps=self.timestamps[src],
+            user_ids=self.user_ids.index_select(0, index),
+            item_ids=self.item_ids.index_select(0, src),
+            ratings=self.ratings.index_select(0, src),
+            timestamps=self.timestamps.index_select(0, src),
             offsets=offsets,
             lengths=lengths,
             max_len=self.max_len,
-            target_item_ids=self.target_item_ids[index],
-            target_ratings=self.target_ratings[index],
-            target_timestamps=self.target_timestamps[index],
+            target_item_ids=self.target_item_ids.index_select(0, index),
+            target_ratings=self.target_ratings.index_select(0, index),
+            target_timestamps=self.target_timestamps.index_select(0, index),
         )
 
     def histories(self) -> list[list[int]]:
