@@ -32,7 +32,8 @@ test-unit: setup
 	$(PY) -m pytest tests -m "not browser" -q
 
 test-notebooks: setup
-	$(PY) -m pytest --nbval-lax --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider --timeout 900 -q notebooks exercises
+	# passing exercise checks tick the checklist: keep the test run out of the learner's own progress file
+	HSTU_PROGRESS_FILE=$${HSTU_PROGRESS_FILE:-$$(mktemp -d)/progress.json} $(PY) -m pytest --nbval-lax --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider --timeout 900 -q notebooks exercises
 
 test-browser: setup
 	$(PY) -m pytest tests -m browser -q
