@@ -34,6 +34,9 @@ __all__ = [
     "DEFAULT_KS",
     "evaluate",
     "evaluate_per_user",
+    "item_popularity",
+    "popularity_baseline",
+    "popularity_ranks",
     "metric_names",
     "metrics_from_ranks",
     "target_ranks",
@@ -172,3 +175,34 @@ def evaluate_per_user(
 def ndcg_of_rank(rank: int) -> float:
     """NDCG of a single target at 1-based `rank` with no cut-off: 1 / log2(rank + 1)."""
     return 1.0 / math.log2(rank + 1)
+
+
+def item_popularity(dataset, split: str = "train") -> torch.Tensor:
+    """How often each item id occurs in `split` (histories and targets): (num_items + 1,) int64."""
+    s = dataset.split(split)
+    ids = torch.cat([s.item_ids, s.target_item_ids])  # (T + U,)
+    return torch.bincount(ids, minlength=dataset.num_items + 1)  # (num_items + 1,)
+
+
+def popularity_ranks(dataset, split: str = "test", popularity_from: str = "train") -> torch.Tensor:
+    """Ranks (U,) of the most-popular-first baseline (same seen-item filtering). Ties go to lower ids."""
+    counts = item_popularity(dataset, popularity_from).double()  # (num_items + 1,)
+    ids = torch.arange(dataset.num_items + 1, dtype=torch.float64)
+    score = counts - ids / (dataset.num_items + 2)  # break ties deterministically (lower id first)
+    s = dataset.split(split)
+    catalogue = dataset.catalogue
+    history = s.batch(torch.arange(len(s)), total=s.num_tokens).padded("item_ids")  # (U, N)
+    # A one-dimensional "embedding" whose dot product with the query 1 is the popularity score.
+    return target_ranks(
+        torch.ones(len(s), 1, dtype=torch.float64),
+        score[catalogue][:, None],
+        catalogue,
+        s.target_item_ids,
+        history,
+        dataset.num_items,
+    )
+
+
+def popularity_baseline(dataset, split: str = "test", ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """HR@K, NDCG@K, MRR of recommending the most popular unseen items (popularity from the train split)."""
+    return metrics_from_ranks(popularity_ranks(dataset, split), ks)
