@@ -26,6 +26,11 @@ INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64}
 # How dQ is computed in the backward pass: "kernel" (a second kernel walks keys per query tile, no
 # atomics) or "atomic" (the dK/dV kernel adds its share of dQ with fp32 atomics).
 DQ_MODE = os.environ.get("HSTU_TRITON_DQ_MODE", "kernel")
+# tl.dot precision for fp32 inputs on a GPU: "tf32" (fast, ~1e-4 relative error), "tf32x3" or "ieee".
+FP32_DOT_PRECISION = os.environ.get("HSTU_TRITON_FP32_PRECISION", "tf32")
+# On a GPU: autotune (True) or use GPU_DEFAULT_CONFIG (False; one compile per kernel, for quick checks).
+AUTOTUNE = True
+GPU_DEFAULT_CONFIG = {"fwd": (64, 64, 4, 3), "dkdv": (32, 64, 4, 3), "dq": (64, 64, 4, 3)}
 # Tests set this to fill outputs with NaN before the kernels run: an element a kernel forgets to write
 # then shows up as NaN instead of as whatever the allocator left there.
 POISON_OUTPUTS = False
@@ -41,12 +46,10 @@ def _cfg(bm, bn, warps, stages):
 
 
 # Small config sets for Hopper-class GPUs; (BLOCK_M, BLOCK_N, num_warps, num_stages).
-_FWD_CONFIGS = [_cfg(*c) for c in [(64, 32, 4, 3), (64, 64, 4, 3), (128, 64, 4, 3), (128, 64, 8, 3),
-                                    (128, 128, 8, 2), (128, 32, 4, 3)]]
-_DKDV_CONFIGS = [_cfg(*c) for c in [(32, 64, 4, 3), (64, 64, 4, 3), (32, 128, 4, 3), (64, 128, 8, 3),
-                                     (32, 128, 8, 2)]]
-_DQ_CONFIGS = [_cfg(*c) for c in [(64, 32, 4, 3), (64, 64, 4, 3), (128, 32, 4, 3), (128, 64, 8, 3)]]
-_KEY = ["MAX_LEN_KEY", "DQ", "DV", "CAUSAL", "BIAS"]
+_FWD_CONFIGS = [_cfg(*c) for c in [(64, 64, 4, 3), (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3)]]
+_DKDV_CONFIGS = [_cfg(*c) for c in [(32, 64, 4, 3), (64, 64, 4, 3), (64, 128, 8, 3), (32, 128, 8, 3)]]
+_DQ_CONFIGS = [_cfg(*c) for c in [(64, 64, 4, 3), (128, 32, 4, 3), (128, 64, 8, 3)]]
+_KEY = ["MAX_LEN_KEY", "DQ", "DV", "CAUSAL", "BIAS", "DOT_PREC"]
 
 
 def _bench(fn, quantiles):
@@ -60,14 +63,23 @@ _dkdv_tuned = triton.autotune(_DKDV_CONFIGS, key=_KEY + ["RAB_GRAD", "ATOMIC_DQ"
 _dq_tuned = triton.autotune(_DQ_CONFIGS, key=_KEY, do_bench=_bench)(hstu_bwd_dq_kernel)
 
 
-def _launch(kernel, tuned, grid_dim, max_len, num_bh, args, consts):
+def _launch(kernel, tuned, grid_dim, max_len, num_bh, args, consts, kind):
     """Launch `kernel` with a fixed config in the interpreter, or its autotuned wrapper on a GPU."""
     if is_interpreter():
         cfg = dict(INTERPRETER_CONFIG)
         grid = (triton.cdiv(max_len, cfg[grid_dim]), num_bh)
         kernel[grid](*args, **consts, **cfg)
+    elif not AUTOTUNE:
+        bm, bn, warps, stages = GPU_DEFAULT_CONFIG[kind]
+        grid = (triton.cdiv(max_len, bm if grid_dim == "BLOCK_M" else bn), num_bh)
+        kernel[grid](*args, **consts, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
     else:
         tuned[lambda meta: (triton.cdiv(max_len, meta[grid_dim]), num_bh)](*args, **consts)
+
+
+def _dot_precision(x: torch.Tensor) -> str:
+    # Only fp32 operands have a choice; bf16/fp16 dots are exact products with fp32 accumulation.
+    return FP32_DOT_PRECISION if x.dtype == torch.float32 else "tf32"
 
 
 def _block_dim(d: int) -> int:
@@ -126,8 +138,8 @@ class _HSTUAttentionFunction(torch.autograd.Function):
                     out.stride(0), out.stride(1), *bias.strides, H, bias.P, bias.NB, float(alpha),
                     float(inv_n), max(16, triton.next_power_of_2(max_len)))
             consts = dict(DQ=DQ, DV=DV, BLOCK_DQ=_block_dim(DQ), BLOCK_DV=_block_dim(DV), CAUSAL=causal,
-                          BIAS=bias.mode)
-            _launch(hstu_fwd_kernel, _fwd_tuned, "BLOCK_M", max_len, B * H, args, consts)
+                          BIAS=bias.mode, DOT_PREC=_dot_precision(q))
+            _launch(hstu_fwd_kernel, _fwd_tuned, "BLOCK_M", max_len, B * H, args, consts, "fwd")
         ctx.save_for_backward(q, k, v, offsets, rab, ts, nts, pos_w, ts_w)
         ctx.alpha, ctx.inv_n, ctx.causal, ctx.max_len = alpha, inv_n, causal, max_len
         return out
@@ -153,7 +165,7 @@ class _HSTUAttentionFunction(torch.autograd.Function):
         drab = torch.zeros((B, H, nr, nr) if rab_grad else (1,), dtype=torch.float32, device=q.device)
         if T > 0:
             common = dict(DQ=DQ, DV=DV, BLOCK_DQ=_block_dim(DQ), BLOCK_DV=_block_dim(DV), CAUSAL=ctx.causal,
-                          BIAS=bias.mode)
+                          BIAS=bias.mode, DOT_PREC=_dot_precision(q))
             tail = (H, bias.P, bias.NB, float(ctx.alpha), float(ctx.inv_n),
                     max(16, triton.next_power_of_2(max_len)))
             qkv_strides = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
@@ -162,11 +174,11 @@ class _HSTUAttentionFunction(torch.autograd.Function):
                     dq.stride(0), dq.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
                     *bias.strides, nr, *tail)
             _launch(hstu_bwd_dkdv_kernel, _dkdv_tuned, "BLOCK_N", max_len, B * H, args,
-                    dict(common, RAB_GRAD=rab_grad, ATOMIC_DQ=atomic))
+                    dict(common, RAB_GRAD=rab_grad, ATOMIC_DQ=atomic), "dkdv")
             if not atomic:
                 args = (q, k, v, dout, dq, offsets, *bias.args, *qkv_strides, dq.stride(0), dq.stride(1),
                         *bias.strides, *tail)
-                _launch(hstu_bwd_dq_kernel, _dq_tuned, "BLOCK_M", max_len, B * H, args, common)
+                _launch(hstu_bwd_dq_kernel, _dq_tuned, "BLOCK_M", max_len, B * H, args, common, "dq")
         dq = dq.to(q.dtype)
         grad_rab = grad_pos = grad_ts = None
         if rab_grad and bias.mode == 1:

@@ -55,6 +55,7 @@ def _fwd_key_tiles(
     DQ: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr,
     DIAGONAL: tl.constexpr,  # these tiles straddle the diagonal: apply the causal mask
     BIAS: tl.constexpr,
+    DOT_PREC: tl.constexpr,  # tl.dot input precision for fp32 operands: "tf32", "tf32x3" or "ieee"
 ):
     """acc += SiLU(alpha q k^T + rab) v over the key tiles [lo, hi) (1/n is applied by the caller)."""
     for start_n in range(lo, hi, BLOCK_N):
@@ -62,14 +63,14 @@ def _fwd_key_tiles(
         kv_mask = cols[:, None] < L
         k = tl.load(k_ptrs + start_n * s_kt, mask=kv_mask & (offs_dq[None, :] < DQ), other=0.0)  # (BN, DQ)
         v = tl.load(v_ptrs + start_n * s_vt, mask=kv_mask & (offs_dv[None, :] < DV), other=0.0)  # (BN, DV)
-        s = tl.dot(q, tl.trans(k)) * alpha  # (BM, BN), fp32 accumulation
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * alpha  # (BM, BN), fp32 accumulation
         if BIAS != 0:
             s += _bias_tile(rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB,
                             offs_m[:, None], cols[None, :], L, BIAS)
         p = s * tl.sigmoid(s)  # SiLU: depends on s_ij alone, so no running max and no rescaling
         if DIAGONAL:
             p = tl.where(cols[None, :] <= offs_m[:, None], p, 0.0)
-        acc += tl.dot(p.to(v.dtype), v)  # (BM, DV)
+        acc += tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)  # (BM, DV)
     return acc
 
 
@@ -88,9 +89,12 @@ def hstu_fwd_kernel(
     BLOCK_DQ: tl.constexpr, BLOCK_DV: tl.constexpr,  # head dims rounded up to a power of two (>= 16)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # query rows and key columns per tile
     CAUSAL: tl.constexpr, BIAS: tl.constexpr,
+    DOT_PREC: tl.constexpr,  # tl.dot input precision for fp32 operands: "tf32", "tf32x3" or "ieee"
 ):
     """Grid (cdiv(max_len, BLOCK_M), B * H): one program = BLOCK_M queries of one (sequence, head)."""
-    pid_m = tl.program_id(0)  # which query tile
+    # Query tiles far down a sequence see the most keys: launch them first, so the short ones fill
+    # the gaps at the end instead of a few long ones finishing alone.
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # which query tile
     pid_bh = tl.program_id(1)  # which (sequence, head)
     b = pid_bh // H
     h = pid_bh % H
@@ -119,14 +123,14 @@ def hstu_fwd_kernel(
         full_end = tl.minimum(((start_m + 1) // BLOCK_N) * BLOCK_N, L)
         acc = _fwd_key_tiles(acc, q, k_ptrs, v_ptrs, s_kt, s_vt, 0, full_end, offs_m, offs_n, offs_dq,
                              offs_dv, L, alpha, rab_base, s_ri, s_rj, TS + start, NTS + start, POS_W, TS_W,
-                             P, NB, DQ, DV, BLOCK_N, False, BIAS)
+                             P, NB, DQ, DV, BLOCK_N, False, BIAS, DOT_PREC)
         acc = _fwd_key_tiles(acc, q, k_ptrs, v_ptrs, s_kt, s_vt, full_end, tl.minimum(L, start_m + BLOCK_M),
                              offs_m, offs_n, offs_dq, offs_dv, L, alpha, rab_base, s_ri, s_rj, TS + start,
-                             NTS + start, POS_W, TS_W, P, NB, DQ, DV, BLOCK_N, True, BIAS)
+                             NTS + start, POS_W, TS_W, P, NB, DQ, DV, BLOCK_N, True, BIAS, DOT_PREC)
     else:
         acc = _fwd_key_tiles(acc, q, k_ptrs, v_ptrs, s_kt, s_vt, 0, L, offs_m, offs_n, offs_dq, offs_dv, L,
                              alpha, rab_base, s_ri, s_rj, TS + start, NTS + start, POS_W, TS_W, P, NB,
-                             DQ, DV, BLOCK_N, False, BIAS)
+                             DQ, DV, BLOCK_N, False, BIAS, DOT_PREC)
     acc = acc * inv_n
     tl.store(OUT + start * s_ot + h * s_oh + offs_m[:, None] * s_ot + offs_dv[None, :],
              acc.to(OUT.dtype.element_ty), mask=(offs_m[:, None] < L) & (offs_dv[None, :] < DV))
@@ -139,6 +143,7 @@ def _dkdv_query_tiles(
     rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB, drab_base, NR,
     DQ: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr,
     DIAGONAL: tl.constexpr, BIAS: tl.constexpr, RAB_GRAD: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+    DOT_PREC: tl.constexpr,
 ):
     """Accumulate dK, dV of one key tile over the query tiles [lo, hi), keys as rows (transposed)."""
     for start_m in range(lo, hi, BLOCK_M):
@@ -146,25 +151,26 @@ def _dkdv_query_tiles(
         m_mask = rows[:, None] < L
         q = tl.load(q_ptrs + start_m * s_qt, mask=m_mask & (offs_dq[None, :] < DQ), other=0.0)  # (BM, DQ)
         do = tl.load(do_ptrs + start_m * s_dot, mask=m_mask & (offs_dv[None, :] < DV), other=0.0)  # (BM, DV)
-        sT = tl.dot(k, tl.trans(q)) * alpha  # (BN, BM)
+        sT = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * alpha  # (BN, BM)
         if BIAS != 0:
             sT += _bias_tile(rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB,
                              rows[None, :], offs_n[:, None], L, BIAS)
         sig = tl.sigmoid(sT)
         pT = sT * sig  # SiLU(s)^T
-        dpT = tl.dot(v, tl.trans(do))  # (BN, BM) = (dO v^T)^T
+        dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)  # (BN, BM) = (dO v^T)^T
         dsT = dpT * (sig * (1.0 + sT * (1.0 - sig)))  # times SiLU'(s)
         if DIAGONAL:
             keep = offs_n[:, None] <= rows[None, :]
             pT = tl.where(keep, pT, 0.0)
             dsT = tl.where(keep, dsT, 0.0)
-        dv += tl.dot(pT.to(do.dtype), do)  # (BN, DV)
-        dk += tl.dot(dsT.to(q.dtype), q)  # (BN, DQ)
+        dv += tl.dot(pT.to(do.dtype), do, input_precision=DOT_PREC)  # (BN, DV)
+        dk += tl.dot(dsT.to(q.dtype), q, input_precision=DOT_PREC)  # (BN, DQ)
         if RAB_GRAD:
             tl.store(drab_base + rows[None, :] * NR + offs_n[:, None], dsT * inv_n,
                      mask=(rows[None, :] < L) & (offs_n[:, None] < L))
         if ATOMIC_DQ:
-            dq_part = tl.dot(tl.trans(dsT.to(k.dtype)), k) * (alpha * inv_n)  # (BM, DQ)
+            dq_part = tl.dot(tl.trans(dsT.to(k.dtype)), k, input_precision=DOT_PREC)  # (BM, DQ)
+            dq_part = dq_part * (alpha * inv_n)
             tl.atomic_add(dq_ptrs + start_m * s_gqt, dq_part, mask=m_mask & (offs_dq[None, :] < DQ))
     return dk, dv
 
@@ -182,6 +188,7 @@ def hstu_bwd_dkdv_kernel(
     DQ: tl.constexpr, DV: tl.constexpr, BLOCK_DQ: tl.constexpr, BLOCK_DV: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, BIAS: tl.constexpr, RAB_GRAD: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+    DOT_PREC: tl.constexpr,
 ):
     """Grid (cdiv(max_len, BLOCK_N), B * H): one program owns BLOCK_N keys and visits every query
     tile that sees them. With keys as rows, dK and dV come out of plain dots:
@@ -223,16 +230,16 @@ def hstu_bwd_dkdv_kernel(
         dk, dv = _dkdv_query_tiles(dk, dv, k, v, q_ptrs, do_ptrs, dq_ptrs, s_qt, s_dot, s_gqt, lo, full_lo,
                                    offs_n, offs_m, offs_dq, offs_dv, L, alpha, inv_n, rab_base, s_ri, s_rj,
                                    TS + start, NTS + start, POS_W, TS_W, P, NB, drab_base, NR,
-                                   DQ, DV, BLOCK_M, True, BIAS, RAB_GRAD, ATOMIC_DQ)
+                                   DQ, DV, BLOCK_M, True, BIAS, RAB_GRAD, ATOMIC_DQ, DOT_PREC)
         dk, dv = _dkdv_query_tiles(dk, dv, k, v, q_ptrs, do_ptrs, dq_ptrs, s_qt, s_dot, s_gqt, full_lo, L,
                                    offs_n, offs_m, offs_dq, offs_dv, L, alpha, inv_n, rab_base, s_ri, s_rj,
                                    TS + start, NTS + start, POS_W, TS_W, P, NB, drab_base, NR,
-                                   DQ, DV, BLOCK_M, False, BIAS, RAB_GRAD, ATOMIC_DQ)
+                                   DQ, DV, BLOCK_M, False, BIAS, RAB_GRAD, ATOMIC_DQ, DOT_PREC)
     else:
         dk, dv = _dkdv_query_tiles(dk, dv, k, v, q_ptrs, do_ptrs, dq_ptrs, s_qt, s_dot, s_gqt, 0, L,
                                    offs_n, offs_m, offs_dq, offs_dv, L, alpha, inv_n, rab_base, s_ri, s_rj,
                                    TS + start, NTS + start, POS_W, TS_W, P, NB, drab_base, NR,
-                                   DQ, DV, BLOCK_M, False, BIAS, RAB_GRAD, ATOMIC_DQ)
+                                   DQ, DV, BLOCK_M, False, BIAS, RAB_GRAD, ATOMIC_DQ, DOT_PREC)
     tl.store(DK_G + start * s_gkt + h * s_gkh + offs_n[:, None] * s_gkt + offs_dq[None, :],
              (dk * (alpha * inv_n)).to(DK_G.dtype.element_ty), mask=n_mask & (offs_dq[None, :] < DQ))
     tl.store(DV_G + start * s_gvt + h * s_gvh + offs_n[:, None] * s_gvt + offs_dv[None, :],
@@ -244,6 +251,7 @@ def _dq_key_tiles(
     dq, q, do, k_ptrs, v_ptrs, s_kt, s_vt, lo, hi, offs_m, offs_n, offs_dq, offs_dv, L, alpha,
     rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB,
     DQ: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr, DIAGONAL: tl.constexpr, BIAS: tl.constexpr,
+    DOT_PREC: tl.constexpr,
 ):
     """dq += ((dO v^T) * SiLU'(s)) k over the key tiles [lo, hi) (alpha / n applied by the caller)."""
     for start_n in range(lo, hi, BLOCK_N):
@@ -251,16 +259,16 @@ def _dq_key_tiles(
         kv_mask = cols[:, None] < L
         k = tl.load(k_ptrs + start_n * s_kt, mask=kv_mask & (offs_dq[None, :] < DQ), other=0.0)  # (BN, DQ)
         v = tl.load(v_ptrs + start_n * s_vt, mask=kv_mask & (offs_dv[None, :] < DV), other=0.0)  # (BN, DV)
-        s = tl.dot(q, tl.trans(k)) * alpha  # (BM, BN), recomputed rather than saved
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * alpha  # (BM, BN), recomputed, not saved
         if BIAS != 0:
             s += _bias_tile(rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB,
                             offs_m[:, None], cols[None, :], L, BIAS)
         sig = tl.sigmoid(s)
-        dp = tl.dot(do, tl.trans(v))  # (BM, BN)
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)  # (BM, BN)
         ds = dp * (sig * (1.0 + s * (1.0 - sig)))
         if DIAGONAL:
             ds = tl.where(cols[None, :] <= offs_m[:, None], ds, 0.0)
-        dq += tl.dot(ds.to(k.dtype), k)  # (BM, DQ)
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)  # (BM, DQ)
     return dq
 
 
@@ -273,10 +281,10 @@ def hstu_bwd_dq_kernel(
     H, P, NB, alpha, inv_n, MAX_LEN_KEY,
     DQ: tl.constexpr, DV: tl.constexpr, BLOCK_DQ: tl.constexpr, BLOCK_DV: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, BIAS: tl.constexpr,
+    CAUSAL: tl.constexpr, BIAS: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     """Grid (cdiv(max_len, BLOCK_M), B * H), the forward's walk: dQ = alpha sum_j ds_ij k_j / n."""
-    pid_m = tl.program_id(0)
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # longest walks first, as in the forward
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
@@ -304,13 +312,13 @@ def hstu_bwd_dq_kernel(
         full_end = tl.minimum(((start_m + 1) // BLOCK_N) * BLOCK_N, L)
         dq = _dq_key_tiles(dq, q, do, k_ptrs, v_ptrs, s_kt, s_vt, 0, full_end, offs_m, offs_n, offs_dq,
                            offs_dv, L, alpha, rab_base, s_ri, s_rj, TS + start, NTS + start, POS_W, TS_W,
-                           P, NB, DQ, DV, BLOCK_N, False, BIAS)
+                           P, NB, DQ, DV, BLOCK_N, False, BIAS, DOT_PREC)
         dq = _dq_key_tiles(dq, q, do, k_ptrs, v_ptrs, s_kt, s_vt, full_end, tl.minimum(L, start_m + BLOCK_M),
                            offs_m, offs_n, offs_dq, offs_dv, L, alpha, rab_base, s_ri, s_rj, TS + start,
-                           NTS + start, POS_W, TS_W, P, NB, DQ, DV, BLOCK_N, True, BIAS)
+                           NTS + start, POS_W, TS_W, P, NB, DQ, DV, BLOCK_N, True, BIAS, DOT_PREC)
     else:
         dq = _dq_key_tiles(dq, q, do, k_ptrs, v_ptrs, s_kt, s_vt, 0, L, offs_m, offs_n, offs_dq, offs_dv, L,
                            alpha, rab_base, s_ri, s_rj, TS + start, NTS + start, POS_W, TS_W, P, NB,
-                           DQ, DV, BLOCK_N, False, BIAS)
+                           DQ, DV, BLOCK_N, False, BIAS, DOT_PREC)
     tl.store(DQ_G + start * s_gqt + h * s_gqh + offs_m[:, None] * s_gqt + offs_dq[None, :],
              (dq * (alpha * inv_n)).to(DQ_G.dtype.element_ty), mask=m_mask & (offs_dq[None, :] < DQ))
