@@ -175,3 +175,11 @@ def test_padded_with_empty_sequences():
         target_timestamps=t([0, 0, 0]),
     )
     assert b.padded().tolist() == [[5, 6, 0], [0, 0, 0], [7, 0, 0]]
+
+
+def test_padded_view_agrees_with_ops(syn):
+    """The batch's padded view and hstu_tutorial.ops.jagged_to_padded are the same layout."""
+    from hstu_tutorial.ops import jagged_to_padded
+
+    b = next(iter(syn.loader("train", 32, shuffle=True)))
+    assert torch.equal(b.padded("item_ids"), jagged_to_padded(b.item_ids, b.offsets, b.max_len).long())
