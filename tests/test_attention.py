@@ -16,6 +16,7 @@ from hstu_tutorial.ops import (
     softmax_attention,
     time_bucket,
 )
+from hstu_tutorial.ops.hstu_attention import table_lookup
 
 DT = torch.float64
 
@@ -224,3 +225,17 @@ def test_errors_speak_to_a_learner():
         hstu_attention(q[:, 0], k[:, 0], v[:, 0], offsets)
     with pytest.raises(ValueError, match="rab"):
         hstu_attention(q, k, v, offsets, rab=torch.zeros(2, 1, 1, dtype=DT))
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 4), (5, 5), (7,)])
+def test_table_lookup_matches_indexing(shape):
+    g = torch.Generator().manual_seed(7)
+    table = torch.randn(9, dtype=DT, generator=g, requires_grad=True)
+    index = torch.randint(0, 9, shape, generator=g)
+    out = table_lookup(table, index)
+    torch.testing.assert_close(out, table[index])
+    w = torch.randn(shape, dtype=DT, generator=g)
+    (grad,) = torch.autograd.grad((out * w).sum(), table)
+    (want,) = torch.autograd.grad((table[index] * w).sum(), table)
+    torch.testing.assert_close(grad, want, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: table_lookup(t, index), (table,))
