@@ -273,3 +273,25 @@ def test_batch_stand_in_matches_interfaces():
     except ImportError:
         return
     assert names <= {f.name for f in fields(JaggedBatch)}
+
+
+def test_recompute_gives_the_same_gradients():
+    torch.manual_seed(9)
+    model = hstu_encoder(30, embedding_dim=8, num_blocks=2, max_seq_len=6, dropout=0.0).double().train()
+    batch = make_batch([3, 6, 2], 6)
+    model(batch).pow(2).sum().backward()
+    want = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.set_recompute(True)(batch).pow(2).sum().backward()
+    for p, g in zip(model.parameters(), want):
+        torch.testing.assert_close(p.grad, g, rtol=0, atol=1e-12)
+
+
+def test_saved_activation_bytes_counts_what_backward_keeps():
+    from hstu_tutorial.modules import saved_activation_bytes
+
+    w = torch.nn.Parameter(torch.randn(4, 4))
+    x = torch.randn(10, 4, requires_grad=True)
+    out, nbytes = saved_activation_bytes(lambda x: torch.tanh(x @ w), x)
+    assert out.shape == (10, 4)
+    assert nbytes == 2 * 10 * 4 * 4  # x (for the weight's grad) and tanh's output; w not counted
