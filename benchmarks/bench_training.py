@@ -74,15 +74,10 @@ RUNS = [
     ("ml1m-hstu-val", "ml-1m", "ml-1m/hstu-sampled-softmax-n128-final", ["protocol=validation"]),
     ("ml1m-sasrec-val", "ml-1m", "ml-1m/sasrec-sampled-softmax-n128-final", ["protocol=validation"]),
     ("ml1m-hstu-large-val", "ml-1m", "ml-1m/hstu-sampled-softmax-n128-large-final", ["protocol=validation"]),
+    ("ml1m-hstu-eager", "ml-1m", "ml-1m/hstu-sampled-softmax-n128-final", ["cuda_graphs=off", "num_epochs=5"]),  # noqa: E501
     ("ml1m-hstu-seed1", "ml-1m", "ml-1m/hstu-sampled-softmax-n128-final", ["seed=1"]),
     ("ml1m-sasrec-seed1", "ml-1m", "ml-1m/sasrec-sampled-softmax-n128-final", ["seed=1"]),
     ("ml1m-hstu-large-seed1", "ml-1m", "ml-1m/hstu-sampled-softmax-n128-large-final", ["seed=1"]),
-    (
-        "ml1m-hstu-eager",
-        "ml-1m",
-        "ml-1m/hstu-sampled-softmax-n128-final",
-        ["cuda_graphs=off", "num_epochs=5"],
-    ),
 ]
 
 
