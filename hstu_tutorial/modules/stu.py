@@ -43,7 +43,7 @@ class JaggedLayout:
     index: torch.Tensor  # (T,)
     timestamps: torch.Tensor | None = None  # (T,) jagged
     next_timestamps: torch.Tensor | None = None  # (T,) jagged
-    buckets: torch.Tensor | None = None  # (B, N, N) int64
+    buckets: torch.Tensor | None = None  # (B, N, N) int32
 
     @property
     def batch_size(self) -> int:
@@ -68,7 +68,7 @@ class JaggedLayout:
             if rab is not None:
                 ts = jagged_to_padded(layout.timestamps, batch.offsets, N)  # (B, N)
                 nts = jagged_to_padded(layout.next_timestamps, batch.offsets, N)  # (B, N)
-                layout.buckets = rab.buckets(ts, nts)  # (B, N, N)
+                layout.buckets = rab.buckets(ts, nts).to(torch.int32)  # (B, N, N); int32 saves memory
         return layout
 
     def pad(self, values: torch.Tensor) -> torch.Tensor:

@@ -215,12 +215,12 @@ class _TableLookup(torch.autograd.Function):
         acc = torch.promote_types(grad.dtype, torch.float32)  # fp32 sums even for bf16 gradients
         rows_grad = grad.reshape(-1, width).to(acc)  # (R, W)
         per_row = rows_grad.new_zeros(rows_index.shape[0], ctx.table_size)  # (R, table)
-        per_row.scatter_add_(1, rows_index, rows_grad)
+        per_row.scatter_add_(1, rows_index.to(torch.int64), rows_grad)
         return per_row.sum(0).to(ctx.table_dtype), None
 
 
 def table_lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """`table[index]` (1-D table, int64 index of any shape), differentiable in `table`, GPU-friendly."""
+    """`table[index]` (1-D table, int64/int32 index of any shape), differentiable in `table`, GPU-friendly."""
     return _TableLookup.apply(table, index)
 
 
@@ -261,7 +261,8 @@ class RelativeAttentionBias(nn.Module):
         return table_lookup(self.pos_w, self.max_len - 1 + ar[None, :] - ar[:, None])  # (N, N)
 
     def from_buckets(self, buckets: torch.Tensor) -> torch.Tensor:
-        """`(B, N, N)` int64 buckets -> `(B, N, N)` bias (lets several layers share one bucketing)."""
+        """`(B, N, N)` int64 or int32 buckets -> `(B, N, N)` bias (lets several layers share one bucketing;
+        int32 halves the memory the backward keeps for them)."""
         N = buckets.shape[-1]
         return self.position_bias(N)[None] + table_lookup(self.ts_w, buckets)  # (B, N, N)
 
