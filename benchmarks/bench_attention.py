@@ -148,7 +148,12 @@ def impl_padded(case, compiled=False):
         rab = _padded_bias(case, N) if case["bias"] else None
         return padded_hstu_attention(qp, kp, vp, lengths, rab=rab, norm=norm)
 
-    return torch.compile(fn, dynamic=False) if compiled else fn
+    if compiled:
+        # forward-only (no_grad) and forward+backward calls alternate: each is a recompile, so the
+        # default limit of 8 would silently fall back to eager after a few lengths
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        return torch.compile(fn, dynamic=False)
+    return fn
 
 
 def impl_jagged_ref(case):
