@@ -1,0 +1,392 @@
+"""Shared measuring code of the performance benchmarks (bench_levers.py, bench_scaling.py, notebooks 07/08).
+
+Everything here measures; nothing decides pass/fail. Times are wall-clock with the device synchronised
+at the edges of what is timed; memory is `torch.cuda.max_memory_allocated` on a GPU, and on a CPU (which
+has no allocator statistics) an accounting: parameters + gradients + AdamW state + the activations the
+forward pass keeps for the backward pass (counted with `torch.autograd.graph.saved_tensors_hooks`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import json
+import math
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from hstu_tutorial.accumulation import SavedBytes  # noqa: F401 - re-exported for the benchmarks
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+MIB = 2**20
+
+
+# ---- machine, device, timing ----------------------------------------------------------------------------
+
+
+def machine_info(device: torch.device | str | None = None) -> dict:
+    """What a figure was measured on: device name, library versions, UTC date."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    info = {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": (
+            torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        ),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except Exception:  # noqa: BLE001 - triton is optional on CPU
+        info["triton"] = None
+    if device.type == "cuda":
+        info["cuda"] = torch.version.cuda
+        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
+    return info
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_mib(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / MIB
+    return None
+
+
+def time_call(fn, device: torch.device, warmup: int = 2, iters: int = 10) -> dict:
+    """Median and spread (ms) of `fn()` over `iters` synchronised calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times)}
+
+
+def state_mib(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> float:
+    """Parameters + gradients (+ optimizer state): what training holds besides activations, in MiB."""
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    opt = 0
+    if optimizer is not None:
+        for state in optimizer.state.values():
+            opt += sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
+        if not opt:  # AdamW before its first step: two moments per parameter
+            opt = 2 * params
+    return (2 * params + opt) / MIB
+
+
+# ---- data and the trainer ---------------------------------------------------------------------------------
+
+
+def lever_dataset(preset, verbose: bool = False):
+    """The data every lever runs on: ML-1M users 1-2999 when present (full preset), else the synthetic set
+    of ML-1M's size (full) or of CI size (small). Returns (dataset, description, base config name)."""
+    from hstu_tutorial.data import get_reco_dataset
+
+    if preset.name == "full":
+        folder = ROOT / "data" / "ml-1m-u2999"
+        if (folder / "ratings.dat").exists():
+            ds = get_reco_dataset("ml-1m", 200, data_dir=folder, verbose=verbose)
+            return ds, "ml-1m-u2999 (ML-1M users 1-2999)", {"dataset": "ml-1m", "data_dir": str(folder)}
+        ds = get_reco_dataset("synthetic", 200, synthetic_size="ml-1m", verbose=verbose)
+        return ds, "synthetic, ML-1M size", {"dataset": "synthetic", "synthetic_size": "ml-1m"}
+    ds = get_reco_dataset(
+        "synthetic", preset.max_seq_len, synthetic_size=preset.synthetic_size, verbose=verbose
+    )
+    return ds, f"synthetic ({preset.synthetic_size})", {"dataset": "synthetic"}
+
+
+def lever_config(preset, data_keys: dict, **overrides):
+    """The HSTU config the levers share (the paper's ML-1M HSTU; a small one on CPU) plus `overrides`."""
+    from hstu_tutorial.train import load_config
+
+    name = "ml-1m/hstu-sampled-softmax-n128-final" if preset.name == "full" else "synthetic/hstu-small"
+    keys = dict(
+        data_keys,
+        tensorboard=False,
+        progress=False,
+        save_checkpoints=False,
+        seed=0,
+        protocol="reference",
+        max_seq_len=200 if preset.name == "full" else preset.max_seq_len,
+    )
+    keys.update(overrides)
+    return load_config(name, keys)
+
+
+def _jagged_supervision(batch) -> torch.Tensor:
+    """(T,) the item each position predicts: the next one in its history, the target for the last."""
+    nxt = torch.roll(batch.item_ids, -1)  # (T,)
+    nxt[batch.offsets[1:] - 1] = batch.target_item_ids
+    return nxt
+
+
+class TrainerEpochs:
+    """Runs training epochs/steps of a `hstu_tutorial.train.Trainer` without evaluation or files.
+
+    It drives the trainer's own step (eager step, or the captured CUDA graph) so the figures are the
+    trainer's. `host_loader_workers` (int) replaces the device-resident batches by a torch DataLoader
+    that builds batches on the host with that many worker processes (the data-loading lever).
+    """
+
+    def __init__(self, trainer, host_loader_workers: int | None = None):
+        self.tr = trainer
+        self.device = trainer.device
+        self.workers = host_loader_workers
+        self._dl = None
+        self.setup_s = 0.0
+        if trainer.use_graphs and trainer.graph is None:
+            t0 = time.perf_counter()
+            trainer._capture_graph()
+            self.setup_s = time.perf_counter() - t0
+        self.num_steps = -(-trainer.splits["train"].num_users // trainer.cfg.batch_size)
+
+    # -- the device-resident path (the trainer's) ----------------------------------------------------------
+    def _order(self):
+        tr = self.tr
+        order = tr._new_epoch_order().to(self.device)
+        totals = None
+        if tr.layout == "jagged":
+            totals = tr.splits["train"].batch_totals(order, tr.cfg.batch_size // tr.cfg.grad_accum_steps)
+        return order, totals
+
+    def _step(self, order, totals, s):
+        tr = self.tr
+        B, k = tr.cfg.batch_size, tr.cfg.grad_accum_steps
+        index = order[s * B : (s + 1) * B]  # (B,)
+        if tr.graph is not None:
+            tr.static_index.copy_(index)
+            tr.graph.replay()
+            return tr.static_loss
+        part = None if totals is None else totals[s * k : (s + 1) * k]
+        return tr._eager_step(index, part)
+
+    # -- the host-loader path -------------------------------------------------------------------------
+    def _loader(self):
+        if self._dl is None:
+            from torch.utils.data import DataLoader
+
+            split = self.tr.dataset.split("train")  # on the CPU
+            self._dl = DataLoader(
+                range(len(split)),
+                batch_size=self.tr.cfg.batch_size,
+                shuffle=True,
+                num_workers=self.workers,
+                collate_fn=_HostCollate(split),
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=self.workers > 0,
+                generator=torch.Generator().manual_seed(0),
+            )
+        return self._dl
+
+    def _host_step(self, item):
+        tr = self.tr
+        batch, sup = item
+        batch = batch.to(self.device, non_blocking=True)
+        sup = sup.to(self.device, non_blocking=True)
+        tr.optimizer.zero_grad(set_to_none=True)
+        loss, _ = tr._loss(batch, sup)
+        loss.backward()
+        tr.optimizer.step()
+        return loss.detach()
+
+    # -- public --------------------------------------------------------------------------------------
+    def epoch(self) -> float:
+        """One full pass over the training split; returns seconds (device synchronised at both ends)."""
+        self.tr.model.train()
+        sync(self.device)
+        t0 = time.perf_counter()
+        if self.workers is None:
+            order, totals = self._order()
+            for s in range(self.num_steps):
+                self._step(order, totals, s)
+        else:
+            for item in self._loader():
+                self._host_step(item)
+        sync(self.device)
+        return time.perf_counter() - t0
+
+    def step_times(self, iters: int = 10) -> dict:
+        """Median time (ms) of one training step, each synchronised (steps cycle through an epoch)."""
+        self.tr.model.train()
+        if self.workers is None:
+            order, totals = self._order()
+            state = {"s": 0}
+
+            def one():
+                self._step(order, totals, state["s"] % self.num_steps)
+                state["s"] += 1
+
+        else:
+            it = {"it": iter(self._loader())}
+
+            def one():
+                try:
+                    item = next(it["it"])
+                except StopIteration:
+                    it["it"] = iter(self._loader())
+                    item = next(it["it"])
+                self._host_step(item)
+
+        return time_call(one, self.device, warmup=1, iters=iters)
+
+    def activation_mib(self) -> float:
+        """MiB autograd keeps for backward in one eager training forward + loss of a full batch."""
+        tr = self.tr
+        rs = tr.splits["train"]
+        B = tr.cfg.batch_size
+        index = torch.arange(min(B, rs.num_users), device=self.device)
+        if tr.layout == "padded":
+            batch, sup, _ = rs.padded_batch(index)
+        else:
+            batch, sup, _ = rs.jagged_batch(index, int(rs.lengths[index].sum()))
+        tr.model.train()
+        with SavedBytes(tr.model) as saved:
+            loss, _ = tr._loss(batch, sup)
+        del loss
+        if tr.cfg.grad_accum_steps > 1:  # one micro-batch's graph lives at a time
+            return saved.mib / tr.cfg.grad_accum_steps
+        return saved.mib
+
+    def close(self):
+        self._dl = None
+
+
+class _HostCollate:
+    """Builds (JaggedBatch, supervision) for a list of user indices on the host (picklable for workers)."""
+
+    def __init__(self, split):
+        self.split = split
+
+    def __call__(self, indices):
+        batch = self.split.batch(torch.as_tensor(indices, dtype=torch.int64))
+        return batch, _jagged_supervision(batch)
+
+
+def measure_trainer(
+    cfg, dataset, *, host_loader_workers=None, recompute: bool = False, step_iters: int = 10, epochs: int = 2
+) -> dict:
+    """Build a Trainer for `cfg` on `dataset` and measure: one step (median ms), one epoch (s, the last of
+    `epochs`; the first pays warm-up, compilation, autotuning), peak memory, activations kept for backward.
+    `recompute=True` turns on activation recomputation with `hstu_tutorial.accumulation.enable_recompute`
+    (the same thing the config key `recompute` does)."""
+    from hstu_tutorial.accumulation import enable_recompute
+    from hstu_tutorial.train import Trainer
+
+    device = torch.device(
+        "cuda"
+        if (cfg.device == "auto" and torch.cuda.is_available())
+        else ("cpu" if cfg.device == "auto" else cfg.device)
+    )
+    gc.collect()  # earlier trainers (reference cycles) must not count against this one
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    left_over = torch.cuda.memory_allocated(device) / MIB if device.type == "cuda" else 0.0
+    reset_peak(device)
+    t0 = time.perf_counter()
+    tr = Trainer(cfg, dataset=dataset, verbose=False)
+    if recompute:
+        enable_recompute(tr.model)
+    run = TrainerEpochs(tr, host_loader_workers)
+    base_mib = None if device.type != "cuda" else peak_mib(device) - left_over
+    reset_peak(device)
+    epoch_times = [run.epoch() for _ in range(epochs)]
+    first_s = time.perf_counter() - t0
+    step = run.step_times(step_iters)
+    peak = None if device.type != "cuda" else peak_mib(device) - left_over
+    act = None
+    try:
+        act = run.activation_mib()
+    except Exception:  # noqa: BLE001 - an estimate only; never fail a measurement over it
+        act = None
+    rs = tr.splits["train"]
+    epoch_s = min(epoch_times[1:] or epoch_times) if epoch_times else None
+    out = {
+        "step_ms": step["median_ms"],
+        "step_ms_min": step["min_ms"],
+        "epoch_s": epoch_s,
+        "first_epoch_s": epoch_times[0] + run.setup_s if epoch_times else None,
+        "setup_to_trained_s": first_s,
+        "steps_per_epoch": run.num_steps,
+        # without a timed epoch: tokens of an average batch over the median step time
+        "tokens_per_s": rs.total_tokens / epoch_s
+        if epoch_s
+        else rs.total_tokens / run.num_steps / (step["median_ms"] / 1e3),
+        "peak_mem_mib": peak,
+        "before_training_mib": base_mib,
+        "activations_mib": act,
+        "state_mib": state_mib(tr.model, tr.optimizer),
+        "layout": tr.layout,
+        "cuda_graphs": tr.graph is not None,
+        "attention_impl": tr.attention_impl,
+    }
+    if out["peak_mem_mib"] is None and act is not None:
+        out["est_mem_mib"] = act + out["state_mib"]
+    run.close()
+    tr.graph = None
+    del tr, run
+    gc.collect()
+    return out
+
+
+# ---- results files --------------------------------------------------------------------------------------
+
+
+def save_results(payload: dict, stem: str, out_dirs, markdown: str | None = None) -> list[Path]:
+    """Write `<stem>.json` (and `<stem>.md`) into each folder of `out_dirs` that is not None."""
+    written = []
+    for d in out_dirs:
+        if not d:
+            continue
+        d = Path(d)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{stem}.json").write_text(json.dumps(payload, indent=1, default=_jsonable))
+        written.append(d / f"{stem}.json")
+        if markdown is not None:
+            (d / f"{stem}.md").write_text(markdown)
+            written.append(d / f"{stem}.md")
+    return written
+
+
+def _jsonable(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    return str(x)
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """Rows as a Markdown table; `columns` = [(key, header, format)], missing values shown as '-'."""
+    head = "| " + " | ".join(h for _, h, _ in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    lines = [head, sep]
+    for r in rows:
+        cells = []
+        for key, _, fmt in columns:
+            v = r.get(key)
+            cells.append("-" if v is None else (format(v, fmt) if fmt else str(v)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
