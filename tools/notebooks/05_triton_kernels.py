@@ -342,7 +342,8 @@ $\mathrm{bucket}(d) = \lfloor \ln \max(|d|, 1) / 0.301 \rfloor$. Passing it as a
 tensor would bring back the memory traffic we fused away. `triton_hstu_attention_rel_bias` instead
 reads the jagged timestamps and the two small weight vectors (`2P-1` and 129 numbers) and forms each
 bias tile in registers. Its gradient is $dS$ scattered back onto the two vectors: the dK/dV kernel
-writes $dS$, and a weighted histogram (`torch.bincount`) sums it per time bucket and per offset. The
+writes $dS$, and a scatter-add sums it per time bucket (a histogram per query row first, to avoid
+thousands of atomic adds on the same 129 addresses) and per position offset. The
 STU layer calls this function when `attention_impl="triton"`.
 """),
     code(r"""
