@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 NOT_ATTEMPTED = "not attempted yet"
 last_report: str = ""
@@ -554,3 +555,710 @@ def check_time_bucket(fn: Callable) -> bool:
         return len(cases)
 
     return _run("check_time_bucket", fn, body)
+
+
+# ============================================================================================================
+# 04 jagged tensors
+# ============================================================================================================
+
+_LENGTH_CASES = [
+    ("random lengths", [3, 1, 4, 1, 5]),
+    ("one sequence of length 1", [1]),
+    ("an empty history among others", [2, 0, 3]),
+    ("every sequence at the maximum length", [6, 6, 6]),
+    ("no sequences at all (B = 0)", []),
+]
+
+
+def check_lengths_to_offsets(fn: Callable) -> bool:
+    """Check `fn(lengths) -> offsets`: lengths `(B,)` int64 -> offsets `(B+1,)` int64, offsets[0] = 0,
+    offsets[b+1] = lengths[0] + ... + lengths[b]."""
+    def body(fn):
+        lengths_to_offsets = _reference("hstu_tutorial.ops", "lengths_to_offsets")
+        g = torch.Generator().manual_seed(0)
+        cases = _LENGTH_CASES + [("64 random lengths", torch.randint(0, 200, (64,), generator=g).tolist())]
+        for label, ls in cases:
+            lengths = torch.tensor(ls, dtype=torch.int64)
+            expected = lengths_to_offsets(lengths.clone())
+            got = fn(lengths.clone())
+            ct = _case_text(case=label, lengths=ls if len(ls) <= 8 else f"{len(ls)} values")
+            if isinstance(got, torch.Tensor) and got.shape == lengths.shape and len(ls):
+                if torch.equal(got.long(), lengths.cumsum(0)):
+                    raise CheckFailed("you returned cumsum(lengths), which has B entries; offsets have B+1: "
+                                      "a leading 0, then the running sums (offsets[-1] = T)." + ct)
+                if torch.equal(got.long(), lengths.cumsum(0) - lengths):
+                    raise CheckFailed("you returned the B start offsets; offsets also end with T = "
+                                      "sum(lengths), so that sequence b is values[offsets[b]:offsets[b+1]]."
+                                      + ct)
+            _check_tensor(got, "offsets", expected, ("B+1",))
+            if got.dtype != torch.int64:
+                raise CheckFailed(f"offsets have dtype {got.dtype}; use torch.int64 (they index tensors, and "
+                                  "T can exceed 2^31 at scale)." + ct)
+            msg = _mismatch(got, expected, "offsets", ("b",), atol=0, rtol=0)
+            if msg:
+                if len(ls) and int(got[0]) != 0:
+                    raise CheckFailed(f"offsets[0] is {int(got[0])}; it must be 0 (the first sequence starts "
+                                      "at row 0)." + ct)
+                raise CheckFailed(msg + ct)
+        return len(cases)
+
+    return _run("check_lengths_to_offsets", fn, body)
+
+
+def _jagged_values(lengths: list[int], d: int, seed: int, dtype=torch.float64) -> tuple:
+    g = torch.Generator().manual_seed(seed)
+    lengths_t = torch.tensor(lengths, dtype=torch.int64)
+    offsets = _offsets(lengths_t)
+    values = torch.randn(int(lengths_t.sum()), d, generator=g, dtype=dtype)  # (T, D)
+    return values, offsets, lengths_t
+
+
+def check_jagged_to_padded(fn: Callable) -> bool:
+    """Check `fn(values, offsets, max_len, padding_value=0.0) -> padded`: values `(T, D)`, offsets `(B+1,)`
+    -> `(B, max_len, D)`, sequence b left-aligned in row b, then `padding_value`; a sequence longer than
+    max_len keeps its first max_len rows."""
+    names = ("b", "i", "d")
+
+    def body(fn):
+        jagged_to_padded = _reference("hstu_tutorial.ops", "jagged_to_padded")
+        cases = [
+            ("random lengths", [3, 1, 4], 5, 0.0),
+            ("length 1", [1], 1, 0.0),
+            ("an empty history among others", [2, 0, 3], 4, 0.0),
+            ("every sequence at the maximum length", [4, 4], 4, 0.0),
+            ("a padding value of -1", [2, 5, 1], 6, -1.0),
+            ("sequences longer than max_len (truncated)", [7, 2, 9], 5, 0.0),
+        ]
+        for seed, (label, ls, max_len, pad) in enumerate(cases):
+            values, offsets, lengths = _jagged_values(ls, 3, seed)
+            expected = jagged_to_padded(values, offsets, max_len, padding_value=pad)
+            got = fn(values.clone(), offsets.clone(), max_len, padding_value=pad)
+            ct = _case_text(case=label, lengths=ls, max_len=max_len, padding_value=pad)
+            if isinstance(got, torch.Tensor) and got.dim() == 3 and got.shape[1] == max(ls) > max_len:
+                raise CheckFailed(f"the output is {tuple(got.shape)}: it must be max_len = {max_len} wide "
+                                  "even "
+                                  "when a sequence is longer (keep its first max_len rows)." + ct)
+            _check_tensor(got, "the padded tensor", expected, ("B", "max_len", "D"))
+            clipped = lengths.clamp(max=max_len)
+            real = (torch.arange(max_len)[None, :] < clipped[:, None])[:, :, None]  # (B, N, 1)
+            variants = [
+                ("the padding is 0 but padding_value was given: fill the padded positions with "
+                 "padding_value.", jagged_to_padded(values, offsets, max_len) if pad != 0.0 else None),
+                ("long sequences kept their *last* max_len rows; jagged_to_padded keeps the first max_len "
+                 "(truncate histories before, when building them).",
+                 _last_rows_padded(values, lengths, max_len, pad) if max(ls) > max_len else None),
+                ("row b holds sequence b+1: an off-by-one in the offsets (sequence b is "
+                 "values[offsets[b]:offsets[b+1]]).",
+                 _shifted_rows(values, lengths, max_len, pad)),
+            ]
+            msg = _mismatch(got, expected, "the padded tensor", names, atol=0, rtol=0)
+            if msg:
+                for vmsg, v in variants:
+                    if v is not None and _matches(got, v, atol=0, rtol=0):
+                        raise CheckFailed(vmsg + ct)
+                wrong_pad = _close(got, expected, ~real, atol=0, rtol=0)
+                if wrong_pad.any() and not _close(got, expected, real, atol=0, rtol=0).any():
+                    idx = tuple(wrong_pad.nonzero()[0].tolist())
+                    raise CheckFailed("the real rows are right but the padding is not: at "
+                                      f"{_fmt_index(idx, names)}"
+                                      f" expected {_fmt_val(expected[idx])}, got {_fmt_val(got[idx])}." + ct)
+                raise CheckFailed(msg + ct)
+        # differentiable in values
+        values, offsets, _ = _jagged_values([3, 1, 4], 2, 99)
+        v1, v2 = values.clone().requires_grad_(), values.clone().requires_grad_()
+        _grads_match(fn(v1, offsets.clone(), 5), jagged_to_padded(v2, offsets, 5), {"values": v1},
+                     {"values": v2}, None, _case_text(case="gradient"))
+        return len(cases) + 1
+
+    return _run("check_jagged_to_padded", fn, body)
+
+
+def _last_rows_padded(values, lengths, max_len, pad):
+    out = values.new_full((len(lengths), max_len, values.shape[1]), pad)
+    start = 0
+    for b, ln in enumerate(lengths.tolist()):
+        seq = values[start: start + ln][-max_len:] if ln else values[:0]
+        out[b, : len(seq)] = seq
+        start += ln
+    return out
+
+
+def _shifted_rows(values, lengths, max_len, pad):
+    """Row b filled with sequence b+1 (the off-by-one of reading offsets[b+1]:offsets[b+2])."""
+    if len(lengths) < 2:
+        return None
+    offsets = _offsets(lengths)
+    out = values.new_full((len(lengths), max_len, values.shape[1]), pad)
+    for b in range(len(lengths) - 1):
+        seq = values[int(offsets[b + 1]): int(offsets[b + 2])][:max_len]
+        out[b, : len(seq)] = seq
+    return out
+
+
+def check_jagged_hstu_attention(fn: Callable) -> bool:
+    """Check `fn(q, k, v, offsets, n, causal=True) -> out`: HSTU attention on jagged tensors.
+
+    q, k `(T, H, dqk)`, v `(T, H, dv)`, offsets `(B+1,)`; inside each sequence
+    `out_i = sum_{j<=i} SiLU(<q_i, k_j>) / n * v_j`; out `(T, H, dv)`. No position may attend across a
+    sequence boundary.
+    """
+    names = ("t", "h", "d")
+
+    def body(fn):
+        hstu_attention = _reference("hstu_tutorial.ops", "hstu_attention")
+        cases = [(c.label, c.lengths, c.heads, c.dqk, c.dv) for c in _ATTN_CASES]
+        cases.append(("an empty history among others", [3, 0, 2], 2, 4, 4))
+        count = 0
+        for seed, (label, ls, h, dqk, dv) in enumerate(cases):
+            for causal in (True, False):
+                g = torch.Generator().manual_seed(200 + seed)
+                lengths = torch.tensor(ls, dtype=torch.int64)
+                offsets = _offsets(lengths)
+                T = int(lengths.sum())
+                q = torch.randn(T, h, dqk, generator=g, dtype=torch.float64)  # (T, H, dqk)
+                k = torch.randn(T, h, dqk, generator=g, dtype=torch.float64)  # (T, H, dqk)
+                v = torch.randn(T, h, dv, generator=g, dtype=torch.float64)  # (T, H, dv)
+                n = max(ls) + 5
+                ct = _case_text(case=label, lengths=ls, H=h, dqk=dqk, dv=dv, n=n, causal=causal)
+                ref = lambda norm=n, c=causal, q=q: hstu_attention(q, k, v, offsets, norm=norm, causal=c)
+                expected = ref()
+                got = _check_tensor(fn(q.clone(), k.clone(), v.clone(), offsets.clone(), n, causal=causal),
+                                    "the output", expected, names)
+                call = lambda q_, k_, v_, c=causal: fn(q_, k_, v_, offsets.clone(), n, causal=c)
+                _diagnose(got, expected, "the output", names, None, variants=[
+                    (f"missing divisor n: your output is exactly n = {n} times too large.",
+                     lambda: ref(norm=1.0)),
+                    ("wrong scale: HSTU uses the raw <q_i, k_j>, with no 1/sqrt(dqk).",
+                     lambda: ref(q=q / math.sqrt(dqk))),
+                    ("the causal mask is applied although causal=False.",
+                     (lambda: ref(c=True)) if not causal else None),
+                ], probes=[_boundary_probe(call, q, k, v, offsets),
+                           _jagged_future_probe(call, q, k, v, offsets) if causal else lambda: None], case=ct)
+                count += 1
+        lengths = torch.tensor([3, 5, 1])
+        offsets = _offsets(lengths)
+        g = torch.Generator().manual_seed(5)
+        q, k, v = (torch.randn(9, 2, 4, generator=g, dtype=torch.float64) for _ in range(3))
+        q2, k2, v2 = (t.clone().requires_grad_() for t in (q, k, v))
+        q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
+        _grads_match(fn(q2, k2, v2, offsets.clone(), 8), hstu_attention(q, k, v, offsets, norm=8),
+                     {"q": q2, "k": k2, "v": v2}, {"q": q, "k": k, "v": v}, None,
+                     _case_text(case="gradients"))
+        return count + 1
+
+    return _run("check_jagged_hstu_attention", fn, body)
+
+
+def _boundary_probe(call, q, k, v, offsets):
+    """Change only sequence 0's keys and values: any change in another sequence crossed a boundary."""
+    def probe():
+        end0 = int(offsets[1])
+        if end0 == 0 or end0 == q.shape[0]:
+            return None
+        k2, v2 = k.detach().clone(), v.detach().clone()
+        k2[:end0] += 1.0
+        v2[:end0] -= 3.0
+        a, b = call(q.detach(), k.detach(), v.detach()), call(q.detach(), k2, v2)
+        bad = _close(b[end0:], a[end0:])
+        if bad.any():
+            t = end0 + int(bad.nonzero()[0, 0])
+            seq = int(torch.searchsorted(offsets, torch.tensor(t), right=True)) - 1
+            return (f"attention crossed a sequence boundary: row t={t} (sequence {seq}) changed when only "
+                    "sequence 0's keys and values changed. Each row attends only to rows of its own sequence "
+                    "(offsets[b] <= j < offsets[b+1]).")
+        return None
+    return probe
+
+
+def _jagged_future_probe(call, q, k, v, offsets):
+    """Change the last row of every sequence: no other row of that sequence may change."""
+    def probe():
+        lasts = offsets[1:][offsets[1:] > offsets[:-1]] - 1
+        k2, v2 = k.detach().clone(), v.detach().clone()
+        k2[lasts] += 1.0
+        v2[lasts] -= 3.0
+        a, b = call(q.detach(), k.detach(), v.detach()), call(q.detach(), k2, v2)
+        keep = torch.ones(q.shape[0], dtype=torch.bool)
+        keep[lasts] = False
+        bad = _close(b, a, keep[:, None, None])
+        if bad.any():
+            t = int(bad.nonzero()[0, 0])
+            return (f"a future position leaked: row t={t} changed when only the *last* row of each sequence "
+                    "changed. Keep j <= i inside each sequence.")
+        return None
+    return probe
+
+
+# ============================================================================================================
+# 01 data: per-user sequences and the leave-one-out split
+# ============================================================================================================
+
+_SEQ_COLUMNS = ["user_id", "sequence_item_ids", "sequence_ratings", "sequence_timestamps"]
+
+
+def _ratings_cases():
+    import numpy as np
+    import pandas as pd
+
+    hand = pd.DataFrame({  # users out of order, same-second ties, a user with one rating
+        "user_id": [2, 1, 2, 1, 3, 2, 1, 2],
+        "item_id": [10, 20, 11, 21, 30, 12, 22, 13],
+        "rating": [5, 4, 3, 2, 1, 4, 5, 3],
+        "timestamp": [100, 50, 100, 40, 70, 90, 50, 100],
+    })
+    rng = np.random.default_rng(0)
+    n = 400
+    rnd = pd.DataFrame({  # many ties: timestamps drawn from few values
+        "user_id": rng.integers(1, 40, n), "item_id": rng.integers(1, 500, n),
+        "rating": rng.integers(1, 6, n), "timestamp": rng.integers(0, 30, n) * 60 + 978_300_000,
+    })
+    return [("a hand-made table with ties and a one-rating user", hand),
+            ("400 random ratings, many ties", rnd)]
+
+
+def check_user_sequences(fn: Callable) -> bool:
+    """Check `fn(ratings_df) -> sequences_df`: one row per user (sorted by user_id) with columns user_id,
+    sequence_item_ids, sequence_ratings, sequence_timestamps (Python lists, oldest first; same-second ties
+    keep their file order)."""
+    def body(fn):
+        ml = importlib.import_module("hstu_tutorial.data.movielens")
+        _reference("hstu_tutorial.data.movielens", "sort_sequences")
+        cases = _ratings_cases()
+        for label, df in cases:
+            expected = ml.sequences_frame(ml.sort_sequences(df.copy(), stable=True))
+            got = fn(df.copy())
+            ct = _case_text(case=label)
+            import pandas as pd
+
+            if not isinstance(got, pd.DataFrame):
+                raise CheckFailed(f"return a pandas DataFrame, got {type(got).__name__}." + ct)
+            missing = [c for c in _SEQ_COLUMNS if c not in got.columns]
+            if missing:
+                raise CheckFailed(f"missing column(s) {missing}; expected columns {_SEQ_COLUMNS}, got "
+                                  f"{list(got.columns)}." + ct)
+            got = got.reset_index(drop=True)
+            if len(got) != len(expected):
+                raise CheckFailed(f"expected one row per user ({len(expected)} users), got {len(got)} rows."
+                                  + ct)
+            users = [int(u) for u in got["user_id"]]
+            if users != [int(u) for u in expected["user_id"]]:
+                if sorted(users) == [int(u) for u in expected["user_id"]]:
+                    raise CheckFailed(f"the rows are not sorted by user_id (got users {users[:8]}...)." + ct)
+                raise CheckFailed(f"wrong users: expected {expected['user_id'].tolist()[:8]}..., got "
+                                  f"{users[:8]}..." + ct)
+            for r in range(len(expected)):
+                want, have = expected.iloc[r], got.iloc[r]
+                u = int(want["user_id"])
+                w_items = list(want["sequence_item_ids"])
+                h_items = [int(x) for x in have["sequence_item_ids"]]
+                w_ts, h_ts = list(want["sequence_timestamps"]), [int(x) for x in have["sequence_timestamps"]]
+                if sorted(w_items) != sorted(h_items):
+                    raise CheckFailed(f"user {u}: expected the items {sorted(w_items)} (in some order), got "
+                                      f"{sorted(h_items)}: items are missing, repeated or from another user."
+                                      + ct)
+                if h_ts == sorted(w_ts, reverse=True) and h_ts != w_ts:
+                    raise CheckFailed(f"user {u}: the sequence is newest first; sequences are oldest first "
+                                      "(sort by timestamp ascending)." + ct)
+                if h_ts != w_ts:
+                    raise CheckFailed(f"user {u}: timestamps {h_ts[:10]} are not in time order; expected "
+                                      f"{w_ts[:10]} (sort each user's ratings by timestamp)." + ct)
+                if h_items != w_items:
+                    i = next(i for i, (a, b) in enumerate(zip(w_items, h_items)) if a != b)
+                    raise CheckFailed(
+                        f"user {u}: items with the same timestamp ({w_ts[i]}) are in a different order: at "
+                        f"position {i} expected item {w_items[i]}, got {h_items[i]}. Keep ties in file order "
+                        "with a stable sort (kind='stable' / 'mergesort'); the default quicksort is not "
+                        "stable, and the reference's unstable sort is one of its pitfalls." + ct)
+                for col in ("sequence_ratings",):
+                    if [int(x) for x in have[col]] != list(want[col]):
+                        raise CheckFailed(f"user {u}: {col} is not aligned with the items: expected "
+                                          f"{list(want[col])[:10]}, got {list(have[col])[:10]}." + ct)
+        return len(cases)
+
+    return _run("check_user_sequences", fn, body)
+
+
+def _split_reference(sequences: list[list[int]], max_len: int, protocol: str) -> dict:
+    """The package's `make_split` on these sequences -> {split: list of (history, target) or None}."""
+    import numpy as np
+
+    ml = importlib.import_module("hstu_tutorial.data.movielens")
+    make_split = _reference("hstu_tutorial.data.reco_dataset", "make_split")
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    items = np.array([x for s in sequences for x in s], dtype=np.int64)
+    flat = ml.FlatSequences(user_ids=np.arange(1, len(sequences) + 1), offsets=np.r_[0, lengths.cumsum()],
+                            item_ids=items, ratings=np.ones_like(items), timestamps=np.arange(len(items)),
+                            order=np.arange(len(items)))
+    drops = {"test": 1, "valid": 2, "train": 2 if protocol == "reference" else 3}
+    out = {}
+    for name, drop in drops.items():
+        split = make_split(flat, name, drop, max_len)
+        by_user = {int(u): (h, int(t)) for u, h, t in zip(split.user_ids, split.histories(),
+                                                         split.target_item_ids)}
+        out[name] = [by_user.get(u) for u in range(1, len(sequences) + 1)]
+    return out
+
+
+def check_leave_one_out(fn: Callable) -> bool:
+    """Check `fn(items, max_len, protocol="reference") -> {"train": ..., "valid": ..., "test": ...}` for one
+    user's time-sorted item list; each value is `(history list, target)` or None when the history would be
+    empty. test: history s[:-1], target s[-1]; valid: s[:-2] -> s[-2]; train: like valid with protocol
+    "reference", s[:-3] -> s[-3] with protocol "validation"; histories keep their most recent max_len items.
+    """
+    def body(fn):
+        import random
+
+        rnd = random.Random(0)
+        seqs = [[5], [5, 6], [5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]]
+        seqs += [[rnd.randint(1, 99) for _ in range(rnd.randint(1, 15))] for _ in range(30)]
+        n_cases = 0
+        for protocol in ("reference", "validation"):
+            for max_len in (4, 50):
+                ref = _split_reference(seqs, max_len, protocol)
+                for u, s in enumerate(seqs):
+                    got = fn(list(s), max_len, protocol=protocol)
+                    ct = _case_text(items=s, max_len=max_len, protocol=protocol)
+                    if not isinstance(got, dict) or sorted(got) != ["test", "train", "valid"]:
+                        raise CheckFailed("return a dict with the keys 'train', 'valid' and 'test', got "
+                                          f"{got!r:.80}." + ct)
+                    for name in ("test", "valid", "train"):
+                        want, have = ref[name][u], got[name]
+                        _compare_example(name, want, have, s, max_len, protocol, ct)
+                    n_cases += 1
+        return n_cases
+
+    return _run("check_leave_one_out", fn, body)
+
+
+def _train_mistake(name, have, s, protocol, ct):
+    """Recognise a train example that uses an item held out for evaluation."""
+    if name != "train" or not isinstance(have, tuple | list) or len(have) != 2:
+        return
+    try:
+        target = int(have[1])
+    except (TypeError, ValueError):
+        return
+    if target == s[-1]:
+        raise CheckFailed("train: the target is the user's last item, which is the *test* item: training "
+                          "on it leaks the answer. Train stops before it." + ct)
+    if protocol == "validation" and len(s) >= 2 and target == s[-2]:
+        raise CheckFailed("train with protocol='validation' must also hold out the valid item: target "
+                          "s[-3], history s[:-3]." + ct)
+
+
+def _compare_example(name, want, have, s, max_len, protocol, ct):
+    try:
+        differs = have is not None and (want is None or int(have[1]) != want[1])
+    except (TypeError, ValueError, IndexError):
+        differs = False  # malformed: reported below
+    if differs:
+        _train_mistake(name, have, s, protocol, ct)
+    if want is None:
+        if have is not None:
+            raise CheckFailed(f"{name}: this user has too few items for a {name} example (the history would "
+                              f"be empty); return None, got {have!r}." + ct)
+        return
+    if have is None:
+        raise CheckFailed(f"{name}: expected (history, target) = ({want[0]}, {want[1]}), got None." + ct)
+    try:
+        history, target = have
+        history, target = [int(x) for x in history], int(target)
+    except (TypeError, ValueError):
+        raise CheckFailed(f"{name}: return a pair (history list, target item), got {have!r:.80}."
+                          + ct) from None
+    w_hist, w_target = want
+    if target != w_target:
+        raise CheckFailed(f"{name}: expected target {w_target}, got {target}." + ct)
+    if w_target in history[-1:] and history == (w_hist + [w_target])[-max_len:]:
+        raise CheckFailed(f"{name}: the target {w_target} is inside its own history: the history stops "
+                          "just before the target." + ct)
+    if history != w_hist:
+        full = s[: len(s) - {"test": 1, "valid": 2}.get(name, 2 if protocol == "reference" else 3)]
+        if history == full[:max_len] and len(full) > max_len:
+            raise CheckFailed(f"{name}: you kept the *oldest* {max_len} items; keep the most recent ones "
+                              f"(history[-max_len:]): expected {w_hist}, got {history}." + ct)
+        if len(history) != len(w_hist) and history[-1:] == w_hist[-1:]:
+            raise CheckFailed(f"{name}: history window of {len(history)} items, expected {len(w_hist)} "
+                              f"(at most max_len = {max_len}): expected {w_hist}, got {history}." + ct)
+        raise CheckFailed(f"{name}: expected history {w_hist}, got {history}." + ct)
+
+
+# ============================================================================================================
+# 03 STU layer
+# ============================================================================================================
+
+def _stu_naive(x, offsets, w_uvqk, w_o, b_o, H, dqk, dv, n, rab=None, *, input_norm=True, proj_silu=True,
+               order="uvqk", gate=True, out_norm="joint", residual=True):
+    """STU forward built from the package's attention, with switches for the known mistakes."""
+    hstu_attention = _reference("hstu_tutorial.ops", "hstu_attention")
+    T, D = x.shape
+    x_n = F.layer_norm(x, (D,), eps=1e-6) if input_norm else x  # (T, D)
+    proj = x_n @ w_uvqk  # (T, 2*H*dv + 2*H*dqk)
+    proj = F.silu(proj) if proj_silu else proj
+    sizes = {"u": H * dv, "v": H * dv, "q": H * dqk, "k": H * dqk}
+    parts = dict(zip(order, torch.split(proj, [sizes[c] for c in order], dim=-1)))
+    u, v, q, k = parts["u"], parts["v"], parts["q"], parts["k"]
+    av = hstu_attention(q.reshape(T, H, dqk), k.reshape(T, H, dqk), v.reshape(T, H, dv), offsets, rab=rab,
+                        norm=n)  # (T, H, dv)
+    if out_norm == "joint":
+        av = F.layer_norm(av.reshape(T, H * dv), (H * dv,), eps=1e-6)  # (T, H*dv)
+    elif out_norm == "per_head":
+        av = F.layer_norm(av, (dv,), eps=1e-6).reshape(T, H * dv)
+    else:
+        av = av.reshape(T, H * dv)
+    o = u * av if gate else av  # (T, H*dv)
+    y = o @ w_o.t() + b_o  # (T, D)
+    return x + y if residual else y
+
+
+def check_stu_forward(fn: Callable) -> bool:
+    """Check `fn(x, offsets, w_uvqk, w_o, b_o, num_heads, dqk, dv, n, rab=None) -> out` (eval mode, no
+    dropout): x `(T, D)` jagged, w_uvqk `(D, 2*H*dv + 2*H*dqk)` (columns u, v, q, k), w_o `(D, H*dv)`,
+    b_o `(D,)`, rab `(B, N, N)` or None -> `(T, D)`:
+    x_n = LayerNorm(x); u, v, q, k = split(SiLU(x_n W)); o = u * LayerNorm(A v); out = x + o W_o^T + b_o.
+    """
+    names = ("t", "d")
+
+    def body(fn):
+        STULayer = _reference("hstu_tutorial.modules.stu", "STULayer")
+        stu = importlib.import_module("hstu_tutorial.modules.stu")
+        ops = importlib.import_module("hstu_tutorial.ops")
+        cases = [("random lengths", [4, 2, 6], 8, 1, 8, 8), ("length 1", [1], 6, 1, 6, 6),
+                 ("several heads, dqk != dv", [5, 3], 12, 2, 4, 6),
+                 ("every sequence at the maximum length", [5, 5], 8, 2, 4, 4)]
+        count = 0
+        for seed, (label, ls, D, H, dqk, dv) in enumerate(cases):
+            for with_rab in (False, True):
+                torch.manual_seed(300 + seed)
+                lengths = torch.tensor(ls)
+                offsets = _offsets(lengths)
+                T, N = int(lengths.sum()), max(ls)
+                n = N + 4
+                layer = STULayer(D, H, dqk, dv, dropout=0.0, norm=n, max_len=N, use_rab=False).double().eval()
+                with torch.no_grad():  # larger weights than the N(0, 0.02^2) init, so mistakes show
+                    layer.uvqk.normal_(0.0, 0.5)
+                    layer.o.bias.normal_(0.0, 0.5)
+                x = torch.randn(T, D, dtype=torch.float64)  # (T, D)
+                rab = 0.3 * torch.randn(len(ls), N, N, dtype=torch.float64) if with_rab else None
+                w, wo, bo = layer.uvqk.detach(), layer.o.weight.detach(), layer.o.bias.detach()
+                if rab is None:  # the package's own layer
+                    layout = stu.JaggedLayout(offsets=offsets, lengths=lengths, max_len=N, num_tokens=T,
+                                              index=ops.padded_index(offsets, N, T))
+                    with torch.no_grad():
+                        expected = layer(x, layout)
+                else:
+                    expected = _stu_naive(x, offsets, w, wo, bo, H, dqk, dv, n, rab)
+                ct = _case_text(case=label, lengths=ls, D=D, H=H, dqk=dqk, dv=dv, n=n,
+                                rab="given" if with_rab else None)
+                out = fn(x.clone(), offsets.clone(), w.clone(), wo.clone(), bo.clone(), H, dqk, dv, n,
+                         rab=None if rab is None else rab.clone())
+                got = _check_tensor(out, "the output", expected, names)
+                naive = lambda **kw: _stu_naive(x, offsets, w, wo, bo, H, dqk, dv, n, rab, **kw)
+                _diagnose(got, expected, "the output", names, None, variants=[
+                    ("the residual is missing: the layer returns x + Linear(o).",
+                     lambda: naive(residual=False)),
+                    ("the gate is missing: o = u * LayerNorm(A v) (u gates elementwise).",
+                     lambda: naive(gate=False)),
+                    ("the LayerNorm of A v is missing: o = u * LayerNorm(A v).",
+                     lambda: naive(out_norm=None)),
+                    ("LayerNorm of A v was taken per head; HSTU normalises all heads jointly (over H*dv).",
+                     (lambda: naive(out_norm="per_head")) if H > 1 else None),
+                    ("the input LayerNorm is missing: project LayerNorm(x), not x.",
+                     lambda: naive(input_norm=False)),
+                    ("SiLU is missing on the projections: u, v, q, k = split(SiLU(LayerNorm(x) W_uvqk)).",
+                     lambda: naive(proj_silu=False)),
+                    ("the split order is wrong: the columns of W_uvqk are u, v, q, k (in that order).",
+                     lambda: naive(order="qkvu")),
+                    ("the split order is wrong: the columns of W_uvqk are u, v, q, k (in that order).",
+                     lambda: naive(order="vuqk")),
+                    ("the relative attention bias was not passed to the attention.",
+                     (lambda: _stu_naive(x, offsets, w, wo, bo, H, dqk, dv, n, None)) if with_rab else None),
+                ], case=ct)
+                count += 1
+        # gradients with respect to x and the weights
+        ls, D, H, dqk, dv, n = [3, 4], 8, 2, 4, 4, 9
+        offsets = _offsets(torch.tensor(ls))
+        g = torch.Generator().manual_seed(1)
+        tensors = {"x": torch.randn(7, D, generator=g, dtype=torch.float64),
+                   "w_uvqk": 0.5 * torch.randn(D, 2 * H * (dv + dqk), generator=g, dtype=torch.float64),
+                   "w_o": 0.5 * torch.randn(D, H * dv, generator=g, dtype=torch.float64),
+                   "b_o": torch.randn(D, generator=g, dtype=torch.float64)}
+        ours = {k: t.clone().requires_grad_() for k, t in tensors.items()}
+        theirs = {k: t.clone().requires_grad_() for k, t in tensors.items()}
+        got = fn(ours["x"], offsets, ours["w_uvqk"], ours["w_o"], ours["b_o"], H, dqk, dv, n)
+        ref = _stu_naive(theirs["x"], offsets, theirs["w_uvqk"], theirs["w_o"], theirs["b_o"], H, dqk, dv, n)
+        _grads_match(got, ref, ours, theirs, None, _case_text(case="gradients"))
+        return count + 1
+
+    return _run("check_stu_forward", fn, body)
+
+
+# ============================================================================================================
+# 06 training: sampled softmax loss, HR@K and NDCG@K
+# ============================================================================================================
+
+def check_sampled_softmax_loss(fn: Callable) -> bool:
+    """Check `fn(query, positive_ids, negative_ids, item_table, temperature=0.05) -> loss ()`:
+    query `(M, D)`, positive_ids `(M,)`, negative_ids `(M, R)` raw item ids, item_table `(num_items+1, D)`
+    (row = item id). L2-normalise query and item embeddings, logits = cosine / temperature, drop negatives
+    equal to the positive, loss = mean over rows of -log softmax(positive among [positive, negatives]).
+    """
+    def body(fn):
+        sampled_softmax_loss = _reference("hstu_tutorial.losses", "sampled_softmax_loss")
+        cases = [("random", 16, 8, 30, 12), ("one row (M = 1)", 1, 8, 30, 5),
+                 ("one negative (R = 1)", 10, 4, 20, 1),
+                 ("a tiny catalogue: many accidental hits", 12, 6, 4, 16)]
+        for seed, (label, M, D, C, R) in enumerate(cases):
+            g = torch.Generator().manual_seed(400 + seed)
+            table = torch.randn(C + 1, D, generator=g, dtype=torch.float64) * 3  # not normalised on purpose
+            query = torch.randn(M, D, generator=g, dtype=torch.float64) * 2
+            pos = torch.randint(1, C + 1, (M,), generator=g)
+            neg = torch.randint(1, C + 1, (M, R), generator=g)
+            if R > 1:
+                neg[0, 0] = pos[0]  # at least one accidental hit
+            tau = 0.05 if seed % 2 == 0 else 0.2
+            catalogue = torch.arange(1, C + 1)
+            ref = lambda q=query, t=table, tau=tau, negs=neg: sampled_softmax_loss(
+                q, pos, lambda ids: t[ids], catalogue, temperature=tau, negatives=negs - 1)
+            expected = ref()
+            got = fn(query.clone(), pos.clone(), neg.clone(), table.clone(), temperature=tau)
+            ct = _case_text(case=label, M=M, D=D, R=R, temperature=tau)
+            if isinstance(got, torch.Tensor) and got.dim() == 1 and got.shape[0] == M:
+                raise CheckFailed(f"you returned one loss per row, shape {tuple(got.shape)}; return their "
+                                  "mean "
+                                  "(a scalar)." + ct)
+            _check_tensor(got, "the loss", expected)
+            naive = lambda **kw: _ssm_naive(query, pos, neg, table, tau, **kw)
+            _diagnose(got, expected, "the loss", None, None, variants=[
+                ("the embeddings are not L2-normalised: normalise the query and every item embedding "
+                 "(F.normalize(x, dim=-1)) so that scores are cosines.", lambda: naive(normalize=False)),
+                ("only the query is L2-normalised: normalise the item embeddings too.",
+                 lambda: naive(normalize="query")),
+                ("only the item embeddings are L2-normalised: normalise the query too.",
+                 lambda: naive(normalize="items")),
+                ("the temperature is missing: divide the cosines by the temperature.",
+                 lambda: naive(temp="none")),
+                ("the temperature multiplies the cosines; divide by it.", lambda: naive(temp="mul")),
+                ("accidental hits are not masked: a negative equal to the positive must be left out of the "
+                 "softmax (set its logit to -inf).", lambda: naive(mask_hits=False)),
+                ("you summed the per-row losses; take their mean.", lambda: naive(reduce="sum")),
+                ("the softmax excludes the positive: normalise over [positive, negatives] together.",
+                 lambda: naive(include_pos=False)),
+            ], atol=1e-6, rtol=1e-6, case=ct)
+        # gradients
+        g = torch.Generator().manual_seed(7)
+        table = torch.randn(21, 6, generator=g, dtype=torch.float64)
+        query = torch.randn(9, 6, generator=g, dtype=torch.float64)
+        pos, neg = torch.randint(1, 21, (9,), generator=g), torch.randint(1, 21, (9, 5), generator=g)
+        ours = {"query": query.clone().requires_grad_(), "item_table": table.clone().requires_grad_()}
+        theirs = {"query": query.clone().requires_grad_(), "item_table": table.clone().requires_grad_()}
+        got = fn(ours["query"], pos, neg, ours["item_table"], temperature=0.05)
+        ref = sampled_softmax_loss(theirs["query"], pos, lambda ids: theirs["item_table"][ids],
+                                   torch.arange(1, 21), temperature=0.05, negatives=neg - 1)
+        _grads_match(got, ref, ours, theirs, None, _case_text(case="gradients"))
+        return len(cases) + 1
+
+    return _run("check_sampled_softmax_loss", fn, body)
+
+
+def _ssm_naive(query, pos, neg, table, tau, normalize="both", temp="div", mask_hits=True, reduce="mean",
+               include_pos=True):
+    q, p, n = query, table[pos], table[neg]  # (M, D), (M, D), (M, R, D)
+    if normalize in ("both", "query"):
+        q = F.normalize(q, dim=-1)
+    if normalize in ("both", "items"):
+        p, n = F.normalize(p, dim=-1), F.normalize(n, dim=-1)
+    pl = (q * p).sum(-1, keepdim=True)  # (M, 1)
+    nl = torch.einsum("md,mrd->mr", q, n)  # (M, R)
+    if mask_hits:
+        nl = nl.masked_fill(neg == pos[:, None], float("-inf"))
+    logits = torch.cat([pl, nl], 1)
+    logits = logits / tau if temp == "div" else (logits * tau if temp == "mul" else logits)
+    if include_pos:
+        per_row = -torch.log_softmax(logits, 1)[:, 0]
+    else:
+        per_row = -(logits[:, 0] - torch.logsumexp(logits[:, 1:], 1))
+    return per_row.sum() if reduce == "sum" else per_row.mean()
+
+
+def check_hr_ndcg(fn: Callable) -> bool:
+    """Check `fn(scores, target_ids, history_ids, k) -> (hr, ndcg)`: scores `(B, C+1)` (column = item id;
+    column 0 is padding, never a candidate), target_ids `(B,)`, history_ids `(B, N)` zero-padded items to
+    remove from the ranking; returns per-user `hr (B,)` and `ndcg (B,)` floats. rank = 1 + number of unseen
+    items scored strictly higher than the target; HR@K = [rank <= K]; NDCG@K = [rank <= K] / log2(rank + 1);
+    a target inside the history counts as a miss.
+    """
+    def body(fn):
+        target_ranks = _reference("hstu_tutorial.metrics", "target_ranks")
+        cases = [("random", 8, 40, 6, 10), ("one user", 1, 20, 3, 5), ("K = 1", 6, 30, 4, 1),
+                 ("ties in the scores", 10, 25, 5, 10), ("empty histories", 5, 30, 0, 10),
+                 ("a target already in its history", 4, 15, 4, 10)]
+        for seed, (label, B, C, N, K) in enumerate(cases):
+            g = torch.Generator().manual_seed(500 + seed)
+            if "ties" in label:
+                scores = torch.randint(0, 4, (B, C + 1), generator=g).double()
+            else:
+                scores = torch.randn(B, C + 1, generator=g, dtype=torch.float64)
+            # the padding column: a trap for code that ranks it (only every other row, so that this mistake
+            # and an off-by-one in NDCG give different numbers)
+            scores[:, 0] = torch.where(torch.arange(B) % 2 == 0, 50.0, -50.0)
+            targets = torch.randint(1, C + 1, (B,), generator=g)
+            history = (torch.randint(1, C + 1, (B, N), generator=g) if N
+                       else torch.zeros(B, 1, dtype=torch.int64))
+            if N > 1:
+                history[:, -1] = 0  # some padding in the histories
+                history[history == targets[:, None]] = 0
+            if "already" in label:
+                history[0, 0] = targets[0]
+            catalogue = torch.arange(1, C + 1)
+            ranks = target_ranks(scores[:, 1:].float(), torch.eye(C), catalogue, targets, history, C).double()
+            hr_ref = (ranks <= K).double()
+            ndcg_ref = torch.where(ranks <= K, 1.0 / torch.log2(ranks + 1.0), 0.0)
+            got = fn(scores.clone(), targets.clone(), history.clone(), K)
+            ct = _case_text(case=label, B=B, C=C, K=K)
+            if not (isinstance(got, tuple | list) and len(got) == 2):
+                raise CheckFailed(f"return a pair (hr, ndcg) of (B,) tensors, got {type(got).__name__}." + ct)
+            hr, ndcg = got
+            _check_tensor(hr, "hr", hr_ref, ("B",))
+            _check_tensor(ndcg, "ndcg", ndcg_ref, ("B",))
+            per_user = lambda r: ((r <= K).double(), torch.where(r <= K, 1.0 / torch.log2(r + 1.0), 0.0))
+            unfiltered = target_ranks(scores[:, 1:].float(), torch.eye(C), catalogue, targets).double()
+            higher_eq = _ranks_ge(scores, targets, history)
+            msg_hr = _mismatch(hr, hr_ref, "hr", ("b",), atol=1e-6, rtol=1e-6)
+            msg_ndcg = _mismatch(ndcg, ndcg_ref, "ndcg", ("b",), atol=1e-6, rtol=1e-6)
+            if msg_hr or msg_ndcg:
+                variants = [
+                    ("the items already in the history were not removed: set their scores to -inf before "
+                     "ranking (a seen item cannot be recommended again).", per_user(unfiltered)),
+                    ("ties: count only items scored *strictly* higher than the target "
+                     "(rank = 1 + #{s > s_t}).",
+                     per_user(higher_eq)),
+                    ("the padding column 0 was ranked as an item: exclude column 0 (it is no item).",
+                     per_user(ranks + (scores[:, :1] > scores.gather(1, targets[:, None])).double()[:, 0])),
+                    ("NDCG uses log2: 1 / log2(rank + 1) with 1-based ranks (you used the natural log).",
+                     (hr_ref, torch.where(ranks <= K, 1.0 / torch.log(ranks + 1.0), 0.0))),
+                    ("off by one in NDCG: with 1-based ranks it is 1 / log2(rank + 1) (rank 1 scores 1).",
+                     (hr_ref, torch.where(ranks <= K, 1.0 / torch.log2(ranks + 2.0), 0.0))),
+                    ("HR@K counts rank <= K (1-based): you used rank < K.",
+                     ((ranks < K).double(), torch.where(ranks < K, 1.0 / torch.log2(ranks + 1.0), 0.0))),
+                ]
+                for vmsg, (vh, vn) in variants:
+                    if _matches(hr, vh, atol=1e-6, rtol=1e-6) and _matches(ndcg, vn, atol=1e-6, rtol=1e-6):
+                        raise CheckFailed(vmsg + ct)
+                raise CheckFailed((msg_hr or msg_ndcg) + f" (the target's rank is {int(ranks[0])} for user 0)"
+                                  + ct)
+        return len(cases)
+
+    return _run("check_hr_ndcg", fn, body)
+
+
+def _ranks_ge(scores, targets, history):
+    """Pessimistic ranks (ties counted as above the target), seen items removed, column 0 excluded."""
+    s = scores.clone()
+    s[:, 0] = float("-inf")
+    s.scatter_(1, history, float("-inf"))
+    s[:, 0] = float("-inf")
+    t = scores.gather(1, targets[:, None])
+    seen = (history == targets[:, None]).any(1)
+    r = (s >= t).sum(1).double()  # the target itself counts once
+    return torch.where(seen, torch.full_like(r, scores.shape[1]), r)
