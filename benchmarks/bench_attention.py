@@ -272,7 +272,7 @@ def check_case(case, mode="kernel", sub=None):
     return errs, nans
 
 
-def correctness_suite(device, gen, log, small=False):
+def correctness_suite(device, gen, log, small=False, only=""):
     """fp32 (tf32), bf16, bias, non-causal and atomic-dQ checks on modest shapes, one fixed config each
     (the autotuned configs are checked case by case in the benchmark)."""
     rows = []
@@ -286,6 +286,8 @@ def correctness_suite(device, gen, log, small=False):
         ("bf16 ml1m relbias d50", torch.bfloat16, Bm, Nm, 1, 50, True, "kernel"),
     ]
     for label, dtype, B, N, H, d, bias, mode in specs:
+        if only not in label:
+            continue
         lengths = (
             torch.randint(N // 2, N + 1, (B,), generator=gen) if not bias else ml1m_lengths(B, N, gen)[0]
         )
@@ -307,7 +309,7 @@ def correctness_suite(device, gen, log, small=False):
     lengths = torch.randint(Nr // 3, Nr + 1, (6,), generator=gen)
     case = make_case("rab", lengths, 2, 64, Nr, torch.float32, device, gen)
     q, k, v = (x.detach().requires_grad_() for x in (case["q"], case["k"], case["v"]))
-    for causal in (True, False):
+    for causal in (True, False) if only in "fp32 rab-tensor" else ():
         rab = (torch.randn(6, Nr, Nr, generator=gen) * 0.5).to(device).requires_grad_()
         out = triton_hstu_attention(q, k, v, case["offsets"], rab=rab, causal=causal, alpha=0.8)
         g = torch.randn_like(out)
@@ -363,6 +365,7 @@ def bench_case(case, args, log, t_start):
         ),
     ]
     for name, fn, inputs in impls:
+        fn = fn if (not args.impls or name in args.impls.split(",")) else None
         for bwd in (False, True):
             key = f"{name}_{'fwdbwd' if bwd else 'fwd'}_ms"
             if fn is None:
@@ -435,6 +438,10 @@ def main():
     ap.add_argument("--quick", action="store_true", help="shorter timing loops")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
     ap.add_argument("--skip-checks", action="store_true")
+    ap.add_argument("--checks", default="", help="run only the checks whose label contains this")
+    ap.add_argument("--cases", default="", help="comma list of case names (default: all)")
+    ap.add_argument("--impls", default="", help="comma list of implementations (default: all)")
+    ap.add_argument("--tag", default="attention_h200", help="output file stem")
     ap.add_argument("--time-budget", type=float, default=400.0, help="seconds, then baselines are skipped")
     ap.add_argument(
         "--dry-run",
@@ -467,7 +474,7 @@ def main():
         fp32_dot=tha.FP32_DOT_PRECISION,
     )
     log(f"[bench] {meta}")
-    checks = [] if args.skip_checks else correctness_suite(device, gen, log, small=dry)
+    checks = [] if args.skip_checks else correctness_suite(device, gen, log, small=dry, only=args.checks)
     log(f"[bench] checks done at {time.time() - t_start:.0f} s")
 
     results = []
@@ -481,8 +488,8 @@ def main():
         table = print_table(results, log if final else (lambda s: None))
         meta["seconds"] = round(time.time() - t_start, 1)
         payload = dict(meta=meta, checks=checks, results=results, autotuned=configs, table_md=table)
-        (out_dir / "attention_h200.json").write_text(json.dumps(payload, indent=1, default=str))
-        (out_dir / "attention_h200.md").write_text(
+        (out_dir / f"{args.tag}.json").write_text(json.dumps(payload, indent=1, default=str))
+        (out_dir / f"{args.tag}.md").write_text(
             f"# HSTU attention benchmark ({meta['device']}, {meta['date']})\n\n`{meta['command']}`\n\n"
             "ms / TFLOP/s, bf16, causal, H=4 d=128 (ml1m: B=128 H=1 N=200 d=50); FLOPs as ANCHORS.md.\n\n"
             + table
@@ -493,7 +500,10 @@ def main():
     # ML-1M first, then the long lengths the goal is about; --time-budget skips baselines later on
     Bm, Nm = (4, 20) if dry else (128, 200)
     lengths, src = ml1m_lengths(Bm, Nm, gen)
+    wanted = set(filter(None, args.cases.split(",")))
     for bias in (False, True):
+        if wanted and ("ml1m" + ("-relbias" if bias else "")) not in wanted:
+            continue
         case = make_case(
             "ml1m" + ("-relbias" if bias else ""), lengths, 1, 50, Nm, torch.bfloat16, device, gen, bias=bias
         )
@@ -509,6 +519,8 @@ def main():
             ("jagged", torch.randint(N // 2, N + 1, (B,), generator=gen)),
             ("dense", torch.full((B,), N)),
         ):
+            if wanted and f"{kind}-{N}" not in wanted:
+                continue
             case = make_case(f"{kind}-{N}", lengths, 4, 128, N, torch.bfloat16, device, gen)
             sub = None if N <= 2048 else 2
             errs, nans = check_case(case, "kernel", sub=sub)
