@@ -284,7 +284,14 @@ def to_markdown(payload: dict) -> str:
     rows = [r for r in payload["rows"] if "skipped" not in r]
     table = markdown_table(rows, COLUMNS)
     errors = [f"- {r['id']}: {r['error']}" for r in rows if r.get("error")]
-    return "\n".join(head) + table + "\n" + ("\nErrors:\n" + "\n".join(errors) + "\n" if errors else "")
+    notes = [f"- {n}" for n in payload.get("notes", [])]
+    return (
+        "\n".join(head)
+        + table
+        + "\n"
+        + ("\nNotes:\n" + "\n".join(notes) + "\n" if notes else "")
+        + ("\nErrors:\n" + "\n".join(errors) + "\n" if errors else "")
+    )
 
 
 def main(argv=None) -> int:

@@ -312,7 +312,7 @@ def main(argv=None) -> int:
     p.add_argument("--tag", default=None)
     p.add_argument("--time-budget", type=float, default=1e9)
     p.add_argument("--no-save", action="store_true")
-    p.add_argument("--series", default="", help="comma-separated series names (default: the four main ones)")
+    p.add_argument("--series", default="", help="series names separated by ";" (default: the four main ones)")
     p.add_argument("--no-depth", action="store_true", help="skip the depth sweep")
     p.add_argument("--fixed-kernel-config", action="store_true", help="Triton: no autotuning")
     args = p.parse_args(argv)
@@ -324,7 +324,7 @@ def main(argv=None) -> int:
 
         hstu_attention_autograd.AUTOTUNE = False
     ints = lambda s: [int(x) for x in s.split(",") if x.strip()] or None  # noqa: E731
-    series = [s.strip() for s in args.series.split(",") if s.strip()] or None
+    series = [s.strip() for s in args.series.split(";") if s.strip()] or None
     payload = run_scaling(
         preset.name,
         ints(args.lengths),
