@@ -312,7 +312,7 @@ def main(argv=None) -> int:
     p.add_argument("--tag", default=None)
     p.add_argument("--time-budget", type=float, default=1e9)
     p.add_argument("--no-save", action="store_true")
-    p.add_argument("--series", default="", help="series names separated by ";" (default: the four main ones)")
+    p.add_argument("--series", default="", help="series names separated by ';' (default: the four main ones)")
     p.add_argument("--no-depth", action="store_true", help="skip the depth sweep")
     p.add_argument("--fixed-kernel-config", action="store_true", help="Triton: no autotuning")
     args = p.parse_args(argv)
