@@ -20,7 +20,9 @@ def test_environment_yml_matches_pyproject():
     yml = (ROOT / "environment.yml").read_text()
     pip_lines = re.findall(r"^\s{6}- (.+)$", yml, flags=re.M)
     listed = {_norm(r) for r in pip_lines if not r.startswith("-e")}
-    assert listed == wanted, f"only in pyproject: {wanted - listed}; only in environment.yml: {listed - wanted}"
+    assert listed == wanted, (
+        f"only in pyproject: {wanted - listed}; only in environment.yml: {listed - wanted}"
+    )
 
 
 def test_torch_and_triton_pinned_exactly():
