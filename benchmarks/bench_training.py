@@ -74,7 +74,12 @@ RUNS = [
     ("ml1m-hstu-val", "ml-1m", "ml-1m/hstu-sampled-softmax-n128-final", ["protocol=validation"]),
     ("ml1m-sasrec-val", "ml-1m", "ml-1m/sasrec-sampled-softmax-n128-final", ["protocol=validation"]),
     ("ml1m-hstu-large-val", "ml-1m", "ml-1m/hstu-sampled-softmax-n128-large-final", ["protocol=validation"]),
-    ("ml1m-hstu-eager", "ml-1m", "ml-1m/hstu-sampled-softmax-n128-final", ["cuda_graphs=off", "num_epochs=5"]),  # noqa: E501
+    (
+        "ml1m-hstu-eager",
+        "ml-1m",
+        "ml-1m/hstu-sampled-softmax-n128-final",
+        ["cuda_graphs=off", "num_epochs=5"],
+    ),  # noqa: E501
     ("ml1m-hstu-seed1", "ml-1m", "ml-1m/hstu-sampled-softmax-n128-final", ["seed=1"]),
     ("ml1m-sasrec-seed1", "ml-1m", "ml-1m/sasrec-sampled-softmax-n128-final", ["seed=1"]),
     ("ml1m-hstu-large-seed1", "ml-1m", "ml-1m/hstu-sampled-softmax-n128-large-final", ["seed=1"]),
@@ -305,6 +310,41 @@ def markdown(rows: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def order_check(data_dir: str) -> None:
+    """How predictable each order of same-second ratings is: a first-order Markov baseline, on the CPU."""
+    import torch
+
+    from hstu_tutorial.data import get_reco_dataset
+    from hstu_tutorial.metrics import metrics_from_ranks, popularity_baseline, target_ranks
+
+    for stable in (True, False):
+        ds = get_reco_dataset("ml-1m", data_dir=data_dir, verbose=False, stable_sort=stable)
+        tr, te, n = ds.train, ds.test, ds.num_items + 1
+        ids = tr.item_ids  # (T,) histories; each token's next item is the following token or the target
+        nxt = torch.roll(ids, -1)
+        nxt[tr.offsets[1:] - 1] = tr.target_item_ids
+        counts = torch.zeros(n, n)
+        counts.index_put_((ids, nxt), torch.ones(len(ids)), accumulate=True)  # (n, n) transitions
+        pop = torch.bincount(torch.cat([tr.item_ids, tr.target_item_ids]), minlength=n).float()
+        batch = te.batch(torch.arange(len(te)), total=te.num_tokens)
+        last = batch.item_ids[batch.offsets[1:] - 1]  # (U,)
+        scores = (counts[last] + 1e-3 * pop / pop.max())[:, ds.catalogue]  # (U, C); popularity breaks ties
+        ranks = target_ranks(
+            scores,
+            torch.eye(len(ds.catalogue)),
+            ds.catalogue,
+            te.target_item_ids,
+            batch.padded("item_ids"),
+            ds.num_items,
+        )
+        m = metrics_from_ranks(ranks, (10,))
+        p = popularity_baseline(ds, "test", (10,))
+        print(
+            f"stable_sort={stable}: Markov test HR@10 {m['hr@10']:.4f} NDCG@10 {m['ndcg@10']:.4f}; "
+            f"popularity HR@10 {p['hr@10']:.4f} NDCG@10 {p['ndcg@10']:.4f}"
+        )
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true", help="the full runs (their configs' epochs)")
@@ -320,7 +360,11 @@ def main() -> int:
     p.add_argument("--subprocess", action="store_true", help="one CLI process per run (default: in-process)")
     p.add_argument("--budget", type=float, default=1e9, help="start no run after this many seconds")
     p.add_argument("--no-autotune", action="store_true", help="Triton kernels: default tiles, no autotuning")
+    p.add_argument("--order-check", action="store_true", help="Markov baseline on both tie orders (CPU)")
     args = p.parse_args()
+    if args.order_check:
+        order_check(args.data_dir)
+        return 0
     data_dirs = {"ml-1m": args.data_dir, "ml-100k": args.ml100k_dir}
     runs = RUNS
     if args.runs:

@@ -536,6 +536,7 @@ class Trainer:
         t0 = time.perf_counter()
         self.device = _resolve_device(cfg.device)
         if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)  # peak memory of this run, not the process's
             torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
             torch.backends.cudnn.allow_tf32 = cfg.tf32
         torch.manual_seed(cfg.seed)

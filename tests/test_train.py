@@ -66,6 +66,7 @@ def test_bundled_configs_load_and_follow_the_reference_recipe():
             assert (cfg.batch_size, cfg.num_epochs, cfg.dropout, cfg.max_seq_len) == (128, 101, 0.2, 200)
             assert (cfg.loss, cfg.num_negatives, cfg.temperature) == ("sampled_softmax", 128, 0.05)
             assert cfg.protocol == "reference" and cfg.early_stopping_patience == 0
+            assert cfg.stable_sort is False  # the reference's order of same-second ratings
     large = load_config("ml-1m/hstu-sampled-softmax-n128-large-final")
     assert (large.num_blocks, large.num_heads, large.dqk, large.dv) == (8, 2, 25, 25)
 
