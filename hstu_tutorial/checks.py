@@ -812,8 +812,11 @@ def _ratings_cases():
         "user_id": rng.integers(1, 40, n), "item_id": rng.integers(1, 500, n),
         "rating": rng.integers(1, 6, n), "timestamp": rng.integers(0, 30, n) * 60 + 978_300_000,
     })
+    synthetic = importlib.import_module("hstu_tutorial.data").get_reco_dataset(
+        "synthetic", max_seq_len=50, verbose=False).ratings_df
     return [("a hand-made table with ties and a one-rating user", hand),
-            ("400 random ratings, many ties", rnd)]
+            ("400 random ratings, many ties", rnd),
+            (f"the synthetic dataset ({len(synthetic)} ratings)", synthetic)]
 
 
 def check_user_sequences(fn: Callable) -> bool:
