@@ -57,7 +57,28 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 REFERENCE_WINDOW = 10  # the reference protocol's summary: mean test metrics over the last 10 epochs
 
+# Published full-ML-1M results (the reference's README; the paper's Table): test metrics.
+PAPER_ML1M = {
+    "SASRec": {"hr@10": 0.2853, "ndcg@10": 0.1603, "hr@50": 0.5474, "ndcg@50": 0.2185, "hr@200": 0.7528,
+               "ndcg@200": 0.2498},
+    "HSTU": {"hr@10": 0.3097, "ndcg@10": 0.1720, "hr@50": 0.5754, "ndcg@50": 0.2307, "hr@200": 0.7716,
+             "ndcg@200": 0.2606},
+    "HSTU-large": {"hr@10": 0.3294, "ndcg@10": 0.1893, "hr@50": 0.5935, "ndcg@50": 0.2481, "hr@200": 0.7839,
+                   "ndcg@200": 0.2771},
+}
+# The reference implementation run on ml-1m-u2999 (ANCHORS.md): mean test metrics of epochs 91-100
+# (HSTU-large: 57-66), and seconds for 101 epochs on one H200.
+ANCHORS_ML1M_U2999 = {
+    "SASRec": {"hr@10": 0.2832, "ndcg@10": 0.1597, "hr@50": 0.5302, "ndcg@50": 0.2141, "mrr": 0.1365,
+               "seconds_101_epochs": 234.0},
+    "HSTU": {"hr@10": 0.2957, "ndcg@10": 0.1666, "hr@50": 0.5497, "ndcg@50": 0.2226, "mrr": 0.1420,
+             "seconds_101_epochs": 364.0},
+    "HSTU-large": {"hr@10": 0.3001, "ndcg@10": 0.1702, "seconds_101_epochs": 760.0},
+}
+
 __all__ = [
+    "ANCHORS_ML1M_U2999",
+    "PAPER_ML1M",
     "ConfigError",
     "TrainConfig",
     "Trainer",
