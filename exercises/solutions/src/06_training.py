@@ -1,0 +1,205 @@
+"""Exercise notebook 06: the sampled softmax loss, HR@K and NDCG@K, then a short training run."""
+
+# Markdown cells keep their long lines (tables, equations).
+# ruff: noqa: E501
+
+from tools.nbbuild import code, md
+
+CELLS = [
+    md(r"""
+# Exercises 06: training and evaluation
+
+Companion of [`notebooks/06_training_ml1m`](../notebooks/06_training_ml1m.ipynb). HSTU is trained like a
+language model: every position $i$ of a history predicts the next item. With millions of items a full
+softmax is too expensive, so the reference samples negatives: the **sampled softmax** loss. Models are then
+compared by ranking the held-out item against the whole catalogue: **HR@K** and **NDCG@K**.
+
+You write both; then a short training run uses them (or the package's versions). Checks compare with
+`hstu_tutorial.losses` and `hstu_tutorial.metrics`, including gradients, with edge cases (one row, one
+negative, accidental hits, ties, empty histories, a target already in its history).
+"""),
+    md("<!-- SOLUTION ONLY -->\n**Solution version.** The learner notebook `exercises/06_training.ipynb` is "
+       "generated from this one by `tools/make_exercises.py`."),
+    code(r"""
+import torch
+import torch.nn.functional as F
+
+import hstu_tutorial
+from hstu_tutorial import checks, losses, metrics
+from hstu_tutorial.data import get_reco_dataset
+from hstu_tutorial.modules import hstu_encoder
+
+preset = hstu_tutorial.get_preset()
+torch.manual_seed(0);
+"""),
+    md(r"""
+## 1. Sampled softmax
+
+For a supervised position with output embedding $q$, its next item $p$ and $R$ negatives $n_1 .. n_R$ drawn
+uniformly from the catalogue, with every embedding L2-normalised (scores are cosines) and temperature
+$\tau$ (0.05 in the paper's ML-1M configs):
+
+$$\ell = -\log \frac{\exp(\langle q, e_p\rangle / \tau)}{\exp(\langle q, e_p\rangle / \tau) + \sum_{r:\, n_r \ne p} \exp(\langle q, e_{n_r}\rangle / \tau)}.$$
+
+A negative that happens to be the positive (an *accidental hit*) is left out of the sum: otherwise the
+loss pushes the positive away from itself. The batch loss is the mean over positions.
+
+Write `sampled_softmax_loss(query, positive_ids, negative_ids, item_table, temperature=0.05)`:
+query `(M, D)`, positive_ids `(M,)`, negative_ids `(M, R)` item ids, item_table `(num_items+1, D)` (row =
+item id) → a scalar.
+"""),
+    code(r'''
+def sampled_softmax_loss(query, positive_ids, negative_ids, item_table, temperature=0.05):
+    """Mean sampled-softmax loss over M positions; all embeddings L2-normalised."""
+    # BEGIN SOLUTION
+    q = F.normalize(query, dim=-1)                                   # (M, D)
+    pos = F.normalize(item_table[positive_ids], dim=-1)              # (M, D)
+    neg = F.normalize(item_table[negative_ids], dim=-1)              # (M, R, D)
+    pos_logit = (q * pos).sum(-1, keepdim=True)                      # (M, 1)
+    neg_logits = torch.einsum("md,mrd->mr", q, neg)                  # (M, R)
+    neg_logits = neg_logits.masked_fill(negative_ids == positive_ids[:, None], float("-inf"))
+    logits = torch.cat([pos_logit, neg_logits], dim=1) / temperature  # (M, 1 + R)
+    return -torch.log_softmax(logits, dim=1)[:, 0].mean()
+    # END SOLUTION
+'''),
+    code(r"""
+# NBVAL_CHECK_OUTPUT
+ok = checks.check_sampled_softmax_loss(sampled_softmax_loss)
+"""),
+    md(r"""
+<details><summary>Hint 1</summary>
+
+`F.normalize(x, dim=-1)` L2-normalises rows. `item_table[negative_ids]` is `(M, R, D)`; scores against the
+query are `torch.einsum("md,mrd->mr", q, neg)`.
+</details>
+
+<details><summary>Hint 2</summary>
+
+Put the positive first: `logits = torch.cat([pos_logit, neg_logits], 1) / temperature`; the loss of a row is
+`-log_softmax(logits)[0]`.
+</details>
+
+<details><summary>Hint 3 (accidental hits)</summary>
+
+`negative_ids == positive_ids[:, None]` is `(M, R)`; fill those logits with `-inf` before the softmax
+(`exp(-inf) = 0`).
+</details>
+"""),
+    md(r"""
+## 2. HR@K and NDCG@K
+
+Leave-one-out evaluation ranks each user's held-out item against **every** item of the catalogue, after
+removing the items already in the user's history window (they cannot be recommended again). With
+$\mathrm{rank} = 1 + \#\{\text{unseen items scored strictly higher than the target}\}$:
+
+$$\mathrm{HR@K} = [\mathrm{rank} \le K], \qquad \mathrm{NDCG@K} = \frac{[\mathrm{rank} \le K]}{\log_2(\mathrm{rank} + 1)}.$$
+
+A target that is itself in the history counts as a miss. Write `hr_ndcg(scores, target_ids, history_ids, k)`:
+scores `(B, C+1)` with column = item id (column 0 is padding, never an item), target_ids `(B,)`,
+history_ids `(B, N)` zero-padded → per-user `(hr, ndcg)`, two `(B,)` float tensors.
+"""),
+    code(r'''
+def hr_ndcg(scores, target_ids, history_ids, k):
+    """Per-user HR@k and NDCG@k from full-ranking scores, history items removed."""
+    # BEGIN SOLUTION
+    scores = scores.clone().double()
+    target_score = scores.gather(1, target_ids[:, None])              # (B, 1), before any masking
+    seen = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, history_ids, True)  # (B, C+1)
+    seen[:, 0] = True                                                  # the padding column is no item
+    scores = scores.masked_fill(seen, float("-inf"))
+    rank = 1 + (scores > target_score).sum(dim=1).double()             # (B,) 1-based
+    hit = (rank <= k) & ~seen.gather(1, target_ids[:, None])[:, 0]     # a seen target is a miss
+    return hit.double(), torch.where(hit, 1.0 / torch.log2(rank + 1.0), 0.0)
+    # END SOLUTION
+'''),
+    code(r"""
+# NBVAL_CHECK_OUTPUT
+ok = checks.check_hr_ndcg(hr_ndcg)
+"""),
+    md(r"""
+<details><summary>Hint 1</summary>
+
+Read the target's score first, then mask: `seen = torch.zeros_like(scores, dtype=torch.bool).scatter_(1,
+history_ids, True)` marks history items (the padding 0 lands in column 0, which must be masked anyway).
+</details>
+
+<details><summary>Hint 2</summary>
+
+`rank = 1 + (masked_scores > target_score).sum(1)`: strictly greater, so ties favour the target (the
+reference's convention). HR is `rank <= k`, NDCG is `1 / log2(rank + 1)` where HR is 1, else 0.
+</details>
+"""),
+    md(r"""
+## Use it: a short training run
+
+Train a small HSTU for a few epochs with the loss above and evaluate it with the metric above, next to the
+popularity baseline (recommend the most popular unseen items). The package's versions are used unless
+`use_mine = True`. Small preset: synthetic data, seconds on a CPU.
+"""),
+    code(r"""
+use_mine = False  # set to True once both checks pass
+
+dataset = get_reco_dataset(preset.dataset, max_seq_len=preset.max_seq_len, verbose=False)
+catalogue = dataset.catalogue                                          # (C,) valid item ids
+model = hstu_encoder(dataset.num_items, max_seq_len=preset.max_seq_len)
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=0.0)
+gen = torch.Generator().manual_seed(0)
+
+
+def next_items(batch):
+    # position i predicts item i+1 of its history; the last position predicts the target
+    nxt = torch.roll(batch.item_ids, -1)                               # (T,)
+    nxt[batch.offsets[1:] - 1] = batch.target_item_ids
+    return nxt
+
+
+def loss_fn(out, positive_ids):
+    negatives = torch.randint(0, catalogue.numel(), (out.shape[0], 128), generator=gen)  # (T, R) positions
+    if use_mine:
+        table = model.preprocessor.item_emb.weight                     # (num_items+1, D), row = item id
+        return sampled_softmax_loss(out, positive_ids, catalogue[negatives], table, temperature=0.05)
+    return losses.sampled_softmax_loss(out, positive_ids, model.item_embeddings, catalogue,
+                                       temperature=0.05, negatives=negatives)
+
+
+for epoch in range(preset.num_epochs):
+    model.train()
+    total = 0.0
+    for batch in dataset.loader("train", batch_size=preset.batch_size, shuffle=True, seed=epoch):
+        loss = loss_fn(model(batch), next_items(batch))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+    print(f"epoch {epoch + 1}: mean training loss {total / len(dataset.loader('train', preset.batch_size)):.3f}")
+"""),
+    code(r"""
+model.eval()
+hits, gains = [], []
+with torch.no_grad():
+    items = model.item_embeddings(torch.arange(dataset.num_items + 1))   # (num_items+1, D)
+    not_items = torch.ones(dataset.num_items + 1, dtype=torch.bool)
+    not_items[catalogue] = False                                          # ids that are no movie
+    for batch in dataset.loader("test", batch_size=256):
+        query = model.last_embeddings(model(batch), batch)               # (B, D)
+        scores = (query @ items.t()).masked_fill(not_items, float("-inf"))  # (B, num_items+1)
+        history = batch.padded("item_ids")                                # (B, N) zero-padded
+        if use_mine:
+            hr, ndcg = hr_ndcg(scores, batch.target_item_ids, history, 10)
+        else:
+            ranks = metrics.target_ranks(query, items[catalogue], catalogue, batch.target_item_ids, history,
+                                         dataset.num_items).double()
+            hr, ndcg = (ranks <= 10).double(), torch.where(ranks <= 10, 1 / torch.log2(ranks + 1), 0.0)
+        hits.append(hr)
+        gains.append(ndcg)
+popular = metrics.popularity_baseline(dataset, "test", ks=(10,))
+print(f"HSTU after {preset.num_epochs} epochs: HR@10 {torch.cat(hits).mean():.3f}  NDCG@10 {torch.cat(gains).mean():.3f}")
+print(f"popularity baseline:     HR@10 {popular['hr@10']:.3f}  NDCG@10 {popular['ndcg@10']:.3f}")
+"""),
+    md(r"""
+## What you built
+
+The loss HSTU trains with and the metrics it is judged by. `python -m hstu_tutorial.train --config ...`
+(notebook 06) runs the same loop at full size, with evaluation on the device, checkpoints and early stopping.
+"""),
+]
