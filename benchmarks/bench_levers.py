@@ -243,11 +243,12 @@ def run_levers(
         if "tokens_per_s" in row:
             row["ktokens_per_s"] = row["tokens_per_s"] / 1e3
         base = by_id.get(ref)
-        key = "epoch_s" if row.get("epoch_s") and base and base.get("epoch_s") else "step_ms"
-        if base and row.get(key) and base.get(key):
-            row["speedup"] = base[key] / row[key]
-            if row.get("mem_mib") and base.get("mem_mib"):
-                row["mem_ratio"] = row["mem_mib"] / base["mem_mib"]
+        if base and row.get("epoch_s") and base.get("epoch_s"):
+            row["speedup"] = base["epoch_s"] / row["epoch_s"]
+        elif base and row.get("tokens_per_s") and base.get("tokens_per_s"):  # steps only: throughput
+            row["speedup"] = row["tokens_per_s"] / base["tokens_per_s"]
+        if base and row.get("mem_mib") and base.get("mem_mib"):
+            row["mem_ratio"] = row["mem_mib"] / base["mem_mib"]
         by_id[rid] = row
         results.append(row)
         msg = row.get("error") or (
@@ -278,7 +279,8 @@ def to_markdown(payload: dict) -> str:
         f"preset {payload['preset']}, Triton tiles {payload.get('triton_tiles', 'autotuned')}. "
         f"Memory: {payload['memory']}. Epoch = one pass over the training split "
         "(no evaluation), warm-up excluded; '1st epoch' includes autotuning/compilation/graph capture. "
-        "Speed-up: epoch time (step time when no epoch was timed) of the row named in 'vs' / this row's.",
+        "Speed-up: epoch time of the row named in 'vs' / this row's "
+        "(tokens/s ratio when no epoch was timed).",
         "",
     ]
     rows = [r for r in payload["rows"] if "skipped" not in r]

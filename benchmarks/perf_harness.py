@@ -33,7 +33,7 @@ def machine_info(device: torch.device | str | None = None) -> dict:
     """What a figure was measured on: device name, library versions, UTC date."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     info = {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "device": (
             torch.cuda.get_device_name(device)
             if device.type == "cuda"
@@ -151,8 +151,9 @@ class TrainerEpochs:
     that builds batches on the host with that many worker processes (the data-loading lever).
     """
 
-    def __init__(self, trainer, host_loader_workers: int | None = None):
+    def __init__(self, trainer, host_loader_workers: int | None = None, python_loop: bool = False):
         self.tr = trainer
+        self.python_loop = python_loop
         self.device = trainer.device
         self.workers = host_loader_workers
         self._dl = None
@@ -194,7 +195,7 @@ class TrainerEpochs:
                 batch_size=self.tr.cfg.batch_size,
                 shuffle=True,
                 num_workers=self.workers,
-                collate_fn=_HostCollate(split),
+                collate_fn=_HostCollate(split, self.python_loop),
                 pin_memory=self.device.type == "cuda",
                 persistent_workers=self.workers > 0,
                 generator=torch.Generator().manual_seed(0),
@@ -275,13 +276,29 @@ class TrainerEpochs:
 
 
 class _HostCollate:
-    """Builds (JaggedBatch, supervision) for a list of user indices on the host (picklable for workers)."""
+    """Builds (JaggedBatch, supervision) for a list of user indices on the host (picklable for workers).
 
-    def __init__(self, split):
-        self.split = split
+    `python_loop=True` builds it the naive way, one user at a time through Python lists (what a
+    per-example `Dataset.__getitem__` plus a padding collate does): the slow loader a profile should catch.
+    """
+
+    def __init__(self, split, python_loop: bool = False):
+        self.split, self.python_loop = split, python_loop
 
     def __call__(self, indices):
-        batch = self.split.batch(torch.as_tensor(indices, dtype=torch.int64))
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        if not self.python_loop:
+            batch = self.split.batch(index)
+            return batch, _jagged_supervision(batch)
+        sp = self.split
+        offs = sp.offsets.tolist()
+        cols = {"item_ids": [], "ratings": [], "timestamps": []}
+        for u in index.tolist():  # one user at a time, through Python lists
+            for name in cols:
+                cols[name].extend(getattr(sp, name)[offs[u] : offs[u + 1]].tolist())
+        batch = sp.batch(index)  # offsets and targets (cheap); the histories come from the lists
+        for name, values in cols.items():
+            setattr(batch, name, torch.tensor(values, dtype=torch.int64))
         return batch, _jagged_supervision(batch)
 
 
@@ -392,3 +409,69 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str
             cells.append("-" if v is None else (format(v, fmt) if fmt else str(v)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def profile_loading(
+    cfg, dataset, host_loader_workers=None, steps: int = 4, row_limit: int = 8, python_loop: bool = False
+) -> dict:
+    """Profile `steps` training steps with torch.profiler, split into "data" (getting the next batch) and
+    "compute" (forward, backward, optimizer; synchronised on a GPU) ranges. `python_loop=True`: the host
+    loader builds batches one user at a time in Python (a naive loader).
+
+    Returns {"data_ms", "compute_ms", "data_share", "table"}: if `data_share` is large, the GPU waits for
+    the loader. `host_loader_workers=None` uses the trainer's device-resident batches.
+    """
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from hstu_tutorial.train import Trainer
+
+    tr = Trainer(cfg, dataset=dataset, verbose=False)
+    run = TrainerEpochs(tr, host_loader_workers, python_loop=python_loop)
+    device = tr.device
+    rs = tr.splits["train"]
+    B = cfg.batch_size
+    if host_loader_workers is None:
+        order = torch.randperm(rs.num_users, generator=torch.Generator().manual_seed(0)).to(device)
+        totals = rs.batch_totals(order, B)
+
+        def next_batch(s):
+            index = order[s * B : (s + 1) * B]  # (B,)
+            batch, sup, _ = rs.jagged_batch(index, totals[s])
+            return batch, sup
+
+    else:
+        it = iter(run._loader())
+
+        def next_batch(s):
+            batch, sup = next(it)
+            return batch.to(device, non_blocking=True), sup.to(device, non_blocking=True)
+
+    def compute(batch, sup):
+        tr.optimizer.zero_grad(set_to_none=True)
+        loss, _ = tr._loss(batch, sup)
+        loss.backward()
+        tr.optimizer.step()
+        sync(device)
+
+    tr.model.train()
+    compute(*next_batch(0))  # warm-up
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for s in range(1, steps + 1):
+            with record_function("data: next batch"):
+                item = next_batch(s)
+                sync(device)
+            with record_function("compute: fwd+bwd+step"):
+                compute(*item)
+    events = {e.key: e for e in prof.key_averages()}
+    data_ms = events["data: next batch"].cpu_time_total / 1e3
+    compute_ms = events["compute: fwd+bwd+step"].cpu_time_total / 1e3
+    run.close()
+    return {
+        "data_ms": data_ms,
+        "compute_ms": compute_ms,
+        "data_share": data_ms / max(data_ms + compute_ms, 1e-9),
+        "table": prof.key_averages().table(
+            sort_by="self_cpu_time_total", row_limit=row_limit, max_name_column_width=40
+        ),
+    }
