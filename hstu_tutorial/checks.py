@@ -613,31 +613,31 @@ def _jagged_values(lengths: list[int], d: int, seed: int, dtype=torch.float64) -
     return values, offsets, lengths_t
 
 
-def check_jagged_to_padded(fn: Callable) -> bool:
-    """Check `fn(values, offsets, max_len, padding_value=0.0) -> padded`: values `(T, D)`, offsets `(B+1,)`
-    -> `(B, max_len, D)`, sequence b left-aligned in row b, then `padding_value`; a sequence longer than
-    max_len keeps its first max_len rows."""
+def _jagged_to_padded_cases(fn: Callable, dtype=torch.float64, device: str = "cpu", dims=(3,)) -> int:
+    """The cases of the jagged -> padded checks (PyTorch and Triton). Returns the number run."""
     names = ("b", "i", "d")
-
-    def body(fn):
-        jagged_to_padded = _reference("hstu_tutorial.ops", "jagged_to_padded")
-        cases = [
-            ("random lengths", [3, 1, 4], 5, 0.0),
-            ("length 1", [1], 1, 0.0),
-            ("an empty history among others", [2, 0, 3], 4, 0.0),
-            ("every sequence at the maximum length", [4, 4], 4, 0.0),
-            ("a padding value of -1", [2, 5, 1], 6, -1.0),
-            ("sequences longer than max_len (truncated)", [7, 2, 9], 5, 0.0),
-        ]
+    jagged_to_padded = _reference("hstu_tutorial.ops", "jagged_to_padded")
+    cases = [
+        ("random lengths", [3, 1, 4], 5, 0.0),
+        ("length 1", [1], 1, 0.0),
+        ("an empty history among others", [2, 0, 3], 4, 0.0),
+        ("every sequence at the maximum length", [4, 4], 4, 0.0),
+        ("a padding value of -1", [2, 5, 1], 6, -1.0),
+        ("sequences longer than max_len (truncated)", [7, 2, 9], 5, 0.0),
+        ("many sequences, lengths not multiples of a block", [19, 33, 1, 0, 40, 17], 40, -2.0),
+    ]
+    count = 0
+    for d in dims:
         for seed, (label, ls, max_len, pad) in enumerate(cases):
-            values, offsets, lengths = _jagged_values(ls, 3, seed)
+            values, offsets, lengths = _jagged_values(ls, d, seed, dtype)
             expected = jagged_to_padded(values, offsets, max_len, padding_value=pad)
-            got = fn(values.clone(), offsets.clone(), max_len, padding_value=pad)
-            ct = _case_text(case=label, lengths=ls, max_len=max_len, padding_value=pad)
+            got = fn(values.clone().to(device), offsets.clone().to(device), max_len, padding_value=pad)
+            if isinstance(got, torch.Tensor):
+                got = got.cpu()
+            ct = _case_text(case=label, lengths=ls, max_len=max_len, padding_value=pad, D=d)
             if isinstance(got, torch.Tensor) and got.dim() == 3 and got.shape[1] == max(ls) > max_len:
                 raise CheckFailed(f"the output is {tuple(got.shape)}: it must be max_len = {max_len} wide "
-                                  "even "
-                                  "when a sequence is longer (keep its first max_len rows)." + ct)
+                                  "even when a sequence is longer (keep its first max_len rows)." + ct)
             _check_tensor(got, "the padded tensor", expected, ("B", "max_len", "D"))
             clipped = lengths.clamp(max=max_len)
             real = (torch.arange(max_len)[None, :] < clipped[:, None])[:, :, None]  # (B, N, 1)
@@ -660,15 +660,26 @@ def check_jagged_to_padded(fn: Callable) -> bool:
                 if wrong_pad.any() and not _close(got, expected, real, atol=0, rtol=0).any():
                     idx = tuple(wrong_pad.nonzero()[0].tolist())
                     raise CheckFailed("the real rows are right but the padding is not: at "
-                                      f"{_fmt_index(idx, names)}"
-                                      f" expected {_fmt_val(expected[idx])}, got {_fmt_val(got[idx])}." + ct)
+                                      f"{_fmt_index(idx, names)} expected {_fmt_val(expected[idx])}, got "
+                                      f"{_fmt_val(got[idx])} (every padded slot must be written)." + ct)
                 raise CheckFailed(msg + ct)
+            count += 1
+    return count
+
+
+def check_jagged_to_padded(fn: Callable) -> bool:
+    """Check `fn(values, offsets, max_len, padding_value=0.0) -> padded`: values `(T, D)`, offsets `(B+1,)`
+    -> `(B, max_len, D)`, sequence b left-aligned in row b, then `padding_value`; a sequence longer than
+    max_len keeps its first max_len rows."""
+    def body(fn):
+        jagged_to_padded = _reference("hstu_tutorial.ops", "jagged_to_padded")
+        count = _jagged_to_padded_cases(fn)
         # differentiable in values
         values, offsets, _ = _jagged_values([3, 1, 4], 2, 99)
         v1, v2 = values.clone().requires_grad_(), values.clone().requires_grad_()
         _grads_match(fn(v1, offsets.clone(), 5), jagged_to_padded(v2, offsets, 5), {"values": v1},
                      {"values": v2}, None, _case_text(case="gradient"))
-        return len(cases) + 1
+        return count + 1
 
     return _run("check_jagged_to_padded", fn, body)
 
@@ -750,22 +761,28 @@ def check_jagged_hstu_attention(fn: Callable) -> bool:
 
 
 def _boundary_probe(call, q, k, v, offsets):
-    """Change only sequence 0's keys and values: any change in another sequence crossed a boundary."""
+    """Change only one sequence's keys and values (the first, then the last): any change in another
+    sequence means attention crossed a boundary (reading backwards or forwards)."""
     def probe():
-        end0 = int(offsets[1])
-        if end0 == 0 or end0 == q.shape[0]:
+        lengths = offsets[1:] - offsets[:-1]
+        nonempty = (lengths > 0).nonzero()[:, 0].tolist()
+        if len(nonempty) < 2:
             return None
-        k2, v2 = k.detach().clone(), v.detach().clone()
-        k2[:end0] += 1.0
-        v2[:end0] -= 3.0
-        a, b = call(q.detach(), k.detach(), v.detach()), call(q.detach(), k2, v2)
-        bad = _close(b[end0:], a[end0:])
-        if bad.any():
-            t = end0 + int(bad.nonzero()[0, 0])
-            seq = int(torch.searchsorted(offsets, torch.tensor(t), right=True)) - 1
-            return (f"attention crossed a sequence boundary: row t={t} (sequence {seq}) changed when only "
-                    "sequence 0's keys and values changed. Each row attends only to rows of its own sequence "
-                    "(offsets[b] <= j < offsets[b+1]).")
+        base = call(q.detach(), k.detach(), v.detach())
+        for seq in (nonempty[0], nonempty[-1]):
+            s, e = int(offsets[seq]), int(offsets[seq + 1])
+            k2, v2 = k.detach().clone(), v.detach().clone()
+            k2[s:e] += 1.0
+            v2[s:e] -= 3.0
+            other = torch.ones(q.shape[0], dtype=torch.bool)
+            other[s:e] = False
+            bad = _close(call(q.detach(), k2, v2), base, other[:, None, None])
+            if bad.any():
+                t = int(bad.nonzero()[0, 0])
+                row_seq = int(torch.searchsorted(offsets, torch.tensor(t), right=True)) - 1
+                return (f"attention crossed a sequence boundary: row t={t} (sequence {row_seq}) changed when "
+                        f"only sequence {seq}'s keys and values changed. Each row attends only to rows of "
+                        "its own sequence (offsets[b] <= j < offsets[b+1]).")
         return None
     return probe
 
@@ -1265,3 +1282,89 @@ def _ranks_ge(scores, targets, history):
     seen = (history == targets[:, None]).any(1)
     r = (s >= t).sum(1).double()  # the target itself counts once
     return torch.where(seen, torch.full_like(r, scores.shape[1]), r)
+
+
+# ============================================================================================================
+# 05 Triton: a jagged kernel, then the HSTU attention forward tile loop
+# ============================================================================================================
+
+def _triton_device(device: str | None) -> str:
+    """Where a learner's kernel runs: CUDA when there is a GPU and Triton is not in interpreter mode."""
+    import os
+
+    if device is not None:
+        return device
+    interpret = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return "cuda" if torch.cuda.is_available() and not interpret else "cpu"
+
+
+def check_triton_jagged_to_padded(fn: Callable, device: str | None = None) -> bool:
+    """Check a Triton jagged -> padded: `fn(values, offsets, max_len, padding_value=0.0) -> padded`, values
+    `(T, D)` float32 (D not always a power of two), the same contract as `check_jagged_to_padded`. Runs
+    on CUDA, or on the CPU through the Triton interpreter (TRITON_INTERPRET=1)."""
+    def body(fn):
+        return _jagged_to_padded_cases(fn, torch.float32, _triton_device(device), dims=(3, 16))
+
+    return _run("check_triton_jagged_to_padded", fn, body)
+
+
+def _strictly_causal(q, k, v, offsets, n, ref):
+    """The reference minus each row's own (diagonal) term: what a kernel that skips j = i computes."""
+    diag = F.silu((q * k).sum(-1, keepdim=True)) / n  # (T, H, 1)
+    return ref - diag * v
+
+
+def check_triton_hstu_forward(fn: Callable, device: str | None = None) -> bool:
+    """Check a Triton HSTU attention forward: `fn(q, k, v, offsets, n, causal=True) -> out` with q, k
+    `(T, H, dqk)`, v `(T, H, dv)` float32 jagged, offsets `(B+1,)` -> `(T, H, dv)`, the same result as
+    `hstu_tutorial.ops.hstu_attention(q, k, v, offsets, norm=n, causal=causal)`."""
+    names = ("t", "h", "d")
+
+    def body(fn):
+        hstu_attention = _reference("hstu_tutorial.ops", "hstu_attention")
+        dev = _triton_device(device)
+        cases = [("lengths that are not block multiples", [37, 5, 20], 1, 16, 16),
+                 ("length 1", [1], 1, 16, 16),
+                 ("several heads, dqk != dv", [12, 30], 2, 16, 32),
+                 ("an empty history, a long one", [0, 70, 3], 1, 8, 8)]
+        count = 0
+        for seed, (label, ls, h, dqk, dv) in enumerate(cases):
+            for causal in (True, False):
+                g = torch.Generator().manual_seed(600 + seed)
+                lengths = torch.tensor(ls)
+                offsets = _offsets(lengths)
+                T = int(lengths.sum())
+                q = torch.randn(T, h, dqk, generator=g) * 0.5  # (T, H, dqk) float32
+                k = torch.randn(T, h, dqk, generator=g) * 0.5
+                v = torch.randn(T, h, dv, generator=g)  # (T, H, dv)
+                n = float(max(ls) + 11)
+                expected = hstu_attention(q.double(), k.double(), v.double(), offsets, norm=n, causal=causal)
+                ct = _case_text(case=label, lengths=ls, H=h, dqk=dqk, dv=dv, n=n, causal=causal)
+                run_fn = lambda q_, k_, v_, c=causal: fn(q_.to(dev).contiguous(), k_.to(dev).contiguous(),
+                                                         v_.to(dev).contiguous(), offsets.to(dev), n,
+                                                         causal=c).cpu()
+                got = _check_tensor(run_fn(q, k, v), "the output", expected, names)
+                if got.isnan().any():
+                    idx = tuple(got.isnan().nonzero()[0].tolist())
+                    raise CheckFailed(f"NaN in the output at {_fmt_index(idx, names)}: a load without a mask "
+                                      "(or without other=0.0) read outside the sequence." + ct)
+                qd, kd, vd = q.double(), k.double(), v.double()
+                _diagnose(got, expected, "the output", names, None, variants=[
+                    (f"missing divisor n: your output is exactly n = {n:g} times too large.",
+                     lambda: hstu_attention(qd, kd, vd, offsets, norm=1.0, causal=causal)),
+                    ("the diagonal is missing: position i attends to itself (j <= i). Check the tile loop's "
+                     "upper bound (include the query block's own tile) and the mask (<=, not <).",
+                     (lambda: _strictly_causal(qd, kd, vd, offsets, n, expected)) if causal else None),
+                    ("the causal mask is applied although causal=False: with CAUSAL false, loop over every "
+                     "key tile and mask only the sequence end.",
+                     (lambda: hstu_attention(qd, kd, vd, offsets, norm=n, causal=True))
+                     if not causal else None),
+                    ("wrong scale: HSTU uses the raw <q_i, k_j>, with no 1/sqrt(dqk).",
+                     lambda: hstu_attention(qd / math.sqrt(dqk), kd, vd, offsets, norm=n, causal=causal)),
+                ], probes=[_boundary_probe(run_fn, q, k, v, offsets),
+                           _jagged_future_probe(run_fn, q, k, v, offsets) if causal else lambda: None],
+                    atol=1e-4, rtol=1e-3, case=ct)
+                count += 1
+        return count
+
+    return _run("check_triton_hstu_forward", fn, body)

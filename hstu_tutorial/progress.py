@@ -212,7 +212,7 @@ def save(state: dict, path: str | Path | None = None) -> Path:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 def set_done(item_id: str, done: bool = True, by: str = "manual", path: str | Path | None = None) -> dict:
