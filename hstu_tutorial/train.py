@@ -145,7 +145,7 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     weight_decay: float = 0.0
     grad_accum_steps: int = 1  # split each batch into this many micro-batches (same gradient, less memory)
-    recompute: bool = False  # activation recomputation (needs model support)
+    recompute: bool = False  # activation recomputation of every block (torch.utils.checkpoint)
     # --- evaluation ---
     eval_batch_size: int = 4096
     eval_ks: list[int] = field(default_factory=lambda: [1, 10, 50, 200])
@@ -514,14 +514,10 @@ def build_model(cfg: TrainConfig, num_items: int, device: torch.device) -> tuple
             max_seq_len=cfg.max_seq_len,
             dropout=cfg.dropout,
         )
-    if cfg.recompute:
-        setter = getattr(model, "set_recompute", None)
-        if setter is None:
-            raise ConfigError(
-                f"recompute = true, but the {cfg.model} model has no activation recomputation "
-                "(set_recompute) yet; set recompute = false"
-            )
-        setter(True)
+    if cfg.recompute:  # keep only each block's input; rerun its forward in the backward pass
+        from hstu_tutorial.accumulation import enable_recompute
+
+        enable_recompute(model)
     return model.to(device), impl
 
 

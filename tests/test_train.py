@@ -235,3 +235,19 @@ def test_same_seed_same_run_and_grad_accumulation_matches(dataset, tmp_path):
 
 def common_keys(common):
     return {k: v for k, v in common.items() if k not in ("dataset", "verbose", "num_epochs")}
+
+
+def test_recompute_gives_the_same_gradients(dataset, tmp_path):
+    grads = []
+    for recompute in (False, True):
+        common = dict(num_epochs=1, exp_dir=str(tmp_path), recompute=recompute, **FAST)
+        tr = Trainer(load_config("synthetic/hstu-small", **common), dataset, verbose=False)
+        index = torch.arange(32)
+        torch.manual_seed(3)
+        batch, sup, _ = tr._batch(tr.splits["train"], index, tr.splits["train"].batch_totals(index, 32)[0])
+        loss, _ = tr._loss(batch, sup)
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in tr.model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
