@@ -59,20 +59,50 @@ REFERENCE_WINDOW = 10  # the reference protocol's summary: mean test metrics ove
 
 # Published full-ML-1M results (the reference's README; the paper's Table): test metrics.
 PAPER_ML1M = {
-    "SASRec": {"hr@10": 0.2853, "ndcg@10": 0.1603, "hr@50": 0.5474, "ndcg@50": 0.2185, "hr@200": 0.7528,
-               "ndcg@200": 0.2498},
-    "HSTU": {"hr@10": 0.3097, "ndcg@10": 0.1720, "hr@50": 0.5754, "ndcg@50": 0.2307, "hr@200": 0.7716,
-             "ndcg@200": 0.2606},
-    "HSTU-large": {"hr@10": 0.3294, "ndcg@10": 0.1893, "hr@50": 0.5935, "ndcg@50": 0.2481, "hr@200": 0.7839,
-                   "ndcg@200": 0.2771},
+    "SASRec": {
+        "hr@10": 0.2853,
+        "ndcg@10": 0.1603,
+        "hr@50": 0.5474,
+        "ndcg@50": 0.2185,
+        "hr@200": 0.7528,
+        "ndcg@200": 0.2498,
+    },
+    "HSTU": {
+        "hr@10": 0.3097,
+        "ndcg@10": 0.1720,
+        "hr@50": 0.5754,
+        "ndcg@50": 0.2307,
+        "hr@200": 0.7716,
+        "ndcg@200": 0.2606,
+    },
+    "HSTU-large": {
+        "hr@10": 0.3294,
+        "ndcg@10": 0.1893,
+        "hr@50": 0.5935,
+        "ndcg@50": 0.2481,
+        "hr@200": 0.7839,
+        "ndcg@200": 0.2771,
+    },
 }
 # The reference implementation run on ml-1m-u2999 (ANCHORS.md): mean test metrics of epochs 91-100
 # (HSTU-large: 57-66), and seconds for 101 epochs on one H200.
 ANCHORS_ML1M_U2999 = {
-    "SASRec": {"hr@10": 0.2832, "ndcg@10": 0.1597, "hr@50": 0.5302, "ndcg@50": 0.2141, "mrr": 0.1365,
-               "seconds_101_epochs": 234.0},
-    "HSTU": {"hr@10": 0.2957, "ndcg@10": 0.1666, "hr@50": 0.5497, "ndcg@50": 0.2226, "mrr": 0.1420,
-             "seconds_101_epochs": 364.0},
+    "SASRec": {
+        "hr@10": 0.2832,
+        "ndcg@10": 0.1597,
+        "hr@50": 0.5302,
+        "ndcg@50": 0.2141,
+        "mrr": 0.1365,
+        "seconds_101_epochs": 234.0,
+    },
+    "HSTU": {
+        "hr@10": 0.2957,
+        "ndcg@10": 0.1666,
+        "hr@50": 0.5497,
+        "ndcg@50": 0.2226,
+        "mrr": 0.1420,
+        "seconds_101_epochs": 364.0,
+    },
     "HSTU-large": {"hr@10": 0.3001, "ndcg@10": 0.1702, "seconds_101_epochs": 760.0},
 }
 
@@ -816,6 +846,18 @@ class Trainer:
         _set_rng_state(state["rng"], self.device, self.perm_gen)
         if self.run_dir is None:
             self.run_dir = path.parent
+
+    def load_weights(self, path: str | os.PathLike = "") -> int:
+        """Load model weights only, e.g. the best checkpoint (default: this run's ckpt_best.pt); returns its
+        epoch. Safe loading: `weights_only=True` accepts tensors and plain containers, never pickled code."""
+        path = Path(path) if path else (self.run_dir or Path(".")) / "ckpt_best.pt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no checkpoint at {path}: train first, or pass the path of a ckpt_*.pt file"
+            )
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        return int(state["epoch"])
 
     # -- the loop -------------------------------------------------------------------------------------
     def _make_run_dir(self) -> Path:

@@ -168,6 +168,10 @@ def test_short_run_beats_popularity_and_writes_results(dataset, tmp_path):
     assert "best by validation" in (run / "results.md").read_text()
     best = torch.load(run / "ckpt_best.pt", weights_only=True)
     assert best["epoch"] == on_disk["best_by_valid"]["epoch"]
+    trainer = res["trainer"]
+    assert trainer.load_weights() == best["epoch"]
+    again = trainer.evaluate(("test",))["test"]
+    assert again["hr@10"] == pytest.approx(res["best_by_valid"]["test"]["hr@10"])
 
 
 def _params(trainer):
