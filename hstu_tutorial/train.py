@@ -605,6 +605,11 @@ class Trainer:
                 f"the dataset passed in has max_seq_len={dataset.max_seq_len}, protocol={dataset.protocol!r} "
                 f"but the config says max_seq_len={cfg.max_seq_len}, protocol={cfg.protocol!r}"
             )
+        elif getattr(dataset, "stable_sort", cfg.stable_sort) != cfg.stable_sort and verbose:
+            _note(
+                f"the dataset passed in has stable_sort={dataset.stable_sort}, the config says "
+                f"{cfg.stable_sort}: the dataset's order of same-second ratings is used"
+            )
         self.dataset = dataset
         self.catalogue = dataset.catalogue.to(self.device)  # (C,)
         self.splits = {s: ResidentSplit(dataset.split(s), self.device) for s in ("train", "valid", "test")}
