@@ -1081,6 +1081,7 @@ class Trainer:
             "layout": self.layout,
             "cuda_graphs": self.use_graphs,
             "epochs_run": len(hist),
+            "stable_sort_used": getattr(self.dataset, "stable_sort", None),
             "run_dir": str(self.run_dir) if self.run_dir else None,
         }
         if hist:
