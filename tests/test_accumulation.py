@@ -1,5 +1,7 @@
 """Gradient accumulation gives the large batch's gradient; activation recomputation changes nothing."""
 
+import math
+
 import pytest
 import torch
 
@@ -167,3 +169,92 @@ def test_recompute_changes_no_output_and_no_gradient(kind):
 def test_recompute_explains_a_model_without_blocks():
     with pytest.raises(TypeError, match="neither a `layers` nor a `blocks`"):
         enable_recompute(torch.nn.Linear(2, 2))
+
+
+# ---- DistributedDataParallel under torchrun (two CPU processes, gloo) -----------------------------------
+
+needs_ddp = pytest.mark.skipif(
+    not hasattr(__import__("hstu_tutorial.train", fromlist=["x"]), "rank_steps"),
+    reason="DistributedDataParallel is not wired into hstu_tutorial.train yet",
+)
+
+
+@needs_ddp
+def test_rank_steps_split_every_epoch_evenly():
+    from hstu_tutorial.train import rank_steps
+
+    assert rank_steps(5, 0, 1) == [0, 1, 2, 3, 4]
+    shares = [rank_steps(7, r, 2) for r in range(2)]
+    assert shares == [[0, 2, 4, 6], [1, 3, 5, 0]]  # same count on every rank; the last round wraps
+    assert sorted(set(shares[0]) | set(shares[1])) == list(range(7))
+
+
+def _ddp_worker(rank, world, port, data_dir, out_dir):
+    import os
+
+    os.environ.update(
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS="1",
+    )
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    from hstu_tutorial.train import train
+
+    res = train(
+        "synthetic/hstu-small",
+        verbose=False,
+        data_dir=data_dir,
+        device="cpu",
+        num_epochs=1,
+        max_seq_len=20,
+        embedding_dim=16,
+        dqk=16,
+        dv=16,
+        num_negatives=16,
+        tensorboard=False,
+        progress=False,
+        save_checkpoints=False,
+        exp_dir=out_dir,
+        timestamp_run_dir=False,
+    )
+    tr = res["trainer"]
+    flat = torch.cat([p.detach().reshape(-1) for p in tr.model.parameters()])
+    every = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(every, flat)
+    torch.save(
+        {
+            "rank": tr.rank,
+            "world": tr.world,
+            "same": all(torch.equal(every[0], f) for f in every),
+            "steps": tr.global_step,
+            "test": res["history"][-1]["test"],
+        },
+        f"{out_dir}/rank{rank}.pt",
+    )
+    dist.destroy_process_group()
+
+
+@needs_ddp
+def test_ddp_on_two_cpu_processes_keeps_ranks_in_step(tmp_path, dataset):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data_dir = str(dataset.folder)
+    mp.spawn(_ddp_worker, args=(2, port, data_dir, str(tmp_path)), nprocs=2, join=True)
+    out = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert [o["rank"] for o in out] == [0, 1] and all(o["world"] == 2 for o in out)
+    assert all(o["same"] for o in out)  # gradients all-reduced: identical weights on every rank
+    users = len(dataset.train)
+    num_steps = math.ceil(users / 32)
+    assert out[0]["steps"] == math.ceil(num_steps / 2)  # each rank ran half of the epoch's steps
+    assert out[0]["test"] == out[1]["test"]  # evaluated once, shared
+    assert (tmp_path / "synthetic-l20" / "hstu-small" / "results.json").exists()  # written by rank 0
