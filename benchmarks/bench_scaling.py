@@ -17,8 +17,10 @@ batch computes). Series:
 
 The fit: time = a * sum_b L_b^2 * d  +  b * sum_b L_b * d  +  c, least squares over the lengths of one
 series, with L_b the lengths each part computes on: N wherever a series pads (attention of the PyTorch
-paths, everything in SASRec and in the padded series), the true lengths elsewhere. It shows which term
-dominates where; the notebook draws both terms next to the measured points.
+paths, everything in SASRec and in the padded series), the true lengths elsewhere. With B * N fixed,
+sum_b L_b * d of a padded series is the same at every N: its N d term and the constant c cannot be told
+apart, only their sum (the fit then puts it in c). It shows which term dominates where; the notebook
+draws both terms next to the measured points.
 """
 
 from __future__ import annotations

@@ -193,7 +193,9 @@ bias, masks) and keeps several for backward; a fused kernel keeps only $O(N d)$.
 
 `benchmarks/bench_scaling.py` keeps about the same number of positions in every batch ($B = $ tokens $/ N$),
 so a purely linear cost stays flat and the $N^2$ term shows as a line of slope 1 on the log-log plot.
-The dashed lines are each series' fitted $N^2 d$ part, the dotted ones the $N d$ part.
+The dashed lines are each series' fitted $N^2 d$ part, the dotted ones the rest ($N d$ part plus a
+constant; for a series that pads, $\sum_b L_b d = B N d$ is the same at every $N$ here, so the fit cannot
+split it from the constant).
 """),
     code(r"""
 scaling = json.loads((RESULTS / "scaling_h200.json").read_text())
