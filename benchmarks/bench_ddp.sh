@@ -35,8 +35,8 @@ COMMON=(--config "$CONFIG" --set "data_dir=$DATA" --set "num_epochs=$EPOCHS" --s
         --set progress=false --set save_checkpoints=false --set timestamp_run_dir=false
         --set "exp_dir=$DEST")
 for N in 1 2; do
-  echo "== $N GPU(s): torchrun --standalone --nproc_per_node=$N -m hstu_tutorial.train ${COMMON[*]} --set name=ddp_${N}gpu"
-  torchrun --standalone --nproc_per_node="$N" -m hstu_tutorial.train "${COMMON[@]}" --set "name=ddp_${N}gpu" \
+  echo "== $N GPU(s): torchrun (python -m torch.distributed.run) --standalone --nproc_per_node=$N -m hstu_tutorial.train ${COMMON[*]} --set name=ddp_${N}gpu"
+  $PY -m torch.distributed.run --standalone --nproc_per_node="$N" -m hstu_tutorial.train "${COMMON[@]}" --set "name=ddp_${N}gpu" \
     2>&1 | tee "$DEST/ddp_${N}gpu.log" | grep -v "^\s*$" | tail -n 20
 done
 $PY - "$DEST" "$EPOCHS" <<'EOF'
