@@ -94,6 +94,9 @@ ITEMS: tuple[Item, ...] = (
          "exercises/06_training", "check_sampled_softmax_loss"),
     Item("practical.metrics", "practical",
          "Compute HR@K and NDCG@K from full-ranking scores", "exercises/06_training", "check_hr_ndcg"),
+    Item("practical.read_new_format", "practical",
+         "Read a new dataset's raw format into the ratings table the pipeline expects",
+         "exercises/07_project", "check_ratings_table"),
     Item("practical.train_model", "practical",
          "Train HSTU and SASRec, read the curves and compare with a popularity baseline",
          "06_training_ml1m"),
@@ -109,7 +112,7 @@ ITEMS: tuple[Item, ...] = (
          "07_performance, 08_troubleshooting"),
     Item("advanced.new_dataset", "advanced",
          "Apply HSTU to a new dataset and report HR@10 / NDCG@10 against a baseline",
-         "exercises/07_project", "check_ratings_table"),
+         "exercises/07_project", "check_project_results"),
 )
 
 _BY_ID = {item.id: item for item in ITEMS}

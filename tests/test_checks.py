@@ -420,3 +420,40 @@ def test_hr_ndcg():
 ])
 def test_hr_ndcg_wrong_variants(kw, fragment):
     expect_fail(checks.check_hr_ndcg, lambda *a, **k: hr_ndcg(*a, **k, **kw), fragment)
+
+
+# ---- 07 project -------------------------------------------------------------------------------------------
+
+def read_u_data(path, header=None, names=("user_id", "item_id", "rating", "timestamp"), dtype="int64"):
+    import pandas as pd
+    return pd.read_csv(path, sep="\t", header=header, names=list(names) if names else None, dtype=dtype)
+
+
+def test_ratings_table():
+    ok, report = run(checks.check_ratings_table, read_u_data)
+    assert ok, report
+
+
+@pytest.mark.parametrize("wrong, fragment", [
+    (lambda p: read_u_data(p).sort_values(["user_id", "timestamp"]), "keep the file order"),
+    (lambda p: read_u_data(p, names=("item_id", "user_id", "rating", "timestamp"))[
+        ["user_id", "item_id", "rating", "timestamp"]], "swapped"),
+    (lambda p: read_u_data(p, dtype="float64"), "dtype float64"),
+    (lambda p: read_u_data(p).iloc[1:], "no header"),
+    (lambda p: read_u_data(p).rename(columns={"item_id": "movie_id"}), "expected the columns"),
+])
+def test_ratings_table_wrong_variants(wrong, fragment):
+    expect_fail(checks.check_ratings_table, wrong, fragment)
+
+
+def test_project_results():
+    good = {"HSTU": {"hr@10": 0.3, "ndcg@10": 0.15}, "SASRec": {"hr@10": 0.25, "ndcg@10": 0.12}}
+    assert checks.check_project_results(good, {"hr@10": 0.1, "ndcg@10": 0.05}), checks.last_report
+    assert progress.is_done("advanced.new_dataset")
+    assert not checks.check_project_results(good, {"hr@10": 0.5, "ndcg@10": 0.3})
+    assert "does not beat" in checks.last_report or "no model beats" in checks.last_report
+    assert not checks.check_project_results({"HSTU": {"hr@10": 0.1, "ndcg@10": 0.2}})
+    assert "cannot exceed" in checks.last_report
+    assert not checks.check_project_results({"HSTU": {"hr@10": 1.3, "ndcg@10": 0.2}})
+    assert "not in [0, 1]" in checks.last_report
+    assert not checks.check_project_results({})
