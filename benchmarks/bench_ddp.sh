@@ -6,12 +6,14 @@
 #   On the lent machines: run(kind="nvidia-h200-x2", carry=["data/ml-1m-u2999"],
 #     command="PYTHONPATH=. bash benchmarks/bench_ddp.sh 5")
 #
-# Runs the same config on 1 GPU and on 2 GPUs (torchrun --nproc_per_node=2: every rank trains on its share
-# of each epoch's batches, batch 128 per rank, gradients all-reduced; evaluation as the trainer does it under
-# DDP), then prints training seconds per epoch (evaluation excluded), the speed-up, and the final test
-# metrics of both runs (the 2-GPU run takes optimizer steps of 2 x 128 histories, so its metrics after the
-# same number of epochs differ a little). Results: $OUT (or benchmarks/results/ddp) /ddp_<n>gpu/results.json
-# and ddp_summary.md.
+# Runs the same config on 1 GPU (the trainer's default, with its CUDA graph, and eager) and on 2 GPUs
+# (torchrun --nproc_per_node=2: every rank trains on its share of each epoch's batches, batch 128 per rank,
+# gradients all-reduced, evaluation on rank 0), then prints training seconds per epoch (evaluation
+# excluded), the speed-ups and the final test metrics (the 2-GPU run takes optimizer steps of 2 x 128
+# histories, so its metrics after the same number of epochs differ a little). Results: $OUT (or
+# benchmarks/results/ddp)/.../ddp_<run>/results.json, logs and ddp_summary.md.
+# A dry run of the flow on a CPU (gloo): DEVICE=cpu DATA=data/synthetic-ci-seed0 bash benchmarks/bench_ddp.sh 2 \
+#   synthetic/hstu-small
 set -euo pipefail
 EPOCHS=${1:-5}
 CONFIG=${2:-ml-1m/hstu-sampled-softmax-n128-final}
@@ -21,8 +23,9 @@ DEST=${OUT:-$ROOT/benchmarks/results/ddp}
 PY=${PYTHON:-python3}
 cd "$ROOT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+DEVICE=${DEVICE:-cuda}
 NGPU=$($PY -c "import torch; print(torch.cuda.device_count())")
-if [ "$NGPU" -lt 2 ]; then
+if [ "$DEVICE" != cpu ] && [ "$NGPU" -lt 2 ]; then
   echo "bench_ddp.sh: torch sees $NGPU CUDA GPU(s); the 2-GPU run needs 2 (use a 2-GPU machine)" >&2
   exit 2
 fi
@@ -33,36 +36,46 @@ fi
 mkdir -p "$DEST"
 COMMON=(--config "$CONFIG" --set "data_dir=$DATA" --set "num_epochs=$EPOCHS" --set tensorboard=false
         --set progress=false --set save_checkpoints=false --set timestamp_run_dir=false
-        --set "exp_dir=$DEST")
-for N in 1 2; do
-  echo "== $N GPU(s): torchrun (python -m torch.distributed.run) --standalone --nproc_per_node=$N -m hstu_tutorial.train ${COMMON[*]} --set name=ddp_${N}gpu"
-  $PY -m torch.distributed.run --standalone --nproc_per_node="$N" -m hstu_tutorial.train "${COMMON[@]}" --set "name=ddp_${N}gpu" \
-    2>&1 | tee "$DEST/ddp_${N}gpu.log" | grep -v "^\s*$" | tail -n 20
+        --set "exp_dir=$DEST" --set "device=$DEVICE")
+# name, GPUs, extra settings. DDP steps are eager (no CUDA graph under DDP), so the 1-GPU eager run is the
+# like-for-like baseline; the 1-GPU default (CUDA graph) is what one GPU gives at its best.
+for RUN in "1gpu 1" "1gpu_eager 1 cuda_graphs=off" "2gpu 2"; do
+  set -- $RUN
+  NAME=$1 N=$2 EXTRA=()
+  [ -n "${3:-}" ] && EXTRA=(--set "$3")
+  echo "== $NAME: python -m torch.distributed.run --standalone --nproc_per_node=$N -m hstu_tutorial.train ${COMMON[*]} ${EXTRA[*]} --set name=ddp_$NAME"
+  $PY -m torch.distributed.run --standalone --nproc_per_node="$N" -m hstu_tutorial.train "${COMMON[@]}" \
+    "${EXTRA[@]}" --set "name=ddp_$NAME" 2>&1 | tee "$DEST/ddp_$NAME.log" | tail -n 12
 done
 $PY - "$DEST" "$EPOCHS" <<'EOF'
 import json, sys
 from pathlib import Path
 
 dest, epochs = Path(sys.argv[1]), int(sys.argv[2])
-found = {n: next(dest.glob(f"**/ddp_{n}gpu/results.json"), None) for n in (1, 2)}
+names = ["1gpu", "1gpu_eager", "2gpu"]
+found = {n: next(dest.glob(f"**/ddp_{n}/results.json"), None) for n in names}
 missing = [n for n, p in found.items() if p is None]
 if missing:
-    sys.exit(f"bench_ddp.sh: no results.json for the {missing}-GPU run under {dest}; see the logs there")
+    sys.exit(f"bench_ddp.sh: no results.json for the run(s) {missing} under {dest}; see the logs there")
 res = {n: json.loads(p.read_text()) for n, p in found.items()}
-hist = {n: r["history"] for n, r in res.items()}
 # Epoch 0 pays for warm-up (autotuning, graph capture); compare the mean of the later epochs.
-train_s = {n: sum(h["train_s"] for h in hs[1:]) / max(1, len(hs) - 1) for n, hs in hist.items()}
+train_s = {n: sum(h["train_s"] for h in r["history"][1:]) / max(1, len(r["history"]) - 1) for n, r in res.items()}
 lines = [
-    f"# DDP speed-up: {res[1]['name']} vs {res[2]['name']}",
+    "# DDP speed-up of the trainer (torchrun, DistributedDataParallel)",
     "",
-    f"{res[1]['device']}, torch {res[1]['torch']}, {epochs} epochs, data {res[1]['config']['data_dir']}",
+    f"{res['1gpu']['device']}, torch {res['1gpu']['torch']}, {epochs} epochs, data {res['1gpu']['config']['data_dir']}; "
+    "train seconds per epoch exclude evaluation and the first (warm-up) epoch",
     "",
-    "| GPUs | train s/epoch (epochs 2+) | speed-up | test HR@10 (final) | test NDCG@10 (final) |",
-    "|---|---|---|---|---|",
+    "| run | GPUs | CUDA graph | train s/epoch | speed-up vs 1 GPU eager | vs 1 GPU default | test HR@10 | test NDCG@10 |",
+    "|---|---|---|---|---|---|---|---|",
 ]
-for n in (1, 2):
-    t = hist[n][-1]["test"]
-    lines.append(f"| {n} | {train_s[n]:.3f} | {train_s[1] / train_s[n]:.2f} | {t['hr@10']:.4f} | {t['ndcg@10']:.4f} |")
+for n in names:
+    r, t = res[n], res[n]["history"][-1]["test"]
+    lines.append(
+        f"| {n} | {r.get('world_size', 1)} | {r['cuda_graphs']} | {train_s[n]:.3f} | "
+        f"{train_s['1gpu_eager'] / train_s[n]:.2f} | {train_s['1gpu'] / train_s[n]:.2f} | "
+        f"{t['hr@10']:.4f} | {t['ndcg@10']:.4f} |"
+    )
 text = "\n".join(lines) + "\n"
 print(text)
 (dest / "ddp_summary.md").write_text(text)
