@@ -4,6 +4,12 @@
         --set data_dir=data/ml-1m-u2999
     python -m hstu_tutorial.train --config synthetic/hstu-small --set num_epochs=3 --set seed=1
     hstu-train --list
+    torchrun --standalone --nproc_per_node=2 -m hstu_tutorial.train --config ...   # DDP, one GPU per rank
+
+Under torchrun (WORLD_SIZE > 1) each rank trains on its share of every epoch's batches with
+DistributedDataParallel (gradients all-reduced, no CUDA graph), rank 0 evaluates and writes the files.
+Memory levers: `grad_accum_steps` (micro-batches weighted by their supervised positions: the large
+batch's gradient) and `recompute` (torch.utils.checkpoint per block); see hstu_tutorial/accumulation.py.
 
 The recipe is the reference's (DESIGN.md): AdamW (lr 1e-3, betas 0.9/0.98, no weight decay), batch 128,
 sampled softmax with 128 uniform negatives at temperature 0.05, every position predicting the next item,
@@ -492,6 +498,49 @@ class ResidentSplit:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def setup_distributed(device: torch.device) -> tuple[torch.device, int, int]:
+    """(device, rank, world size). Under torchrun (env WORLD_SIZE > 1) join the process group (NCCL on
+    GPUs, gloo on CPUs) and use GPU LOCAL_RANK; otherwise (device, 0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return device, 0, 1
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise ConfigError(
+                f"LOCAL_RANK={local} but torch sees {torch.cuda.device_count()} GPU(s): start torchrun with "
+                "--nproc_per_node at most the number of GPUs"
+            )
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device, dist.get_rank(), dist.get_world_size()
+
+
+def rank_steps(num_steps: int, rank: int, world: int) -> list[int]:
+    """The steps of an epoch that `rank` runs: every world-th one, starting at `rank`. Every rank runs the
+    same number of steps (gradients are all-reduced at each), so the last round wraps to the first batches
+    (as torch's DistributedSampler pads by repeating samples)."""
+    if world == 1:
+        return list(range(num_steps))
+    per_rank = -(-num_steps // world)
+    return [(rank + world * i) % num_steps for i in range(per_rank)]
+
+
+def all_reduce_mean(value: torch.Tensor, world: int) -> torch.Tensor:
+    """Mean of a scalar tensor over ranks (itself when alone)."""
+    if world == 1:
+        return value
+    import torch.distributed as dist
+
+    value = value.detach().clone()
+    dist.all_reduce(value)
+    return value / world
+
+
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -582,6 +631,11 @@ class Trainer:
         self.verbose = verbose
         t0 = time.perf_counter()
         self.device = _resolve_device(cfg.device)
+        # Under torchrun (WORLD_SIZE > 1): one process per GPU, DistributedDataParallel, rank 0 writes.
+        self.device, self.rank, self.world = setup_distributed(self.device)
+        if self.rank != 0:
+            cfg = self.cfg = copy.deepcopy(cfg)
+            cfg.tensorboard = cfg.progress = cfg.save_checkpoints = False
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)  # peak memory of this run, not the process's
             torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
@@ -615,11 +669,22 @@ class Trainer:
         self.splits = {s: ResidentSplit(dataset.split(s), self.device) for s in ("train", "valid", "test")}
         torch.manual_seed(cfg.seed)  # model init does not depend on what data loading drew
         self.model, self.attention_impl = build_model(cfg, dataset.num_items, self.device)
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.ddp = None
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+            torch.manual_seed(cfg.seed + self.rank)  # own dropout masks and negatives on every rank
+        trained = self.ddp if self.ddp is not None else self.model
+        self.forward = torch.compile(trained) if cfg.compile else trained
         fused = self.device.type == "cuda"
         self.use_graphs = self.device.type == "cuda" and cfg.cuda_graphs in ("auto", "on")
         if self.use_graphs and cfg.grad_accum_steps > 1:
             _note("grad_accum_steps > 1: CUDA graphs off")
+            self.use_graphs = False
+        if self.use_graphs and (cfg.recompute or self.world > 1):
+            _note(f"{'recompute' if cfg.recompute else 'DistributedDataParallel'}: CUDA graphs off")
             self.use_graphs = False
         self.layout = cfg.layout if cfg.layout != "auto" else ("padded" if self.use_graphs else "jagged")
         if self.use_graphs and self.layout != "padded":
@@ -789,6 +854,16 @@ class Trainer:
         flat = torch.stack([torch.stack([m[n] for n in names]) for m in per_split]).tolist()
         return {s: dict(zip(names, vals)) for s, vals in zip(splits, flat)}
 
+    def _evaluate_on_rank0(self, splits: Sequence[str]) -> dict[str, dict[str, float]]:
+        """`evaluate` on rank 0 only (every rank holds the same weights), broadcast to the other ranks."""
+        if self.world == 1:
+            return self.evaluate(splits)
+        import torch.distributed as dist
+
+        box = [self.evaluate(splits) if self.rank == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def per_user_ranks(self, split: str = "test"):
         """A pandas DataFrame: user_id, target_item_id, history_length, rank (for analyses)."""
         import pandas as pd
@@ -827,6 +902,8 @@ class Trainer:
 
     def save(self, path: Path) -> Path:
         path = Path(path)
+        if getattr(self, "rank", 0) != 0:  # one writer under DistributedDataParallel
+            return path
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save(self.state_dict(), tmp)
@@ -934,17 +1011,18 @@ class Trainer:
                     self.epoch_loss_sum = torch.zeros((), device=self.device)
                 order = self.epoch_perm.to(self.device, non_blocking=True)
                 num_steps = -(-len(order) // B)
+                steps = rank_steps(num_steps, self.rank, self.world)  # this rank's share (all, alone)
                 totals = None
                 if self.layout == "jagged":
                     micro = B // cfg.grad_accum_steps
                     totals = rs.batch_totals(order, micro)
                 self.model.train()
-                while self.step_in_epoch < num_steps:
+                while self.step_in_epoch < len(steps):
                     if self._interrupted:
                         raise _StopRun("interrupted")
                     if cfg.max_steps and steps_this_session >= cfg.max_steps:
                         raise _StopRun("stopped")
-                    s = self.step_in_epoch
+                    s = steps[self.step_in_epoch]
                     index = order[s * B : (s + 1) * B]  # (B,)
                     if self.graph is not None:
                         self.static_index.copy_(index)
@@ -964,8 +1042,8 @@ class Trainer:
                     torch.cuda.synchronize(self.device)
                 t_train = time.perf_counter() - t_epoch
                 t_eval0 = time.perf_counter()
-                metrics = self.evaluate(("valid", "test"))
-                mean_loss = (self.epoch_loss_sum / num_steps).item()
+                metrics = self._evaluate_on_rank0(("valid", "test"))
+                mean_loss = all_reduce_mean(self.epoch_loss_sum / len(steps), self.world).item()
                 t_eval = time.perf_counter() - t_eval0
                 self.elapsed["train_s"] += t_train
                 self.elapsed["eval_s"] += t_eval
@@ -1080,6 +1158,7 @@ class Trainer:
             "attention_impl": self.attention_impl,
             "layout": self.layout,
             "cuda_graphs": self.use_graphs,
+            "world_size": self.world,
             "epochs_run": len(hist),
             "stable_sort_used": getattr(self.dataset, "stable_sort", None),
             "run_dir": str(self.run_dir) if self.run_dir else None,
@@ -1116,10 +1195,17 @@ class Trainer:
         return out
 
     def write_results(self, results: dict) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or self.rank != 0:
             return
         (self.run_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
         (self.run_dir / "results.md").write_text(results_markdown(results))
+        if results.get("history"):  # the reproducible experiment record (experiment.json / .md)
+            from hstu_tutorial.experiment import RecordError, save_record
+
+            try:
+                save_record(results, self.run_dir)
+            except RecordError as err:  # e.g. eval_ks without 10: the results files are still written
+                _note(f"no experiment record: {err}")
 
 
 class _StopRun(Exception):
@@ -1243,6 +1329,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{k} = {json.dumps(v)}")
             return 0
         results = train(cfg)
+        trainer = results.get("trainer")
+        if trainer is not None and trainer.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
+            if trainer.rank != 0:
+                return 0
     except ConfigError as err:
         print(f"hstu-train: configuration error: {err}", file=sys.stderr)
         return 2
