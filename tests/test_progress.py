@@ -148,3 +148,11 @@ def test_text_fallback_without_ipywidgets(pfile, monkeypatch, capsys):
     assert progress.checklist_widget() is None
     out = capsys.readouterr().out
     assert "ipywidgets is not installed" in out and "Core algorithms" in out
+
+
+def test_every_check_ticks_an_item():
+    names = [n for n in dir(checks) if n.startswith("check_") and callable(getattr(checks, n))]
+    assert len(names) >= 14
+    for name in names:
+        assert progress.items_for_check(name), f"{name} ticks no checklist item"
+    assert len({it.id for it in progress.ITEMS}) == len(progress.ITEMS)
