@@ -261,10 +261,12 @@ the paper and the reference fix them in a config you can see (`hstu_tutorial/con
 A number without its conditions cannot be reproduced or compared. `hstu_tutorial.experiment` turns the
 results of any run into a record with the date, the dataset (folder, protocol, sizes), the full config and
 the hyperparameters, HR@10 and NDCG@10 (and where they come from: the best validation epoch, or the
-reference protocol's mean of the last epochs), the training time and the GPU. The trainer's results dict is
-all it needs:
+reference protocol's mean of the last epochs), the training time and the GPU. The trainer fills it in
+by itself at the end of every run (`experiment.json` and `experiment.md` next to `results.json`); the
+function needs nothing but the results dict:
 """),
     code(r"""
+print("the trainer wrote:", sorted(p.name for p in Path(base["run_dir"]).iterdir()))
 record = experiment_record(base, notes="08_troubleshooting baseline")
 display(Markdown(record_markdown(record)))
 saved_record = save_record(base, WORK / "record")
@@ -274,8 +276,8 @@ rerun_cfg = load_config(None, {k: v for k, v in saved_record["config"].items() i
 print(rerun_cfg.model, rerun_cfg.embedding_dim, rerun_cfg.learning_rate, rerun_cfg.num_epochs)
 """),
     md(r"""
-Keep one such record per run (the trainer writes its `results.json`; `save_record(results)` adds
-`experiment.json` and `experiment.md` next to it), and compare runs by their records, never by memory.
+Keep one such record per run (the trainer writes it; `save_record(results, folder)` writes one for results
+from anywhere else), and compare runs by their records, never by memory.
 
 **Summary.** Out of memory: measure what dominates (activations, usually), then shrink $B$, recompute,
 or accumulate; all three were measured above, and accumulation and recomputation change nothing in the
