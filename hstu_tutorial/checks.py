@@ -1323,6 +1323,8 @@ def check_triton_hstu_forward(fn: Callable, device: str | None = None) -> bool:
     def body(fn):
         hstu_attention = _reference("hstu_tutorial.ops", "hstu_attention")
         dev = _triton_device(device)
+        # the interpreter computes tl.dot in float32 exactly; a GPU uses tf32 for float32 tl.dot by default
+        tol = 1e-4 if dev == "cpu" else 1e-2
         cases = [("lengths that are not block multiples", [37, 5, 20], 1, 16, 16),
                  ("length 1", [1], 1, 16, 16),
                  ("several heads, dqk != dv", [12, 30], 2, 16, 32),
@@ -1363,7 +1365,7 @@ def check_triton_hstu_forward(fn: Callable, device: str | None = None) -> bool:
                      lambda: hstu_attention(qd / math.sqrt(dqk), kd, vd, offsets, norm=n, causal=causal)),
                 ], probes=[_boundary_probe(run_fn, q, k, v, offsets),
                            _jagged_future_probe(run_fn, q, k, v, offsets) if causal else lambda: None],
-                    atol=1e-4, rtol=1e-3, case=ct)
+                    atol=tol, rtol=tol, case=ct)
                 count += 1
         return count
 
