@@ -58,8 +58,9 @@ the loader, is the bottleneck.
 Scaling (one forward + backward, about 32k positions per batch, 2 blocks): at N = 8192 the PyTorch HSTU
 attention takes {s8['HSTU PyTorch attention']:.0f} ms and SASRec {s8['SASRec']:.0f} ms, both with most of the time in the fitted $N^2 d$ term; the
 Triton jagged kernel took {s8['HSTU Triton, jagged']:.0f} ms in this measurement, far slower per FLOP than the padded
-PyTorch einsums: the kernel (with its in-kernel relative bias and its gradient) is a known open performance problem of
-this suite, measured here rather than hidden.
+PyTorch einsums, with a peak of {pts[('HSTU Triton, jagged', 8192)]['peak_mib'] / 1024:.1f} GiB: its backward materialises the relative-bias gradient as a
+$(B, H, N, N)$ tensor and reduces it with scatter-adds, an open performance problem of this suite, measured here
+rather than hidden.
 
 Reproduce (about 4 minutes of GPU time; data/ml-1m-u2999 must be present, else the synthetic ML-1M-size set is used):
 
@@ -219,11 +220,14 @@ What the H200 curves show:
 * **PyTorch HSTU attention and SASRec**: flat at short $N$ (launches and the linear term), then the $N^2 d$
   term takes over past $N \approx 1024$-$2048$; time doubles with every doubling of $N$ at a fixed token count,
   as $O(N^2)$ per sequence predicts. Their activation memory grows the same way: the $N \times N$ matrices.
-* **The Triton kernel** keeps activation memory flat in $N$ (nothing $N \times N$ is stored: the point of a
-  fused kernel), and jagged beats padded by skipping padding. But its time per attention FLOP is far
-  worse than the PyTorch einsums' in this measurement: the suite's kernel, with its in-kernel relative
-  bias and bias gradient, is not yet fast, and the notebook says so instead of repeating the paper's claim.
-  The anchors (`../shared/ANCHORS.md`) give the official kernel's speed on the same card as the target.
+* **The Triton kernel** keeps the activations kept for backward flat in $N$ (nothing $N \times N$ is
+  stored: the point of a fused kernel), and jagged beats padded by skipping padding. But its time per
+  attention FLOP is far worse than the PyTorch einsums' in this measurement, and its *peak* memory still
+  grows as $N^2$: the backward pass of the suite's kernel writes the gradient of the relative bias as a
+  full $(B, H, N, N)$ fp32 tensor and reduces it onto the bias tables with PyTorch scatter-adds. That
+  step, not the fused attention, is what a faster kernel must remove (accumulate the table gradients
+  inside the kernel). The notebook reports it instead of repeating the paper's claim; the anchors
+  (`../shared/ANCHORS.md`) give the official kernel's speed on the same card as the target.
 * **Depth** is linear for every model: each block adds the same work.
 """),
     md(r"""
