@@ -98,7 +98,7 @@ def experiment_record(results: dict, *, date: str | None = None, notes: str = ""
     record = {
         "name": results.get("name", cfg.get("name")),
         "description": results.get("description", cfg.get("description", "")),
-        "date": date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": date or _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "dataset": {
             "name": cfg.get("dataset"),
             "data_dir": cfg.get("data_dir") or "(default)",
