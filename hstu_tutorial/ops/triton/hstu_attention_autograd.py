@@ -14,6 +14,7 @@ import os
 
 import torch
 import triton
+from triton.runtime.errors import OutOfResources
 
 from hstu_tutorial.ops.triton.hstu_attention_kernels import (
     hstu_bwd_dkdv_kernel,
@@ -33,6 +34,7 @@ FP32_DOT_PRECISION = os.environ.get("HSTU_TRITON_FP32_PRECISION", "tf32x3")
 # On a GPU: autotune (True) or use GPU_DEFAULT_CONFIG (False; one compile per kernel, for quick checks).
 AUTOTUNE = True
 GPU_DEFAULT_CONFIG = {"fwd": (64, 64, 4, 3), "dkdv": (32, 64, 4, 3), "dq": (64, 64, 4, 3)}
+GPU_SMALL_CONFIG = {"fwd": (64, 32, 4, 2), "dkdv": (32, 32, 4, 2), "dq": (64, 32, 4, 2)}
 # Tests set this to fill outputs with NaN before the kernels run: an element a kernel forgets to write
 # then shows up as NaN instead of as whatever the allocator left there.
 POISON_OUTPUTS = False
@@ -48,9 +50,13 @@ def _cfg(bm, bn, warps, stages):
 
 
 # Small config sets for Hopper-class GPUs; (BLOCK_M, BLOCK_N, num_warps, num_stages).
-_FWD_CONFIGS = [_cfg(*c) for c in [(64, 64, 4, 3), (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3)]]
-_DKDV_CONFIGS = [_cfg(*c) for c in [(32, 64, 4, 3), (64, 64, 4, 3), (64, 128, 8, 3), (32, 128, 8, 3)]]
-_DQ_CONFIGS = [_cfg(*c) for c in [(64, 64, 4, 3), (128, 32, 4, 3), (128, 64, 8, 3)]]
+# The last entry of each list is small enough for fp32 operands with head dims up to 128 (the others can
+# ask for more than the 227 KiB of shared memory a Hopper SM has; the autotuner skips those).
+_FWD_CONFIGS = [_cfg(*c) for c in [(64, 64, 4, 3), (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3),
+                                   (64, 32, 4, 2)]]
+_DKDV_CONFIGS = [_cfg(*c) for c in [(32, 64, 4, 3), (64, 64, 4, 3), (64, 128, 8, 3), (32, 128, 8, 3),
+                                    (32, 32, 4, 2)]]
+_DQ_CONFIGS = [_cfg(*c) for c in [(64, 64, 4, 3), (128, 32, 4, 3), (128, 64, 8, 3), (64, 32, 4, 2)]]
 _KEY = ["MAX_LEN_KEY", "DQ", "DV", "CAUSAL", "BIAS", "DOT_PREC"]
 
 
@@ -73,8 +79,15 @@ def _launch(kernel, tuned, grid_dim, max_len, num_bh, args, consts, kind):
         kernel[grid](*args, **consts, **cfg)
     elif not AUTOTUNE:
         bm, bn, warps, stages = GPU_DEFAULT_CONFIG[kind]
-        grid = (triton.cdiv(max_len, bm if grid_dim == "BLOCK_M" else bn), num_bh)
-        kernel[grid](*args, **consts, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
+        try:
+            grid = (triton.cdiv(max_len, bm if grid_dim == "BLOCK_M" else bn), num_bh)
+            kernel[grid](*args, **consts, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
+        except OutOfResources:
+            # fp32 operands with a large head dim overflow shared memory at the default tiles: the launch
+            # fails before the kernel runs, so retry with the small config every kernel supports.
+            bm, bn, warps, stages = GPU_SMALL_CONFIG[kind]
+            grid = (triton.cdiv(max_len, bm if grid_dim == "BLOCK_M" else bn), num_bh)
+            kernel[grid](*args, **consts, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
     else:
         tuned[lambda meta: (triton.cdiv(max_len, meta[grid_dim]), num_bh)](*args, **consts)
 
