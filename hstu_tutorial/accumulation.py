@@ -23,7 +23,14 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["SavedBytes", "accumulated_backward", "blocks_of", "enable_recompute", "is_recomputing"]
+__all__ = [
+    "SavedBytes",
+    "accumulated_backward",
+    "blocks_of",
+    "enable_recompute",
+    "is_recomputing",
+    "saved_activation_bytes",
+]
 MIB = 2**20
 
 
@@ -117,7 +124,7 @@ class SavedBytes:
         try:
             st = t.untyped_storage()
             ptr = st.data_ptr()
-            if ptr not in self.skip and ptr not in self.seen:
+            if not isinstance(t, nn.Parameter) and ptr not in self.skip and ptr not in self.seen:
                 self.seen[ptr] = st.nbytes()
         except (RuntimeError, NotImplementedError):  # e.g. tensors without storage (meta, sparse)
             pass
@@ -134,3 +141,11 @@ class SavedBytes:
     @property
     def mib(self) -> float:
         return sum(self.seen.values()) / MIB
+
+
+def saved_activation_bytes(fn, *args, **kwargs) -> tuple[object, int]:
+    """Run `fn(*args, **kwargs)` and count the bytes autograd keeps for the backward pass (activation
+    memory), parameters excluded and each storage counted once. Returns `(result, bytes)`."""
+    with SavedBytes() as saved:
+        result = fn(*args, **kwargs)
+    return result, sum(saved.seen.values())

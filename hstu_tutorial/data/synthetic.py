@@ -31,27 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hstu_tutorial.data.movielens import ML100K_GENRES
+
 GENERATOR_VERSION = 1
-ML_GENRES = (
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-)
+ML_GENRES = ML100K_GENRES[1:]  # ML-1M's 18 genres (ML-100K adds 'unknown' first)
 _ADJ = (
     "Silent",
     "Crimson",

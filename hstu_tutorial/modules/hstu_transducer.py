@@ -9,39 +9,19 @@ LayerNorm, as in the reference.
 
 from __future__ import annotations
 
-import torch
-import torch.utils.checkpoint
 from torch import nn
 
-from hstu_tutorial.modules.preprocessors import InputPreprocessor, l2_normalize
+from hstu_tutorial.accumulation import enable_recompute, saved_activation_bytes  # noqa: F401 (re-export)
+from hstu_tutorial.modules.preprocessors import (  # noqa: F401 (count_parameters: re-export)
+    InputPreprocessor,
+    SequentialEncoder,
+    count_parameters,
+    l2_normalize,
+)
 from hstu_tutorial.modules.stu import JaggedLayout, STULayer
 
 
-def count_parameters(module: nn.Module) -> int:
-    """Number of scalar trainable parameters of `module`."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def saved_activation_bytes(fn, *args, **kwargs) -> tuple[object, int]:
-    """Run `fn(*args, **kwargs)` and count the bytes autograd keeps for the backward pass (activation
-    memory), parameters excluded and each storage counted once. Returns `(result, bytes)`."""
-    seen, total = set(), 0
-
-    def pack(t):
-        nonlocal total
-        if not isinstance(t, nn.Parameter):
-            key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-            if key not in seen:
-                seen.add(key)
-                total += t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        result = fn(*args, **kwargs)
-    return result, total
-
-
-class HSTUEncoder(nn.Module):
+class HSTUEncoder(SequentialEncoder):
     """HSTU encoder on a `JaggedBatch`; see `hstu_encoder` for the arguments."""
 
     def __init__(
@@ -66,7 +46,6 @@ class HSTUEncoder(nn.Module):
         self.max_len = max_seq_len + 11
         self.norm = float(self.max_len if norm is None else norm)
         self.attention_impl = attention_impl
-        self.recompute = False
         self.preprocessor = InputPreprocessor(
             num_items, embedding_dim, self.max_len, dropout, position_init="xavier_normal"
         )
@@ -103,9 +82,6 @@ class HSTUEncoder(nn.Module):
             if return_attention:
                 x, attn = layer(x, layout, return_attention=True)  # (T, D), (B, H, N, N)
                 maps.append(attn)
-            elif self.recompute and self.training and torch.is_grad_enabled():
-                # Keep only each layer's input; recompute its insides during backward.
-                x = torch.utils.checkpoint.checkpoint(layer, x, layout, use_reentrant=False)  # (T, D)
             else:
                 x = layer(x, layout)  # (T, D)
         out = l2_normalize(x)  # (T, D)
@@ -113,29 +89,8 @@ class HSTUEncoder(nn.Module):
 
     def set_recompute(self, enabled: bool = True) -> HSTUEncoder:
         """Activation recomputation: store only each STU layer's input in training, recompute the rest
-        in backward (less memory, ~one extra forward of compute)."""
-        self.recompute = bool(enabled)
-        return self
-
-    def item_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
-        """Item ids `(...)` -> L2-normalised embeddings `(..., D)` (the same table as the input)."""
-        return l2_normalize(self.preprocessor.item_emb(ids))
-
-    @staticmethod
-    def last_embeddings(out: torch.Tensor, batch) -> torch.Tensor:
-        """Jagged output `(T, D)` -> `(B, D)`: each history's last position (it scores the target)."""
-        return out[batch.offsets[1:] - 1]
-
-    def num_parameters(self) -> dict:
-        """Trainable parameters per part: item/position embeddings, each STU layer, and the total."""
-        counts = {
-            "item_embedding": count_parameters(self.preprocessor.item_emb),
-            "position_embedding": count_parameters(self.preprocessor.pos_emb),
-        }
-        for i, layer in enumerate(self.layers):
-            counts[f"layer_{i}"] = count_parameters(layer)
-        counts["total"] = count_parameters(self)
-        return counts
+        in backward (less memory, ~one extra forward of compute). See `hstu_tutorial.accumulation`."""
+        return enable_recompute(self, enabled)
 
     def parameter_breakdown(self) -> dict:
         """Finer counts inside one STU layer (all layers are alike): W_uvqk, output Linear, rab."""

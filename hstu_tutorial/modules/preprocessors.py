@@ -69,3 +69,38 @@ class InputPreprocessor(nn.Module):
         x = self.item_emb(item_ids) * math.sqrt(self.embedding_dim) + self.pos_emb(positions)  # (T, D)
         x = F.dropout(x, p=self.dropout, training=self.training)
         return x * (item_ids != 0).unsqueeze(-1).to(x.dtype)  # (T, D) padding ids give 0
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of scalar trainable parameters of `module`."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+class SequentialEncoder(nn.Module):
+    """What every encoder (HSTU, SASRec) offers the trainer: item embeddings, the last position's output
+    and parameter counts. Subclasses set `self.preprocessor` (an `InputPreprocessor`) and hold their
+    stack of blocks in `blocks_of(self)` (`self.layers` or `self.blocks`)."""
+
+    preprocessor: InputPreprocessor
+
+    def item_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        """Item ids `(...)` -> L2-normalised embeddings `(..., D)` (the same table as the input)."""
+        return l2_normalize(self.preprocessor.item_emb(ids))
+
+    @staticmethod
+    def last_embeddings(out: torch.Tensor, batch) -> torch.Tensor:
+        """Jagged output `(T, D)` -> `(B, D)`: each history's last position (it scores the target)."""
+        return out[batch.offsets[1:] - 1]
+
+    def num_parameters(self) -> dict:
+        """Trainable parameters per part: item/position embeddings, each block, and the total."""
+        from hstu_tutorial.accumulation import blocks_of
+
+        counts = {
+            "item_embedding": count_parameters(self.preprocessor.item_emb),
+            "position_embedding": count_parameters(self.preprocessor.pos_emb),
+        }
+        for i, block in enumerate(blocks_of(self)):
+            counts[f"layer_{i}"] = count_parameters(block)
+        counts["total"] = count_parameters(self)
+        return counts

@@ -16,8 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hstu_tutorial.modules.hstu_transducer import count_parameters
-from hstu_tutorial.modules.preprocessors import InputPreprocessor, l2_normalize
+from hstu_tutorial.modules.preprocessors import (
+    InputPreprocessor,
+    SequentialEncoder,
+    count_parameters,
+    l2_normalize,
+)
 from hstu_tutorial.modules.stu import JaggedLayout
 from hstu_tutorial.ops.hstu_attention import padded_softmax_attention
 from hstu_tutorial.ops.jagged_tensors import padding_mask
@@ -67,7 +71,7 @@ class SASRecBlock(nn.Module):
         return (out, attn) if return_attention else out
 
 
-class SASRecEncoder(nn.Module):
+class SASRecEncoder(SequentialEncoder):
     """SASRec encoder on a `JaggedBatch`; see `sasrec_encoder` for the arguments."""
 
     def __init__(
@@ -107,26 +111,6 @@ class SASRecEncoder(nn.Module):
                 x = block(x, layout.lengths)  # (B, N, D)
         out = l2_normalize(layout.unpad(x))  # (T, D)
         return (out, maps) if return_attention else out
-
-    def item_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
-        """Item ids `(...)` -> L2-normalised embeddings `(..., D)`."""
-        return l2_normalize(self.preprocessor.item_emb(ids))
-
-    @staticmethod
-    def last_embeddings(out: torch.Tensor, batch) -> torch.Tensor:
-        """Jagged output `(T, D)` -> `(B, D)` at each history's last position."""
-        return out[batch.offsets[1:] - 1]
-
-    def num_parameters(self) -> dict:
-        """Trainable parameters: item/position embeddings, each block, and the total."""
-        counts = {
-            "item_embedding": count_parameters(self.preprocessor.item_emb),
-            "position_embedding": count_parameters(self.preprocessor.pos_emb),
-        }
-        for i, block in enumerate(self.blocks):
-            counts[f"layer_{i}"] = count_parameters(block)
-        counts["total"] = count_parameters(self)
-        return counts
 
     def parameter_breakdown(self) -> dict:
         """Counts inside one block: attention projections and FFN."""
