@@ -14,8 +14,8 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[notebooks,dev]'
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[notebooks,dev]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (hstu-tutorial)"
 	touch $@
 

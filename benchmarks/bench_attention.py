@@ -469,7 +469,7 @@ def main():
         torch=torch.__version__,
         triton=triton.__version__,
         python=platform.python_version(),
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         command=" ".join(sys.argv),
         fp32_dot=tha.FP32_DOT_PRECISION,
     )
