@@ -33,7 +33,7 @@ test-unit: setup
 
 test-notebooks: setup
 	# passing exercise checks tick the checklist: keep the test run out of the learner's own progress file
-	HSTU_PROGRESS_FILE=$${HSTU_PROGRESS_FILE:-$$(mktemp -d)/progress.json} $(PY) -m pytest --nbval-lax --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider --timeout 900 -q notebooks exercises
+	HSTU_PROGRESS_FILE=$${HSTU_PROGRESS_FILE:-$$(mktemp -d)/progress.json} $(PY) -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider --timeout 900 -q notebooks exercises
 
 test-browser: setup
 	$(PY) -m pytest tests -m browser -q
