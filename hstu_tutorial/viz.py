@@ -375,7 +375,11 @@ def attention_explorer(model, batch, item_titles=None, max_items: int = 20):
     Uses ipywidgets when installed (imported here, lazily); otherwise prints how to get it and draws
     the first user, layer 0, head 0. Returns `(fig, data)`: the first drawing and a dict with the
     `widget` (None without ipywidgets) and `draw(user_index, layer, head)` to redraw from code.
+    The widget shows each drawing as PNG bytes in an `ipywidgets.Image`, so it works under any
+    matplotlib backend (`display(fig)` shows only a text repr when the backend is not `inline`).
     """
+    import io
+
     import matplotlib.pyplot as plt
 
     cache = {}
@@ -408,19 +412,25 @@ def attention_explorer(model, batch, item_titles=None, max_items: int = 20):
     options = [(f"user {int(user_ids[b]) if user_ids is not None else b}", b) for b in range(B)]
     user_w = widgets.Dropdown(options=options, value=0, description="user")
     layer_w = widgets.IntSlider(0, 0, n_layers - 1, description="layer")
-    head_w = widgets.IntSlider(0, 0, H - 1, description="head")
-    out = widgets.Output()
+    head_w = widgets.IntSlider(0, 0, H - 1, description="head", disabled=H == 1)  # one head: nothing to pick
+    caption = widgets.Label()  # what the picture shows, as text (read by screen readers and the browser test)
+    image = widgets.Image(format="png", layout=widgets.Layout(align_self="flex-start"))  # natural size
 
     def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig = draw(user_w.value, layer_w.value, head_w.value)
-            display(fig)
-            plt.close(fig)
+        fig = draw(user_w.value, layer_w.value, head_w.value)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight")
+        plt.close(fig)
+        image.value = buf.getvalue()
+        d = maps_of(user_w.value)
+        caption.value = (f"user {d['user_id']} · layer {layer_w.value} · head {head_w.value} · "
+                         f"last {d['maps'].shape[-1]} of {d['length']} items")
 
     for w in (user_w, layer_w, head_w):
         w.observe(redraw, names="value")
-    box = widgets.VBox([widgets.HBox([user_w, layer_w, head_w]), out])
+    box = widgets.VBox([widgets.HBox([user_w, layer_w, head_w]), caption, image])
+    box.add_class("hstu-attention-explorer")
+    caption.add_class("hstu-attention-caption")
     display(box)
     redraw()
     fig = draw(0, 0, 0)

@@ -70,3 +70,28 @@ def test_attention_explorer_draws_and_redraws():
     assert data["maps"]["maps"].shape == (2, 1, 3, 3)
     fig2 = data["draw"](1, 1, 0)
     assert fig2 is not None
+    assert fig2.axes[0].get_title() == "user 1, layer 1, head 0"
+
+
+def test_attention_explorer_controls_redraw():
+    pytest.importorskip("ipywidgets")
+    torch.manual_seed(1)
+    model = hstu_encoder(30, embedding_dim=8, num_blocks=2, max_seq_len=8)
+    batch = make_batch([3, 4], 8)
+    _, data = viz.attention_explorer(model, batch)
+    box = data["widget"]
+    assert "hstu-attention-explorer" in box._dom_classes
+    (user_w, layer_w, head_w), caption, image = box.children[0].children, box.children[1], box.children[2]
+    assert caption.value == "user 0 · layer 0 · head 0 · last 3 of 3 items"
+    assert head_w.disabled and head_w.max == 0  # one head: the slider shows it but cannot move
+    first = image.value
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"  # PNG bytes, whatever the matplotlib backend
+    user_w.value = 1
+    assert caption.value == "user 1 · layer 0 · head 0 · last 4 of 4 items"
+    assert image.value != first
+    second = image.value
+    layer_w.value = 1
+    assert caption.value == "user 1 · layer 1 · head 0 · last 4 of 4 items"
+    assert image.value not in (first, second)
+    user_w.value, layer_w.value = 0, 0
+    assert image.value == first  # the drawing depends only on the controls

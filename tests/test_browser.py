@@ -3,8 +3,9 @@
 It starts JupyterLab on 127.0.0.1 (a free port, a random token, a temporary HOME and progress file,
 copies of the notebooks so nothing in the repository is modified), opens `notebooks/00_overview` in
 Debian's Chromium driven by Playwright (never a downloaded browser), runs all cells, ticks a checklist
-item in the rendered ipywidgets checklist and checks that the progress file changed; then runs the
-learner and solution versions of an exercise notebook and checks their reports and ticks.
+item in the rendered ipywidgets checklist and checks that the progress file changed; runs the
+learner and solution versions of an exercise notebook and checks their reports and ticks; runs
+`notebooks/02_attention_math` and moves the attention explorer's controls, checking the picture redraws.
 Screenshots go to `test-artifacts/browser/` (git-ignored).
 
     .venv/bin/python -m pytest tests/test_browser.py -m browser -q
@@ -73,6 +74,7 @@ def lab(tmp_path_factory):
     home.mkdir()
     # copies: running cells in the browser must never rewrite the repository's notebooks
     shutil.copy(ROOT / "notebooks" / "00_overview.ipynb", root / "notebooks")
+    shutil.copy(ROOT / "notebooks" / "02_attention_math.ipynb", root / "notebooks")
     shutil.copy(ROOT / "exercises" / f"{EXERCISE}.ipynb", root / "exercises")
     shutil.copy(ROOT / "exercises" / "solutions" / f"{EXERCISE}.ipynb", root / "exercises" / "solutions")
     # quiet JupyterLab: no news poll, no update check (the test machine has no internet)
@@ -205,3 +207,63 @@ def test_exercise_notebooks_run_in_the_browser(page, lab):
     for item_id in ("core.softmax_attention", "core.hstu_attention", "core.time_bucket"):
         assert state["items"][item_id]["done"], item_id
         assert state["items"][item_id]["by"].startswith("check_")
+
+
+def test_attention_explorer_redraws_in_the_browser(page, lab):
+    _open_and_run_all(page, lab, "notebooks/02_attention_math.ipynb", "keys): (",  # printed; not in the code
+                      timeout_ms=150_000)
+    explorer = page.locator(f"{VISIBLE} .hstu-attention-explorer").first
+    explorer.wait_for(state="visible", timeout=30_000)
+    explorer.scroll_into_view_if_needed()
+    caption = explorer.locator(".hstu-attention-caption")
+    # the bytes of the picture on screen, as a data URL (the Image widget's src is a blob: URL)
+    png_js = """async el => { const img = el.querySelector('img.widget-image');
+        if (!img || !img.src || !img.complete || !img.naturalWidth) return null;
+        const blob = await (await fetch(img.src)).blob();
+        return await new Promise(ok => { const r = new FileReader(); r.onload = () => ok(r.result);
+                                         r.readAsDataURL(blob); }); }"""
+
+    def picture(expected_caption: str, not_in: tuple = ()) -> str:
+        """Wait until the caption reads `expected_caption` and a drawn picture not in `not_in` is shown."""
+        caption.filter(has_text=expected_caption).wait_for(timeout=30_000)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            png = explorer.evaluate(png_js)
+            if png and png not in not_in:
+                return png
+            time.sleep(0.2)
+        raise AssertionError(f"the picture did not change for {expected_caption!r}")
+
+    first_caption = caption.inner_text()
+    assert first_caption.startswith("user ") and " · layer 0 · head 0 · " in first_caption, first_caption
+    first = picture(first_caption)
+    assert first.startswith("data:image/png"), first[:40]
+
+    select = explorer.locator(".widget-dropdown select")
+    users = [u.replace("\xa0", " ") for u in select.locator("option").all_inner_texts()]  # ipywidgets: nbsp
+    assert len(users) >= 2 and first_caption.startswith(users[0] + " · "), (users, first_caption)
+    select.select_option(index=1)
+    second = picture(f"{users[1]} · layer 0 · head 0", (first,))
+
+    layer_handle = explorer.locator(".widget-hslider").nth(0).locator(".noUi-handle")
+    head_handle = explorer.locator(".widget-hslider").nth(1).locator(".noUi-handle")
+    layer_handle.focus()
+    page.keyboard.press("ArrowRight")  # noUiSlider's keyboard step: layer 0 -> 1
+    third = picture(f"{users[1]} · layer 1 · head 0", (first, second))
+    if head_handle.get_attribute("aria-valuemax") not in ("0", "0.0"):  # the GPU preset has several heads
+        head_handle.focus()
+        page.keyboard.press("ArrowRight")
+        picture(f"{users[1]} · layer 1 · head 1", (first, second, third))
+    else:  # the small preset's model has one head: the slider is shown disabled
+        assert explorer.locator(".widget-hslider").nth(1).locator("[disabled]").count() > 0
+    explorer.screenshot(path=str(ARTIFACTS / "02_explorer.png"))
+
+    # back to the first user and layer 0 (and head 0): the first picture comes back, byte for byte
+    select.select_option(index=0)
+    layer_handle.focus()
+    page.keyboard.press("Home")
+    head_handle.focus()
+    page.keyboard.press("Home")
+    assert picture(first_caption, (second, third)) == first
+    text = _outputs_text(page)
+    assert "Traceback" not in text and "ipywidgets is not installed" not in text
