@@ -167,7 +167,7 @@ if ON_GPU:
     live = bench_levers.run_levers(preset, time_budget_s=240)
 else:
     cpu_rows = [r for r in bench_levers.CPU_ROWS if r[0] in ("fp32", "bf16", "padded_pt", "recompute_pt", "accum4", "bs128")]
-    live = bench_levers.run_levers(preset, rows=cpu_rows, epochs=0, step_iters=2)
+    live = bench_levers.run_levers(preset, rows=cpu_rows, epochs=0, step_iters=4)
 display(Markdown(bench_levers.to_markdown(live).split("\n", 3)[3]))
 """),
     code(r"""
