@@ -21,7 +21,8 @@ $(VENV)/.installed: pyproject.toml
 
 lab: setup
 	@echo "Open the URL printed below (JupyterLab serves the notebooks in ./notebooks)."
-	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$${PORT:-8888} --notebook-dir=. notebooks/00_overview.ipynb
+	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$${PORT:-8888} --notebook-dir=. \
+		$(if $(filter 0,$(shell id -u)),--allow-root,) notebooks/00_overview.ipynb
 
 test: setup lint test-unit test-notebooks test-browser
 
