@@ -10,26 +10,18 @@ whether the forward pass made a host synchronisation (it must not).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.perf_harness import Batch  # noqa: E402
 from hstu_tutorial.modules import hstu_encoder, sasrec_encoder
-from hstu_tutorial.ops import lengths_to_offsets
-
-
-@dataclass
-class Batch:  # the JaggedBatch fields the encoders read
-    item_ids: torch.Tensor
-    timestamps: torch.Tensor
-    offsets: torch.Tensor
-    lengths: torch.Tensor
-    max_len: int
-    target_item_ids: torch.Tensor
-    target_timestamps: torch.Tensor
+from hstu_tutorial.ops import lengths_to_offsets  # noqa: E402
 
 
 def history_lengths(data: Path | None, max_seq_len: int, n: int, seed: int = 0) -> torch.Tensor:

@@ -30,7 +30,6 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.perf_harness import (  # noqa: E402
     RESULTS_DIR,
+    Batch,
     SavedBytes,
     machine_info,
     markdown_table,
@@ -49,17 +49,6 @@ from benchmarks.perf_harness import (  # noqa: E402
     sync,
     time_call,
 )
-
-
-@dataclass
-class Batch:  # the JaggedBatch fields the encoders read
-    item_ids: torch.Tensor
-    timestamps: torch.Tensor
-    offsets: torch.Tensor
-    lengths: torch.Tensor
-    max_len: int
-    target_item_ids: torch.Tensor
-    target_timestamps: torch.Tensor
 
 
 def random_batch(lengths: torch.Tensor, max_len: int, num_items: int, device, seed: int = 0) -> Batch:

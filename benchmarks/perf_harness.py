@@ -15,6 +15,7 @@ import math
 import platform
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,6 +28,17 @@ MIB = 2**20
 
 
 # ---- machine, device, timing ----------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:  # the JaggedBatch fields the encoders read
+    item_ids: torch.Tensor
+    timestamps: torch.Tensor
+    offsets: torch.Tensor
+    lengths: torch.Tensor
+    max_len: int
+    target_item_ids: torch.Tensor
+    target_timestamps: torch.Tensor
 
 
 def machine_info(device: torch.device | str | None = None) -> dict:
