@@ -471,10 +471,13 @@ def main():
         python=platform.python_version(),
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         command=" ".join(sys.argv),
-        fp32_dot=tha.FP32_DOT_PRECISION,
+        fp32_dot=tha.FP32_DOT_PRECISION or "tf32x3 in the checks, tf32 (TF32 on) in the timings",
     )
     log(f"[bench] {meta}")
+    # fp32 operands: the checks hold the kernels' accurate default (tf32x3, TF32 off); timings use TF32.
+    torch.backends.cuda.matmul.allow_tf32 = False
     checks = [] if args.skip_checks else correctness_suite(device, gen, log, small=dry, only=args.checks)
+    torch.backends.cuda.matmul.allow_tf32 = True
     log(f"[bench] checks done at {time.time() - t_start:.0f} s")
 
     results = []

@@ -169,7 +169,8 @@ class TrainConfig:
     dv: int = 50  # HSTU: value width per head
     ffn_hidden: int = 50  # SASRec: feed-forward width
     dropout: float = 0.2
-    attention_impl: str = "auto"  # HSTU: "pytorch", "triton", or "auto" (triton on CUDA)
+    # HSTU: "pytorch", "triton" or "auto" (triton on CUDA); SASRec: "sdpa", "pytorch" or "auto" (sdpa)
+    attention_impl: str = "auto"
     # --- loss ---
     loss: str = "sampled_softmax"  # "sampled_softmax", "full_softmax" or "bce"
     num_negatives: int = 128
@@ -209,7 +210,7 @@ class TrainConfig:
             "dataset": ("ml-1m", "ml-100k", "synthetic", "ml-20m"),
             "protocol": ("reference", "validation"),
             "model": ("hstu", "sasrec"),
-            "attention_impl": ("auto", "pytorch", "triton"),
+            "attention_impl": ("auto", "pytorch", "triton", "sdpa"),
             "loss": ("sampled_softmax", "full_softmax", "bce"),
             "cuda_graphs": ("auto", "on", "off"),
             "layout": ("auto", "jagged", "padded"),
@@ -217,6 +218,12 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} = {getattr(self, key)!r} is not one of {list(allowed)}")
+        per_model = {"hstu": ("auto", "pytorch", "triton"), "sasrec": ("auto", "sdpa", "pytorch")}
+        if self.attention_impl not in per_model[self.model]:
+            raise ConfigError(
+                f"model = {self.model!r} takes attention_impl in {list(per_model[self.model])}, "
+                f"not {self.attention_impl!r}"
+            )
         positive = (
             "embedding_dim",
             "num_blocks",
@@ -583,7 +590,7 @@ def build_model(cfg: TrainConfig, num_items: int, device: torch.device) -> tuple
             attention_impl=impl,
         )
     else:
-        impl = "pytorch"
+        impl = "sdpa" if impl == "auto" else impl
         model = modules.sasrec_encoder(
             num_items,
             embedding_dim=cfg.embedding_dim,
@@ -592,6 +599,7 @@ def build_model(cfg: TrainConfig, num_items: int, device: torch.device) -> tuple
             ffn_hidden=cfg.ffn_hidden,
             max_seq_len=cfg.max_seq_len,
             dropout=cfg.dropout,
+            attention_impl=impl,
         )
     if cfg.recompute:  # keep only each block's input; rerun its forward in the backward pass
         from hstu_tutorial.accumulation import enable_recompute

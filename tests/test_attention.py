@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from hstu_tutorial.ops import (
     RelativeAttentionBias,
+    fused_softmax_attention,
     hstu_attention,
     jagged_to_padded,
     lengths_to_offsets,
@@ -155,6 +156,36 @@ def test_softmax_attention_gradcheck_and_padding_rows():
     padded = [jagged_to_padded(t, offsets, 5) for t in (q, k, v)]  # (B, 5, H, d)
     out = padded_softmax_attention(*padded, torch.tensor([2, 3]))
     assert torch.isfinite(out).all() and out[0, 2:].abs().max() == 0
+
+
+@pytest.mark.parametrize("heads,dqk,dv", [(1, 5, 5), (2, 8, 3), (3, 4, 12)])
+def test_fused_softmax_attention_matches_spelled_out(heads, dqk, dv):
+    """SDPA path (head widths padded to 8 inside) = the explicit padded path, forward and backward."""
+    torch.manual_seed(heads + dqk)
+    B, N = 4, 7
+    lengths = torch.tensor([7, 3, 1, 0])
+    q, k = (torch.randn(B, N, heads, dqk, dtype=DT, requires_grad=True) for _ in range(2))
+    v = torch.randn(B, N, heads, dv, dtype=DT, requires_grad=True)
+    want = padded_softmax_attention(q, k, v, lengths)
+    got = fused_softmax_attention(q, k, v, lengths)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    assert got[1, 3:].abs().max() == 0 and got[3].abs().max() == 0  # padding rows are zeros
+    grad = torch.randn_like(want)
+    g_want = torch.autograd.grad((want * grad).sum(), (q, k, v))
+    g_got = torch.autograd.grad((got * grad).sum(), (q, k, v))
+    for a, b in zip(g_got, g_want):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_fused_softmax_attention_dropout_keeps_expectation():
+    """With dropout the output is random but unbiased: the mean over many draws approaches no-dropout."""
+    torch.manual_seed(3)
+    q, k, v = (torch.randn(1, 6, 1, 4) for _ in range(3))
+    lengths = torch.tensor([6])
+    clean = fused_softmax_attention(q, k, v, lengths)
+    draws = torch.stack([fused_softmax_attention(q, k, v, lengths, dropout=0.5) for _ in range(4000)])
+    assert not torch.equal(draws[0], draws[1])
+    torch.testing.assert_close(draws.mean(0), clean, rtol=0, atol=0.06)
 
 
 def test_softmax_attention_matches_torch_nested_sdpa():

@@ -240,6 +240,27 @@ def test_sasrec_matches_multihead_attention_per_sequence(num_heads):
     torch.testing.assert_close(maps[0][0, :, :3, :3].sum(-1), torch.ones(num_heads, 3, dtype=DT))
 
 
+@pytest.mark.parametrize("num_heads", [1, 2])
+def test_sasrec_fused_attention_matches_spelled_out(num_heads):
+    """attention_impl="sdpa" (the default) and "pytorch" give the same encoder, forward and backward."""
+    torch.manual_seed(16)
+    kw = dict(embedding_dim=10, num_blocks=2, num_heads=num_heads, ffn_hidden=6, max_seq_len=6)
+    fused = sasrec_encoder(30, **kw).double().eval()
+    spelled = sasrec_encoder(30, attention_impl="pytorch", **kw).double().eval()
+    spelled.load_state_dict(fused.state_dict())
+    batch = make_batch([3, 1, 6], 6)
+    out = fused(batch)
+    torch.testing.assert_close(out, spelled(batch), rtol=0, atol=1e-12)
+    torch.testing.assert_close(out, naive_sasrec(fused, batch), rtol=0, atol=1e-10)
+    g1 = torch.autograd.grad(out.sum(), list(fused.parameters()), allow_unused=True)
+    g2 = torch.autograd.grad(spelled(batch).sum(), list(spelled.parameters()), allow_unused=True)
+    for a, b in zip(g1, g2):
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match="attention_impl"):
+        sasrec_encoder(30, attention_impl="triton")
+
+
 def test_bf16_autocast_runs():
     torch.manual_seed(7)
     kw = dict(embedding_dim=8, max_seq_len=6)

@@ -8,6 +8,10 @@ One block, as the HSTU reference's SASRec runs it (x padded `(B, N, D)`):
     out = y + Dropout(W2 Dropout(ReLU(W1 y + b1)) + b2) position-wise FFN (the reference's 1x1 convs)
 
 Outputs are L2-normalised, no final LayerNorm; every 2-D weight is xavier-normal, attention biases 0.
+
+`attention_impl`: "sdpa" runs the attention through PyTorch's fused kernel (one kernel instead of a
+dozen passes over `(B, H, N, N)`); "pytorch" spells it out. Both compute the same function; attention
+maps (`return_attention=True`) always come from the spelled-out path.
 """
 
 from __future__ import annotations
@@ -23,17 +27,26 @@ from hstu_tutorial.modules.preprocessors import (
     l2_normalize,
 )
 from hstu_tutorial.modules.stu import JaggedLayout
-from hstu_tutorial.ops.hstu_attention import padded_softmax_attention
+from hstu_tutorial.ops.hstu_attention import fused_softmax_attention, padded_softmax_attention
 from hstu_tutorial.ops.jagged_tensors import padding_mask
+from hstu_tutorial.ops.layer_norm import layer_norm
 
 
 class SASRecBlock(nn.Module):
     """Pre-LayerNorm causal multi-head softmax attention + ReLU FFN on padded `(B, N, D)`."""
 
     def __init__(
-        self, embedding_dim: int = 50, num_heads: int = 1, ffn_hidden: int = 50, dropout: float = 0.2
+        self,
+        embedding_dim: int = 50,
+        num_heads: int = 1,
+        ffn_hidden: int = 50,
+        dropout: float = 0.2,
+        attention_impl: str = "sdpa",
     ):
         super().__init__()
+        if attention_impl not in ("sdpa", "pytorch"):
+            raise ValueError(f"SASRec attention_impl must be 'sdpa' or 'pytorch', got {attention_impl!r}")
+        self.attention_impl = attention_impl
         if embedding_dim % num_heads:
             raise ValueError(f"embedding_dim={embedding_dim} must be divisible by num_heads={num_heads}")
         self.embedding_dim, self.num_heads, self.dropout = embedding_dim, num_heads, dropout
@@ -53,18 +66,21 @@ class SASRecBlock(nn.Module):
         """`x (B, N, D)`, `lengths (B,)` -> `(B, N, D)` (padding rows 0); A `(B, H, N, N)` if asked."""
         B, N, D = x.shape
         H = self.num_heads
-        x_q = F.layer_norm(x, (D,), eps=1e-8)  # (B, N, D)
+        x_q = layer_norm(x, eps=1e-8)  # (B, N, D)
         w_q, w_k, w_v = self.in_proj.weight.chunk(3)  # each (D, D)
         b_q, b_k, b_v = self.in_proj.bias.chunk(3)
         q = F.linear(x_q, w_q, b_q).view(B, N, H, D // H)  # queries from the normalised input
         k = F.linear(x, w_k, b_k).view(B, N, H, D // H)  # keys and values from the raw input
         v = F.linear(x, w_v, b_v).view(B, N, H, D // H)
         p_attn = self.dropout if self.training else 0.0
-        a, attn = padded_softmax_attention(
-            q, k, v, lengths, causal=True, dropout=p_attn, return_attention=True
-        )  # (B, N, H, D/H), (B, H, N, N)
+        if return_attention or self.attention_impl == "pytorch":
+            a, attn = padded_softmax_attention(
+                q, k, v, lengths, causal=True, dropout=p_attn, return_attention=True
+            )  # (B, N, H, D/H), (B, H, N, N)
+        else:
+            a, attn = fused_softmax_attention(q, k, v, lengths, dropout=p_attn), None  # (B, N, H, D/H)
         a = self.out_proj(a.reshape(B, N, D))  # (B, N, D)
-        y = F.layer_norm(x_q + a, (D,), eps=1e-8)  # (B, N, D)
+        y = layer_norm(x_q + a, eps=1e-8)  # (B, N, D)
         h = F.dropout(F.relu(self.ffn1(y)), p=self.dropout, training=self.training)  # (B, N, hidden)
         out = y + F.dropout(self.ffn2(h), p=self.dropout, training=self.training)  # (B, N, D)
         out = out * padding_mask(lengths, N).unsqueeze(-1).to(out.dtype)
@@ -84,15 +100,18 @@ class SASRecEncoder(SequentialEncoder):
         ffn_hidden: int = 50,
         max_seq_len: int = 200,
         dropout: float = 0.2,
+        attention_impl: str = "sdpa",
     ):
         super().__init__()
         self.num_items, self.embedding_dim, self.max_seq_len = num_items, embedding_dim, max_seq_len
+        self.attention_impl = attention_impl
         self.max_len = max_seq_len + 11  # position table size, as the reference
         self.preprocessor = InputPreprocessor(
             num_items, embedding_dim, self.max_len, dropout, position_init="truncated_normal"
         )
         self.blocks = nn.ModuleList(
-            SASRecBlock(embedding_dim, num_heads, ffn_hidden, dropout) for _ in range(num_blocks)
+            SASRecBlock(embedding_dim, num_heads, ffn_hidden, dropout, attention_impl)
+            for _ in range(num_blocks)
         )
 
     def forward(self, batch, return_attention: bool = False, max_len: int | None = None):
@@ -132,10 +151,12 @@ def sasrec_encoder(
     ffn_hidden: int = 50,
     max_seq_len: int = 200,
     dropout: float = 0.2,
+    attention_impl: str = "sdpa",
 ) -> SASRecEncoder:
-    """Build the SASRec baseline (defaults: the reference's ML-1M config: D=50, 2 blocks, 1 head, FFN 50)."""
+    """Build the SASRec baseline (defaults: the reference's ML-1M config: D=50, 2 blocks, 1 head, FFN 50).
+    `attention_impl`: "sdpa" (PyTorch's fused attention kernel) or "pytorch" (spelled out)."""
     return SASRecEncoder(
         num_items, embedding_dim=embedding_dim, num_blocks=num_blocks, num_heads=num_heads,
-        ffn_hidden=ffn_hidden, max_seq_len=max_seq_len, dropout=dropout,
+        ffn_hidden=ffn_hidden, max_seq_len=max_seq_len, dropout=dropout, attention_impl=attention_impl,
     )
 

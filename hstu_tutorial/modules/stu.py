@@ -26,6 +26,7 @@ from hstu_tutorial.ops.jagged_tensors import (
     offsets_to_lengths,
     padded_index,
 )
+from hstu_tutorial.ops.layer_norm import layer_norm
 
 
 @dataclass
@@ -127,7 +128,7 @@ class STULayer(nn.Module):
 
     def split_uvqk(self, x: torch.Tensor):
         """`x (T, D)` -> u, v `(T, H*dv)`, q, k `(T, H*dqk)` (eq. 1: SiLU(LayerNorm(x) W_uvqk))."""
-        x_n = F.layer_norm(x, (self.embedding_dim,), eps=self.eps)  # (T, D)
+        x_n = layer_norm(x, eps=self.eps)  # (T, D)
         uvqk = F.silu(x_n @ self.uvqk)  # (T, 2*H*dv + 2*H*dqk)
         Hdv, Hdqk = self.num_heads * self.dv, self.num_heads * self.dqk
         return torch.split(uvqk, [Hdv, Hdv, Hdqk, Hdqk], dim=-1)
@@ -175,6 +176,6 @@ class STULayer(nn.Module):
         u, v, q, k = self.split_uvqk(x)  # (T, H*dv), (T, H*dv), (T, H*dqk), (T, H*dqk)
         av, attn = self.attention(q, k, v, layout, return_attention)  # (T, H*dv)
         # Eq. 3: LayerNorm over all heads jointly, gated elementwise by u.
-        o = u * F.layer_norm(av, (self.num_heads * self.dv,), eps=self.eps)  # (T, H*dv)
+        o = u * layer_norm(av, eps=self.eps)  # (T, H*dv)
         out = x + self.o(F.dropout(o, p=self.dropout, training=self.training))  # (T, D)
         return (out, attn) if return_attention else out

@@ -3,6 +3,7 @@
 from hstu_tutorial.ops.hstu_attention import (  # noqa: F401
     RelativeAttentionBias,
     attention_mask,
+    fused_softmax_attention,
     hstu_attention,
     padded_hstu_attention,
     padded_softmax_attention,

@@ -156,6 +156,40 @@ def padded_softmax_attention(
     return (out, attn) if return_attention else out
 
 
+def fused_softmax_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lengths: torch.Tensor,
+    *,
+    scale: float | None = None,
+    dropout: float = 0.0,
+) -> torch.Tensor:
+    """`padded_softmax_attention(..., causal=True)` through PyTorch's fused kernel (SDPA), no maps.
+
+    q, k `(B, N, H, dqk)`, v `(B, N, H, dv)`, lengths `(B,)` -> `(B, N, H, dv)` (zeros on padding
+    rows). Histories are right-padded, so the causal mask alone keeps every real query off the padding
+    keys. Head widths are zero-padded to a multiple of 8 (what the fused GPU kernels accept; zeros change
+    no dot product). `dropout` drops attention weights, as in `padded_softmax_attention`.
+    """
+    _check_qkv(q, k, v, padded=True)
+    B, N, H, dqk = q.shape
+    dv = v.shape[-1]
+    scale = 1.0 / math.sqrt(dqk) if scale is None else scale
+
+    def heads_first(t: torch.Tensor) -> torch.Tensor:  # (B, N, H, d) -> (B, H, N, d8)
+        t = t.transpose(1, 2)
+        pad = -t.shape[-1] % 8
+        return F.pad(t, (0, pad)) if pad else t
+
+    out = F.scaled_dot_product_attention(
+        heads_first(q), heads_first(k), heads_first(v), dropout_p=dropout, is_causal=True, scale=scale
+    )  # (B, H, N, dv8)
+    out = out[..., :dv].transpose(1, 2)  # (B, N, H, dv)
+    real = torch.arange(N, device=q.device)[None, :] < lengths[:, None]  # (B, N)
+    return out * real[:, :, None, None].to(out.dtype)
+
+
 def softmax_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -288,6 +322,7 @@ class RelativeAttentionBias(nn.Module):
 __all__ = [
     "RelativeAttentionBias",
     "attention_mask",
+    "fused_softmax_attention",
     "hstu_attention",
     "padded_hstu_attention",
     "padded_softmax_attention",

@@ -27,10 +27,12 @@ INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64}
 # How dQ is computed in the backward pass: "kernel" (a second kernel walks keys per query tile, no
 # atomics) or "atomic" (the dK/dV kernel adds its share of dQ with fp32 atomics).
 DQ_MODE = os.environ.get("HSTU_TRITON_DQ_MODE", "kernel")
-# tl.dot precision for fp32 inputs on a GPU: "tf32" (fastest), "tf32x3" or "ieee".
-# Measured on the H200 (2026-11-28): plain tf32 gave 1.6e-3 relative error on fp32 inputs, over the 1e-3
-# target, so fp32 defaults to tf32x3 (three tf32 products, about fp32 accuracy); bf16 is the fast path.
-FP32_DOT_PRECISION = os.environ.get("HSTU_TRITON_FP32_PRECISION", "tf32x3")
+# tl.dot precision for fp32 inputs on a GPU: "tf32" (fastest), "tf32x3" or "ieee"; None (the default)
+# follows PyTorch's own switch for fp32 matrix products: "tf32" when torch.backends.cuda.matmul.allow_tf32
+# is on (the trainer's `tf32 = true`, the reference's setting), else "tf32x3". Measured on the H200
+# (2026-11-28): plain tf32 gave 1.6e-3 relative error on fp32 inputs, tf32x3 5e-7 (three tf32 products,
+# about fp32 accuracy). HSTU_TRITON_FP32_PRECISION in the environment fixes the choice.
+FP32_DOT_PRECISION = os.environ.get("HSTU_TRITON_FP32_PRECISION") or None
 # On a GPU: autotune (True) or use GPU_DEFAULT_CONFIG (False; one compile per kernel, for quick checks).
 AUTOTUNE = True
 GPU_DEFAULT_CONFIG = {"fwd": (64, 64, 4, 3), "dkdv": (32, 64, 4, 3), "dq": (64, 64, 4, 3)}
@@ -94,7 +96,11 @@ def _launch(kernel, tuned, grid_dim, max_len, num_bh, args, consts, kind):
 
 def _dot_precision(x: torch.Tensor) -> str:
     # Only fp32 operands have a choice; bf16/fp16 dots are exact products with fp32 accumulation.
-    return FP32_DOT_PRECISION if x.dtype == torch.float32 else "tf32"
+    if x.dtype != torch.float32:
+        return "tf32"
+    if FP32_DOT_PRECISION is not None:
+        return FP32_DOT_PRECISION
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
 
 
 def _block_dim(d: int) -> int:
