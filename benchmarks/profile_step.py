@@ -3,8 +3,8 @@
 For each config: the CUDA-graph step (median of timed replays), the evaluation of validation + test
 (median of timed calls), and the top kernels of one eager step and one evaluation by GPU time.
 
-    PYTHONPATH=. python benchmarks/profile_step.py --data-dir data/ml-1m-u2999 \
-        --runs sasrec,hstu,hstu-large [--extra bf16=true] [--out DIR]
+    PYTHONPATH=. python benchmarks/profile_step.py --data-dir data/ml-1m-u2999 --no-autotune \
+        --runs sasrec,hstu,hstu-large [--variants bf16=true] [--extra KEY=VALUE] [--out DIR]
 
 On a CPU it runs the synthetic configs (small preset) so the script itself stays tested.
 """
@@ -156,9 +156,14 @@ def main() -> int:
     ap.add_argument("--variants", action="append", default=[],
                     help="';'-separated KEY=VALUE lists; each runs every config once more with them")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--no-autotune", action="store_true", help="Triton kernels: default tiles, no autotuning")
     ap.add_argument("--out", default="", help="folder for profile.json / profile.md")
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
+    if args.no_autotune:
+        import hstu_tutorial.ops.triton.hstu_attention_autograd as kernels
+
+        kernels.AUTOTUNE = False
     info = machine_info()
     results = []
     for variant in [""] + args.variants:
