@@ -10,7 +10,8 @@ CLI command it prints; results collected into a JSON and a Markdown table next t
     PYTHONPATH=. python benchmarks/bench_training.py --full --data-dir data/ml-1m-u2999 \
         --out benchmarks/results/training_h200
 
-`--runs` picks runs by name (default: all of RUNS, in order); `--extra KEY=VALUE` adds a --set to every run.
+`--runs` picks runs by name (default: all of RUNS, in order); `--extra KEY=VALUE` adds a --set to every run;
+`--seeds 1,2,3` runs each once per seed and adds a mean ± standard deviation table.
 """
 
 from __future__ import annotations
@@ -310,6 +311,47 @@ def markdown(rows: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seed_summary(rows: list[dict]) -> str:
+    """Mean and standard deviation over seeds of each config's runs (rows named <run>-s<seed>)."""
+    import statistics
+
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if "hr@10" in r and "-s" in r["run"]:
+            groups.setdefault(r["run"].rsplit("-s", 1)[0], []).append(r)
+    groups = {k: v for k, v in groups.items() if len(v) > 1}
+    if not groups:
+        return ""
+
+    def ms(vals):
+        return f"{statistics.mean(vals):.4f} ± {statistics.stdev(vals):.4f}"
+
+    lines = [
+        "",
+        "## Over seeds (mean ± standard deviation)",
+        "",
+        "| run | seeds | HR@10 | NDCG@10 | in the reference's epochs: HR@10 | NDCG@10 | "
+        "reference HR@10 / NDCG@10 | train+eval s | speed-up |",
+        "|---" * 9 + "|",
+    ]
+    for name, rs in groups.items():
+        win = [r["ours_in_anchor_window"] for r in rs if "ours_in_anchor_window" in r]
+        ref = rs[0].get("anchor")
+        in_window = "- | - | "
+        if win:
+            in_window = f"{ms([w['hr@10'] for w in win])} | {ms([w['ndcg@10'] for w in win])} | "
+        speed = rs[0].get("speedup_vs_anchor") and statistics.mean(r["speedup_vs_anchor"] for r in rs)
+        lines.append(
+            f"| {name} | {', '.join(str(r['seed']) for r in rs)} | {ms([r['hr@10'] for r in rs])} | "
+            f"{ms([r['ndcg@10'] for r in rs])} | "
+            + in_window
+            + (f"{ref['hr@10']:.4f} / {ref['ndcg@10']:.4f} | " if ref else "- | ")
+            + f"{statistics.mean(r['train_eval_s'] for r in rs):.1f} | "
+            + (f"{speed:.0f}x |" if speed else "- |")
+        )
+    return "\n".join(lines) + "\n"
+
+
 def order_check(data_dir: str) -> None:
     """How predictable each order of same-second ratings is: a first-order Markov baseline, on the CPU."""
     import torch
@@ -360,6 +402,7 @@ def main() -> int:
     p.add_argument("--subprocess", action="store_true", help="one CLI process per run (default: in-process)")
     p.add_argument("--budget", type=float, default=1e9, help="start no run after this many seconds")
     p.add_argument("--no-autotune", action="store_true", help="Triton kernels: default tiles, no autotuning")
+    p.add_argument("--seeds", default="", help="comma-separated seeds: every run once per seed (+ a summary)")
     p.add_argument("--order-check", action="store_true", help="Markov baseline on both tie orders (CPU)")
     args = p.parse_args()
     if args.order_check:
@@ -373,6 +416,9 @@ def main() -> int:
         if unknown:
             p.error(f"unknown runs {unknown}; known: {[r[0] for r in RUNS]}")
         runs = [r for r in RUNS if r[0] in wanted]
+    if args.seeds:  # every run once per seed, named <run>-s<seed>
+        seeds = args.seeds.split(",")
+        runs = [(f"{r[0]}-s{sd}", r[1], r[2], r[3] + [f"seed={sd}"]) for r in runs for sd in seeds]
     extra = list(args.extra)
     if args.speed and not args.full:
         runs = [r for r in runs if r[1] == "ml-1m" and not r[3]] if not args.runs else runs
@@ -399,10 +445,10 @@ def main() -> int:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out + ".json").write_text(json.dumps(rows, indent=1))
             Path(args.out + ".md").write_text(
-                markdown(rows, f"# Training runs ({time.strftime('%Y-%m-%d')})")
+                markdown(rows, f"# Training runs ({time.strftime('%Y-%m-%d')})") + seed_summary(rows)
             )
     print()
-    print(markdown(rows, "# Training runs"))
+    print(markdown(rows, "# Training runs") + seed_summary(rows))
     return 0
 
 
