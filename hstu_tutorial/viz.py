@@ -677,6 +677,41 @@ def plot_results_bars(frame, metric: str = "hr@10", ax=None):
     return fig, table
 
 
+def plot_seed_spread(runs, metrics=("HR@10", "NDCG@10"), axes=None):
+    """Each run as a dot (seeds of one precision side by side), the reference's figure as a bar per model.
+
+    `runs`: a DataFrame with columns model, precision, seed, the `metrics` and "reference <metric>" (the
+    rows notebook 06 reads from `benchmarks/results/training_h200_*.json`). Shows whether a gap to the
+    reference is larger than the spread between seeds.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if axes is None:
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2))
+    axes = np.atleast_1d(axes)
+    fig = axes[0].figure
+    models = list(dict.fromkeys(runs["model"]))
+    markers = {"tf32": "o", "bf16": "D"}
+    for ax, metric in zip(axes, metrics):
+        for i, model in enumerate(models):
+            rows = runs[runs["model"] == model]
+            ref = rows[f"reference {metric}"].iloc[0]
+            label = "reference (1 run)" if i == 0 else None
+            ax.hlines(ref, i - 0.35, i + 0.35, colors="black", linewidth=2, label=label)
+            for j, (precision, group) in enumerate(rows.groupby("precision", sort=False)):
+                x = i - 0.15 + 0.3 * j + np.linspace(-0.06, 0.06, len(group))
+                ax.scatter(x, group[metric], marker=markers.get(precision, "o"), s=28,
+                           color=f"C{j}", label=f"ours, {precision}" if i == 0 else None, zorder=3)
+        ax.set_xticks(range(len(models)), models)
+        ax.set_ylabel(metric)
+        ax.set_title(f"test {metric}: every run vs the reference", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def where_model_wins(per_user: dict, popularity, k: int = 10, length_bins=(0, 20, 50, 100, 200, 10**9),
                      popularity_quantiles=(0.0, 0.5, 0.8, 0.95, 1.0)):
     """HR@k per model, by history length and by the target's popularity (from per-user ranks).

@@ -92,6 +92,7 @@ def test_overrides_are_typed():
         (["batch_size=30", "grad_accum_steps=4"], "multiple of grad_accum_steps"),
         (["selection_metric=auc"], "selection_metric = 'auc' is not one of"),
         (["num_epochs"], "--set expects key=value"),
+        (["attention_impl=sdpa"], "model = 'hstu' takes attention_impl in"),
     ],
 )
 def test_bad_configs_are_explained(overrides, message):

@@ -190,32 +190,45 @@ fig, table = viz.plot_results_bars(frame, "hr@10")
 
 Saved results of the full recipe on `ml-1m-u2999` (ML-1M's users 1-2999), 101 epochs, every epoch evaluating
 all validation and test users, with the reference's order of same-second ratings: like for like with the
-reference code run on the same data and GPU (`reference` columns, ANCHORS.md). Two precisions: TF32 (the
-reference's) and bf16 autocast (`--set bf16=true`). Ours are averaged over the same epochs as the reference's
-figure (91-100; 57-66 for HSTU-large, whose reference run was measured up to epoch 66).
+reference code run on the same data and GPU (`reference` columns, ANCHORS.md). Each model was trained with four
+seeds in TF32 (the reference's precision) and once in bf16 autocast (`--set bf16=true`). Ours are averaged over
+the same epochs as the reference's figure (91-100; 57-66 for HSTU-large, whose reference run stopped at 66).
+
+The reference figure is one run. The spread between our seeds shows how far apart two runs of the same recipe
+land. Compare the gap to the reference with that spread before reading anything into it.
 """),
     code(r"""
+import re
+
 import pandas as pd
 
 results_dir = Path(hstu_tutorial.__file__).resolve().parents[1] / "benchmarks" / "results"
+MODEL_NAMES = {"hstu": "HSTU", "hstu-large": "HSTU-large", "sasrec": "SASRec"}
 gpu_rows = []
-for precision in ("tf32", "bf16"):
-    saved = results_dir / f"training_h200_refsort_{precision}.json"
+for precision, name in (("tf32", "training_h200_seeds_tf32.json"), ("bf16", "training_h200_bf16.json")):
+    saved = results_dir / name
     if not saved.is_file():
         print("no saved GPU results in", saved)
         continue
     for r in json.loads(saved.read_text()):
-        if "hr@10" in r:
-            ours = r.get("ours_in_anchor_window") or r  # the epochs the reference's figure averages
-            gpu_rows.append({"run": r["run"], "precision": precision, "epochs averaged": r.get("anchor_window"),
-                             "HR@10": ours["hr@10"], "NDCG@10": ours["ndcg@10"],
-                             "best-by-valid HR@10": r["best_hr@10"],
-                             "reference HR@10": r.get("anchor", {}).get("hr@10"),
-                             "reference NDCG@10": r.get("anchor", {}).get("ndcg@10"),
+        if "hr@10" in r and "anchor" in r:
+            ours = r["ours_in_anchor_window"]  # the epochs the reference's figure averages
+            model = re.sub(r"-s\d+$", "", r["run"].removeprefix("ml1m-"))  # ml1m-hstu-large-s2 -> hstu-large
+            gpu_rows.append({"model": MODEL_NAMES.get(model, model), "precision": precision, "seed": r["seed"],
+                             "epochs averaged": r["anchor_window"], "HR@10": ours["hr@10"],
+                             "NDCG@10": ours["ndcg@10"], "reference HR@10": r["anchor"]["hr@10"],
+                             "reference NDCG@10": r["anchor"]["ndcg@10"],
                              "seconds (101 epochs + eval)": round(r["train_eval_s"], 1),
-                             "reference seconds": r.get("anchor_s_101")})
+                             "reference seconds": r["anchor_s_101"]})
 if gpu_rows:
-    display(pd.DataFrame(gpu_rows).round(4))
+    gpu = pd.DataFrame(gpu_rows)
+    summary = gpu.groupby(["model", "precision"]).agg(
+        runs=("seed", "size"), hr10=("HR@10", "mean"), hr10_std=("HR@10", "std"), ndcg10=("NDCG@10", "mean"),
+        ndcg10_std=("NDCG@10", "std"), ref_hr10=("reference HR@10", "first"), ref_ndcg10=("reference NDCG@10", "first"),
+        seconds=("seconds (101 epochs + eval)", "mean"), ref_seconds=("reference seconds", "first"))
+    summary["speed-up"] = (summary["ref_seconds"] / summary["seconds"]).round(1)
+    display(summary.round(4))
+    fig = viz.plot_seed_spread(gpu)
 """),
     md(r"""
 ## 6 · What the trained HSTU attends to
