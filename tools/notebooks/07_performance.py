@@ -24,6 +24,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 def _h200_note() -> str:
     """The closing note: the H200 lever table and the scaling fits, with machine and date."""
     lev = json.loads((RESULTS / "levers_h200.json").read_text())
+    lev_ln = json.loads((RESULTS / "levers_h200_layernorm.json").read_text())  # after the fused LayerNorm
+    rows_ln = {r["id"]: r for r in lev_ln["rows"]}
     sc = json.loads((RESULTS / "scaling_h200.json").read_text())
     table = (RESULTS / "levers_h200.md").read_text().split("\n", 2)[2]  # drop the title line
     rows = {r["id"]: r for r in lev["rows"]}
@@ -55,12 +57,23 @@ the theory says: recomputation keeps {rows['recompute_pt']['activations_mib']:.0
 {rows['accum4']['mem_ratio']:.2f}x for 4x the time. Host-side data loading costs nothing visible at this size: the step, not
 the loader, is the bottleneck.
 
-Scaling (one forward + backward, about 32k positions per batch, 2 blocks): at N = 8192 the PyTorch HSTU
-attention takes {s8['HSTU PyTorch attention']:.0f} ms and SASRec {s8['SASRec']:.0f} ms, both with most of the time in the fitted $N^2 d$ term; the
-Triton jagged kernel took {s8['HSTU Triton, jagged']:.0f} ms in this measurement, far slower per FLOP than the padded
-PyTorch einsums, with a peak of {pts[('HSTU Triton, jagged', 8192)]['peak_mib'] / 1024:.1f} GiB: its backward materialises the relative-bias gradient as a
-$(B, H, N, N)$ tensor and reduces it with scatter-adds, an open performance problem of this suite, measured here
+Scaling (one forward + backward, about 32k positions per batch, 2 blocks; measured {sc['machine']['date_utc']}): at
+N = 8192 the PyTorch HSTU attention takes {s8['HSTU PyTorch attention']:.0f} ms, the Triton jagged kernel {s8['HSTU Triton, jagged']:.0f} ms and SASRec (PyTorch's
+fused softmax attention) {s8['SASRec']:.0f} ms. The Triton path's *peak* memory still grows as $N^2$
+({pts[('HSTU Triton, jagged', 8192)]['peak_mib'] / 1024:.1f} GiB at N = 8192): its backward writes the gradient of the relative bias as a $(B, H, N, N)$
+tensor and reduces it onto the bias tables outside the kernel, an open problem of this suite, measured here
 rather than hidden.
+
+After this table was measured, two changes made every step faster (`benchmarks/results/levers_h200_layernorm.md`,
+same script): PyTorch's LayerNorm is slow for rows of 50 values (a width that is not a multiple of 4), and a
+profile (`benchmarks/profile_step.py`, `benchmarks/results/profile_h200.md`) showed it taking 60% of an
+evaluation; a fused Triton LayerNorm took the CUDA-graph step from {ms('graph')} to {rows_ln['graph']['step_ms']:.1f} ms (bf16:
+{ms('graph_bf16')} to {rows_ln['graph_bf16']['step_ms']:.1f} ms). Profile first: the slow kernel was not the one anybody would have guessed.
+
+Two GPUs (`benchmarks/bench_ddp.sh`, `benchmarks/results/ddp_h200x2.md`): under `torchrun` with
+DistributedDataParallel the trainer ran 1.87x as fast per epoch as one GPU with the same eager step, but only
+1.06x as fast as one GPU with its CUDA-graph step: a model this small is bound by launches, so a second GPU
+pays only once each GPU has enough work.
 
 Reproduce (about 4 minutes of GPU time; data/ml-1m-u2999 must be present, else the synthetic ML-1M-size set is used):
 
@@ -217,17 +230,17 @@ fig, drawn = viz.plot_scaling(scaling, sweep="depth", quantity="ms", show_terms=
     md(r"""
 What the H200 curves show:
 
-* **PyTorch HSTU attention and SASRec**: flat at short $N$ (launches and the linear term), then the $N^2 d$
-  term takes over past $N \approx 1024$-$2048$; time doubles with every doubling of $N$ at a fixed token count,
-  as $O(N^2)$ per sequence predicts. Their activation memory grows the same way: the $N \times N$ matrices.
+* **PyTorch HSTU attention**: flat at short $N$ (launches and the linear term), then the $N^2 d$ term takes
+  over past $N \approx 2048$; time doubles with every doubling of $N$ at a fixed token count, as $O(N^2)$ per
+  sequence predicts. Its activation memory grows the same way: the $N \times N$ matrices it keeps.
 * **The Triton kernel** keeps the activations kept for backward flat in $N$ (nothing $N \times N$ is
-  stored: the point of a fused kernel), and jagged beats padded by skipping padding. But its time per
-  attention FLOP is far worse than the PyTorch einsums' in this measurement, and its *peak* memory still
-  grows as $N^2$: the backward pass of the suite's kernel writes the gradient of the relative bias as a
-  full $(B, H, N, N)$ fp32 tensor and reduces it onto the bias tables with PyTorch scatter-adds. That
-  step, not the fused attention, is what a faster kernel must remove (accumulate the table gradients
-  inside the kernel). The notebook reports it instead of repeating the paper's claim; the anchors
-  (`../shared/ANCHORS.md`) give the official kernel's speed on the same card as the target.
+  stored: the point of a fused kernel), jagged beats padded by skipping padding, and from $N = 1024$ up it is
+  faster than the PyTorch einsums. But its *peak* memory still grows as $N^2$: the backward pass writes the
+  gradient of the relative bias as a full $(B, H, N, N)$ fp32 tensor and reduces it onto the bias tables with
+  PyTorch scatter-adds. That step is what a better kernel must remove (accumulate the table gradients inside
+  the kernel). The anchors (`../shared/ANCHORS.md`) give the official kernel's speed on the same card.
+* **SASRec** runs its softmax attention through PyTorch's fused kernel (`scaled_dot_product_attention`):
+  memory is flat in $N$ and the $N^2$ term is small even at 8192 (it has no relative bias to build).
 * **Depth** is linear for every model: each block adds the same work.
 """),
     md(r"""
