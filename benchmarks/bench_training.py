@@ -438,9 +438,7 @@ def main() -> int:
     log_dir = Path(args.exp_dir) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     if args.no_autotune:
-        import hstu_tutorial.ops.triton.hstu_attention_autograd as kernels
-
-        kernels.AUTOTUNE = False
+        extra.append("autotune=false")
     t_start = time.perf_counter()
     budget_end = t_start + args.budget
     rows = []

@@ -130,6 +130,10 @@ def lever_dataset(preset, verbose: bool = False):
     return ds, f"synthetic ({preset.synthetic_size})", {"dataset": "synthetic"}
 
 
+# Whether lever runs tune the Triton tiles (bench_levers.py --fixed-kernel-config sets it to False).
+LEVER_AUTOTUNE = True
+
+
 def lever_config(preset, data_keys: dict, **overrides):
     """The HSTU config the levers share (the paper's ML-1M HSTU; a small one on CPU) plus `overrides`."""
     from hstu_tutorial.train import load_config
@@ -143,6 +147,7 @@ def lever_config(preset, data_keys: dict, **overrides):
         seed=0,
         protocol="reference",
         max_seq_len=200 if preset.name == "full" else preset.max_seq_len,
+        autotune=LEVER_AUTOTUNE,
     )
     keys.update(overrides)
     return load_config(name, keys)

@@ -160,15 +160,12 @@ def main() -> int:
     ap.add_argument("--out", default="", help="folder for profile.json / profile.md")
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
-    if args.no_autotune:
-        import hstu_tutorial.ops.triton.hstu_attention_autograd as kernels
-
-        kernels.AUTOTUNE = False
     info = machine_info()
     results = []
     for variant in [""] + args.variants:
         for run in args.runs.split(","):
-            overrides = {"progress": "false", "tensorboard": "false", "save_checkpoints": "false"}
+            overrides = {"progress": "false", "tensorboard": "false", "save_checkpoints": "false",
+                         "autotune": "false" if args.no_autotune else "true"}
             if cuda:
                 config = CONFIGS[run]
                 overrides["data_dir"] = args.data_dir

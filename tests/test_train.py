@@ -256,3 +256,17 @@ def test_recompute_gives_the_same_gradients(dataset, tmp_path):
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
+
+
+def test_autotune_key_sets_the_kernels_switch():
+    kernels = pytest.importorskip("hstu_tutorial.ops.triton.hstu_attention_autograd")
+    before = kernels.AUTOTUNE
+    try:
+        for flag in (False, True):
+            cfg = load_config("synthetic/hstu-small", {"attention_impl": "triton", "autotune": flag})
+            _, impl = build_model(cfg, 30, torch.device("cpu"))
+            assert impl == "triton" and kernels.AUTOTUNE is flag
+    finally:
+        kernels.AUTOTUNE = before
+    with pytest.raises(ConfigError, match="autotune must be true or false"):
+        load_config("synthetic/hstu-small", ["autotune=sometimes"])

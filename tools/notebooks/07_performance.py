@@ -64,11 +64,12 @@ fused softmax attention) {s8['SASRec']:.0f} ms. The Triton path's *peak* memory 
 tensor and reduces it onto the bias tables outside the kernel, an open problem of this suite, measured here
 rather than hidden.
 
-After this table was measured, two changes made every step faster (`benchmarks/results/levers_h200_layernorm.md`,
-same script): PyTorch's LayerNorm is slow for rows of 50 values (a width that is not a multiple of 4), and a
-profile (`benchmarks/profile_step.py`, `benchmarks/results/profile_h200.md`) showed it taking 60% of an
-evaluation; a fused Triton LayerNorm took the CUDA-graph step from {ms('graph')} to {rows_ln['graph']['step_ms']:.1f} ms (bf16:
-{ms('graph_bf16')} to {rows_ln['graph_bf16']['step_ms']:.1f} ms). Profile first: the slow kernel was not the one anybody would have guessed.
+After the lever table was measured, the step got faster (`benchmarks/results/levers_h200_layernorm.md`, same
+script). PyTorch's LayerNorm is slow for rows of 50 values (a width that is not a multiple of 4): a profile
+(`benchmarks/profile_step.py`, `benchmarks/results/profile_h200.md`) showed it taking 60% of an evaluation. A
+fused Triton LayerNorm, together with TF32 dot products in the Triton attention when TF32 is on, took the
+CUDA-graph step from {ms('graph')} to {rows_ln['graph']['step_ms']:.1f} ms (bf16: {ms('graph_bf16')} to {rows_ln['graph_bf16']['step_ms']:.1f} ms). Profile first: the slow kernel
+was not the one anybody would have guessed.
 
 Two GPUs (`benchmarks/bench_ddp.sh`, `benchmarks/results/ddp_h200x2.md`): under `torchrun` with
 DistributedDataParallel the trainer ran 1.87x as fast per epoch as one GPU with the same eager step, but only

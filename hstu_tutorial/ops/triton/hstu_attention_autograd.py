@@ -10,6 +10,7 @@ since there every program costs Python time and fewer, larger tiles run faster.
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -67,10 +68,13 @@ def _bench(fn, quantiles):
     return triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles)
 
 
-_fwd_tuned = triton.autotune(_FWD_CONFIGS, key=_KEY, do_bench=_bench)(hstu_fwd_kernel)
+# Tuning results are kept in Triton's on-disk cache where this Triton supports it: the first run on a
+# machine pays the sweep (about a minute for the three kernels at one shape), later runs read the choice.
+_CACHE = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
+_fwd_tuned = triton.autotune(_FWD_CONFIGS, key=_KEY, do_bench=_bench, **_CACHE)(hstu_fwd_kernel)
 _dkdv_tuned = triton.autotune(_DKDV_CONFIGS, key=_KEY + ["RAB_GRAD", "ATOMIC_DQ"], do_bench=_bench,
-                              reset_to_zero=["DQ_G"])(hstu_bwd_dkdv_kernel)
-_dq_tuned = triton.autotune(_DQ_CONFIGS, key=_KEY, do_bench=_bench)(hstu_bwd_dq_kernel)
+                              reset_to_zero=["DQ_G"], **_CACHE)(hstu_bwd_dkdv_kernel)
+_dq_tuned = triton.autotune(_DQ_CONFIGS, key=_KEY, do_bench=_bench, **_CACHE)(hstu_bwd_dq_kernel)
 
 
 def _launch(kernel, tuned, grid_dim, max_len, num_bh, args, consts, kind):
