@@ -116,7 +116,7 @@ FFN of width $4D$, GELU). All measured, not estimated:
 """),
     code(r"""
 # NBVAL_CHECK_OUTPUT
-sasrec = sasrec_encoder(ds.num_items, max_seq_len=ds.max_seq_len)
+sasrec = sasrec_encoder(ds.num_items, max_seq_len=ds.max_seq_len, attention_impl="pytorch")  # spelled out, as the STU
 Dm = model.embedding_dim
 transformer = torch.nn.TransformerEncoderLayer(Dm, nhead=1, dim_feedforward=4 * Dm, dropout=0.2, activation="gelu",
                                                batch_first=True, norm_first=True)
