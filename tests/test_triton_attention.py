@@ -137,8 +137,10 @@ def test_bf16_inputs_loose_tolerance():
     check_all([out, *grads], [ref, *ref_grads], BF16_TOL, ["out", "dq", "dk", "dv"])
 
 
+@pytest.mark.parametrize("grad_mode", ["atomic", "dense"])
 @pytest.mark.parametrize("causal", [True, False])
-def test_in_kernel_relative_bias_matches_explicit_rab(causal):
+def test_in_kernel_relative_bias_matches_explicit_rab(causal, grad_mode, monkeypatch):
+    monkeypatch.setattr(tha, "REL_BIAS_GRAD", grad_mode)  # weight gradients inside the kernel, or dense
     lengths = [1, 37, 12, 20] if causal else [1, 20, 12]
     offsets = offsets_of(lengths)
     T, H = int(offsets[-1]), 2

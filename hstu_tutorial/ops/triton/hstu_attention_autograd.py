@@ -25,6 +25,10 @@ from hstu_tutorial.ops.triton.hstu_attention_kernels import (
 
 # Tile sizes used under TRITON_INTERPRET=1 (tests may shrink them to exercise many tiles).
 INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64}
+# How the gradient of the relative bias's two weight vectors (pos_w, ts_w) is formed in the backward pass:
+# "atomic" (the dK/dV kernel adds every score gradient onto per-(sequence, head) rows of the two vectors:
+# O(P + NB) memory) or "dense" (the kernel writes the (B, H, N, N) bias gradient, PyTorch reduces it: O(N^2)).
+REL_BIAS_GRAD = os.environ.get("HSTU_TRITON_REL_BIAS_GRAD", "atomic")
 # How dQ is computed in the backward pass: "kernel" (a second kernel walks keys per query tile, no
 # atomics) or "atomic" (the dK/dV kernel adds its share of dQ with fp32 atomics).
 DQ_MODE = os.environ.get("HSTU_TRITON_DQ_MODE", "kernel")
@@ -73,7 +77,7 @@ def _bench(fn, quantiles):
 _CACHE = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
 _fwd_tuned = triton.autotune(_FWD_CONFIGS, key=_KEY, do_bench=_bench, **_CACHE)(hstu_fwd_kernel)
 _dkdv_tuned = triton.autotune(_DKDV_CONFIGS, key=_KEY + ["RAB_GRAD", "ATOMIC_DQ"], do_bench=_bench,
-                              reset_to_zero=["DQ_G"], **_CACHE)(hstu_bwd_dkdv_kernel)
+                              reset_to_zero=["DQ_G", "DRAB"], **_CACHE)(hstu_bwd_dkdv_kernel)
 _dq_tuned = triton.autotune(_DQ_CONFIGS, key=_KEY, do_bench=_bench, **_CACHE)(hstu_bwd_dq_kernel)
 
 
@@ -186,9 +190,14 @@ class _HSTUAttentionFunction(torch.autograd.Function):
         dv = _new(v.shape, v.dtype, v.device)  # (T, H, DV)
         rab_grad = (rab is not None and ctx.needs_input_grad[4]) or (
             pos_w is not None and (ctx.needs_input_grad[7] or ctx.needs_input_grad[8]))
-        nr = bias.nr if rab_grad else 1
-        # (B, H, NR, NR) fp32 bias gradient; entries the kernel skips (masked, padding) must read 0
-        drab = torch.zeros((B, H, nr, nr), dtype=torch.float32, device=q.device) if rab_grad else q
+        weights_in_kernel = rab_grad and bias.mode == 2 and REL_BIAS_GRAD == "atomic"
+        if weights_in_kernel:  # (B*H, 2P-1 + NB) fp32: per (sequence, head) [dpos_w | dts_w]
+            nr = 2 * bias.P - 1 + bias.NB
+            drab = torch.zeros((B * H, nr), dtype=torch.float32, device=q.device)
+        else:  # (B, H, NR, NR) fp32 bias gradient; entries the kernel skips (masked, padding) must read 0
+            nr = bias.nr if rab_grad else 1
+            drab = torch.zeros((B, H, nr, nr), dtype=torch.float32, device=q.device) if rab_grad else q
+        rab_grad_mode = 2 if weights_in_kernel else int(rab_grad)
         if T > 0:
             common = dict(DQ=DQ, DV=DV, BLOCK_DQ=_block_dim(DQ), BLOCK_DV=_block_dim(DV), CAUSAL=ctx.causal,
                           BIAS=bias.mode, DOT_PREC=_dot_precision(q))
@@ -200,7 +209,7 @@ class _HSTUAttentionFunction(torch.autograd.Function):
                     dq.stride(0), dq.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
                     *bias.strides, nr, *tail)
             _launch(hstu_bwd_dkdv_kernel, _dkdv_tuned, "BLOCK_N", max_len, B * H, args,
-                    dict(common, RAB_GRAD=rab_grad, ATOMIC_DQ=atomic), "dkdv")
+                    dict(common, RAB_GRAD=rab_grad_mode, ATOMIC_DQ=atomic), "dkdv")
             if not atomic:
                 args = (q, k, v, dout, dq, offsets, *bias.args, *qkv_strides, dq.stride(0), dq.stride(1),
                         *bias.strides, *tail)
@@ -209,6 +218,10 @@ class _HSTUAttentionFunction(torch.autograd.Function):
         grad_rab = grad_pos = grad_ts = None
         if rab_grad and bias.mode == 1:
             grad_rab = drab.sum_to_size(bias.rab4_shape).reshape(rab.shape).to(rab.dtype)
+        elif weights_in_kernel:
+            w = drab.sum(0)  # (2P-1 + NB,): summed over sequences and heads (the weights are shared)
+            grad_pos, grad_ts = w[: 2 * bias.P - 1], w[2 * bias.P - 1 :]
+            grad_pos, grad_ts = grad_pos.to(pos_w.dtype), grad_ts.to(ts_w.dtype)
         elif rab_grad and bias.mode == 2:
             grad_pos, grad_ts = _rel_bias_weight_grads(drab.sum(1), offsets, ts, nts, bias.P, bias.NB)
             grad_pos, grad_ts = grad_pos.to(pos_w.dtype), grad_ts.to(ts_w.dtype)

@@ -25,6 +25,18 @@ import triton.language as tl
 
 
 @triton.jit
+def _rel_bias_index(TS, NTS, P, NB, i, j, L):
+    """Where the relative bias of (query i, key j) reads its two weights: pos_w[pos] and ts_w[bucket]."""
+    nt = tl.load(NTS + i, mask=i < L, other=0)  # next item's timestamp of each query row
+    t = tl.load(TS + j, mask=j < L, other=0)
+    d = tl.maximum(tl.abs(nt - t), 1).to(tl.float32)
+    bucket = tl.floor(tl.log(d) / 0.301).to(tl.int32)
+    bucket = tl.minimum(tl.maximum(bucket, 0), NB - 1)
+    pos = tl.minimum(tl.maximum(P - 1 + j - i, 0), 2 * P - 2)
+    return pos, bucket
+
+
+@triton.jit
 def _bias_tile(
     RAB, s_ri, s_rj,  # bias tensor of this (sequence, head), already offset; its row and column strides
     TS, NTS, POS_W, TS_W,  # timestamps and next-timestamps of this sequence (offset), the two weight vectors
@@ -37,12 +49,7 @@ def _bias_tile(
     if BIAS == 1:
         return tl.load(RAB + i * s_ri + j * s_rj, mask=valid, other=0.0).to(tl.float32)
     else:
-        nt = tl.load(NTS + i, mask=i < L, other=0)  # next item's timestamp of each query row
-        t = tl.load(TS + j, mask=j < L, other=0)
-        d = tl.maximum(tl.abs(nt - t), 1).to(tl.float32)
-        bucket = tl.floor(tl.log(d) / 0.301).to(tl.int32)
-        bucket = tl.minimum(tl.maximum(bucket, 0), NB - 1)
-        pos = tl.minimum(tl.maximum(P - 1 + j - i, 0), 2 * P - 2)
+        pos, bucket = _rel_bias_index(TS, NTS, P, NB, i, j, L)
         rab = tl.load(POS_W + pos, mask=valid, other=0.0) + tl.load(TS_W + bucket, mask=valid, other=0.0)
         return rab.to(tl.float32)
 
@@ -165,9 +172,15 @@ def _dkdv_query_tiles(
             dsT = tl.where(keep, dsT, 0.0)
         dv += tl.dot(pT.to(do.dtype), do, input_precision=DOT_PREC)  # (BN, DV)
         dk += tl.dot(dsT.to(q.dtype), q, input_precision=DOT_PREC)  # (BN, DQ)
-        if RAB_GRAD:
+        if RAB_GRAD == 1:  # the dense bias gradient of this (sequence, head)
             tl.store(drab_base + rows[None, :] * NR + offs_n[:, None], dsT * inv_n,
                      mask=(rows[None, :] < L) & (offs_n[:, None] < L))
+        elif RAB_GRAD == 2:  # straight onto this (sequence, head)'s gradient of [pos_w | ts_w]
+            pos, bucket = _rel_bias_index(TS, NTS, P, NB, rows[None, :], offs_n[:, None], L)
+            valid = (rows[None, :] < L) & (offs_n[:, None] < L)
+            g = dsT * inv_n
+            tl.atomic_add(drab_base + pos, g, mask=valid)
+            tl.atomic_add(drab_base + (2 * P - 1) + bucket, g, mask=valid)
         if ATOMIC_DQ:
             dq_part = tl.dot(tl.trans(dsT.to(k.dtype)), k, input_precision=DOT_PREC)  # (BM, DQ)
             dq_part = dq_part * (alpha * inv_n)
@@ -179,7 +192,7 @@ def _dkdv_query_tiles(
 def hstu_bwd_dkdv_kernel(
     Q, K, V, DO,  # forward inputs and the output gradient dO (T, H, DV)
     DQ_G, DK_G, DV_G,  # gradients out: dQ (fp32, zeroed, only when ATOMIC_DQ), dK, dV
-    DRAB,  # fp32 (B, H, NR, NR) contiguous, zeroed: bias gradient, written when RAB_GRAD
+    DRAB,  # fp32, zeroed: RAB_GRAD=1 bias gradient (B, H, NR, NR); 2 rows [dpos_w | dts_w] of NR per (b, h)
     OFFSETS, RAB, TS, NTS, POS_W, TS_W,  # as in the forward
     s_qt, s_qh, s_kt, s_kh, s_vt, s_vh, s_dot, s_doh,  # strides of q, k, v, dO
     s_gqt, s_gqh, s_gkt, s_gkh, s_gvt, s_gvh,  # strides of dQ, dK, dV
@@ -194,6 +207,8 @@ def hstu_bwd_dkdv_kernel(
     tile that sees them. With keys as rows, dK and dV come out of plain dots:
     sT = alpha k q^T + rab^T, dV = SiLU(sT) dO / n, dsT = (v dO^T) * SiLU'(sT) / n, dK = alpha dsT q,
     where SiLU'(s) = sig(s) (1 + s (1 - sig(s))). Nothing from the forward is saved but q, k, v.
+    RAB_GRAD: 0 no bias gradient; 1 store dsT / n as the dense bias gradient; 2 (BIAS=2) add it with
+    atomics straight onto the two weight vectors' gradients, O(P + NB) memory per (sequence, head).
     """
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -218,7 +233,10 @@ def hstu_bwd_dkdv_kernel(
     do_ptrs = DO + start * s_dot + h * s_doh + offs_m[:, None] * s_dot + offs_dv[None, :]  # (BM, DV)
     dq_ptrs = DQ_G + start * s_gqt + h * s_gqh + offs_m[:, None] * s_gqt + offs_dq[None, :]
     rab_base = RAB + b.to(tl.int64) * s_rb + h.to(tl.int64) * s_rh
-    drab_base = DRAB + (b.to(tl.int64) * H + h) * NR * NR
+    if RAB_GRAD == 2:
+        drab_base = DRAB + (b.to(tl.int64) * H + h) * NR
+    else:
+        drab_base = DRAB + (b.to(tl.int64) * H + h) * NR * NR
     dk = tl.zeros((BLOCK_N, BLOCK_DQ), dtype=tl.float32)
     dv = tl.zeros((BLOCK_N, BLOCK_DV), dtype=tl.float32)
 
