@@ -137,7 +137,7 @@ def test_bf16_inputs_loose_tolerance():
     check_all([out, *grads], [ref, *ref_grads], BF16_TOL, ["out", "dq", "dk", "dv"])
 
 
-@pytest.mark.parametrize("grad_mode", ["atomic", "dense"])
+@pytest.mark.parametrize("grad_mode", ["atomic", "dense", "auto"])
 @pytest.mark.parametrize("causal", [True, False])
 def test_in_kernel_relative_bias_matches_explicit_rab(causal, grad_mode, monkeypatch):
     monkeypatch.setattr(tha, "REL_BIAS_GRAD", grad_mode)  # weight gradients inside the kernel, or dense

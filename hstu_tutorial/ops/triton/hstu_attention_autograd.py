@@ -27,8 +27,13 @@ from hstu_tutorial.ops.triton.hstu_attention_kernels import (
 INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64}
 # How the gradient of the relative bias's two weight vectors (pos_w, ts_w) is formed in the backward pass:
 # "atomic" (the dK/dV kernel adds every score gradient onto per-(sequence, head) rows of the two vectors:
-# O(P + NB) memory) or "dense" (the kernel writes the (B, H, N, N) bias gradient, PyTorch reduces it: O(N^2)).
-REL_BIAS_GRAD = os.environ.get("HSTU_TRITON_REL_BIAS_GRAD", "atomic")
+# O(P + NB) memory), "dense" (the kernel writes the (B, H, N, N) bias gradient, PyTorch reduces it: O(N^2)
+# memory), or "auto": atomic up to REL_BIAS_ATOMIC_MAX_LEN, dense above. Measured on the H200 (fwd+bwd,
+# benchmarks/bench_rel_bias_grad.py): atomic 0.95 vs 1.65 ms at the ML-1M shape (fp32), 2.67 vs 2.88 ms at
+# N = 1024, but 55.8 vs 19.7 ms at N = 8192 (4 sequences x 2 heads: ~128 key tiles per sequence add onto the
+# same few hundred addresses), where dense needs 9.2 GiB against 19 MiB.
+REL_BIAS_GRAD = os.environ.get("HSTU_TRITON_REL_BIAS_GRAD", "auto")
+REL_BIAS_ATOMIC_MAX_LEN = 1024
 # How dQ is computed in the backward pass: "kernel" (a second kernel walks keys per query tile, no
 # atomics) or "atomic" (the dK/dV kernel adds its share of dQ with fp32 atomics).
 DQ_MODE = os.environ.get("HSTU_TRITON_DQ_MODE", "kernel")
@@ -190,7 +195,9 @@ class _HSTUAttentionFunction(torch.autograd.Function):
         dv = _new(v.shape, v.dtype, v.device)  # (T, H, DV)
         rab_grad = (rab is not None and ctx.needs_input_grad[4]) or (
             pos_w is not None and (ctx.needs_input_grad[7] or ctx.needs_input_grad[8]))
-        weights_in_kernel = rab_grad and bias.mode == 2 and REL_BIAS_GRAD == "atomic"
+        short = max_len <= REL_BIAS_ATOMIC_MAX_LEN
+        atomic_weights = REL_BIAS_GRAD == "atomic" or (REL_BIAS_GRAD == "auto" and short)
+        weights_in_kernel = rab_grad and bias.mode == 2 and atomic_weights
         if weights_in_kernel:  # (B*H, 2P-1 + NB) fp32: per (sequence, head) [dpos_w | dts_w]
             nr = 2 * bias.P - 1 + bias.NB
             drab = torch.zeros((B * H, nr), dtype=torch.float32, device=q.device)
