@@ -64,8 +64,9 @@ fused softmax attention) {s8['SASRec']:.0f} ms. The Triton path's *peak* memory 
 tensor and reduces it onto the bias tables outside the kernel. A second mode adds those gradients onto the
 tables inside the kernel with atomics (`benchmarks/results/rel_bias_grad_h200.md`): at the ML-1M shape it is
 1.7x faster and needs 12 MiB instead of 172, but at N = 8192 the atomics of one sequence's ~128 key tiles
-collide and it is 2.8x slower (19 MiB instead of 9.2 GiB). The default uses it up to N = 1024; a kernel that
-is both fast and small at long N is still an open problem of this suite, measured here rather than hidden.
+collide and it is 2.8x slower (19 MiB instead of 9.2 GiB); and end to end on ML-1M it showed no gain. It is
+opt-in (`HSTU_TRITON_REL_BIAS_GRAD=atomic`, or `auto`: atomics up to N = 1024). A kernel that is both fast and
+small at long N is still an open problem of this suite, measured here rather than hidden.
 
 After the lever table was measured, the step got faster (`benchmarks/results/levers_h200_layernorm.md`, same
 script). PyTorch's LayerNorm is slow for rows of 50 values (a width that is not a multiple of 4): a profile
@@ -241,9 +242,9 @@ What the H200 curves show:
   stored: the point of a fused kernel), jagged beats padded by skipping padding, and from $N = 1024$ up it is
   faster than the PyTorch einsums. But its *peak* memory still grows as $N^2$: the backward pass writes the
   gradient of the relative bias as a full $(B, H, N, N)$ fp32 tensor and reduces it onto the bias tables with
-  PyTorch scatter-adds (above N = 1024; below, the kernel adds the table gradients itself with atomics, which
-  keeps memory flat but collides at long N). The anchors (`../shared/ANCHORS.md`) give the official kernel's
-  speed on the same card.
+  PyTorch scatter-adds (the opt-in atomic mode adds the table gradients inside the kernel: flat memory, but
+  collisions at long N). The anchors (`../shared/ANCHORS.md`) give the official kernel's speed on the same
+  card.
 * **SASRec** runs its softmax attention through PyTorch's fused kernel (`scaled_dot_product_attention`):
   memory is flat in $N$ and the $N^2$ term is small even at 8192 (it has no relative bias to build).
 * **Depth** is linear for every model: each block adds the same work.

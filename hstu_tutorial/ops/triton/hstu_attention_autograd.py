@@ -31,8 +31,10 @@ INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64}
 # memory), or "auto": atomic up to REL_BIAS_ATOMIC_MAX_LEN, dense above. Measured on the H200 (fwd+bwd,
 # benchmarks/bench_rel_bias_grad.py): atomic 0.95 vs 1.65 ms at the ML-1M shape (fp32), 2.67 vs 2.88 ms at
 # N = 1024, but 55.8 vs 19.7 ms at N = 8192 (4 sequences x 2 heads: ~128 key tiles per sequence add onto the
-# same few hundred addresses), where dense needs 9.2 GiB against 19 MiB.
-REL_BIAS_GRAD = os.environ.get("HSTU_TRITON_REL_BIAS_GRAD", "auto")
+# same few hundred addresses), where dense needs 9.2 GiB against 19 MiB. End to end on ML-1M the atomics
+# showed no gain (HSTU-large 36.9 s against 35.0-35.2 s with dense, across machine instances), so the
+# default stays "dense", the mode every published training figure used.
+REL_BIAS_GRAD = os.environ.get("HSTU_TRITON_REL_BIAS_GRAD", "dense")
 REL_BIAS_ATOMIC_MAX_LEN = 1024
 # How dQ is computed in the backward pass: "kernel" (a second kernel walks keys per query tile, no
 # atomics) or "atomic" (the dK/dV kernel adds its share of dQ with fp32 atomics).
