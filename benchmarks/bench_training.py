@@ -147,17 +147,6 @@ def run_one(run, data_dirs, exp_dir, extra, log_dir: Path, timeout: float) -> di
     return out
 
 
-def _release_memory() -> None:
-    """Free what a finished in-process run held (its CUDA graph's pool among it) before the next one."""
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def run_inprocess(run, data_dirs, exp_dir, extra, budget_end: float) -> dict | None:
     """The same run as `command(...)` would start, inside this process (no interpreter/CUDA start per run)."""
     from hstu_tutorial.train import load_config, train
@@ -189,7 +178,6 @@ def run_inprocess(run, data_dirs, exp_dir, extra, budget_end: float) -> dict | N
         }
     wall = time.perf_counter() - t0
     res.pop("trainer", None)
-    _release_memory()
     out = summarise(run, res, shown, wall)
     if "hr@10" not in out:
         print(f"   {out['status']}", flush=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from perf_harness import machine_info  # noqa: E402
+from perf_harness import machine_info, sync, time_call  # noqa: E402
 
 from hstu_tutorial.train import Trainer, load_config  # noqa: E402
 
@@ -37,22 +36,8 @@ CPU_CONFIGS = {
 }
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _median_ms(fn, device, warmup: int, iters: int) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return time_call(fn, device, warmup=warmup, iters=iters)["median_ms"]
 
 
 def top_kernels(fn, device, top: int) -> tuple[list[dict], float]:
@@ -62,7 +47,7 @@ def top_kernels(fn, device, top: int) -> tuple[list[dict], float]:
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=acts) as prof:
         fn()
-        _sync(device)
+        sync(device)
     attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
     if device.type == "cuda":  # kernels only (an op's self device time counts its kernels)

@@ -213,7 +213,6 @@ class TrainConfig:
             "dataset": ("ml-1m", "ml-100k", "synthetic", "ml-20m"),
             "protocol": ("reference", "validation"),
             "model": ("hstu", "sasrec"),
-            "attention_impl": ("auto", "pytorch", "triton", "sdpa"),
             "loss": ("sampled_softmax", "full_softmax", "bce"),
             "cuda_graphs": ("auto", "on", "off"),
             "layout": ("auto", "jagged", "padded"),

@@ -186,8 +186,7 @@ def fused_softmax_attention(
         heads_first(q), heads_first(k), heads_first(v), dropout_p=dropout, is_causal=True, scale=scale
     )  # (B, H, N, dv8)
     out = out[..., :dv].transpose(1, 2)  # (B, N, H, dv)
-    real = torch.arange(N, device=q.device)[None, :] < lengths[:, None]  # (B, N)
-    return out * real[:, :, None, None].to(out.dtype)
+    return out * padding_mask(lengths, N)[:, :, None, None].to(out.dtype)
 
 
 def softmax_attention(

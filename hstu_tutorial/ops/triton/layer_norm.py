@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from hstu_tutorial.ops.triton.hstu_attention_autograd import is_interpreter
+from hstu_tutorial.ops.triton.hstu_attention_autograd import _last_dim_contiguous, is_interpreter
 
 # Elements per program on a GPU (rows x padded width); in the interpreter bigger tiles run faster.
 GPU_TILE_ELEMENTS = 4096
@@ -70,8 +70,7 @@ def _tiles(M: int, D: int) -> tuple[int, int, tuple[int]]:
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
-    t = t.reshape(-1, t.shape[-1])
-    return t if t.stride(-1) == 1 else t.contiguous()
+    return _last_dim_contiguous(t.reshape(-1, t.shape[-1]))  # (M, D)
 
 
 class _LayerNorm(torch.autograd.Function):
