@@ -169,6 +169,37 @@ def test_check_never_raises_on_a_crashing_function():
     assert not ok and "ZeroDivisionError" in report
 
 
+def test_a_crash_report_names_the_learners_line():
+    def crash(d):
+        x = d.float()
+        return x[10 ** 6]  # out of range
+    ok, report = run(checks.check_time_bucket, crash)
+    assert not ok and "IndexError" in report
+    assert "(return x[10 ** 6]  # out of range)" in report, report  # the learner's frame, not a check's
+
+
+def test_every_check_of_every_module_is_exported_by_the_package():
+    import importlib
+    import pkgutil
+
+    found = set()
+    for info in pkgutil.iter_modules(checks.__path__):
+        mod = importlib.import_module(f"hstu_tutorial.checks.{info.name}")
+        found |= {n for n in vars(mod) if n.startswith("check_") and callable(getattr(mod, n))
+                  and getattr(mod, n).__module__ == mod.__name__}
+    assert len(found) == 15 and found == {n for n in checks.__all__ if n.startswith("check_")}
+    for name in checks.__all__:
+        assert hasattr(checks, name), name
+    from hstu_tutorial.checks import CheckFailed, ReferenceMissing, check_hstu_attention  # noqa: F401
+
+
+def test_last_report_follows_every_check():
+    checks.check_time_bucket(3)
+    first = checks.last_report
+    checks.check_lengths_to_offsets(4)
+    assert "check_time_bucket" in first and "check_lengths_to_offsets" in checks.last_report
+
+
 def test_passing_a_call_result_instead_of_a_function():
     ok, report = run(checks.check_time_bucket, 3)
     assert not ok and "expected a function" in report
