@@ -12,18 +12,24 @@ overrides the path; tests and CI point it at a temporary file):
 
 It is written atomically (a temporary file in the same folder, then `os.replace`), so an interrupted
 kernel never leaves half a file. A file that cannot be read (corrupted, hand-edited, from a future
-version) is reported, kept as a `.bak` copy and rebuilt empty: the notebook goes on.
+version) is reported, kept as a backup `progress.json.bak-<UTC time>-<n>` (a new name each time: a
+backup never overwrites an earlier one) and rebuilt empty: the notebook goes on. Where the folder is
+read-only, the message says so and how to point `$HSTU_PROGRESS_FILE` somewhere writable.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import html
 import json
 import os
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from hstu_tutorial.errors import HSTUError
 
 FORMAT_VERSION = 1
 
@@ -133,6 +139,22 @@ def items_for_check(check_name: str) -> list[Item]:
 
 # ---- storage -------------------------------------------------------------------------------------------
 
+class ProgressFileError(HSTUError, OSError):
+    """The progress file's folder cannot be written (read-only, no permission); the message says what to do.
+
+    An OSError, so code that already tolerates a failed save (a passing check) keeps going."""
+
+
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _read_only_error(path: Path, exc: OSError) -> ProgressFileError:
+    return ProgressFileError(
+        f"cannot write the progress file {path}: its folder {path.parent} is read-only or not yours "
+        f"({type(exc).__name__}: {exc.strerror or exc}). Point HSTU_PROGRESS_FILE at a writable file, e.g. "
+        "`export HSTU_PROGRESS_FILE=/tmp/hstu_progress.json` (or os.environ[...] in the notebook), then "
+        "re-run the cell.")
+
 def progress_path() -> Path:
     """Where the checklist is saved: $HSTU_PROGRESS_FILE, else ~/.hstu_tutorial/progress.json."""
     env = os.environ.get("HSTU_PROGRESS_FILE")
@@ -174,30 +196,68 @@ def load(path: str | Path | None = None) -> dict:
     if problem is None:
         # unknown ids (an item renamed in a newer version) are kept, so nothing the learner did is lost
         return state
-    backup = path.with_name(path.name + ".bak")
     try:
-        os.replace(path, backup)
-        where = f"the unreadable file was kept as {backup}"
-    except OSError as exc:  # read-only folder: report, but keep going with an empty checklist
-        where = f"could not back it up ({exc})"
+        backup = _backup(path)
+    except OSError as exc:  # read-only folder: report, keep the file as it is, go on with an empty list
+        hint = str(_read_only_error(path, exc)) if exc.errno in _READ_ONLY else f"{type(exc).__name__}: {exc}"
+        warnings.warn(
+            f"hstu_tutorial: the progress file {path} could not be read ({problem}) and could not be backed "
+            f"up, so it is left untouched: {hint} This session starts with an empty checklist.",
+            RuntimeWarning, stacklevel=2,
+        )
+        return _empty()
     warnings.warn(
-        f"hstu_tutorial: the progress file {path} could not be read ({problem}); {where}. "
-        "Starting a fresh checklist: tick your items again, or restore them from the backup.",
-        RuntimeWarning, stacklevel=2,
+        f"hstu_tutorial: the progress file {path} could not be read ({problem}); the unreadable file was "
+        f"kept as {backup}. Starting a fresh checklist: tick your items again, or restore them from the "
+        "backup.", RuntimeWarning, stacklevel=2,
     )
     state = _empty()
     try:
-        save(state, path)
+        save(state, path)  # the backup holds the old bytes, so replacing the file loses nothing
     except OSError:
         pass
     return state
 
 
+def _backup(path: Path) -> Path:
+    """Keep a copy of `path` under a name no file has yet: `<name>.bak-<UTC time>-<n>`. Returns it.
+
+    Never overwrites: a hard link (atomic, fails if the name exists) where the file system has them,
+    else an exclusive create ("xb") and a copy of the bytes. Either way the original is left in place
+    until the caller replaces it."""
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(10_000):
+        backup = path.with_name(f"{path.name}.bak-{stamp}-{n}")
+        try:
+            os.link(path, backup)
+            return backup
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno == errno.EROFS:  # a read-only file system: a copy would fail the same way
+                raise
+        try:  # no hard links here (FAT, some network drives): copy into a newly created file
+            data = path.read_bytes()
+            with open(backup, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            return backup
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"10000 backups of {path.name} in one second", str(path))
+
+
 def save(state: dict, path: str | Path | None = None) -> Path:
     """Write `state` atomically: a temporary file in the same folder, flushed, then `os.replace`."""
     path = Path(path) if path is not None else progress_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        if exc.errno in _READ_ONLY:
+            raise _read_only_error(path, exc) from exc
+        raise
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(state, f, indent=1, sort_keys=True)
@@ -317,7 +377,11 @@ def checklist_widget(path: str | Path | None = None):
             headers[key].value = f"<b>{title}</b> &nbsp; {done}/{len(group)}"
 
     def on_change(change, item_id):
-        set_done(item_id, change["new"], by="checkbox", path=path)
+        try:
+            set_done(item_id, change["new"], by="checkbox", path=path)
+        except OSError as exc:  # a read-only folder: say so under the boxes instead of a hidden traceback
+            status.value = f"<small>not saved: {html.escape(str(exc))}</small>"
+            return
         refresh_headers()
         status.value = f"<small>saved to {Path(path) if path else progress_path()}</small>"
 

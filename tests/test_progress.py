@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import errno
 import json
 import os
+import re
+import types
 
 import pytest
 
@@ -15,6 +19,10 @@ def pfile(tmp_path, monkeypatch):
     path = tmp_path / "sub" / "progress.json"
     monkeypatch.setenv("HSTU_PROGRESS_FILE", str(path))
     return path
+
+
+def _backups(pfile):
+    return sorted(pfile.parent.glob(pfile.name + ".bak-*"))
 
 
 def test_env_overrides_the_home_path(pfile):
@@ -84,11 +92,119 @@ def test_corrupted_file_is_reported_backed_up_and_rebuilt(pfile, garbage):
     with pytest.warns(RuntimeWarning, match="could not be read"):
         state = progress.load()
     assert state["items"] == {}
-    backup = pfile.with_name("progress.json.bak")
+    (backup,) = _backups(pfile)
     assert backup.read_bytes() == garbage
     assert json.loads(pfile.read_text())["items"] == {}  # rebuilt, readable again
     progress.set_done("core.time_bucket")  # and usable
     assert progress.is_done("core.time_bucket")
+
+
+def _corrupt(pfile, data: bytes) -> None:
+    pfile.parent.mkdir(parents=True, exist_ok=True)
+    pfile.write_bytes(data)
+    with pytest.warns(RuntimeWarning, match="could not be read"):
+        assert progress.load()["items"] == {}
+
+
+def test_two_corruptions_leave_two_backups_with_their_own_contents(pfile):
+    _corrupt(pfile, b"{first damage")
+    progress.set_done("core.time_bucket")
+    _corrupt(pfile, b"[second damage]")
+    backups = _backups(pfile)
+    assert len(backups) == 2
+    assert {b.read_bytes() for b in backups} == {b"{first damage", b"[second damage]"}
+    for b in backups:
+        assert re.fullmatch(r"progress\.json\.bak-\d{8}T\d{6}Z-\d+", b.name), b.name
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_a_backup_never_overwrites_an_existing_file(pfile, monkeypatch, hard_links):
+    frozen = dt.datetime(2026, 11, 28, 18, 0, 0, tzinfo=dt.UTC)  # every backup gets the same time stamp
+    monkeypatch.setattr(progress, "_dt", types.SimpleNamespace(
+        UTC=dt.UTC, datetime=types.SimpleNamespace(now=lambda tz=None: frozen)))
+    if not hard_links:  # a file system without hard links: the copy path
+        def no_link(src, dst):
+            raise OSError(errno.EPERM, "Operation not permitted")
+        monkeypatch.setattr(progress.os, "link", no_link)
+    pfile.parent.mkdir(parents=True)
+    taken = pfile.with_name("progress.json.bak-20261128T180000Z-0")
+    taken.write_bytes(b"someone else's file")
+    _corrupt(pfile, b"one")
+    _corrupt(pfile, b"two")
+    assert taken.read_bytes() == b"someone else's file"
+    assert [(b.name, b.read_bytes()) for b in _backups(pfile)] == [
+        ("progress.json.bak-20261128T180000Z-0", b"someone else's file"),
+        ("progress.json.bak-20261128T180000Z-1", b"one"),
+        ("progress.json.bak-20261128T180000Z-2", b"two"),
+    ]
+
+
+def test_an_interrupted_write_leaves_no_partial_file(pfile, monkeypatch):
+    progress.set_done("core.time_bucket")
+    before = pfile.read_bytes()
+    real_dump = json.dump
+
+    def half_then_interrupt(obj, f, **kwargs):  # the kernel is interrupted halfway through the write
+        text = json.dumps(obj, **kwargs)
+        f.write(text[: len(text) // 2])
+        f.flush()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress.json, "dump", half_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        progress.set_done("core.stu_forward")
+    assert pfile.read_bytes() == before
+    json.loads(pfile.read_text())  # still whole, still valid
+    assert [p.name for p in pfile.parent.iterdir()] == ["progress.json"]  # the half-written temp is gone
+    monkeypatch.setattr(progress.json, "dump", real_dump)
+    progress.set_done("core.stu_forward")
+    assert progress.is_done("core.stu_forward") and progress.is_done("core.time_bucket")
+
+
+def _read_only(monkeypatch):
+    """What a read-only folder does to every way of creating a file in it."""
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(progress.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(progress.os, "link", denied)
+    monkeypatch.setattr(progress, "open", denied, raising=False)
+
+
+def test_a_read_only_folder_says_so_and_how_to_fix_it(pfile, monkeypatch):
+    pfile.parent.mkdir(parents=True)
+    _read_only(monkeypatch)
+    with pytest.raises(progress.ProgressFileError, match="read-only.*HSTU_PROGRESS_FILE"):
+        progress.set_done("core.time_bucket")
+    # a passing check still passes and says why nothing was saved
+    with pytest.warns(RuntimeWarning, match="could not save your progress.*HSTU_PROGRESS_FILE"):
+        assert progress.mark_done("check_time_bucket")
+    assert not pfile.exists()
+
+
+def test_a_damaged_file_in_a_read_only_folder_is_left_untouched(pfile, monkeypatch):
+    pfile.parent.mkdir(parents=True)
+    pfile.write_bytes(b"{damaged")
+    _read_only(monkeypatch)
+    with pytest.warns(RuntimeWarning, match="left untouched.*read-only.*HSTU_PROGRESS_FILE"):
+        assert progress.load()["items"] == {}
+    assert pfile.read_bytes() == b"{damaged" and not _backups(pfile)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root writes to read-only folders")
+def test_a_really_read_only_folder(pfile):
+    pfile.parent.mkdir(parents=True)
+    pfile.write_bytes(b"{damaged")
+    pfile.parent.chmod(0o555)
+    try:
+        with pytest.warns(RuntimeWarning, match="left untouched"):
+            progress.load()
+        with pytest.raises(progress.ProgressFileError, match="HSTU_PROGRESS_FILE"):
+            progress.reset()
+        assert pfile.read_bytes() == b"{damaged"
+    finally:
+        pfile.parent.chmod(0o755)
 
 
 def test_passing_check_ticks_its_items(pfile):
