@@ -155,6 +155,7 @@ def _read_only_error(path: Path, exc: OSError) -> ProgressFileError:
         "`export HSTU_PROGRESS_FILE=/tmp/hstu_progress.json` (or os.environ[...] in the notebook), then "
         "re-run the cell.")
 
+
 def progress_path() -> Path:
     """Where the checklist is saved: $HSTU_PROGRESS_FILE, else ~/.hstu_tutorial/progress.json."""
     env = os.environ.get("HSTU_PROGRESS_FILE")
