@@ -203,7 +203,7 @@ def load(path: str | Path | None = None) -> dict:
         hint = str(_read_only_error(path, exc)) if exc.errno in _READ_ONLY else f"{type(exc).__name__}: {exc}"
         warnings.warn(
             f"hstu_tutorial: the progress file {path} could not be read ({problem}) and could not be backed "
-            f"up, so it is left untouched: {hint} Until then, the checklist starts empty.",
+            f"up, so it is left untouched: {hint} For now the checklist starts empty.",
             RuntimeWarning, stacklevel=2,
         )
         return _empty()
