@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.bench_scaling import fit_terms
 from hstu_tutorial import viz
+from hstu_tutorial.perf import fit_terms
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
