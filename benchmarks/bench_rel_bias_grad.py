@@ -96,7 +96,7 @@ def main() -> int:
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         payload = {"machine": machine_info(), "rows": rows}
-        (Path(args.out) / "rel_bias_grad_h200.json").write_text(json.dumps(payload, indent=1))
+        (Path(args.out) / "rel_bias_grad.json").write_text(json.dumps(payload, indent=1))
     return 0
 
 
