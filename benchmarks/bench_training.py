@@ -1,4 +1,4 @@
-"""Training speed and accuracy: our trainer on the reference's configs, next to the official implementation's runs
+"""Training speed and accuracy: our trainer on the reference configs, next to the official implementation
 (`docs/reference_results.md`).
 
 Speed (a few epochs per config; seconds per epoch with evaluation, train tokens per second, peak memory):
