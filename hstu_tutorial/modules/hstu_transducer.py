@@ -18,7 +18,8 @@ from hstu_tutorial.modules.preprocessors import (  # noqa: F401 (count_parameter
     count_parameters,
     l2_normalize,
 )
-from hstu_tutorial.modules.stu import JaggedLayout, STULayer
+from hstu_tutorial.modules.stu import STULayer
+from hstu_tutorial.ops.jagged_tensors import JaggedLayout
 
 
 class HSTUEncoder(SequentialEncoder):

@@ -26,9 +26,8 @@ from hstu_tutorial.modules.preprocessors import (
     count_parameters,
     l2_normalize,
 )
-from hstu_tutorial.modules.stu import JaggedLayout
 from hstu_tutorial.ops.hstu_attention import fused_softmax_attention, padded_softmax_attention
-from hstu_tutorial.ops.jagged_tensors import padding_mask
+from hstu_tutorial.ops.jagged_tensors import JaggedLayout, padding_mask
 from hstu_tutorial.ops.layer_norm import layer_norm
 
 

@@ -13,77 +13,13 @@ One layer replaces a Transformer's attention block *and* its FFN: the gate u pla
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hstu_tutorial.ops.hstu_attention import RelativeAttentionBias, padded_hstu_attention
-from hstu_tutorial.ops.jagged_tensors import (
-    jagged_to_padded,
-    next_timestamps,
-    offsets_to_lengths,
-    padded_index,
-)
+from hstu_tutorial.ops.jagged_tensors import JaggedLayout
 from hstu_tutorial.ops.layer_norm import layer_norm
-
-
-@dataclass
-class JaggedLayout:
-    """What every layer of one forward pass shares, computed once per batch (all on-device).
-
-    `index (T,)`: row of each jagged token in the flattened padded view `(B*N, ...)`; `buckets (B, N, N)`:
-    time buckets of `t_next[i] - t[j]` (the same for every layer, only the bias tables differ).
-    """
-
-    offsets: torch.Tensor  # (B+1,)
-    lengths: torch.Tensor  # (B,)
-    max_len: int  # N, the pad width
-    num_tokens: int  # T
-    index: torch.Tensor  # (T,)
-    timestamps: torch.Tensor | None = None  # (T,) jagged
-    next_timestamps: torch.Tensor | None = None  # (T,) jagged
-    buckets: torch.Tensor | None = None  # (B, N, N) int32
-
-    @property
-    def batch_size(self) -> int:
-        return self.lengths.shape[0]
-
-    @classmethod
-    def from_batch(cls, batch, max_len: int | None = None, rab: RelativeAttentionBias | None = None):
-        """Build the layout of a `JaggedBatch` padded to `max_len` (default `batch.max_len`, no host sync).
-        With `rab` given, also bucket the time gaps once for all layers."""
-        N = int(batch.max_len if max_len is None else max_len)
-        T = batch.item_ids.shape[0]
-        layout = cls(
-            offsets=batch.offsets,
-            lengths=offsets_to_lengths(batch.offsets),
-            max_len=N,
-            num_tokens=T,
-            index=padded_index(batch.offsets, N, T),
-        )
-        if getattr(batch, "timestamps", None) is not None:
-            layout.timestamps = batch.timestamps
-            layout.next_timestamps = next_timestamps(batch.timestamps, batch.offsets, batch.target_timestamps)
-            if rab is not None:
-                ts = jagged_to_padded(layout.timestamps, batch.offsets, N)  # (B, N)
-                nts = jagged_to_padded(layout.next_timestamps, batch.offsets, N)  # (B, N)
-                layout.buckets = rab.buckets(ts, nts).to(torch.int32)  # (B, N, N); int32 saves memory
-        return layout
-
-    def pad(self, values: torch.Tensor) -> torch.Tensor:
-        """Jagged `(T, ...)` -> padded `(B, N, ...)` zeros on padding (one scatter)."""
-        B, N = self.batch_size, self.max_len
-        out = values.new_zeros(B * N + 1, *values.shape[1:])  # +1: scratch row for over-long rows
-        return out.index_copy(0, self.index, values)[: B * N].view(B, N, *values.shape[1:])
-
-    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
-        """Padded `(B, N, ...)` -> jagged `(T, ...)` (one gather)."""
-        B, N = padded.shape[:2]
-        flat = padded.reshape(B * N, *padded.shape[2:])
-        flat = torch.cat([flat, flat.new_zeros(1, *flat.shape[1:])])  # scratch row, see pad()
-        return flat.index_select(0, self.index)
 
 
 class STULayer(nn.Module):
