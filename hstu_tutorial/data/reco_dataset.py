@@ -17,7 +17,6 @@ Training supervises every position: position i of a history predicts item i+1, t
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -27,19 +26,14 @@ import pandas as pd
 import torch
 
 from hstu_tutorial.data import movielens as ml
+from hstu_tutorial.data.paths import data_root
 from hstu_tutorial.data.synthetic import generate_synthetic
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PROTOCOLS = {"reference": 2, "validation": 3}  # protocol -> how many items the train split drops at the end
 SPLIT_DROP = {"valid": 2, "test": 1}
 
 _JAGGED = ("item_ids", "ratings", "timestamps")
 _TARGETS = ("target_item_ids", "target_ratings", "target_timestamps")
-
-
-def data_root() -> Path:
-    """Where datasets live: $HSTU_DATA_DIR, else `<repo>/data`."""
-    return Path(os.environ.get("HSTU_DATA_DIR") or REPO_ROOT / "data")
 
 
 @dataclass

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from hstu_tutorial.data.movielens import ML100K_GENRES
+from hstu_tutorial.data.paths import data_root
 
 GENERATOR_VERSION = 1
 ML_GENRES = ML100K_GENRES[1:]  # ML-1M's 18 genres (ML-100K adds 'unknown' first)
@@ -246,8 +247,6 @@ def generate_synthetic(
     if size not in SIZES:
         raise ValueError(f"unknown synthetic size {size!r}; choose one of {sorted(SIZES)}")
     if root is None:
-        from hstu_tutorial.data.reco_dataset import data_root
-
         root = data_root()
     folder = synthetic_folder(size, seed, root)
     meta_path = folder / "meta.json"
