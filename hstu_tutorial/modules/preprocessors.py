@@ -15,12 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hstu_tutorial.losses import l2_normalize
 from hstu_tutorial.ops.jagged_tensors import jagged_positions
-
-
-def l2_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """`x / max(||x||_2, eps)` over the last dim (the reference's output postprocessor, eps 1e-6)."""
-    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp(min=eps)
 
 
 class InputPreprocessor(nn.Module):
