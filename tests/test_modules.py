@@ -316,3 +316,47 @@ def test_saved_activation_bytes_counts_what_backward_keeps():
     out, nbytes = saved_activation_bytes(lambda x: torch.tanh(x @ w), x)
     assert out.shape == (10, 4)
     assert nbytes == 2 * 10 * 4 * 4  # x (for the weight's grad) and tanh's output; w not counted
+
+
+def test_use_rab_false_builds_a_model_without_relative_bias():
+    torch.manual_seed(10)
+    kw = dict(embedding_dim=8, num_blocks=2, num_heads=2, dqk=3, dv=4, max_seq_len=6, dropout=0.0)
+    plain = hstu_encoder(30, use_rab=False, **kw).double().eval()
+    assert all(layer.rab is None for layer in plain.layers)
+    assert not any("rab" in name for name, _ in plain.named_parameters())
+    with_rab = hstu_encoder(30, **kw).double().eval()
+    assert all(layer.rab is not None for layer in with_rab.layers)
+    # Same weights apart from the bias tables: zeroing the tables gives the model without bias.
+    with_rab.load_state_dict(plain.state_dict(), strict=False)
+    batch = make_batch([3, 1, 6], 6)
+    assert not torch.allclose(with_rab(batch), plain(batch))
+    with torch.no_grad():
+        for layer in with_rab.layers:
+            layer.rab.pos_w.zero_()
+            layer.rab.ts_w.zero_()
+    torch.testing.assert_close(with_rab(batch), plain(batch), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "factory, kwargs, words",
+    [
+        (hstu_encoder, dict(num_blocks=0), ["hstu_encoder", "num_blocks", ">= 1", "got 0"]),
+        (hstu_encoder, dict(num_heads=-1), ["num_heads", "got -1"]),
+        (hstu_encoder, dict(num_heads=0), ["num_heads", "got 0"]),
+        (hstu_encoder, dict(dqk=0), ["dqk", "got 0"]),
+        (hstu_encoder, dict(embedding_dim=2.5), ["embedding_dim", "integer", "got 2.5"]),
+        (hstu_encoder, dict(dropout=1.0), ["dropout", "[0, 1)", "got 1.0"]),
+        (hstu_encoder, dict(dropout=-0.1), ["dropout", "got -0.1"]),
+        (hstu_encoder, dict(max_seq_len=0), ["max_seq_len", "got 0"]),
+        (sasrec_encoder, dict(num_blocks=0), ["sasrec_encoder", "num_blocks", "got 0"]),
+        (sasrec_encoder, dict(num_heads=0), ["sasrec_encoder", "num_heads", "got 0"]),
+        (sasrec_encoder, dict(embedding_dim=50, num_heads=3), ["divisible", "=50", "num_heads=3"]),
+        (sasrec_encoder, dict(dropout=1.5), ["sasrec_encoder", "dropout", "got 1.5"]),
+        (sasrec_encoder, dict(ffn_hidden=0), ["ffn_hidden", "got 0"]),
+    ],
+)
+def test_bad_sizes_name_the_argument(factory, kwargs, words):
+    with pytest.raises(ValueError) as e:
+        factory(30, **kwargs)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))

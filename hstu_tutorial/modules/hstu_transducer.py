@@ -15,6 +15,7 @@ from hstu_tutorial.accumulation import enable_recompute, saved_activation_bytes 
 from hstu_tutorial.modules.preprocessors import (  # noqa: F401 (count_parameters: re-export)
     InputPreprocessor,
     SequentialEncoder,
+    check_encoder_args,
     count_parameters,
     l2_normalize,
 )
@@ -41,6 +42,10 @@ class HSTUEncoder(SequentialEncoder):
         use_rab: bool = True,
     ):
         super().__init__()
+        check_encoder_args(
+            "hstu_encoder", dropout, num_items=num_items, embedding_dim=embedding_dim, num_blocks=num_blocks,
+            num_heads=num_heads, dqk=dqk, dv=dv, max_seq_len=max_seq_len,
+        )
         self.num_items, self.embedding_dim, self.max_seq_len = num_items, embedding_dim, max_seq_len
         # The reference sizes position and bias tables, and n, as max_seq_len + 10 (generation
         # length) + 1 (the target): 211 on ML-1M.
@@ -115,14 +120,18 @@ def hstu_encoder(
     dropout: float = 0.2,
     attention_impl: str = "pytorch",
     norm: float | None = None,
+    use_rab: bool = True,
 ) -> HSTUEncoder:
     """Build the HSTU encoder (defaults: the reference's ML-1M model: D=50, 2 blocks, 1 head, dqk=dv=50).
 
     `num_items`: largest item id. `norm`: the attention divisor n (default max_seq_len + 11, the
-    reference's 211). `attention_impl`: "pytorch" or "triton". HSTU-large: num_blocks=8, num_heads=2,
+    reference's 211). `attention_impl`: "pytorch" or "triton". `use_rab=False` drops the relative
+    attention bias (positions and time gaps then reach attention only through the position embedding).
+    HSTU-large: num_blocks=8, num_heads=2,
     dqk=dv=25.
     """
     return HSTUEncoder(
         num_items, embedding_dim=embedding_dim, num_blocks=num_blocks, num_heads=num_heads, dqk=dqk, dv=dv,
         max_seq_len=max_seq_len, dropout=dropout, attention_impl=attention_impl, norm=norm,
+        use_rab=use_rab,
     )

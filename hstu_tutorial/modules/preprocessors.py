@@ -10,6 +10,7 @@ initialised with a small std (0.02) dominate the position term, as in SASRec and
 from __future__ import annotations
 
 import math
+from numbers import Integral, Real
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +66,32 @@ class InputPreprocessor(nn.Module):
         x = self.item_emb(item_ids) * math.sqrt(self.embedding_dim) + self.pos_emb(positions)  # (T, D)
         x = F.dropout(x, p=self.dropout, training=self.training)
         return x * (item_ids != 0).unsqueeze(-1).to(x.dtype)  # (T, D) padding ids give 0
+
+
+# What each size argument of the encoders means, for error messages.
+_SIZES = {
+    "num_items": "the largest item id",
+    "embedding_dim": "D, the width of every embedding",
+    "num_blocks": "how many blocks to stack",
+    "num_heads": "H, the number of attention heads",
+    "dqk": "the width of q and k per head",
+    "dv": "the width of v per head",
+    "ffn_hidden": "the width of the FFN's hidden layer",
+    "max_seq_len": "the longest history the tables are sized for",
+}
+
+
+def check_encoder_args(factory: str, dropout, **sizes) -> None:
+    """Raise a `ValueError` naming the first argument of `factory` that cannot build a model."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise ValueError(
+                f"{factory}: {name} ({_SIZES[name]}) must be an integer >= 1, got {value!r}"
+            )
+    if isinstance(dropout, bool) or not isinstance(dropout, Real) or not 0.0 <= dropout < 1.0:
+        raise ValueError(
+            f"{factory}: dropout must be a probability in [0, 1) (0 turns it off), got {dropout!r}"
+        )
 
 
 def count_parameters(module: nn.Module) -> int:

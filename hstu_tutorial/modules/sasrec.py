@@ -23,6 +23,7 @@ from torch import nn
 from hstu_tutorial.modules.preprocessors import (
     InputPreprocessor,
     SequentialEncoder,
+    check_encoder_args,
     count_parameters,
     l2_normalize,
 )
@@ -102,6 +103,15 @@ class SASRecEncoder(SequentialEncoder):
         attention_impl: str = "sdpa",
     ):
         super().__init__()
+        check_encoder_args(
+            "sasrec_encoder", dropout, num_items=num_items, embedding_dim=embedding_dim,
+            num_blocks=num_blocks, num_heads=num_heads, ffn_hidden=ffn_hidden, max_seq_len=max_seq_len,
+        )
+        if embedding_dim % num_heads:
+            raise ValueError(
+                f"sasrec_encoder: embedding_dim must be divisible by num_heads (each head gets D/H "
+                f"dimensions), got embedding_dim={embedding_dim}, num_heads={num_heads}"
+            )
         self.num_items, self.embedding_dim, self.max_seq_len = num_items, embedding_dim, max_seq_len
         self.attention_impl = attention_impl
         self.max_len = max_seq_len + 11  # position table size, as the reference
