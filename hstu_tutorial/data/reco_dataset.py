@@ -121,7 +121,7 @@ class SequenceSplit:
     """One split, stored flat: U users' histories concatenated `(T,)`, `offsets (U+1,)`, targets `(U,)`."""
 
     name: str
-    max_len: int
+    pad_width: int  # N of padded views: the dataset's max_seq_len (no history is longer)
     user_ids: torch.Tensor  # (U,)
     item_ids: torch.Tensor  # (T,)
     ratings: torch.Tensor  # (T,)
@@ -169,7 +169,7 @@ class SequenceSplit:
             timestamps=self.timestamps.index_select(0, src),
             offsets=offsets,
             lengths=lengths,
-            max_len=self.max_len,
+            max_len=self.pad_width,
             target_item_ids=self.target_item_ids.index_select(0, index),
             target_ratings=self.target_ratings.index_select(0, index),
             target_timestamps=self.target_timestamps.index_select(0, index),
@@ -181,20 +181,20 @@ class SequenceSplit:
         return [a.tolist() for a in np.split(self.item_ids.cpu().numpy(), cuts)]
 
 
-def make_split(flat: ml.FlatSequences, name: str, drop_last: int, max_len: int) -> SequenceSplit:
-    """Cut every user's sequence: target = s[-drop_last], history = the up to `max_len` items before it."""
+def make_split(flat: ml.FlatSequences, name: str, drop_last: int, max_seq_len: int) -> SequenceSplit:
+    """Cut every user's sequence: target = s[-drop_last], history = up to `max_seq_len` items before it."""
     starts, ends = flat.offsets[:-1], flat.offsets[1:]  # (U,)
     tgt = ends - drop_last  # (U,) position of each target
     keep = tgt - starts >= 1  # a history needs at least one item
     starts, tgt = starts[keep], tgt[keep]
-    h_start = np.maximum(starts, tgt - max_len)  # most recent max_len items
+    h_start = np.maximum(starts, tgt - max_seq_len)  # most recent max_seq_len items
     lengths = tgt - h_start  # (U',)
     offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)  # (U'+1,)
     src = np.repeat(h_start - offsets[:-1], lengths) + np.arange(offsets[-1])  # (T,)
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
     return SequenceSplit(
         name=name,
-        max_len=max_len,
+        pad_width=max_seq_len,
         user_ids=t(flat.user_ids[keep]),
         item_ids=t(flat.item_ids[src]),
         ratings=t(flat.ratings[src]),

@@ -91,9 +91,9 @@ class SyntheticConfig:
     num_items: int
     max_item_id: int  # ids are drawn from 1..max_item_id (gaps, as in ML-1M); the largest is always used
     num_clusters: int
-    min_len: int
-    max_len: int
-    mean_len: float  # lengths are log-normal, clipped to [min_len, max_len]
+    shortest: int  # fewest ratings per user
+    longest: int  # most ratings per user
+    mean_len: float  # lengths are log-normal, clipped to [shortest, longest]
     p_chain: float = 0.35
     p_switch: float = 0.06
     p_ring: float = 0.75  # a switch goes to the next cluster on the ring with this probability
@@ -113,13 +113,13 @@ def synthetic_folder(size: str, seed: int, root) -> Path:
 
 
 def _lengths(cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
-    if cfg.max_len - cfg.min_len <= 60:
-        return rng.integers(cfg.min_len, cfg.max_len + 1, size=cfg.num_users)
+    if cfg.longest - cfg.shortest <= 60:
+        return rng.integers(cfg.shortest, cfg.longest + 1, size=cfg.num_users)
     sigma = 1.0  # log-normal with the requested mean, like ML-1M's long tail of heavy raters
-    mu = np.log(cfg.mean_len - cfg.min_len) - sigma**2 / 2
+    mu = np.log(cfg.mean_len - cfg.shortest) - sigma**2 / 2
     extra = rng.lognormal(mu, sigma, size=cfg.num_users)
     return np.clip(
-        cfg.min_len + extra.astype(np.int64), cfg.min_len, min(cfg.max_len, int(0.6 * cfg.num_items))
+        cfg.shortest + extra.astype(np.int64), cfg.shortest, min(cfg.longest, int(0.6 * cfg.num_items))
     )
 
 

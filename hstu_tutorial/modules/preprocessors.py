@@ -102,9 +102,10 @@ def count_parameters(module: nn.Module) -> int:
 class SequentialEncoder(nn.Module):
     """What every encoder (HSTU, SASRec) offers the trainer: item embeddings, the last position's output
     and parameter counts. Subclasses set `self.preprocessor` (an `InputPreprocessor`) and hold their
-    stack of blocks in `blocks_of(self)` (`self.layers` or `self.blocks`)."""
+    stack of blocks in `self.blocks` (an `nn.ModuleList`)."""
 
     preprocessor: InputPreprocessor
+    blocks: nn.ModuleList
 
     def item_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
         """Item ids `(...)` -> L2-normalised embeddings `(..., D)` (the same table as the input)."""
@@ -117,13 +118,11 @@ class SequentialEncoder(nn.Module):
 
     def num_parameters(self) -> dict:
         """Trainable parameters per part: item/position embeddings, each block, and the total."""
-        from hstu_tutorial.accumulation import blocks_of
-
         counts = {
             "item_embedding": count_parameters(self.preprocessor.item_emb),
             "position_embedding": count_parameters(self.preprocessor.pos_emb),
         }
-        for i, block in enumerate(blocks_of(self)):
-            counts[f"layer_{i}"] = count_parameters(block)
+        for i, block in enumerate(self.blocks):
+            counts[f"block_{i}"] = count_parameters(block)
         counts["total"] = count_parameters(self)
         return counts

@@ -25,8 +25,8 @@ from hstu_tutorial.ops.layer_norm import layer_norm
 class STULayer(nn.Module):
     """One STU layer on jagged `x (T, D)` -> `(T, D)`; `forward(x, layout)`.
 
-    `norm` is the attention divisor n (reference: max_seq_len + 11 = 211 on ML-1M); `max_len` sizes the
-    relative attention bias table (the same 211). `attention_impl`: "pytorch" (padded einsum with
+    `norm` is the attention divisor n (reference: max_seq_len + 11 = 211 on ML-1M); `num_positions` sizes
+    the relative attention bias table (the same 211). `attention_impl`: "pytorch" (padded einsum with
     masks) or "triton" (the fused jagged kernel that forms the bias in-kernel).
     """
 
@@ -38,7 +38,7 @@ class STULayer(nn.Module):
         dv: int = 50,
         dropout: float = 0.2,
         norm: float = 211.0,
-        max_len: int = 211,
+        num_positions: int = 211,
         num_buckets: int = 128,
         use_rab: bool = True,
         attention_impl: str = "pytorch",
@@ -54,7 +54,7 @@ class STULayer(nn.Module):
         self.uvqk = nn.Parameter(torch.empty(embedding_dim, 2 * num_heads * (dv + dqk)).normal_(0.0, 0.02))
         self.o = nn.Linear(num_heads * dv, embedding_dim)
         nn.init.xavier_uniform_(self.o.weight)
-        self.rab = RelativeAttentionBias(max_len, num_buckets) if use_rab else None
+        self.rab = RelativeAttentionBias(num_positions, num_buckets) if use_rab else None
 
     def extra_repr(self) -> str:
         return (
@@ -80,17 +80,17 @@ class STULayer(nn.Module):
 
                 out = triton_hstu_attention(
                     q.view(T, H, self.dqk), k.view(T, H, self.dqk), v.view(T, H, self.dv), layout.offsets,
-                    norm=self.norm, causal=True, max_len=layout.max_len,
+                    norm=self.norm, causal=True, max_len=layout.pad_width,
                 )
             else:
                 out = triton_hstu_attention_rel_bias(
                     q.view(T, H, self.dqk), k.view(T, H, self.dqk), v.view(T, H, self.dv), layout.offsets,
                     layout.timestamps, layout.next_timestamps, self.rab.pos_w, self.rab.ts_w,
-                    norm=self.norm, causal=True, max_len=layout.max_len,
+                    norm=self.norm, causal=True, max_len=layout.pad_width,
                 )  # (T, H, dv)
             return out.reshape(T, H * self.dv), None
         # PyTorch path: pad v, q, k together with one scatter, attend with masks, gather back.
-        B, N = layout.batch_size, layout.max_len
+        B, N = layout.batch_size, layout.pad_width
         vqk = layout.pad(torch.cat([v, q, k], dim=-1))  # (B, N, H*(dv+2*dqk))
         vp, qp, kp = torch.split(vqk, [H * self.dv, H * self.dqk, H * self.dqk], dim=-1)
         rab = None

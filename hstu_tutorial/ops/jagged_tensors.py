@@ -183,7 +183,7 @@ class JaggedLayout:
         self,
         offsets: torch.Tensor,
         lengths: torch.Tensor,
-        max_len: int,
+        pad_width: int,
         num_tokens: int,
         index: torch.Tensor,
         timestamps: torch.Tensor | None = None,
@@ -192,7 +192,7 @@ class JaggedLayout:
     ):
         self.offsets = offsets  # (B+1,)
         self.lengths = lengths  # (B,)
-        self.max_len = max_len  # N, the pad width
+        self.pad_width = pad_width  # N
         self.num_tokens = num_tokens  # T
         self.index = index  # (T,)
         self.timestamps = timestamps  # (T,) jagged
@@ -204,15 +204,16 @@ class JaggedLayout:
         return self.lengths.shape[0]
 
     @classmethod
-    def from_batch(cls, batch, max_len: int | None = None, rab=None) -> JaggedLayout:
-        """Build the layout of a `JaggedBatch` padded to `max_len` (default `batch.max_len`, no host sync).
-        With `rab` (a `RelativeAttentionBias`) given, also bucket the time gaps once for all layers."""
-        N = int(batch.max_len if max_len is None else max_len)
+    def from_batch(cls, batch, pad_width: int | None = None, rab=None) -> JaggedLayout:
+        """Build the layout of a `JaggedBatch` padded to width N = `pad_width` (default `batch.max_len`; no
+        host sync). With `rab` (a `RelativeAttentionBias`) given, also bucket the time gaps once for all
+        blocks."""
+        N = int(batch.max_len if pad_width is None else pad_width)
         T = batch.item_ids.shape[0]
         layout = cls(
             offsets=batch.offsets,
             lengths=offsets_to_lengths(batch.offsets),
-            max_len=N,
+            pad_width=N,
             num_tokens=T,
             index=padded_index(batch.offsets, N, T),
         )
@@ -227,7 +228,7 @@ class JaggedLayout:
 
     def pad(self, values: torch.Tensor) -> torch.Tensor:
         """Jagged `(T, ...)` -> padded `(B, N, ...)` zeros on padding (one scatter)."""
-        B, N = self.batch_size, self.max_len
+        B, N = self.batch_size, self.pad_width
         out = values.new_zeros(B * N + 1, *values.shape[1:])  # +1: scratch row for over-long rows
         return out.index_copy(0, self.index, values)[: B * N].view(B, N, *values.shape[1:])
 
