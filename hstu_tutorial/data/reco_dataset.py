@@ -25,8 +25,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hstu_tutorial.data import fetch
 from hstu_tutorial.data import movielens as ml
-from hstu_tutorial.data.paths import data_root
+from hstu_tutorial.data.errors import UnknownDatasetError
+from hstu_tutorial.data.paths import cache_root, data_root, owned_folder
 from hstu_tutorial.data.synthetic import generate_synthetic
 
 PROTOCOLS = {"reference": 2, "validation": 3}  # protocol -> how many items the train split drops at the end
@@ -359,8 +361,11 @@ class RecoDataset:
         }
 
     def write_sasrec_format(self, path=None) -> Path:
-        """Write the reference's `sasrec_format.csv` (default: `<folder>/sasrec_format.csv`)."""
-        path = Path(path) if path is not None else (self.folder or data_root()) / "sasrec_format.csv"
+        """Write the reference's `sasrec_format.csv` (default: `<cache>/<name>-sasrec_format.csv`, in the
+        project's cache folder: the dataset's own folder is only read)."""
+        if path is None:
+            path = owned_folder(cache_root()) / f"{self.name}-sasrec_format.csv"
+        path = Path(path)
         return ml.write_sasrec_format(self.flat, self.users_df, path)
 
     def __repr__(self) -> str:
@@ -387,14 +392,16 @@ def get_reco_dataset(
     """Load `"ml-1m"`, `"ml-100k"` or `"synthetic"` as a `RecoDataset` (see the module docstring for splits).
 
     `data_dir`: a folder holding the raw files (for ml-1m any folder with ratings.dat, movies.dat and
-    users.dat in ML-1M's format is used as is, e.g. data/ml-1m-u2999), or a cache root. Default
-    `<repo>/data/<name>` ($HSTU_DATA_DIR replaces `<repo>/data`). ML-1M is downloaded (md5-checked) when
-    absent, unless `download_ok=False` or $HSTU_OFFLINE is set. `synthetic` is generated into
-    `<root>/synthetic-<size>-seed<seed>/` on first use.
+    users.dat in ML-1M's format is used as is, e.g. data/ml-1m-u2999); it is only read. Default
+    `<repo>/data/<name>` ($HSTU_DATA_DIR replaces `<repo>/data`). ML-1M is downloaded (md5-checked) into the
+    project's cache folder when absent, unless `download_ok=False` or $HSTU_OFFLINE is set. `synthetic` is
+    generated on first use into `<root>/synthetic-<size>-seed<seed>/`, root = `data_dir` (a new or empty
+    folder, or one the project created) or the cache folder ($HSTU_CACHE_DIR, else ~/.cache/hstu_tutorial).
+    Unusable names, folders and files raise a `hstu_tutorial.errors.DataError` saying what to do.
     """
     t0 = time.perf_counter()
     if name == "ml-1m":
-        folder = ml.find_or_fetch_ml1m(
+        folder = fetch.find_or_fetch_ml1m(
             Path(data_dir) if data_dir else data_root() / "ml-1m", download_ok=download_ok, verbose=verbose
         )
         ratings, movies, users = ml.load_ml1m_folder(folder)
@@ -402,7 +409,7 @@ def get_reco_dataset(
         folder = Path(data_dir) if data_dir else data_root() / "ml-100k"
         ratings, movies, users = ml.load_ml100k_folder(folder)
     elif name == "synthetic":
-        root = Path(data_dir) if data_dir else data_root()
+        root = Path(data_dir) if data_dir else cache_root()
         folder = (
             root
             if ml.has_ml1m_files(root)
@@ -410,7 +417,7 @@ def get_reco_dataset(
         )
         ratings, movies, users = ml.load_ml1m_folder(folder)
     else:
-        raise ValueError(f"unknown dataset {name!r}; choose 'ml-1m', 'ml-100k' or 'synthetic'")
+        raise UnknownDatasetError("dataset", name, ("ml-1m", "ml-100k", "synthetic"))
     ds = RecoDataset(
         name,
         ratings,

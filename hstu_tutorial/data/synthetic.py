@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hstu_tutorial.data.errors import DataWriteError, UnknownDatasetError
 from hstu_tutorial.data.movielens import ML100K_GENRES
-from hstu_tutorial.data.paths import data_root
+from hstu_tutorial.data.paths import cache_root, owned_folder
 
 GENERATOR_VERSION = 1
 ML_GENRES = ML100K_GENRES[1:]  # ML-1M's 18 genres (ML-100K adds 'unknown' first)
@@ -243,11 +244,14 @@ def generate_synthetic(
     size: str = "ci", seed: int = 0, root=None, *, force: bool = False, verbose: bool = True
 ) -> Path:
     """Write ratings.dat, movies.dat, users.dat for `size` ("ci", "small", "ml-1m") and `seed` into
-    `<root>/synthetic-<size>-seed<seed>/` (reused when already there) and return that folder."""
+    `<root>/synthetic-<size>-seed<seed>/` (reused when already there) and return that folder.
+
+    `root` defaults to the project's cache folder (`hstu_tutorial.data.paths.cache_root()`); a new folder is
+    written only into a root the project owns (see `owned_folder`), else `DataWriteError` says what to do."""
     if size not in SIZES:
-        raise ValueError(f"unknown synthetic size {size!r}; choose one of {sorted(SIZES)}")
+        raise UnknownDatasetError("synthetic size", size, SIZES)
     if root is None:
-        root = data_root()
+        root = cache_root()
     folder = synthetic_folder(size, seed, root)
     meta_path = folder / "meta.json"
     if not force and meta_path.is_file():
@@ -282,8 +286,13 @@ def generate_synthetic(
             us["user_id"].tolist(), us["sex"], us["age"].tolist(), us["occupation"].tolist(), us["zip_code"]
         )
     )
-    Path(root).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
+    owned_folder(root)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
+    except OSError as e:
+        raise DataWriteError(
+            f"cannot write the synthetic dataset into {root} ({e}); set HSTU_CACHE_DIR to a folder you own"
+        ) from None
     try:
         (tmp / "ratings.dat").write_text(lines + "\n", encoding="latin-1")
         (tmp / "movies.dat").write_text(movies + "\n", encoding="latin-1")
