@@ -284,7 +284,7 @@ def test_triton_dispatch_matches_pytorch():
     torch.testing.assert_close(model(batch), ref, rtol=1e-4, atol=1e-4)
 
 
-def test_batch_stand_in_matches_interfaces():
+def test_batch_stand_in_has_only_real_fields():
     """The stand-in carries only fields the real JaggedBatch has."""
     from hstu_tutorial.data import JaggedBatch
 
