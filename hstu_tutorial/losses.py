@@ -41,7 +41,9 @@ __all__ = [
 
 
 def l2_normalize(x: torch.Tensor, eps: float = L2_EPS) -> torch.Tensor:
-    """x / max(||x||_2, eps) along the last dimension. Shapes: (..., D) -> (..., D)."""
+    """x / max(||x||_2, eps) along the last dimension. Shapes: (..., D) -> (..., D).
+
+    The encoders' output postprocessor and the scoring of item embeddings use this one definition."""
     return x / x.norm(dim=-1, keepdim=True).clamp(min=eps)
 
 

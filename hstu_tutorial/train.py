@@ -420,7 +420,7 @@ class ResidentSplit:
         self.split = split.to(device)  # the data module's flat SequenceSplit
         self.device = device
         self.num_users = len(split)
-        self.max_len = N = split.max_len
+        self.max_len = N = split.pad_width
         U = self.num_users
         every = self.split.batch(torch.arange(U, device=device), total=self.split.num_tokens)
         lengths = every.lengths  # (U,)

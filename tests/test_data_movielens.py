@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hstu_tutorial.data import get_reco_dataset
+from hstu_tutorial.data import fetch, get_reco_dataset
 from hstu_tutorial.data import movielens as ml
-from hstu_tutorial.data.movielens import DataFormatError
+from hstu_tutorial.data.errors import DataFormatError, DataNotFoundError
+from hstu_tutorial.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -194,54 +195,63 @@ class FakeOpener:
         return io.BytesIO(self.payload)
 
 
-def test_download_checks_md5_and_extracts(tmp_path):
+def test_download_checks_md5_and_extracts_into_the_cache(tmp_path):
     payload = make_zip(tmp_path / "src.zip", GOOD)
     md5 = hashlib.md5(payload).hexdigest()
     opener = FakeOpener(payload)
-    folder = ml.find_or_fetch_ml1m(
-        tmp_path / "data" / "ml-1m", md5=md5, opener=opener, download_ok=True, timeout=3, verbose=False
+    cache = tmp_path / "cache"
+    folder = fetch.find_or_fetch_ml1m(
+        tmp_path / "data" / "ml-1m", md5=md5, opener=opener, download_ok=True, timeout=3, verbose=False,
+        cache_dir=cache,
     )
-    assert folder == tmp_path / "data" / "ml-1m" and ml.has_ml1m_files(folder)
-    assert opener.calls == [(ml.ML1M_URL, 3)]
-    assert (tmp_path / "data" / "ml-1m.zip").is_file() and not list((tmp_path / "data").glob("*.part"))
+    assert folder == cache / "ml-1m" and ml.has_ml1m_files(folder)
+    assert opener.calls == [(fetch.ML1M_URL, 3)]
+    assert (cache / "ml-1m.zip").is_file() and not list(cache.glob("*.part"))
+    assert not (tmp_path / "data").exists()  # the data folder is only read
     # second call: cached, no network
-    assert (
-        ml.find_or_fetch_ml1m(tmp_path / "data" / "ml-1m", opener=FakeOpener(error=AssertionError()))
-        == folder
+    again = fetch.find_or_fetch_ml1m(
+        tmp_path / "data" / "ml-1m", opener=FakeOpener(error=AssertionError()), cache_dir=cache
     )
+    assert again == folder
 
 
 def test_download_md5_mismatch_leaves_nothing(tmp_path):
     payload = make_zip(tmp_path / "src.zip", GOOD)
     with pytest.raises(DataFormatError, match="md5"):
-        ml.find_or_fetch_ml1m(
-            tmp_path / "d", md5="0" * 32, opener=FakeOpener(payload), download_ok=True, verbose=False
+        fetch.find_or_fetch_ml1m(
+            tmp_path / "d", md5="0" * 32, opener=FakeOpener(payload), download_ok=True, verbose=False,
+            cache_dir=tmp_path / "cache",
         )
-    assert not list((tmp_path / "d").iterdir())
+    assert not (tmp_path / "d").exists()
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [".hstu_tutorial-cache"]
 
 
 def test_offline_fails_fast_with_instructions(tmp_path):
     err = urllib.error.URLError("no network")
-    with pytest.raises(FileNotFoundError) as e:
-        ml.find_or_fetch_ml1m(
-            tmp_path / "ml-1m", opener=FakeOpener(error=err), download_ok=True, verbose=False
+    with pytest.raises(DataNotFoundError) as e:
+        fetch.find_or_fetch_ml1m(
+            tmp_path / "ml-1m", opener=FakeOpener(error=err), download_ok=True, verbose=False,
+            cache_dir=tmp_path / "cache",
         )
     msg = str(e.value)
-    assert ml.ML1M_URL in msg and str(tmp_path) in msg and "ratings.dat" in msg
+    assert fetch.ML1M_URL in msg and str(tmp_path) in msg and "ratings.dat" in msg and "\n" not in msg
+    assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, DataError)
     with pytest.raises(FileNotFoundError, match="HSTU_OFFLINE"):
-        ml.find_or_fetch_ml1m(tmp_path / "ml-1m", download_ok=False)
+        fetch.find_or_fetch_ml1m(tmp_path / "ml-1m", download_ok=False, cache_dir=tmp_path / "cache")
 
 
 def test_placed_zip_and_placed_folder(tmp_path):
     payload = make_zip(tmp_path / "ml-1m.zip", GOOD)
-    folder = ml.find_or_fetch_ml1m(
-        tmp_path / "ml-1m", md5=hashlib.md5(payload).hexdigest(), download_ok=False
+    cache = tmp_path / "cache"
+    folder = fetch.find_or_fetch_ml1m(
+        tmp_path / "ml-1m", md5=hashlib.md5(payload).hexdigest(), download_ok=False, cache_dir=cache
     )
-    assert ml.has_ml1m_files(folder)
+    assert ml.has_ml1m_files(folder) and folder == cache / "ml-1m"  # extracted into the cache
+    assert not (tmp_path / "ml-1m").exists()
     (tmp_path / "x").mkdir()
     make_zip(tmp_path / "x" / "ml-1m.zip", GOOD)
-    with pytest.raises(DataFormatError, match=r"ml-1m.zip: expected md5"):
-        ml.find_or_fetch_ml1m(tmp_path / "x", download_ok=False)  # official md5 != our home-made zip
+    with pytest.raises(DataFormatError, match=r"ml-1m.zip: expected md5"):  # official md5 != home-made zip
+        fetch.find_or_fetch_ml1m(tmp_path / "x", download_ok=False, cache_dir=tmp_path / "cache2")
     # any folder with the three files is used as is (e.g. data/ml-1m-u2999), md5 not involved
     own = write_ml1m(tmp_path / "ml-1m-u2999")
     ds = get_reco_dataset("ml-1m", 5, own, verbose=False, download_ok=False)
@@ -252,13 +262,13 @@ def test_truncated_zip(tmp_path):
     payload = make_zip(tmp_path / "full.zip", GOOD)
     (tmp_path / "cut.zip").write_bytes(payload[: len(payload) // 2])
     with pytest.raises(DataFormatError, match=r"cut.zip: expected a complete zip archive"):
-        ml.safe_extract(tmp_path / "cut.zip", tmp_path / "out")
+        fetch.safe_extract(tmp_path / "cut.zip", tmp_path / "out")
 
 
 @pytest.mark.parametrize("member", ["../evil.txt", "ml-1m/../../evil.txt", "/tmp/evil_abs.txt"])
 def test_zip_member_escaping_target_is_refused(tmp_path, member):
     make_zip(tmp_path / "bad.zip", {**GOOD, member: "gotcha"})
     with pytest.raises(DataFormatError, match="escapes the target folder"):
-        ml.safe_extract(tmp_path / "bad.zip", tmp_path / "out" / "inner")
+        fetch.safe_extract(tmp_path / "bad.zip", tmp_path / "out" / "inner")
     assert not (tmp_path / "out" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
     assert not (tmp_path / "out" / "inner" / "ml-1m").exists()  # nothing extracted at all

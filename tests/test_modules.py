@@ -28,7 +28,7 @@ def layer_norm(x, eps):
 
 
 def naive_stu(layer: STULayer, x, batch):
-    """The DESIGN.md equations, one sequence, one query, one head, one key at a time."""
+    """The STU equations (paper eqs. 1-3), one sequence, one query, one head, one key at a time."""
     H, dqk, dv, n = layer.num_heads, layer.dqk, layer.dv, layer.norm
     outs = []
     for b in range(len(batch.lengths)):
@@ -59,7 +59,7 @@ STU_CASES = [([3, 1, 5], 2, 4, 3, 6), ([1], 1, 5, 5, 1), ([4, 4], 3, 2, 4, 4)]  
 def test_stu_layer_matches_naive(lengths, H, dqk, dv, N, use_rab):
     torch.manual_seed(0)
     D = 6
-    layer = STULayer(D, H, dqk, dv, dropout=0.0, norm=9.0, max_len=8, use_rab=use_rab).double().eval()
+    layer = STULayer(D, H, dqk, dv, dropout=0.0, norm=9.0, num_positions=8, use_rab=use_rab).double().eval()
     with torch.no_grad():  # larger weights than the init, so every term matters numerically
         layer.uvqk.normal_(0, 0.5)
         if use_rab:
@@ -81,7 +81,7 @@ def test_stu_layer_matches_naive(lengths, H, dqk, dv, N, use_rab):
 
 def test_stu_layer_gradcheck():
     torch.manual_seed(1)
-    layer = STULayer(4, 2, 2, 3, dropout=0.0, norm=5.0, max_len=4).double().eval()
+    layer = STULayer(4, 2, 2, 3, dropout=0.0, norm=5.0, num_positions=4).double().eval()
     batch = make_batch([2, 3], 3, seed=1)
     layout = JaggedLayout.from_batch(batch, 3, rab=layer.rab)
     x = torch.randn(5, 4, dtype=DT, requires_grad=True)
@@ -98,7 +98,7 @@ def naive_input(model, batch, b):
 
 def naive_hstu_encoder(model, batch):
     x = torch.cat([naive_input(model, batch, b) for b in range(len(batch.lengths))])
-    for layer in model.layers:
+    for layer in model.blocks:
         x = naive_stu(layer, x, batch)
     return x / x.norm(dim=-1, keepdim=True)
 
@@ -107,14 +107,14 @@ def test_hstu_encoder_matches_naive_and_is_pad_invariant():
     torch.manual_seed(2)
     model = hstu_encoder(30, embedding_dim=8, num_blocks=2, num_heads=2, dqk=3, dv=4, max_seq_len=6,
                          dropout=0.2).double().eval()
-    assert model.norm == 17.0 and model.layers[0].rab.max_len == 17  # max_seq_len + 11
+    assert model.norm == 17.0 and model.blocks[0].rab.max_len == 17  # max_seq_len + 11
     batch = make_batch([3, 1, 6, 2], 6, seed=2)
     out = model(batch)
     assert out.shape == (12, 8)
     torch.testing.assert_close(out, naive_hstu_encoder(model, batch), rtol=0, atol=1e-10)
     torch.testing.assert_close(out.norm(dim=-1), torch.ones(12, dtype=DT))
     # padding width is an implementation detail: a wider pad gives the same numbers
-    torch.testing.assert_close(model(batch, max_len=9), out, rtol=0, atol=1e-12)
+    torch.testing.assert_close(model(batch, pad_width=9), out, rtol=0, atol=1e-12)
     last = model.last_embeddings(out, batch)
     torch.testing.assert_close(last, out[torch.tensor([2, 3, 9, 11])])
     emb = model.item_embeddings(torch.tensor([[1, 2], [3, 4]]))
@@ -148,13 +148,13 @@ def test_parameter_counts_ml1m():
     """The reference ML-1M models: 3,952 movie ids + padding, D=50, max_seq_len 200 (tables of 211)."""
     hstu = hstu_encoder(3952).num_parameters()
     per_layer = 50 * 4 * 50 + (50 * 50 + 50) + (2 * 211 - 1) + 129  # W_uvqk, o, pos_w, ts_w
-    assert hstu == {"item_embedding": 3953 * 50, "position_embedding": 211 * 50, "layer_0": per_layer,
-                    "layer_1": per_layer, "total": 3953 * 50 + 211 * 50 + 2 * per_layer}
+    assert hstu == {"item_embedding": 3953 * 50, "position_embedding": 211 * 50, "block_0": per_layer,
+                    "block_1": per_layer, "total": 3953 * 50 + 211 * 50 + 2 * per_layer}
     large = hstu_encoder(3952, num_blocks=8, num_heads=2, dqk=25, dv=25).num_parameters()
-    assert large["layer_7"] == per_layer and large["total"] == 3953 * 50 + 211 * 50 + 8 * per_layer
+    assert large["block_7"] == per_layer and large["total"] == 3953 * 50 + 211 * 50 + 8 * per_layer
     sas = sasrec_encoder(3952).num_parameters()
     per_block = (3 * 50 * 50 + 150) + (50 * 50 + 50) + 2 * (50 * 50 + 50)
-    assert sas["layer_0"] == per_block and sas["total"] == 3953 * 50 + 211 * 50 + 2 * per_block
+    assert sas["block_0"] == per_block and sas["total"] == 3953 * 50 + 211 * 50 + 2 * per_block
 
 
 def test_initialisation_follows_the_reference():
@@ -165,7 +165,7 @@ def test_initialisation_follows_the_reference():
     assert 0.015 < item[1:].std().item() < 0.02  # truncated N(0, 0.02^2) has std 0.0176
     pos_std = model.preprocessor.pos_emb.weight.std().item()
     assert abs(pos_std - math.sqrt(2 / (211 + 50))) < 0.01  # xavier normal
-    assert abs(model.layers[0].uvqk.std().item() - 0.02) < 0.002
+    assert abs(model.blocks[0].uvqk.std().item() - 0.02) < 0.002
     sas = sasrec_encoder(3952)
     assert abs(sas.preprocessor.pos_emb.weight.std().item() - 0.88 * math.sqrt(1 / 50)) < 0.02
 
@@ -203,7 +203,7 @@ def test_sasrec_matches_multihead_attention_per_sequence(num_heads):
     batch = make_batch([3, 1, 6], 6)
     out, maps = model(batch, return_attention=True)
     torch.testing.assert_close(out, naive_sasrec(model, batch), rtol=0, atol=1e-10)
-    torch.testing.assert_close(model(batch, max_len=8), out, rtol=0, atol=1e-12)
+    torch.testing.assert_close(model(batch, pad_width=8), out, rtol=0, atol=1e-12)
     assert maps[1].shape == (3, num_heads, 6, 6)
     torch.testing.assert_close(maps[0][0, :, :3, :3].sum(-1), torch.ones(num_heads, 3, dtype=DT))
 
@@ -241,14 +241,12 @@ def test_bf16_autocast_runs():
 
 
 def test_triton_dispatch_matches_pytorch():
-    triton_mod = pytest.importorskip("hstu_tutorial.ops.triton")
-    if not hasattr(triton_mod, "triton_hstu_attention_rel_bias"):
-        pytest.skip("the Triton rel-bias kernel is not there yet")
+    pytest.importorskip("triton")
     torch.manual_seed(8)
     model = hstu_encoder(30, embedding_dim=8, num_blocks=1, num_heads=1, dqk=8, dv=8, max_seq_len=6).eval()
     batch = make_batch([3, 1, 6], 6)
     ref = model(batch)
-    for layer in model.layers:
+    for layer in model.blocks:
         layer.attention_impl = "triton"
     model.attention_impl = "triton"
     torch.testing.assert_close(model(batch), ref, rtol=1e-4, atol=1e-4)
@@ -274,3 +272,59 @@ def test_saved_activation_bytes_counts_what_backward_keeps():
     out, nbytes = saved_activation_bytes(lambda x: torch.tanh(x @ w), x)
     assert out.shape == (10, 4)
     assert nbytes == 2 * 10 * 4 * 4  # x (for the weight's grad) and tanh's output; w not counted
+
+
+def test_use_rab_false_builds_a_model_without_relative_bias():
+    torch.manual_seed(10)
+    kw = dict(embedding_dim=8, num_blocks=2, num_heads=2, dqk=3, dv=4, max_seq_len=6, dropout=0.0)
+    plain = hstu_encoder(30, use_rab=False, **kw).double().eval()
+    assert all(layer.rab is None for layer in plain.blocks)
+    assert not any("rab" in name for name, _ in plain.named_parameters())
+    with_rab = hstu_encoder(30, **kw).double().eval()
+    assert all(layer.rab is not None for layer in with_rab.blocks)
+    # Same weights apart from the bias tables: zeroing the tables gives the model without bias.
+    with_rab.load_state_dict(plain.state_dict(), strict=False)
+    batch = make_batch([3, 1, 6], 6)
+    assert not torch.allclose(with_rab(batch), plain(batch))
+    with torch.no_grad():
+        for layer in with_rab.blocks:
+            layer.rab.pos_w.zero_()
+            layer.rab.ts_w.zero_()
+    torch.testing.assert_close(with_rab(batch), plain(batch), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "factory, kwargs, words",
+    [
+        (hstu_encoder, dict(num_blocks=0), ["hstu_encoder", "num_blocks", ">= 1", "got 0"]),
+        (hstu_encoder, dict(num_heads=-1), ["num_heads", "got -1"]),
+        (hstu_encoder, dict(num_heads=0), ["num_heads", "got 0"]),
+        (hstu_encoder, dict(dqk=0), ["dqk", "got 0"]),
+        (hstu_encoder, dict(embedding_dim=2.5), ["embedding_dim", "integer", "got 2.5"]),
+        (hstu_encoder, dict(dropout=1.0), ["dropout", "[0, 1)", "got 1.0"]),
+        (hstu_encoder, dict(dropout=-0.1), ["dropout", "got -0.1"]),
+        (hstu_encoder, dict(max_seq_len=0), ["max_seq_len", "got 0"]),
+        (sasrec_encoder, dict(num_blocks=0), ["sasrec_encoder", "num_blocks", "got 0"]),
+        (sasrec_encoder, dict(num_heads=0), ["sasrec_encoder", "num_heads", "got 0"]),
+        (sasrec_encoder, dict(embedding_dim=50, num_heads=3), ["divisible", "=50", "num_heads=3"]),
+        (sasrec_encoder, dict(dropout=1.5), ["sasrec_encoder", "dropout", "got 1.5"]),
+        (sasrec_encoder, dict(ffn_hidden=0), ["ffn_hidden", "got 0"]),
+    ],
+)
+def test_bad_sizes_name_the_argument(factory, kwargs, words):
+    with pytest.raises(ValueError) as e:
+        factory(30, **kwargs)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+def test_state_dict_names_blocks_and_loads_older_layers_names():
+    torch.manual_seed(11)
+    model = hstu_encoder(30, embedding_dim=8, num_blocks=2, max_seq_len=6).eval()
+    state = model.state_dict()
+    assert "blocks.1.uvqk" in state and not any(k.startswith("layers.") for k in state)
+    older = {k.replace("blocks.", "layers.", 1): v for k, v in state.items()}  # the stack's former name
+    fresh = hstu_encoder(30, embedding_dim=8, num_blocks=2, max_seq_len=6).eval()
+    fresh.load_state_dict(older)
+    batch = make_batch([3, 5], 6)
+    torch.testing.assert_close(fresh(batch), model(batch), rtol=0, atol=0)

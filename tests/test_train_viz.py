@@ -48,7 +48,7 @@ def test_results_frame_puts_ours_next_to_the_references():
     assert list(frame["source"]) == [
         "ours: test, mean of epochs 91-100",
         "ours: test at best validation epoch 50",
-        "reference code on the same data (ANCHORS.md)",
+        "official implementation, same data (NVIDIA H200, 2026-11-28)",
         "paper (full ML-1M)",
     ]
     assert frame["hr@10"].tolist() == [0.3, 0.31, 0.2957, 0.3097]

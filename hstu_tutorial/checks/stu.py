@@ -70,7 +70,8 @@ def check_stu_forward(fn: Callable) -> bool:
                 offsets = _offsets(lengths)
                 T, N = int(lengths.sum()), max(ls)
                 n = N + 4
-                layer = STULayer(D, H, dqk, dv, dropout=0.0, norm=n, max_len=N, use_rab=False).double().eval()
+                layer = STULayer(D, H, dqk, dv, dropout=0.0, norm=n, num_positions=N, use_rab=False)
+                layer = layer.double().eval()
                 with torch.no_grad():  # larger weights than the N(0, 0.02^2) init, so mistakes show
                     layer.uvqk.normal_(0.0, 0.5)
                     layer.o.bias.normal_(0.0, 0.5)
@@ -78,7 +79,7 @@ def check_stu_forward(fn: Callable) -> bool:
                 rab = 0.3 * torch.randn(len(ls), N, N, dtype=torch.float64) if with_rab else None
                 w, wo, bo = layer.uvqk.detach(), layer.o.weight.detach(), layer.o.bias.detach()
                 if rab is None:  # the package's own layer
-                    layout = stu.JaggedLayout(offsets=offsets, lengths=lengths, max_len=N, num_tokens=T,
+                    layout = stu.JaggedLayout(offsets=offsets, lengths=lengths, pad_width=N, num_tokens=T,
                                               index=ops.padded_index(offsets, N, T))
                     with torch.no_grad():
                         expected = layer(x, layout)

@@ -19,31 +19,23 @@ SIMD sorting networks on CPUs that have them (AVX-512/AVX2), so the exact order 
 machines and numpy builds; on one machine it is deterministic. `stable=True` (our default) keeps ties in
 file order.
 
-Every reader raises `DataFormatError` naming the file, the line and what was expected when the input is bad.
+Every reader raises `DataFormatError` naming the file, the line and what was expected when the input is bad,
+and `DataNotFoundError` when a file is missing. Finding and downloading ML-1M is in `fetch.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
-import shutil
-import stat
-import tempfile
-import time
-import urllib.error
-import urllib.request
 import warnings
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
-ML1M_MD5 = "c4d9eecfca2ab87c1945afe126590906"
+from hstu_tutorial.data.errors import DataFormatError, DataNotFoundError
+
 ML1M_FILES = ("ratings.dat", "movies.dat", "users.dat")
 ML100K_FILES = ("u.data", "u.item", "u.user")
 ML100K_GENRES = (
@@ -69,24 +61,12 @@ ML100K_GENRES = (
 )
 
 
-class DataFormatError(ValueError):
-    """A raw data file does not look as expected: names the file, the line (1-based) and what was expected."""
-
-    def __init__(self, path, line: int | None, expected: str, seen: str | None = None):
-        self.path, self.line, self.expected, self.seen = str(path), line, expected, seen
-        where = f"{path}, line {line}" if line is not None else f"{path}"
-        msg = f"{where}: expected {expected}"
-        if seen is not None:
-            msg += f"; saw {seen!r}"
-        super().__init__(msg)
-
-
 # ---- reading the three tables -------------------------------------------------------------------------
 
 
 def _read_text(path: Path, what: str) -> str:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: expected the {what} file there")
+        raise DataNotFoundError(f"{path} not found: expected the {what} file there")
     text = path.read_bytes().decode("latin-1")  # MovieLens is Latin-1; every byte decodes, nothing is lost
     if not text.strip():
         raise DataFormatError(path, 1, f"{what} lines, but the file is empty")
@@ -373,148 +353,12 @@ def write_sasrec_format(flat: FlatSequences, users: pd.DataFrame | None, path) -
     return path
 
 
-# ---- finding, downloading and extracting ML-1M --------------------------------------------------------
+# ---- loading a folder ------------------------------------------------------------------------------
 
 
 def has_ml1m_files(folder) -> bool:
+    """True when `folder` holds ML-1M's ratings.dat, movies.dat and users.dat."""
     return folder is not None and all((Path(folder) / f).is_file() for f in ML1M_FILES)
-
-
-def md5_of(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def safe_extract(zip_path, target) -> list[Path]:
-    """Extract `zip_path` into `target`, refusing members that would land outside it (absolute paths, `..`,
-    symlinks) and archives that are truncated or corrupt. Extracts into a temp folder, then moves in."""
-    zip_path, target = Path(zip_path), Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    root = target.resolve()
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            members = zf.infolist()
-            for m in members:
-                dest = (root / m.filename).resolve()
-                is_link = stat.S_ISLNK(m.external_attr >> 16)
-                if (
-                    m.filename.startswith(("/", "\\"))
-                    or is_link
-                    or (dest != root and root not in dest.parents)
-                ):
-                    raise DataFormatError(
-                        zip_path,
-                        None,
-                        f"archive members inside {target}",
-                        f"member {m.filename!r} escapes the target folder; refusing to extract",
-                    )
-            tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=target))
-            try:
-                zf.extractall(tmp)
-                moved = []
-                for child in tmp.iterdir():
-                    dest = target / child.name
-                    if dest.exists():
-                        shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
-                    os.replace(child, dest)
-                    moved.append(dest)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            return moved
-    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, zlib.error) as e:
-        raise DataFormatError(
-            zip_path,
-            None,
-            "a complete zip archive (is the download truncated? delete the file and try again)",
-            str(e),
-        ) from None
-
-
-def download(url: str, dest, *, md5: str | None = None, timeout: float = 30.0, opener=None) -> Path:
-    """Download `url` to `dest` atomically (to `dest.part`, checked, then renamed). `opener(url, timeout=)`
-    defaults to `urllib.request.urlopen` (tests inject a fake one)."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    opener = opener or urllib.request.urlopen
-    part = dest.with_name(dest.name + ".part")
-    with opener(url, timeout=timeout) as response, open(part, "wb") as f:
-        shutil.copyfileobj(response, f, length=1 << 20)
-    if md5 is not None and (got := md5_of(part)) != md5:
-        part.unlink()
-        raise DataFormatError(
-            url, None, f"md5 {md5}", f"md5 {got} (download corrupted or changed; try again)"
-        )
-    os.replace(part, dest)
-    return dest
-
-
-def offline_message(folder: Path, reason: str) -> str:
-    where = folder.parent if folder.name == "ml-1m" else folder
-    return (
-        f"MovieLens-1M is not in {folder} and could not be downloaded ({reason}).\n"
-        f"Download {ML1M_URL} (md5 {ML1M_MD5}) by hand and put ml-1m.zip into {where}, "
-        f"or unzip it so that {folder}/ratings.dat, movies.dat and users.dat exist; "
-        f"or pass data_dir= a folder holding those three files. Without network, use the 'synthetic' dataset."
-    )
-
-
-def find_or_fetch_ml1m(
-    folder=None,
-    *,
-    url: str = ML1M_URL,
-    md5: str | None = ML1M_MD5,
-    timeout: float = 30.0,
-    opener=None,
-    download_ok: bool | None = None,
-    verbose: bool = True,
-) -> Path:
-    """Return a folder holding ML-1M's ratings.dat, movies.dat and users.dat.
-
-    Looks, in order, at: `folder` itself (any folder with the three files is used as is, e.g.
-    `data/ml-1m-u2999`), `folder/ml-1m`, a zip the user placed (`folder/ml-1m.zip` or next to `folder`), and
-    finally downloads the zip (md5-checked) unless `download_ok` is False or $HSTU_OFFLINE is set.
-    """
-    folder = Path(folder)
-    for cand in (folder, folder / "ml-1m"):
-        if has_ml1m_files(cand):
-            return cand
-    zips = [folder / "ml-1m.zip", folder.parent / "ml-1m.zip"]
-    for z in zips:
-        if z.is_file():
-            if md5 is not None and (got := md5_of(z)) != md5:
-                raise DataFormatError(
-                    z,
-                    None,
-                    f"md5 {md5} (the official ml-1m.zip)",
-                    f"md5 {got}: the file is corrupt or a different archive; delete it and retry",
-                )
-            safe_extract(z, z.parent)
-            for cand in (z.parent / "ml-1m", folder, folder / "ml-1m"):
-                if has_ml1m_files(cand):
-                    return cand
-            raise DataFormatError(z, None, "an archive holding ml-1m/ratings.dat, movies.dat and users.dat")
-    if download_ok is None:
-        download_ok = not os.environ.get("HSTU_OFFLINE")
-    if not download_ok:
-        raise FileNotFoundError(offline_message(folder, "downloads are off: HSTU_OFFLINE is set"))
-    base = folder.parent if folder.name == "ml-1m" else folder
-    z = base / "ml-1m.zip"
-    if verbose:
-        print(f"[hstu_tutorial] downloading {url} -> {z}")
-    t0 = time.perf_counter()
-    try:
-        download(url, z, md5=md5, timeout=timeout, opener=opener)
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        raise FileNotFoundError(offline_message(folder, f"{type(e).__name__}: {e}")) from None
-    if verbose:
-        print(f"[hstu_tutorial] downloaded in {time.perf_counter() - t0:.1f} s, md5 ok")
-    safe_extract(z, base)
-    if has_ml1m_files(base / "ml-1m"):
-        return base / "ml-1m"
-    raise DataFormatError(z, None, "an archive holding ml-1m/ratings.dat, movies.dat and users.dat")
 
 
 def load_ml1m_folder(folder) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -530,14 +374,14 @@ def load_ml1m_folder(folder) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 
 
 def load_ml100k_folder(folder) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Read and cross-check ML-100K's u.data, u.item and u.user in `folder` -> (ratings, movies, users)."""
     folder = Path(folder)
     missing = [f for f in ML100K_FILES if not (folder / f).is_file()]
     if missing:
-        raise FileNotFoundError(
-            f"ML-100K files {missing} not found in {folder}. Download "
+        raise DataNotFoundError(
+            f"ML-100K files {missing} not found in {folder}: download "
             "https://files.grouplens.org/datasets/movielens/ml-100k.zip, unzip it and pass data_dir= the "
-            "folder "
-            "holding u.data, u.item and u.user (default: data/ml-100k)."
+            "folder holding u.data, u.item and u.user (default: data/ml-100k)"
         )
     ratings, movies, users = read_ml100k(folder)
     check_consistency(ratings, movies, users, folder / "u.data", folder / "u.item", folder / "u.user")

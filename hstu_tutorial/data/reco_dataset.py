@@ -17,7 +17,6 @@ Training supervises every position: position i of a history predicts item i+1, t
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -26,20 +25,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hstu_tutorial.data import fetch
 from hstu_tutorial.data import movielens as ml
+from hstu_tutorial.data.errors import UnknownDatasetError
+from hstu_tutorial.data.paths import cache_root, data_root, owned_folder
 from hstu_tutorial.data.synthetic import generate_synthetic
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PROTOCOLS = {"reference": 2, "validation": 3}  # protocol -> how many items the train split drops at the end
 SPLIT_DROP = {"valid": 2, "test": 1}
 
 _JAGGED = ("item_ids", "ratings", "timestamps")
 _TARGETS = ("target_item_ids", "target_ratings", "target_timestamps")
-
-
-def data_root() -> Path:
-    """Where datasets live: $HSTU_DATA_DIR, else `<repo>/data`."""
-    return Path(os.environ.get("HSTU_DATA_DIR") or REPO_ROOT / "data")
 
 
 @dataclass
@@ -127,7 +123,7 @@ class SequenceSplit:
     """One split, stored flat: U users' histories concatenated `(T,)`, `offsets (U+1,)`, targets `(U,)`."""
 
     name: str
-    max_len: int
+    pad_width: int  # N of padded views: the dataset's max_seq_len (no history is longer)
     user_ids: torch.Tensor  # (U,)
     item_ids: torch.Tensor  # (T,)
     ratings: torch.Tensor  # (T,)
@@ -175,7 +171,7 @@ class SequenceSplit:
             timestamps=self.timestamps.index_select(0, src),
             offsets=offsets,
             lengths=lengths,
-            max_len=self.max_len,
+            max_len=self.pad_width,
             target_item_ids=self.target_item_ids.index_select(0, index),
             target_ratings=self.target_ratings.index_select(0, index),
             target_timestamps=self.target_timestamps.index_select(0, index),
@@ -187,20 +183,20 @@ class SequenceSplit:
         return [a.tolist() for a in np.split(self.item_ids.cpu().numpy(), cuts)]
 
 
-def make_split(flat: ml.FlatSequences, name: str, drop_last: int, max_len: int) -> SequenceSplit:
-    """Cut every user's sequence: target = s[-drop_last], history = the up to `max_len` items before it."""
+def make_split(flat: ml.FlatSequences, name: str, drop_last: int, max_seq_len: int) -> SequenceSplit:
+    """Cut every user's sequence: target = s[-drop_last], history = up to `max_seq_len` items before it."""
     starts, ends = flat.offsets[:-1], flat.offsets[1:]  # (U,)
     tgt = ends - drop_last  # (U,) position of each target
     keep = tgt - starts >= 1  # a history needs at least one item
     starts, tgt = starts[keep], tgt[keep]
-    h_start = np.maximum(starts, tgt - max_len)  # most recent max_len items
+    h_start = np.maximum(starts, tgt - max_seq_len)  # most recent max_seq_len items
     lengths = tgt - h_start  # (U',)
     offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)  # (U'+1,)
     src = np.repeat(h_start - offsets[:-1], lengths) + np.arange(offsets[-1])  # (T,)
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
     return SequenceSplit(
         name=name,
-        max_len=max_len,
+        pad_width=max_seq_len,
         user_ids=t(flat.user_ids[keep]),
         item_ids=t(flat.item_ids[src]),
         ratings=t(flat.ratings[src]),
@@ -365,8 +361,11 @@ class RecoDataset:
         }
 
     def write_sasrec_format(self, path=None) -> Path:
-        """Write the reference's `sasrec_format.csv` (default: `<folder>/sasrec_format.csv`)."""
-        path = Path(path) if path is not None else (self.folder or data_root()) / "sasrec_format.csv"
+        """Write the reference's `sasrec_format.csv` (default: `<cache>/<name>-sasrec_format.csv`, in the
+        project's cache folder: the dataset's own folder is only read)."""
+        if path is None:
+            path = owned_folder(cache_root()) / f"{self.name}-sasrec_format.csv"
+        path = Path(path)
         return ml.write_sasrec_format(self.flat, self.users_df, path)
 
     def __repr__(self) -> str:
@@ -393,14 +392,16 @@ def get_reco_dataset(
     """Load `"ml-1m"`, `"ml-100k"` or `"synthetic"` as a `RecoDataset` (see the module docstring for splits).
 
     `data_dir`: a folder holding the raw files (for ml-1m any folder with ratings.dat, movies.dat and
-    users.dat in ML-1M's format is used as is, e.g. data/ml-1m-u2999), or a cache root. Default
-    `<repo>/data/<name>` ($HSTU_DATA_DIR replaces `<repo>/data`). ML-1M is downloaded (md5-checked) when
-    absent, unless `download_ok=False` or $HSTU_OFFLINE is set. `synthetic` is generated into
-    `<root>/synthetic-<size>-seed<seed>/` on first use.
+    users.dat in ML-1M's format is used as is, e.g. data/ml-1m-u2999); it is only read. Default
+    `<repo>/data/<name>` ($HSTU_DATA_DIR replaces `<repo>/data`). ML-1M is downloaded (md5-checked) into the
+    project's cache folder when absent, unless `download_ok=False` or $HSTU_OFFLINE is set. `synthetic` is
+    generated on first use into `<root>/synthetic-<size>-seed<seed>/`, root = `data_dir` (a new or empty
+    folder, or one the project created) or the cache folder ($HSTU_CACHE_DIR, else ~/.cache/hstu_tutorial).
+    Unusable names, folders and files raise a `hstu_tutorial.errors.DataError` saying what to do.
     """
     t0 = time.perf_counter()
     if name == "ml-1m":
-        folder = ml.find_or_fetch_ml1m(
+        folder = fetch.find_or_fetch_ml1m(
             Path(data_dir) if data_dir else data_root() / "ml-1m", download_ok=download_ok, verbose=verbose
         )
         ratings, movies, users = ml.load_ml1m_folder(folder)
@@ -408,7 +409,7 @@ def get_reco_dataset(
         folder = Path(data_dir) if data_dir else data_root() / "ml-100k"
         ratings, movies, users = ml.load_ml100k_folder(folder)
     elif name == "synthetic":
-        root = Path(data_dir) if data_dir else data_root()
+        root = Path(data_dir) if data_dir else cache_root()
         folder = (
             root
             if ml.has_ml1m_files(root)
@@ -416,7 +417,7 @@ def get_reco_dataset(
         )
         ratings, movies, users = ml.load_ml1m_folder(folder)
     else:
-        raise ValueError(f"unknown dataset {name!r}; choose 'ml-1m', 'ml-100k' or 'synthetic'")
+        raise UnknownDatasetError("dataset", name, ("ml-1m", "ml-100k", "synthetic"))
     ds = RecoDataset(
         name,
         ratings,

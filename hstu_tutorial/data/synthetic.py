@@ -31,7 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hstu_tutorial.data.errors import DataWriteError, UnknownDatasetError
 from hstu_tutorial.data.movielens import ML100K_GENRES
+from hstu_tutorial.data.paths import cache_root, owned_folder
 
 GENERATOR_VERSION = 1
 ML_GENRES = ML100K_GENRES[1:]  # ML-1M's 18 genres (ML-100K adds 'unknown' first)
@@ -90,9 +92,9 @@ class SyntheticConfig:
     num_items: int
     max_item_id: int  # ids are drawn from 1..max_item_id (gaps, as in ML-1M); the largest is always used
     num_clusters: int
-    min_len: int
-    max_len: int
-    mean_len: float  # lengths are log-normal, clipped to [min_len, max_len]
+    shortest: int  # fewest ratings per user
+    longest: int  # most ratings per user
+    mean_len: float  # lengths are log-normal, clipped to [shortest, longest]
     p_chain: float = 0.35
     p_switch: float = 0.06
     p_ring: float = 0.75  # a switch goes to the next cluster on the ring with this probability
@@ -112,13 +114,13 @@ def synthetic_folder(size: str, seed: int, root) -> Path:
 
 
 def _lengths(cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
-    if cfg.max_len - cfg.min_len <= 60:
-        return rng.integers(cfg.min_len, cfg.max_len + 1, size=cfg.num_users)
+    if cfg.longest - cfg.shortest <= 60:
+        return rng.integers(cfg.shortest, cfg.longest + 1, size=cfg.num_users)
     sigma = 1.0  # log-normal with the requested mean, like ML-1M's long tail of heavy raters
-    mu = np.log(cfg.mean_len - cfg.min_len) - sigma**2 / 2
+    mu = np.log(cfg.mean_len - cfg.shortest) - sigma**2 / 2
     extra = rng.lognormal(mu, sigma, size=cfg.num_users)
     return np.clip(
-        cfg.min_len + extra.astype(np.int64), cfg.min_len, min(cfg.max_len, int(0.6 * cfg.num_items))
+        cfg.shortest + extra.astype(np.int64), cfg.shortest, min(cfg.longest, int(0.6 * cfg.num_items))
     )
 
 
@@ -242,13 +244,14 @@ def generate_synthetic(
     size: str = "ci", seed: int = 0, root=None, *, force: bool = False, verbose: bool = True
 ) -> Path:
     """Write ratings.dat, movies.dat, users.dat for `size` ("ci", "small", "ml-1m") and `seed` into
-    `<root>/synthetic-<size>-seed<seed>/` (reused when already there) and return that folder."""
-    if size not in SIZES:
-        raise ValueError(f"unknown synthetic size {size!r}; choose one of {sorted(SIZES)}")
-    if root is None:
-        from hstu_tutorial.data.reco_dataset import data_root
+    `<root>/synthetic-<size>-seed<seed>/` (reused when already there) and return that folder.
 
-        root = data_root()
+    `root` defaults to the project's cache folder (`hstu_tutorial.data.paths.cache_root()`); a new folder is
+    written only into a root the project owns (see `owned_folder`), else `DataWriteError` says what to do."""
+    if size not in SIZES:
+        raise UnknownDatasetError("synthetic size", size, SIZES)
+    if root is None:
+        root = cache_root()
     folder = synthetic_folder(size, seed, root)
     meta_path = folder / "meta.json"
     if not force and meta_path.is_file():
@@ -283,8 +286,13 @@ def generate_synthetic(
             us["user_id"].tolist(), us["sex"], us["age"].tolist(), us["occupation"].tolist(), us["zip_code"]
         )
     )
-    Path(root).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
+    owned_folder(root)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
+    except OSError as e:
+        raise DataWriteError(
+            f"cannot write the synthetic dataset into {root} ({e}); set HSTU_CACHE_DIR to a folder you own"
+        ) from None
     try:
         (tmp / "ratings.dat").write_text(lines + "\n", encoding="latin-1")
         (tmp / "movies.dat").write_text(movies + "\n", encoding="latin-1")

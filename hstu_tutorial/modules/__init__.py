@@ -8,7 +8,8 @@ from hstu_tutorial.modules.hstu_transducer import (
 )
 from hstu_tutorial.modules.preprocessors import InputPreprocessor, l2_normalize
 from hstu_tutorial.modules.sasrec import SASRecBlock, SASRecEncoder, sasrec_encoder
-from hstu_tutorial.modules.stu import JaggedLayout, STULayer
+from hstu_tutorial.modules.stu import STULayer
+from hstu_tutorial.ops.jagged_tensors import JaggedLayout
 
 __all__ = [
     "HSTUEncoder",

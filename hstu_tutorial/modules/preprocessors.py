@@ -10,17 +10,14 @@ initialised with a small std (0.02) dominate the position term, as in SASRec and
 from __future__ import annotations
 
 import math
+from numbers import Integral, Real
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hstu_tutorial.losses import l2_normalize
 from hstu_tutorial.ops.jagged_tensors import jagged_positions
-
-
-def l2_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """`x / max(||x||_2, eps)` over the last dim (the reference's output postprocessor, eps 1e-6)."""
-    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp(min=eps)
 
 
 class InputPreprocessor(nn.Module):
@@ -71,6 +68,32 @@ class InputPreprocessor(nn.Module):
         return x * (item_ids != 0).unsqueeze(-1).to(x.dtype)  # (T, D) padding ids give 0
 
 
+# What each size argument of the encoders means, for error messages.
+_SIZES = {
+    "num_items": "the largest item id",
+    "embedding_dim": "D, the width of every embedding",
+    "num_blocks": "how many blocks to stack",
+    "num_heads": "H, the number of attention heads",
+    "dqk": "the width of q and k per head",
+    "dv": "the width of v per head",
+    "ffn_hidden": "the width of the FFN's hidden layer",
+    "max_seq_len": "the longest history the tables are sized for",
+}
+
+
+def check_encoder_args(factory: str, dropout, **sizes) -> None:
+    """Raise a `ValueError` naming the first argument of `factory` that cannot build a model."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise ValueError(
+                f"{factory}: {name} ({_SIZES[name]}) must be an integer >= 1, got {value!r}"
+            )
+    if isinstance(dropout, bool) or not isinstance(dropout, Real) or not 0.0 <= dropout < 1.0:
+        raise ValueError(
+            f"{factory}: dropout must be a probability in [0, 1) (0 turns it off), got {dropout!r}"
+        )
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of scalar trainable parameters of `module`."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -79,9 +102,10 @@ def count_parameters(module: nn.Module) -> int:
 class SequentialEncoder(nn.Module):
     """What every encoder (HSTU, SASRec) offers the trainer: item embeddings, the last position's output
     and parameter counts. Subclasses set `self.preprocessor` (an `InputPreprocessor`) and hold their
-    stack of blocks in `blocks_of(self)` (`self.layers` or `self.blocks`)."""
+    stack of blocks in `self.blocks` (an `nn.ModuleList`)."""
 
     preprocessor: InputPreprocessor
+    blocks: nn.ModuleList
 
     def item_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
         """Item ids `(...)` -> L2-normalised embeddings `(..., D)` (the same table as the input)."""
@@ -94,13 +118,11 @@ class SequentialEncoder(nn.Module):
 
     def num_parameters(self) -> dict:
         """Trainable parameters per part: item/position embeddings, each block, and the total."""
-        from hstu_tutorial.accumulation import blocks_of
-
         counts = {
             "item_embedding": count_parameters(self.preprocessor.item_emb),
             "position_embedding": count_parameters(self.preprocessor.pos_emb),
         }
-        for i, block in enumerate(blocks_of(self)):
-            counts[f"layer_{i}"] = count_parameters(block)
+        for i, block in enumerate(self.blocks):
+            counts[f"block_{i}"] = count_parameters(block)
         counts["total"] = count_parameters(self)
         return counts

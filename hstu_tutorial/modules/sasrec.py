@@ -23,12 +23,12 @@ from torch import nn
 from hstu_tutorial.modules.preprocessors import (
     InputPreprocessor,
     SequentialEncoder,
+    check_encoder_args,
     count_parameters,
     l2_normalize,
 )
-from hstu_tutorial.modules.stu import JaggedLayout
 from hstu_tutorial.ops.hstu_attention import fused_softmax_attention, padded_softmax_attention
-from hstu_tutorial.ops.jagged_tensors import padding_mask
+from hstu_tutorial.ops.jagged_tensors import JaggedLayout, padding_mask
 from hstu_tutorial.ops.layer_norm import layer_norm
 
 
@@ -103,21 +103,30 @@ class SASRecEncoder(SequentialEncoder):
         attention_impl: str = "sdpa",
     ):
         super().__init__()
+        check_encoder_args(
+            "sasrec_encoder", dropout, num_items=num_items, embedding_dim=embedding_dim,
+            num_blocks=num_blocks, num_heads=num_heads, ffn_hidden=ffn_hidden, max_seq_len=max_seq_len,
+        )
+        if embedding_dim % num_heads:
+            raise ValueError(
+                f"sasrec_encoder: embedding_dim must be divisible by num_heads (each head gets D/H "
+                f"dimensions), got embedding_dim={embedding_dim}, num_heads={num_heads}"
+            )
         self.num_items, self.embedding_dim, self.max_seq_len = num_items, embedding_dim, max_seq_len
         self.attention_impl = attention_impl
-        self.max_len = max_seq_len + 11  # position table size, as the reference
+        self.num_positions = max_seq_len + 11  # position table size, as the reference
         self.preprocessor = InputPreprocessor(
-            num_items, embedding_dim, self.max_len, dropout, position_init="truncated_normal"
+            num_items, embedding_dim, self.num_positions, dropout, position_init="truncated_normal"
         )
         self.blocks = nn.ModuleList(
             SASRecBlock(embedding_dim, num_heads, ffn_hidden, dropout, attention_impl)
             for _ in range(num_blocks)
         )
 
-    def forward(self, batch, return_attention: bool = False, max_len: int | None = None):
+    def forward(self, batch, return_attention: bool = False, pad_width: int | None = None):
         """`batch: JaggedBatch` -> L2-normalised `(T, D)`; with `return_attention`, also the per-block
-        attention maps `(B, H, N, N)`."""
-        N = int(batch.max_len if max_len is None else max_len)
+        attention maps `(B, H, N, N)`. Pad width N = `batch.max_len` unless `pad_width` is given."""
+        N = int(batch.max_len if pad_width is None else pad_width)
         layout = JaggedLayout.from_batch(batch, N)  # no bias: SASRec has no timestamps in its math
         x = self.preprocessor(batch.item_ids, batch.offsets)  # (T, D)
         x = layout.pad(x)  # (B, N, D): SASRec works padded throughout, as the reference does

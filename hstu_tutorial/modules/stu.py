@@ -13,84 +13,20 @@ One layer replaces a Transformer's attention block *and* its FFN: the gate u pla
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hstu_tutorial.ops.hstu_attention import RelativeAttentionBias, padded_hstu_attention
-from hstu_tutorial.ops.jagged_tensors import (
-    jagged_to_padded,
-    next_timestamps,
-    offsets_to_lengths,
-    padded_index,
-)
+from hstu_tutorial.ops.jagged_tensors import JaggedLayout
 from hstu_tutorial.ops.layer_norm import layer_norm
-
-
-@dataclass
-class JaggedLayout:
-    """What every layer of one forward pass shares, computed once per batch (all on-device).
-
-    `index (T,)`: row of each jagged token in the flattened padded view `(B*N, ...)`; `buckets (B, N, N)`:
-    time buckets of `t_next[i] - t[j]` (the same for every layer, only the bias tables differ).
-    """
-
-    offsets: torch.Tensor  # (B+1,)
-    lengths: torch.Tensor  # (B,)
-    max_len: int  # N, the pad width
-    num_tokens: int  # T
-    index: torch.Tensor  # (T,)
-    timestamps: torch.Tensor | None = None  # (T,) jagged
-    next_timestamps: torch.Tensor | None = None  # (T,) jagged
-    buckets: torch.Tensor | None = None  # (B, N, N) int32
-
-    @property
-    def batch_size(self) -> int:
-        return self.lengths.shape[0]
-
-    @classmethod
-    def from_batch(cls, batch, max_len: int | None = None, rab: RelativeAttentionBias | None = None):
-        """Build the layout of a `JaggedBatch` padded to `max_len` (default `batch.max_len`, no host sync).
-        With `rab` given, also bucket the time gaps once for all layers."""
-        N = int(batch.max_len if max_len is None else max_len)
-        T = batch.item_ids.shape[0]
-        layout = cls(
-            offsets=batch.offsets,
-            lengths=offsets_to_lengths(batch.offsets),
-            max_len=N,
-            num_tokens=T,
-            index=padded_index(batch.offsets, N, T),
-        )
-        if getattr(batch, "timestamps", None) is not None:
-            layout.timestamps = batch.timestamps
-            layout.next_timestamps = next_timestamps(batch.timestamps, batch.offsets, batch.target_timestamps)
-            if rab is not None:
-                ts = jagged_to_padded(layout.timestamps, batch.offsets, N)  # (B, N)
-                nts = jagged_to_padded(layout.next_timestamps, batch.offsets, N)  # (B, N)
-                layout.buckets = rab.buckets(ts, nts).to(torch.int32)  # (B, N, N); int32 saves memory
-        return layout
-
-    def pad(self, values: torch.Tensor) -> torch.Tensor:
-        """Jagged `(T, ...)` -> padded `(B, N, ...)` zeros on padding (one scatter)."""
-        B, N = self.batch_size, self.max_len
-        out = values.new_zeros(B * N + 1, *values.shape[1:])  # +1: scratch row for over-long rows
-        return out.index_copy(0, self.index, values)[: B * N].view(B, N, *values.shape[1:])
-
-    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
-        """Padded `(B, N, ...)` -> jagged `(T, ...)` (one gather)."""
-        B, N = padded.shape[:2]
-        flat = padded.reshape(B * N, *padded.shape[2:])
-        flat = torch.cat([flat, flat.new_zeros(1, *flat.shape[1:])])  # scratch row, see pad()
-        return flat.index_select(0, self.index)
 
 
 class STULayer(nn.Module):
     """One STU layer on jagged `x (T, D)` -> `(T, D)`; `forward(x, layout)`.
 
-    `norm` is the attention divisor n (reference: max_seq_len + 11 = 211 on ML-1M); `max_len` sizes the
-    relative attention bias table (the same 211). `attention_impl`: "pytorch" (padded einsum with
+    `norm` is the attention divisor n (reference: max_seq_len + 11 = 211 on ML-1M); `num_positions` sizes
+    the relative attention bias table (the same 211). `attention_impl`: "pytorch" (padded einsum with
     masks) or "triton" (the fused jagged kernel that forms the bias in-kernel).
     """
 
@@ -102,7 +38,7 @@ class STULayer(nn.Module):
         dv: int = 50,
         dropout: float = 0.2,
         norm: float = 211.0,
-        max_len: int = 211,
+        num_positions: int = 211,
         num_buckets: int = 128,
         use_rab: bool = True,
         attention_impl: str = "pytorch",
@@ -118,7 +54,7 @@ class STULayer(nn.Module):
         self.uvqk = nn.Parameter(torch.empty(embedding_dim, 2 * num_heads * (dv + dqk)).normal_(0.0, 0.02))
         self.o = nn.Linear(num_heads * dv, embedding_dim)
         nn.init.xavier_uniform_(self.o.weight)
-        self.rab = RelativeAttentionBias(max_len, num_buckets) if use_rab else None
+        self.rab = RelativeAttentionBias(num_positions, num_buckets) if use_rab else None
 
     def extra_repr(self) -> str:
         return (
@@ -144,17 +80,17 @@ class STULayer(nn.Module):
 
                 out = triton_hstu_attention(
                     q.view(T, H, self.dqk), k.view(T, H, self.dqk), v.view(T, H, self.dv), layout.offsets,
-                    norm=self.norm, causal=True, max_len=layout.max_len,
+                    norm=self.norm, causal=True, max_len=layout.pad_width,
                 )
             else:
                 out = triton_hstu_attention_rel_bias(
                     q.view(T, H, self.dqk), k.view(T, H, self.dqk), v.view(T, H, self.dv), layout.offsets,
                     layout.timestamps, layout.next_timestamps, self.rab.pos_w, self.rab.ts_w,
-                    norm=self.norm, causal=True, max_len=layout.max_len,
+                    norm=self.norm, causal=True, max_len=layout.pad_width,
                 )  # (T, H, dv)
             return out.reshape(T, H * self.dv), None
         # PyTorch path: pad v, q, k together with one scatter, attend with masks, gather back.
-        B, N = layout.batch_size, layout.max_len
+        B, N = layout.batch_size, layout.pad_width
         vqk = layout.pad(torch.cat([v, q, k], dim=-1))  # (B, N, H*(dv+2*dqk))
         vp, qp, kp = torch.split(vqk, [H * self.dv, H * self.dqk, H * self.dqk], dim=-1)
         rab = None

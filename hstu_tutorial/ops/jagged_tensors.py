@@ -158,6 +158,7 @@ def next_timestamps(
 
 
 __all__ = [
+    "JaggedLayout",
     "dense_to_jagged",
     "jagged_batch_ids",
     "jagged_positions",
@@ -169,3 +170,71 @@ __all__ = [
     "padded_to_jagged",
     "padding_mask",
 ]
+
+
+class JaggedLayout:
+    """What every layer of one forward pass shares, computed once per batch (all on-device).
+
+    `index (T,)`: row of each jagged token in the flattened padded view `(B*N, ...)`; `buckets (B, N, N)`:
+    time buckets of `t_next[i] - t[j]` (the same for every layer, only the bias tables differ).
+    """
+
+    def __init__(
+        self,
+        offsets: torch.Tensor,
+        lengths: torch.Tensor,
+        pad_width: int,
+        num_tokens: int,
+        index: torch.Tensor,
+        timestamps: torch.Tensor | None = None,
+        next_timestamps: torch.Tensor | None = None,
+        buckets: torch.Tensor | None = None,
+    ):
+        self.offsets = offsets  # (B+1,)
+        self.lengths = lengths  # (B,)
+        self.pad_width = pad_width  # N
+        self.num_tokens = num_tokens  # T
+        self.index = index  # (T,)
+        self.timestamps = timestamps  # (T,) jagged
+        self.next_timestamps = next_timestamps  # (T,) jagged
+        self.buckets = buckets  # (B, N, N) int32
+
+    @property
+    def batch_size(self) -> int:
+        return self.lengths.shape[0]
+
+    @classmethod
+    def from_batch(cls, batch, pad_width: int | None = None, rab=None) -> JaggedLayout:
+        """Build the layout of a `JaggedBatch` padded to width N = `pad_width` (default `batch.max_len`; no
+        host sync). With `rab` (a `RelativeAttentionBias`) given, also bucket the time gaps once for all
+        blocks."""
+        N = int(batch.max_len if pad_width is None else pad_width)
+        T = batch.item_ids.shape[0]
+        layout = cls(
+            offsets=batch.offsets,
+            lengths=offsets_to_lengths(batch.offsets),
+            pad_width=N,
+            num_tokens=T,
+            index=padded_index(batch.offsets, N, T),
+        )
+        if getattr(batch, "timestamps", None) is not None:
+            layout.timestamps = batch.timestamps
+            layout.next_timestamps = next_timestamps(batch.timestamps, batch.offsets, batch.target_timestamps)
+            if rab is not None:
+                ts = jagged_to_padded(layout.timestamps, batch.offsets, N)  # (B, N)
+                nts = jagged_to_padded(layout.next_timestamps, batch.offsets, N)  # (B, N)
+                layout.buckets = rab.buckets(ts, nts).to(torch.int32)  # (B, N, N); int32 saves memory
+        return layout
+
+    def pad(self, values: torch.Tensor) -> torch.Tensor:
+        """Jagged `(T, ...)` -> padded `(B, N, ...)` zeros on padding (one scatter)."""
+        B, N = self.batch_size, self.pad_width
+        out = values.new_zeros(B * N + 1, *values.shape[1:])  # +1: scratch row for over-long rows
+        return out.index_copy(0, self.index, values)[: B * N].view(B, N, *values.shape[1:])
+
+    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
+        """Padded `(B, N, ...)` -> jagged `(T, ...)` (one gather)."""
+        B, N = padded.shape[:2]
+        flat = padded.reshape(B * N, *padded.shape[2:])
+        flat = torch.cat([flat, flat.new_zeros(1, *flat.shape[1:])])  # scratch row, see pad()
+        return flat.index_select(0, self.index)
