@@ -177,14 +177,14 @@ class TrainerEpochs:
         self.setup_s = 0.0
         if trainer.use_graphs and trainer.graph is None:
             t0 = time.perf_counter()
-            trainer._capture_graph()
+            trainer.capture_graph()
             self.setup_s = time.perf_counter() - t0
         self.num_steps = -(-trainer.splits["train"].num_users // trainer.cfg.batch_size)
 
     # -- the device-resident path (the trainer's) ----------------------------------------------------------
     def _order(self):
         tr = self.tr
-        order = tr._new_epoch_order().to(self.device)
+        order = tr.epoch_order().to(self.device)
         totals = None
         if tr.layout == "jagged":
             totals = tr.splits["train"].batch_totals(order, tr.cfg.batch_size // tr.cfg.grad_accum_steps)
@@ -194,12 +194,8 @@ class TrainerEpochs:
         tr = self.tr
         B, k = tr.cfg.batch_size, tr.cfg.grad_accum_steps
         index = order[s * B : (s + 1) * B]  # (B,)
-        if tr.graph is not None:
-            tr.static_index.copy_(index)
-            tr.graph.replay()
-            return tr.static_loss
         part = None if totals is None else totals[s * k : (s + 1) * k]
-        return tr._eager_step(index, part)
+        return tr.step(index, part)  # the captured CUDA graph's replay when there is one
 
     # -- the host-loader path -------------------------------------------------------------------------
     def _loader(self):
@@ -225,7 +221,7 @@ class TrainerEpochs:
         batch = batch.to(self.device, non_blocking=True)
         sup = sup.to(self.device, non_blocking=True)
         tr.optimizer.zero_grad(set_to_none=True)
-        loss, _ = tr._loss(batch, sup)
+        loss, _ = tr.loss(batch, sup)
         loss.backward()
         tr.optimizer.step()
         return loss.detach()
@@ -276,13 +272,10 @@ class TrainerEpochs:
         rs = tr.splits["train"]
         B = tr.cfg.batch_size
         index = torch.arange(min(B, rs.num_users), device=self.device)
-        if tr.layout == "padded":
-            batch, sup, _ = rs.padded_batch(index)
-        else:
-            batch, sup, _ = rs.jagged_batch(index, int(rs.lengths[index].sum()))
+        batch, sup, _ = tr.train_batch(index)
         tr.model.train()
         with SavedBytes(tr.model) as saved:
-            loss, _ = tr._loss(batch, sup)
+            loss, _ = tr.loss(batch, sup)
         del loss
         if tr.cfg.grad_accum_steps > 1:  # one micro-batch's graph lives at a time
             return saved.mib / tr.cfg.grad_accum_steps
@@ -465,7 +458,7 @@ def profile_loading(
 
     def compute(batch, sup):
         tr.optimizer.zero_grad(set_to_none=True)
-        loss, _ = tr._loss(batch, sup)
+        loss, _ = tr.loss(batch, sup)
         loss.backward()
         tr.optimizer.step()
         sync(device)

@@ -50,7 +50,7 @@ def _trainer_grads(dataset, **overrides):
     index = torch.arange(32)
     micro = cfg.batch_size // cfg.grad_accum_steps
     totals = rs.batch_totals(index, micro) if tr.layout == "jagged" else None
-    loss = tr._eager_step(index, totals)
+    loss = tr.step(index, totals)
     return _grads(tr.model), float(loss)
 
 

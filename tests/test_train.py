@@ -230,11 +230,11 @@ def test_same_seed_same_run_and_grad_accumulation_matches(dataset, tmp_path):
     totals2 = t2.splits["train"].batch_totals(index, 16)
     torch.manual_seed(0)
     t1.optimizer.zero_grad()
-    batch, sup, _ = t1._batch(t1.splits["train"], index, totals[0])
-    loss1, _ = t1._loss(batch, sup)
+    batch, sup, _ = t1.train_batch(index, totals[0])
+    loss1, _ = t1.loss(batch, sup)
     loss1.backward()
     torch.manual_seed(0)
-    loss2 = t2._eager_step(index, totals2)
+    loss2 = t2.step(index, totals2)
     assert loss2.item() == pytest.approx(loss1.item(), rel=0.05)  # different negatives per micro-batch
 
 
@@ -249,8 +249,8 @@ def test_recompute_gives_the_same_gradients(dataset, tmp_path):
         tr = Trainer(load_config("synthetic/hstu-small", **common), dataset, verbose=False)
         index = torch.arange(32)
         torch.manual_seed(3)
-        batch, sup, _ = tr._batch(tr.splits["train"], index, tr.splits["train"].batch_totals(index, 32)[0])
-        loss, _ = tr._loss(batch, sup)
+        batch, sup, _ = tr.train_batch(index)
+        loss, _ = tr.loss(batch, sup)
         loss.backward()
         grads.append({n: p.grad.clone() for n, p in tr.model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
