@@ -91,7 +91,10 @@ class JaggedBatch:
         the batch); history b fills positions `0..lengths[b]-1`. N defaults to `max_len` (the split's)."""
         values = getattr(self, field) if isinstance(field, str) else field  # (T, ...)
         n = self.max_len if max_len is None else max_len
-        longest = int(self.lengths.max()) if self.batch_size else 0
+        # No history is longer than the split's max_len, so on a GPU the check (a device->host read) is
+        # only paid when a narrower width is asked for; on the CPU it is free and always made.
+        check = n < self.max_len or values.device.type == "cpu"
+        longest = int(self.lengths.max()) if check and self.batch_size else 0
         if longest > n:
             raise ValueError(
                 f"padded(): a history has {longest} items but max_len={n}; pass max_len >= {longest}"

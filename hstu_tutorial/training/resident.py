@@ -100,3 +100,12 @@ class ResidentSplit:
         which = torch.arange(order.shape[0], device=order.device) // batch_size
         num = -(-order.shape[0] // batch_size)
         return torch.zeros(num, dtype=torch.int64, device=order.device).index_add_(0, which, lens).tolist()
+
+    def batches(self, batch_size: int):
+        """The users in order as jagged batches of `batch_size` (token counts read to the host once)."""
+        if getattr(self, "_order_totals", (None,))[0] != batch_size:
+            order = torch.arange(self.num_users, device=self.device)  # (U,)
+            self._order_totals = (batch_size, order, self.batch_totals(order, batch_size))
+        _, order, totals = self._order_totals
+        for i, total in enumerate(totals):
+            yield self.jagged_batch(order[i * batch_size : (i + 1) * batch_size], total)[0]

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from hstu_tutorial.errors import ConfigError
-from hstu_tutorial.losses import get_loss, l2_normalize
-from hstu_tutorial.metrics import metric_names, metrics_from_ranks, target_ranks
+from hstu_tutorial.losses import get_loss
+from hstu_tutorial.metrics import batch_ranks, metric_names, metrics_from_ranks, ranks_table
 from hstu_tutorial.training import checkpoints, report
 from hstu_tutorial.training.config import TrainConfig, config_from_dict, load_config
 from hstu_tutorial.training.cuda_graph import StepGraph
@@ -223,39 +223,17 @@ class Trainer:
         self.graph = StepGraph(self.model, self.optimizer, batch_loss, index)
 
     # -- evaluation -----------------------------------------------------------------------------------
-    @torch.no_grad()
     def ranks(self, split: str) -> torch.Tensor:
-        """Ranks (U,) of every user's target in `split`, full ranking, seen items removed."""
-        rs = self.splits[split]
-        self.model.eval()
-        try:
-            with self.autocast:
-                items = l2_normalize(self.model.item_embeddings(self.catalogue).float())  # (C, D)
-            ranks = []
-            bs = self.cfg.eval_batch_size
-            if not hasattr(rs, "eval_totals"):
-                rs.eval_order = torch.arange(rs.num_users, device=self.device)
-                rs.eval_totals = rs.batch_totals(rs.eval_order, bs)
-            for i, total in enumerate(rs.eval_totals):
-                index = rs.eval_order[i * bs : (i + 1) * bs]  # (B,)
-                batch, _, last = rs.jagged_batch(index, total)
-                with self.autocast:
-                    out = self.forward(batch)  # (T, D)
-                query = out[last].float()  # (B, D)
-                history = rs.padded_item_ids[index]  # (B, N)
-                ranks.append(
-                    target_ranks(
-                        query,
-                        items,
-                        self.catalogue,
-                        rs.target_item_ids[index],
-                        history,
-                        self.dataset.num_items,
-                    )
-                )
-            return torch.cat(ranks)  # (U,)
-        finally:
-            self.model.train()
+        """Ranks (U,) of every user's target in `split`, full ranking, seen items removed (on the device)."""
+        batches = self.splits[split].batches(self.cfg.eval_batch_size)
+        return batch_ranks(
+            self.model,
+            batches,
+            self.catalogue,
+            self.dataset.num_items,
+            forward=self.forward,
+            autocast=self.autocast,
+        )
 
     def evaluate(self, splits: Sequence[str] = ("valid", "test")) -> dict[str, dict[str, float]]:
         """Metrics of the current model on `splits` (one host transfer for all of them)."""
@@ -267,19 +245,9 @@ class Trainer:
 
     def per_user_ranks(self, split: str = "test"):
         """A pandas DataFrame: user_id, target_item_id, history_length, rank (for analyses)."""
-        import pandas as pd
-
         rs = self.splits[split]
-        ranks = self.ranks(split).cpu().numpy()
         U = rs.num_users
-        return pd.DataFrame(
-            {
-                "user_id": rs.user_ids[:U].cpu().numpy(),
-                "target_item_id": rs.target_item_ids[:U].cpu().numpy(),
-                "history_length": rs.lengths[:U].cpu().numpy(),
-                "rank": ranks,
-            }
-        )
+        return ranks_table(self.ranks(split), rs.user_ids[:U], rs.target_item_ids[:U], rs.lengths[:U])
 
     # -- checkpoints (hstu_tutorial.training.checkpoints) -----------------------------------------------
     def state_dict(self) -> dict:
