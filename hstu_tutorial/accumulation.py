@@ -93,15 +93,17 @@ def accumulated_backward(
     graph is freed before the next one is built: that is where the memory goes down. The caller zeroes
     the gradients before and steps the optimizer after. Returns the batch's mean loss (detached).
     """
-    counts = torch.as_tensor(counts, dtype=torch.float64)  # (k,)
+    counts = torch.as_tensor(counts, dtype=torch.float64)  # (k,) stays on its device
     if counts.numel() != len(micro_batches):
         raise ValueError(f"got {len(micro_batches)} micro-batches but {counts.numel()} counts; give one each")
-    total = float(counts.sum())
-    if total <= 0:
+    # Counts on a GPU are not read back (a device->host sync per step); on the CPU they are checked.
+    if counts.device.type == "cpu" and float(counts.sum()) <= 0:
         raise ValueError(f"the micro-batches supervise no position (counts {counts.tolist()})")
+    shares = counts / counts.sum()  # (k,) n_m / n
     loss = None
-    for mb, n_m in zip(micro_batches, counts.tolist()):
-        part = micro_loss(mb) * (n_m / total)  # () this micro-batch's share of the batch mean
+    for m, mb in enumerate(micro_batches):
+        mean = micro_loss(mb)  # () mean over this micro-batch's positions
+        part = mean * shares[m].to(mean.dtype)  # () this micro-batch's share of the batch mean
         part.backward()
         loss = part.detach() if loss is None else loss + part.detach()
     return loss

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from hstu_tutorial.accumulation import accumulated_backward
+from hstu_tutorial.data.reco_dataset import JaggedBatch
 from hstu_tutorial.errors import ConfigError
 from hstu_tutorial.losses import get_loss
 from hstu_tutorial.metrics import batch_ranks, metric_names, metrics_from_ranks, ranks_table
@@ -148,8 +150,8 @@ class Trainer:
         return use_graphs, layout
 
     # -- one training step ------------------------------------------------------------------------------
-    def train_batch(self, index: torch.Tensor, total: int | None = None):
-        """The training users `index (B,)` in the trainer's layout: (batch, supervision (T,), last (B,)).
+    def train_batch(self, index: torch.Tensor, total: int | None = None) -> JaggedBatch:
+        """The training users `index (B,)` as a batch in the trainer's layout, supervision included.
 
         `total` (jagged layout): their summed history lengths, known ahead to spare a host sync."""
         rs = self.splits["train"]
@@ -157,13 +159,14 @@ class Trainer:
             return rs.padded_batch(index)
         return rs.jagged_batch(index, total)
 
-    def loss(self, batch, supervision: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward pass and mean loss over the supervised positions; returns (loss, number supervised)."""
+    def loss(self, batch: JaggedBatch, supervision: torch.Tensor | None = None) -> torch.Tensor:
+        """Forward pass and mean loss over the supervised positions (`batch.next_item_ids` unless given)."""
         cfg = self.cfg
+        supervision = batch.next_item_ids if supervision is None else supervision  # (T,)
         weights = (supervision != 0).float()  # (T,) padded positions are not supervised
         with self.autocast:
             out = self.forward(batch)  # (T, D)
-        loss = self.loss_fn(
+        return self.loss_fn(
             out.float(),
             supervision,
             self.model.item_embeddings,
@@ -172,7 +175,6 @@ class Trainer:
             cfg.temperature,
             weights=weights,
         )
-        return loss, weights.sum()
 
     def step(
         self, index: torch.Tensor, totals: Sequence[int] | None = None, *, use_graph: bool = True
@@ -192,20 +194,16 @@ class Trainer:
             totals = rs.batch_totals(index, self.cfg.batch_size // parts)
         self.optimizer.zero_grad(set_to_none=True)
         if parts == 1:
-            batch, sup, _ = self.train_batch(index, None if totals is None else totals[0])
-            loss, _ = self.loss(batch, sup)
+            loss = self.loss(self.train_batch(index, None if totals is None else totals[0]))
             loss.backward()
         else:
             chunks = index.split(self.cfg.batch_size // parts)
-            counts = (rs.lengths[index]).sum()  # every history position is supervised
-            loss = torch.zeros((), device=self.device)
-            for i, chunk in enumerate(chunks):
-                total = None if totals is None else totals[i]
-                batch, sup, _ = self.train_batch(chunk, total)
-                part_loss, weight = self.loss(batch, sup)
-                # Micro-batch means weighted by their share of the positions = the full batch's mean.
-                (part_loss * (weight / counts)).backward()
-                loss = loss + part_loss.detach() * (weight / counts)
+            totals = [None] * len(chunks) if totals is None else totals
+            # Every history position is supervised: a micro-batch's share of the batch mean is its
+            # share of the summed lengths (known on the device before any forward pass, no host sync).
+            counts = torch.stack([rs.lengths[c].sum() for c in chunks])  # (k,)
+            micro_batches = [self.train_batch(c, t) for c, t in zip(chunks, totals)]
+            loss = accumulated_backward(self.loss, micro_batches, counts)
         self.optimizer.step()
         return loss.detach()
 
@@ -217,8 +215,7 @@ class Trainer:
         index[: min(B, rs.num_users)] = torch.arange(min(B, rs.num_users), device=self.device)
 
         def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-            batch, sup, _ = rs.padded_batch(idx)
-            return self.loss(batch, sup)[0]
+            return self.loss(rs.padded_batch(idx))
 
         self.graph = StepGraph(self.model, self.optimizer, batch_loss, index)
 
