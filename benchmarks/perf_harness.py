@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from hstu_tutorial.accumulation import SavedBytes  # noqa: F401 - re-exported for the benchmarks
+from hstu_tutorial.memory import SavedBytes  # noqa: F401 - re-exported for the benchmarks
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -307,9 +307,9 @@ def measure_trainer(
 ) -> dict:
     """Build a Trainer for `cfg` on `dataset` and measure: one step (median ms), one epoch (s, the last of
     `epochs`; the first pays warm-up, compilation, autotuning), peak memory, activations kept for backward.
-    `recompute=True` turns on activation recomputation with `hstu_tutorial.accumulation.enable_recompute`
+    `recompute=True` turns on activation recomputation with `hstu_tutorial.memory.enable_recompute`
     (the same thing the config key `recompute` does)."""
-    from hstu_tutorial.accumulation import enable_recompute
+    from hstu_tutorial.memory import enable_recompute
     from hstu_tutorial.train import Trainer
 
     device = torch.device(

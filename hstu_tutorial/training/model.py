@@ -69,7 +69,7 @@ def build_model(cfg: TrainConfig, num_items: int, device: torch.device) -> tuple
             attention_impl=impl,
         )
     if cfg.recompute:  # keep only each block's input; rerun its forward in the backward pass
-        from hstu_tutorial.accumulation import enable_recompute
+        from hstu_tutorial.memory import enable_recompute
 
         enable_recompute(model)
     return model.to(device), impl

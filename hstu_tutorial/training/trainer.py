@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from hstu_tutorial.accumulation import accumulated_backward
 from hstu_tutorial.data.reco_dataset import JaggedBatch
 from hstu_tutorial.errors import ConfigError
 from hstu_tutorial.losses import get_loss
+from hstu_tutorial.memory import accumulated_backward
 from hstu_tutorial.metrics import batch_ranks, metric_names, metrics_from_ranks, ranks_table
 from hstu_tutorial.training import checkpoints, report
 from hstu_tutorial.training.config import TrainConfig, config_from_dict, load_config
