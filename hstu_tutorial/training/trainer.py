@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import random
 import signal
@@ -19,6 +20,7 @@ from hstu_tutorial.errors import ConfigError
 from hstu_tutorial.losses import get_loss
 from hstu_tutorial.memory import accumulated_backward
 from hstu_tutorial.metrics import batch_ranks, metric_names, metrics_from_ranks, ranks_table
+from hstu_tutorial.ops.options import use_options
 from hstu_tutorial.training import checkpoints, report
 from hstu_tutorial.training.config import TrainConfig, config_from_dict, load_config
 from hstu_tutorial.training.cuda_graph import StepGraph
@@ -40,6 +42,17 @@ class _StopRun(Exception):
     def __init__(self, status: str):
         super().__init__(status)
         self.status = status
+
+
+def _with_kernel_options(method):
+    """Run a Trainer method under the kernel options its config asks for (scoped: restored after)."""
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        with use_options(autotune=self.cfg.autotune):
+            return method(self, *args, **kwargs)
+
+    return wrapped
 
 
 class Trainer:
@@ -176,6 +189,7 @@ class Trainer:
             weights=weights,
         )
 
+    @_with_kernel_options
     def step(
         self, index: torch.Tensor, totals: Sequence[int] | None = None, *, use_graph: bool = True
     ) -> torch.Tensor:
@@ -207,6 +221,7 @@ class Trainer:
         self.optimizer.step()
         return loss.detach()
 
+    @_with_kernel_options
     def capture_graph(self) -> None:
         """Record the step (forward + backward + AdamW) as a CUDA graph that `step` then replays."""
         rs = self.splits["train"]
@@ -220,6 +235,7 @@ class Trainer:
         self.graph = StepGraph(self.model, self.optimizer, batch_loss, index)
 
     # -- evaluation -----------------------------------------------------------------------------------
+    @_with_kernel_options
     def ranks(self, split: str) -> torch.Tensor:
         """Ranks (U,) of every user's target in `split`, full ranking, seen items removed (on the device)."""
         batches = self.splits[split].batches(self.cfg.eval_batch_size)
@@ -319,6 +335,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
             self.setup_s += time.perf_counter() - t0
 
+    @_with_kernel_options
     def fit(self, callback: Callable[[dict], object] | None = None) -> dict:
         """Run the remaining epochs; returns the results dict (also written as results.json/.md)."""
         cfg = self.cfg
