@@ -341,7 +341,7 @@ class Trainer:
         cfg = self.cfg
         self._start()
         status = "completed"
-        steps_this_session = 0
+        steps_this_call = 0
         B = cfg.batch_size
         bar = None
         old_handler = self._install_sigint_handler()
@@ -369,7 +369,7 @@ class Trainer:
                 while self.step_in_epoch < len(steps):
                     if self._interrupted:
                         raise _StopRun("interrupted")
-                    if cfg.max_steps and steps_this_session >= cfg.max_steps:
+                    if cfg.max_steps and steps_this_call >= cfg.max_steps:
                         raise _StopRun("stopped")
                     s = steps[self.step_in_epoch]
                     index = order[s * B : (s + 1) * B]  # (B,)
@@ -377,7 +377,7 @@ class Trainer:
                     self.epoch_loss_sum += self.step(index, part)
                     self.step_in_epoch += 1
                     self.global_step += 1
-                    steps_this_session += 1
+                    steps_this_call += 1
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 t_train = time.perf_counter() - t_epoch
