@@ -69,22 +69,17 @@ def profile_run(name: str, config: str, overrides: dict, top: int) -> dict:
     index = order[:B]
     out = {"run": name, "config": config, "overrides": overrides, "model": cfg.model}
     if tr.use_graphs:
-        tr._capture_graph()
-
-        def graph_step():
-            tr.static_index.copy_(index)
-            tr.graph.replay()
-
-        out["graph_step_ms"] = _median_ms(graph_step, device, 10, 50)
+        tr.capture_graph()
+        out["graph_step_ms"] = _median_ms(lambda: tr.step(index), device, 10, 50)
     totals = rs.batch_totals(index, B) if tr.layout == "jagged" else None
     out["layout"] = tr.layout
-    out["eager_step_ms"] = _median_ms(lambda: tr._eager_step(index, totals), device, 3, 20)
+    out["eager_step_ms"] = _median_ms(lambda: tr.step(index, totals, use_graph=False), device, 3, 20)
     out["eval_ms"] = _median_ms(lambda: tr.evaluate(("valid", "test")), device, 2, 5)
     out["eval_split_ms"] = {
-        s: _median_ms(lambda s=s: tr._ranks(s), device, 1, 5) for s in ("valid", "test")
+        s: _median_ms(lambda s=s: tr.ranks(s), device, 1, 5) for s in ("valid", "test")
     }
     out["step_kernels"], out["step_kernel_ms"] = top_kernels(
-        lambda: tr._eager_step(index, totals), device, top
+        lambda: tr.step(index, totals, use_graph=False), device, top
     )
     out["eval_kernels"], out["eval_kernel_ms"] = top_kernels(
         lambda: tr.evaluate(("valid", "test")), device, top

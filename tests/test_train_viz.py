@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from hstu_tutorial import viz
-from hstu_tutorial.train import ANCHORS_ML1M_U2999, PAPER_ML1M
+from hstu_tutorial.train import PAPER_ML1M, REFERENCE_ML1M_U2999
 
 
 def _history(n=4, base=0.1):
@@ -43,7 +43,7 @@ def test_results_frame_puts_ours_next_to_the_references():
         "best_by_valid": {"epoch": 50, "test": {"hr@10": 0.31, "ndcg@10": 0.18}},
     }
     frame = viz.results_frame(
-        {"HSTU": res}, metrics=("hr@10", "ndcg@10"), reference=ANCHORS_ML1M_U2999, paper=PAPER_ML1M
+        {"HSTU": res}, metrics=("hr@10", "ndcg@10"), reference=REFERENCE_ML1M_U2999, paper=PAPER_ML1M
     )
     assert list(frame["source"]) == [
         "ours: test, mean of epochs 91-100",

@@ -27,7 +27,7 @@ import traceback
 import numpy as np
 import torch
 
-from hstu_tutorial.accumulation import SavedBytes
+from hstu_tutorial.memory import SavedBytes
 from hstu_tutorial.perf.measure import (
     machine_info,
     markdown_table,

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from hstu_tutorial.accumulation import SavedBytes
+from hstu_tutorial.memory import SavedBytes
 from hstu_tutorial.perf.measure import MIB, peak_mib, reset_peak, state_mib, sync, time_call
 
 
@@ -56,13 +56,6 @@ def lever_config(preset, data_keys: dict, **overrides):
     return load_config(name, keys)
 
 
-def _jagged_supervision(batch) -> torch.Tensor:
-    """(T,) the item each position predicts: the next one in its history, the target for the last."""
-    nxt = torch.roll(batch.item_ids, -1)  # (T,)
-    nxt[batch.offsets[1:] - 1] = batch.target_item_ids
-    return nxt
-
-
 class TrainerEpochs:
     """Runs training epochs/steps of a `hstu_tutorial.train.Trainer` without evaluation or files.
 
@@ -80,14 +73,14 @@ class TrainerEpochs:
         self.setup_s = 0.0
         if trainer.use_graphs and trainer.graph is None:
             t0 = time.perf_counter()
-            trainer._capture_graph()
+            trainer.capture_graph()
             self.setup_s = time.perf_counter() - t0
         self.num_steps = -(-trainer.splits["train"].num_users // trainer.cfg.batch_size)
 
     # -- the device-resident path (the trainer's) ----------------------------------------------------------
     def _order(self):
         tr = self.tr
-        order = tr._new_epoch_order().to(self.device)
+        order = tr.epoch_order().to(self.device)
         totals = None
         if tr.layout == "jagged":
             totals = tr.splits["train"].batch_totals(order, tr.cfg.batch_size // tr.cfg.grad_accum_steps)
@@ -97,12 +90,8 @@ class TrainerEpochs:
         tr = self.tr
         B, k = tr.cfg.batch_size, tr.cfg.grad_accum_steps
         index = order[s * B : (s + 1) * B]  # (B,)
-        if tr.graph is not None:
-            tr.static_index.copy_(index)
-            tr.graph.replay()
-            return tr.static_loss
         part = None if totals is None else totals[s * k : (s + 1) * k]
-        return tr._eager_step(index, part)
+        return tr.step(index, part)  # the captured CUDA graph's replay when there is one
 
     # -- the host-loader path -------------------------------------------------------------------------
     def _loader(self):
@@ -124,11 +113,9 @@ class TrainerEpochs:
 
     def _host_step(self, item):
         tr = self.tr
-        batch, sup = item
-        batch = batch.to(self.device, non_blocking=True)
-        sup = sup.to(self.device, non_blocking=True)
+        batch = item.to(self.device, non_blocking=True)
         tr.optimizer.zero_grad(set_to_none=True)
-        loss, _ = tr._loss(batch, sup)
+        loss = tr.loss(batch)
         loss.backward()
         tr.optimizer.step()
         return loss.detach()
@@ -179,13 +166,10 @@ class TrainerEpochs:
         rs = tr.splits["train"]
         B = tr.cfg.batch_size
         index = torch.arange(min(B, rs.num_users), device=self.device)
-        if tr.layout == "padded":
-            batch, sup, _ = rs.padded_batch(index)
-        else:
-            batch, sup, _ = rs.jagged_batch(index, int(rs.lengths[index].sum()))
+        batch = tr.train_batch(index)
         tr.model.train()
         with SavedBytes(tr.model) as saved:
-            loss, _ = tr._loss(batch, sup)
+            loss = tr.loss(batch)
         del loss
         if tr.cfg.grad_accum_steps > 1:  # one micro-batch's graph lives at a time
             return saved.mib / tr.cfg.grad_accum_steps
@@ -196,7 +180,7 @@ class TrainerEpochs:
 
 
 class _HostCollate:
-    """Builds (JaggedBatch, supervision) for a list of user indices on the host (picklable for workers).
+    """Builds the JaggedBatch (supervision included) of a list of user indices on the host (picklable).
 
     `python_loop=True` builds it the naive way, one user at a time through Python lists (what a
     per-example `Dataset.__getitem__` plus a padding collate does): the slow loader a profile should catch.
@@ -208,8 +192,7 @@ class _HostCollate:
     def __call__(self, indices):
         index = torch.as_tensor(indices, dtype=torch.int64)
         if not self.python_loop:
-            batch = self.split.batch(index)
-            return batch, _jagged_supervision(batch)
+            return self.split.batch(index)
         sp = self.split
         offs = sp.offsets.tolist()
         cols = {"item_ids": [], "ratings": [], "timestamps": []}
@@ -219,7 +202,7 @@ class _HostCollate:
         batch = sp.batch(index)  # offsets and targets (cheap); the histories come from the lists
         for name, values in cols.items():
             setattr(batch, name, torch.tensor(values, dtype=torch.int64))
-        return batch, _jagged_supervision(batch)
+        return batch
 
 
 def measure_trainer(
@@ -227,9 +210,9 @@ def measure_trainer(
 ) -> dict:
     """Build a Trainer for `cfg` on `dataset` and measure: one step (median ms), one epoch (s, the last of
     `epochs`; the first pays warm-up, compilation, autotuning), peak memory, activations kept for backward.
-    `recompute=True` turns on activation recomputation with `hstu_tutorial.accumulation.enable_recompute`
+    `recompute=True` turns on activation recomputation with `hstu_tutorial.memory.enable_recompute`
     (the same thing the config key `recompute` does)."""
-    from hstu_tutorial.accumulation import enable_recompute
+    from hstu_tutorial.memory import enable_recompute
     from hstu_tutorial.train import Trainer
 
     device = torch.device(
@@ -316,25 +299,23 @@ def profile_loading(
 
         def next_batch(s):
             index = order[s * B : (s + 1) * B]  # (B,)
-            batch, sup, _ = rs.jagged_batch(index, totals[s])
-            return batch, sup
+            return rs.jagged_batch(index, totals[s])
 
     else:
         it = iter(run._loader())
 
         def next_batch(s):
-            batch, sup = next(it)
-            return batch.to(device, non_blocking=True), sup.to(device, non_blocking=True)
+            return next(it).to(device, non_blocking=True)
 
-    def compute(batch, sup):
+    def compute(batch):
         tr.optimizer.zero_grad(set_to_none=True)
-        loss, _ = tr._loss(batch, sup)
+        loss = tr.loss(batch)
         loss.backward()
         tr.optimizer.step()
         sync(device)
 
     tr.model.train()
-    compute(*next_batch(0))  # warm-up
+    compute(next_batch(0))  # warm-up
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=acts) as prof:
         for s in range(1, steps + 1):
@@ -342,7 +323,7 @@ def profile_loading(
                 item = next_batch(s)
                 sync(device)
             with record_function("compute: fwd+bwd+step"):
-                compute(*item)
+                compute(item)
     events = {e.key: e for e in prof.key_averages()}
     data_ms = events["data: next batch"].cpu_time_total / 1e3
     compute_ms = events["compute: fwd+bwd+step"].cpu_time_total / 1e3

@@ -117,7 +117,7 @@ def results_frame(results: dict, metrics=("hr@10", "ndcg@10", "hr@50", "ndcg@50"
 
     `results`: {model name: results dict of `train`} (reference-protocol mean and best-by-validation rows
     are both shown). `reference`: {model name: {metric: value}} measured by the official implementation on
-    the same data (e.g. `train.ANCHORS_ML1M_U2999`, run on NVIDIA H200, 2026-11-28; the numbers are listed in
+    the same data (e.g. `train.REFERENCE_ML1M_U2999`, NVIDIA H200, 2026-11-28; the numbers are listed in
     docs/reference_results.md); `paper`: the paper's figures (`train.PAPER_ML1M`). Missing values are NaN.
     """
     import pandas as pd

@@ -42,7 +42,7 @@ from hstu_tutorial.data import data_root, get_reco_dataset
 from hstu_tutorial.data.movielens import has_ml1m_files
 from hstu_tutorial.losses import full_softmax_loss, l2_normalize, sampled_softmax_loss
 from hstu_tutorial.metrics import item_popularity, metrics_from_ranks, popularity_baseline, target_ranks
-from hstu_tutorial.train import ANCHORS_ML1M_U2999, PAPER_ML1M, ConfigError, load_config, train
+from hstu_tutorial.train import REFERENCE_ML1M_U2999, PAPER_ML1M, ConfigError, load_config, train
 
 preset = hstu_tutorial.get_preset()
 torch.manual_seed(0)
@@ -177,7 +177,7 @@ dataset: they show the machinery, not the paper's numbers; the GPU results follo
 """),
     code(r"""
 on_movielens = ds.name == "ml-1m"
-frame = viz.results_frame(results, reference=ANCHORS_ML1M_U2999 if on_movielens else None, paper=PAPER_ML1M)
+frame = viz.results_frame(results, reference=REFERENCE_ML1M_U2999 if on_movielens else None, paper=PAPER_ML1M)
 pop = popularity_baseline(ds, "test", ks=(10, 50))
 print(f"dataset {ds.name}: most-popular baseline HR@10 {pop['hr@10']:.4f}, NDCG@10 {pop['ndcg@10']:.4f}")
 frame.round(4)

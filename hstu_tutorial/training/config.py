@@ -1,0 +1,336 @@
+"""The training configuration: the `TrainConfig` dataclass, TOML files, `--set` overrides, config names."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hstu_tutorial.errors import ConfigError
+from hstu_tutorial.metrics import metric_names
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+__all__ = [
+    "CONFIG_DIR",
+    "ConfigError",
+    "TrainConfig",
+    "coerce",
+    "config_from_dict",
+    "list_configs",
+    "load_config",
+    "parse_overrides",
+    "resolve_config_path",
+]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. Defaults are the reference's ML-1M HSTU recipe; TOML files override them."""
+
+    # --- run ---
+    name: str = "run"  # run name; the results folder is exps/<dataset>-l<max_seq_len>/<name>[-<stamp>]
+    description: str = ""  # free text, copied into the results
+    seed: int = 42
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    exp_dir: str = "exps"
+    timestamp_run_dir: bool = True  # append -YYYYmmdd-HHMMSS to the run folder (keeps runs apart)
+    resume: str = ""  # a checkpoint file or run folder to continue from ("" = start fresh)
+    tensorboard: bool = True
+    progress: bool = True  # tqdm bar over epochs
+    save_checkpoints: bool = True
+    checkpoint_every: int = 10  # also save ckpt_last.pt every this many epochs (and always at the end)
+    max_steps: int = 0  # stop (resumably) after this many optimizer steps in this call of fit; 0 = no limit
+    # --- data ---
+    dataset: str = "ml-1m"  # "ml-1m", "ml-100k" or "synthetic"
+    data_dir: str = ""  # folder with the raw files ("" = data/<dataset>)
+    synthetic_size: str = "ci"
+    # the longest history kept (each user's most recent items); the trainer's padded layout pads every
+    # history to this width (ResidentSplit.pad_width). HSTU sizes its position-bias table from it.
+    max_seq_len: int = 200
+    protocol: str = (
+        "reference"  # "reference": train on all but the test item; "validation": hold out valid too
+    )
+    stable_sort: bool = True
+    # --- model ---
+    model: str = "hstu"  # "hstu" or "sasrec"
+    embedding_dim: int = 50
+    num_blocks: int = 2
+    num_heads: int = 1
+    dqk: int = 50  # HSTU: query/key width per head
+    dv: int = 50  # HSTU: value width per head
+    ffn_hidden: int = 50  # SASRec: feed-forward width
+    dropout: float = 0.2
+    # HSTU: "pytorch", "triton" or "auto" (triton on CUDA); SASRec: "sdpa", "pytorch" or "auto" (sdpa)
+    attention_impl: str = "auto"
+    # --- loss ---
+    loss: str = "sampled_softmax"  # "sampled_softmax", "full_softmax" or "bce"
+    num_negatives: int = 128
+    temperature: float = 0.05
+    # --- optimisation ---
+    batch_size: int = 128
+    num_epochs: int = 101
+    learning_rate: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    weight_decay: float = 0.0
+    grad_accum_steps: int = 1  # split each batch into this many micro-batches (same gradient, less memory)
+    recompute: bool = False  # activation recomputation of every block (torch.utils.checkpoint)
+    # --- evaluation ---
+    eval_batch_size: int = 4096
+    eval_ks: list[int] = field(default_factory=lambda: [1, 10, 50, 200])
+    early_stopping_patience: int = (
+        0  # stop after this many epochs without a better validation metric; 0 = off
+    )
+    selection_metric: str = "ndcg@10"  # validation metric for the best checkpoint and early stopping
+    # --- speed ---
+    tf32: bool = True
+    bf16: bool = False  # bf16 autocast for the forward pass
+    compile: bool = False  # torch.compile the model (startup cost: tens of seconds)
+    cuda_graphs: str = "auto"  # "auto" (on CUDA), "on", "off": capture the training step as a CUDA graph
+    # Triton attention on a GPU: tune its tile sizes on first use of each shape (a minute the first time on a
+    # machine, then cached); false: fixed default tiles, no tuning (about 10% slower steps at ML-1M)
+    autotune: bool = True
+    layout: str = "auto"  # "jagged", "padded", or "auto" (padded when CUDA graphs are on)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def validate(self) -> TrainConfig:
+        """Raise ConfigError on a value that cannot work (the message says what to change)."""
+        choices = {
+            "dataset": ("ml-1m", "ml-100k", "synthetic", "ml-20m"),
+            "protocol": ("reference", "validation"),
+            "model": ("hstu", "sasrec"),
+            "loss": ("sampled_softmax", "full_softmax", "bce"),
+            "cuda_graphs": ("auto", "on", "off"),
+            "layout": ("auto", "jagged", "padded"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key} = {getattr(self, key)!r} is not one of {list(allowed)}")
+        per_model = {"hstu": ("auto", "pytorch", "triton"), "sasrec": ("auto", "sdpa", "pytorch")}
+        if self.attention_impl not in per_model[self.model]:
+            raise ConfigError(
+                f"model = {self.model!r} takes attention_impl in {list(per_model[self.model])}, "
+                f"not {self.attention_impl!r}"
+            )
+        positive = (
+            "embedding_dim",
+            "num_blocks",
+            "num_heads",
+            "dqk",
+            "dv",
+            "ffn_hidden",
+            "batch_size",
+            "max_seq_len",
+            "eval_batch_size",
+            "grad_accum_steps",
+            "checkpoint_every",
+        )
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("num_epochs", "max_steps", "early_stopping_patience"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0 (logits are divided by it), got {self.temperature}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"betas must be two numbers in [0, 1), e.g. [0.9, 0.98]; got {self.betas}")
+        if self.loss == "sampled_softmax" and self.num_negatives < 1:
+            raise ConfigError(f"num_negatives must be >= 1 for the sampled softmax, got {self.num_negatives}")
+        if not self.eval_ks or any(k < 1 for k in self.eval_ks):
+            raise ConfigError(f"eval_ks must be a non-empty list of positive cut-offs, got {self.eval_ks}")
+        if self.batch_size % self.grad_accum_steps:
+            raise ConfigError(
+                f"batch_size ({self.batch_size}) must be a multiple of "
+                f"grad_accum_steps ({self.grad_accum_steps})"
+            )
+        valid_metrics = metric_names(self.eval_ks)
+        if self.selection_metric not in valid_metrics:
+            raise ConfigError(f"selection_metric = {self.selection_metric!r} is not one of {valid_metrics}")
+        return self
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _example(example) -> str:
+    return "" if example is None else f" (e.g. {example})"
+
+
+def _parse_sequence(key: str, text: str, example):
+    """'[1, 2]' (a TOML array) or '1, 2' (comma-separated TOML values) -> a Python list."""
+    text = text.strip()
+    try:
+        if text.startswith("["):
+            return tomllib.loads(f"v = {text}")["v"]
+        return [tomllib.loads(f"v = {x.strip()}")["v"] for x in text.split(",") if x.strip()]
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{key} must be a list such as {example}, got {text!r}") from err
+
+
+def coerce(key: str, value, tp, example=None):
+    """Check and convert `value` (from TOML, `--set` strings or keyword arguments) to the annotation `tp`.
+
+    Understands bool, int, float, str, `X | None`, `list[X]`, `tuple[X, ...]` and `tuple[X, Y]`;
+    `example` (the field's default) is quoted in the error message.
+    """
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and (
+            value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null"))
+        ):
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return coerce(key, value, option, example)
+            except ConfigError as err:
+                errors.append(str(err))
+        if len(errors) == 1:
+            raise ConfigError(errors[0] + ("; none is accepted too" if type(None) in args else ""))
+        raise ConfigError(f"{key}: {value!r} fits none of the accepted forms: " + "; ".join(errors))
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = _parse_sequence(key, value, example)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list such as {example or '[1, 2]'}, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key} must hold {len(args)} values, got {len(value)}: {value!r}")
+            elems = args
+        else:
+            elems = (args[0] if args else typing.Any,) * len(value)
+        out = [coerce(f"{key}[{i}]", v, t) for i, (v, t) in enumerate(zip(value, elems))]
+        return tuple(out) if origin is tuple else out
+    if tp is typing.Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be an integer{_example(example)}, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number{_example(example)}, got {value!r}")
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string (in quotes in a TOML file), got {value!r}")
+        return value
+    raise ConfigError(f"{key}: the config cannot read values of type {tp!r}")  # pragma: no cover
+
+
+def _field_types() -> dict:
+    """{key: annotation} of TrainConfig's fields, the annotations resolved from their strings."""
+    return typing.get_type_hints(TrainConfig)
+
+
+def config_from_dict(values: dict, base: TrainConfig | None = None, source: str = "config") -> TrainConfig:
+    """A TrainConfig from `values` (unknown keys rejected with the list of valid ones)."""
+    cfg = copy.deepcopy(base) if base is not None else TrainConfig()
+    valid = TrainConfig.keys()
+    types_ = _field_types()
+    defaults = TrainConfig()
+    for key, value in values.items():
+        if key not in valid:
+            near = difflib.get_close_matches(key, valid, n=3)
+            hint = f" Did you mean {', '.join(near)}?" if near else ""
+            raise ConfigError(f"unknown key {key!r} in {source}.{hint} Valid keys: {', '.join(valid)}")
+        setattr(cfg, key, coerce(key, value, types_[key], example=getattr(defaults, key)))
+    return cfg
+
+
+def list_configs() -> list[str]:
+    """Names of the bundled configs, e.g. 'ml-1m/hstu-sampled-softmax-n128-final'."""
+    return sorted(str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in CONFIG_DIR.glob("**/*.toml"))
+
+
+def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
+    """A TOML file: an existing path, or a bundled config name (with or without `.toml`)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = CONFIG_DIR / path
+    for candidate in (bundled, bundled.with_name(bundled.name + ".toml")):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no config file {str(name_or_path)!r}: neither a file nor a bundled config. "
+        f"Bundled configs: {', '.join(list_configs())}"
+    )
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict:
+    """['key=value', ...] -> {key: value-string} (values are converted against the fields' types)."""
+    out = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r} (e.g. --set num_epochs=3)")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip().strip('"').strip("'") if not value.strip().startswith("[") else value
+    return out
+
+
+def load_config(
+    name_or_path: str | os.PathLike | None = None, overrides: Sequence[str] | dict = (), **kwargs
+) -> TrainConfig:
+    """Read a TOML config (a path or a bundled name), apply `overrides` ('key=value' strings or a dict) and
+    keyword arguments, validate, and return it. The run name defaults to the config file's stem."""
+    cfg = TrainConfig()
+    if name_or_path is not None:
+        path = resolve_config_path(name_or_path)
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path} is not valid TOML: {err}") from err
+        for key, value in values.items():
+            if isinstance(value, dict):
+                raise ConfigError(
+                    f"{path}: tables such as [{key}] are not used; write every key at the top level. "
+                    f"Valid keys: {', '.join(TrainConfig.keys())}"
+                )
+        cfg = config_from_dict(values, cfg, source=str(path))
+        if "name" not in values:
+            cfg.name = path.stem
+    if not isinstance(overrides, dict):
+        overrides = parse_overrides(overrides)
+    cfg = config_from_dict(overrides, cfg, source="--set")
+    cfg = config_from_dict(kwargs, cfg, source="keyword arguments")
+    return cfg.validate()

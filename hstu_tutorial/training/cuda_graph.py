@@ -1,0 +1,81 @@
+"""The training step as a CUDA graph: captured once (forward, backward, AdamW), then replayed per batch.
+
+A graph replays the recorded kernels on the same memory, so the step's inputs must keep their shapes and
+addresses: the batch is named by a fixed-size index tensor `(B,)` that every replay overwrites in place,
+and the trainer's padded layout gives every batch the same B*N positions.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["StepGraph", "restore_optimizer_in_place"]
+
+
+def restore_optimizer_in_place(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Copy a saved `optimizer.state_dict()` back into the optimizer's own state tensors (no new tensors:
+    a captured graph keeps pointing at them). State the save did not hold is zeroed."""
+    saved_state = saved["state"]
+    for i, p in enumerate([p for g in optimizer.param_groups for p in g["params"]]):
+        state = optimizer.state.get(p)
+        if not state:
+            continue
+        old = saved_state.get(i, {})
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                if key in old:
+                    value.copy_(old[key])
+                else:
+                    value.zero_()
+
+
+class StepGraph:
+    """One optimisation step recorded as a CUDA graph; `replay(index)` runs it on the users `index (B,)`.
+
+    `batch_loss(index)` must build the batch of `index` and return its mean loss (the forward pass). A
+    few warm-up steps run first on a side stream (kernels pick their algorithms, the optimizer creates its
+    state); their effect on the weights and the optimizer state is undone before the capture.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        batch_loss: Callable[[torch.Tensor], torch.Tensor],
+        static_index: torch.Tensor,
+        warmup_steps: int = 3,
+    ):
+        device = static_index.device
+        self.static_index = static_index  # (B,) overwritten in place before every replay
+        params = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        opt_state = copy.deepcopy(optimizer.state_dict())
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(warmup_steps):
+                optimizer.zero_grad(set_to_none=True)
+                batch_loss(static_index).backward()
+                optimizer.step()
+        torch.cuda.current_stream(device).wait_stream(side)
+        # Undo the warm-up: weights and optimizer state back to where they were, in place.
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                v.copy_(params[k])
+        restore_optimizer_in_place(optimizer, opt_state)
+        self.graph = torch.cuda.CUDAGraph()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            loss = batch_loss(static_index)
+            loss.backward()
+            optimizer.step()
+        self.loss = loss.detach()  # () refreshed by every replay
+        torch.cuda.synchronize(device)
+
+    def replay(self, index: torch.Tensor) -> torch.Tensor:
+        """One step on the users `index (B,)` (same B as the capture); returns the step's loss (device)."""
+        self.static_index.copy_(index)
+        self.graph.replay()
+        return self.loss

@@ -1,0 +1,496 @@
+"""The training run: data on the device, model, optimizer, the step, the epoch loop and evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from hstu_tutorial.data.reco_dataset import JaggedBatch
+from hstu_tutorial.errors import ConfigError
+from hstu_tutorial.losses import get_loss
+from hstu_tutorial.memory import accumulated_backward
+from hstu_tutorial.metrics import batch_ranks, metric_names, metrics_from_ranks, ranks_table
+from hstu_tutorial.ops.options import use_options
+from hstu_tutorial.training import checkpoints, report
+from hstu_tutorial.training.config import TrainConfig, config_from_dict, load_config
+from hstu_tutorial.training.cuda_graph import StepGraph
+from hstu_tutorial.training.distributed import (
+    all_reduce_mean,
+    broadcast_from_rank0,
+    rank_steps,
+    setup_distributed,
+    wrap_ddp,
+)
+from hstu_tutorial.training.log import note
+from hstu_tutorial.training.model import build_model, resolve_device
+from hstu_tutorial.training.resident import ResidentSplit
+
+__all__ = ["Trainer", "train"]
+
+
+class _StopRun(Exception):
+    def __init__(self, status: str):
+        super().__init__(status)
+        self.status = status
+
+
+def _with_kernel_options(method):
+    """Run a Trainer method under the kernel options its config asks for (scoped: restored after)."""
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        with use_options(autotune=self.cfg.autotune):
+            return method(self, *args, **kwargs)
+
+    return wrapped
+
+
+class Trainer:
+    """One training run: data, model, optimizer, the epoch loop, evaluation, checkpoints and results.
+
+    Use `train(config)` for the common case; the class is there for notebooks that want to poke at the
+    model, the splits or the per-user evaluation afterwards, and for benchmarks that time `step`.
+    """
+
+    def __init__(self, cfg: TrainConfig, dataset=None, verbose: bool = True):
+        self.cfg = cfg.validate()
+        self.verbose = verbose
+        t0 = time.perf_counter()
+        # Under torchrun (WORLD_SIZE > 1): one process per GPU, DistributedDataParallel, rank 0 writes.
+        self.device, self.rank, self.world = setup_distributed(resolve_device(cfg.device))
+        if self.rank != 0:
+            cfg = self.cfg = copy.deepcopy(cfg)
+            cfg.tensorboard = cfg.progress = cfg.save_checkpoints = False
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)  # peak memory of this run, not the process's
+            torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+            torch.backends.cudnn.allow_tf32 = cfg.tf32
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.dataset = dataset = self._dataset(dataset)
+        self.catalogue = dataset.catalogue.to(self.device)  # (C,)
+        self.splits = {s: ResidentSplit(dataset.split(s), self.device) for s in ("train", "valid", "test")}
+        torch.manual_seed(cfg.seed)  # model init does not depend on what data loading drew
+        self.model, self.attention_impl = build_model(cfg, dataset.num_items, self.device)
+        self.ddp = None
+        if self.world > 1:
+            self.ddp = wrap_ddp(self.model, self.device)
+            torch.manual_seed(cfg.seed + self.rank)  # own dropout masks and negatives on every rank
+        trained = self.ddp if self.ddp is not None else self.model
+        self.forward = torch.compile(trained) if cfg.compile else trained
+        self.use_graphs, self.layout = self._graphs_and_layout()
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=cfg.learning_rate,
+            betas=tuple(cfg.betas),
+            weight_decay=cfg.weight_decay,
+            **({"fused": True, "capturable": self.use_graphs} if fused else {}),
+        )
+        self.loss_fn = get_loss(cfg.loss)
+        self.perm_gen = torch.Generator().manual_seed(cfg.seed)
+        self.autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
+        )
+        # Progress of the run (what a checkpoint holds besides weights).
+        self.epoch = 0  # next epoch to run
+        self.step_in_epoch = 0  # next step inside that epoch (non-zero after an interruption)
+        self.global_step = 0
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self.bad_epochs = 0
+        self.epoch_perm: torch.Tensor | None = None
+        self.perm_epoch = -1  # the epoch `epoch_perm` belongs to
+        self._interrupted = False
+        self.epoch_loss_sum = torch.zeros((), device=self.device)
+        self.elapsed = {"train_s": 0.0, "eval_s": 0.0}
+        self.graph: StepGraph | None = None
+        self.run_dir: Path | None = None
+        self.writer = None
+        self.setup_s = time.perf_counter() - t0
+
+    def _dataset(self, dataset):
+        """The config's dataset (loaded), or the one passed in once checked against the config."""
+        cfg = self.cfg
+        if dataset is None:
+            from hstu_tutorial.data import get_reco_dataset
+
+            return get_reco_dataset(
+                cfg.dataset,
+                max_seq_len=cfg.max_seq_len,
+                data_dir=cfg.data_dir or None,
+                protocol=cfg.protocol,
+                stable_sort=cfg.stable_sort,
+                synthetic_size=cfg.synthetic_size,
+                verbose=self.verbose,
+            )
+        if dataset.max_seq_len != cfg.max_seq_len or dataset.protocol != cfg.protocol:
+            raise ConfigError(
+                f"the dataset passed in has max_seq_len={dataset.max_seq_len}, protocol={dataset.protocol!r} "
+                f"but the config says max_seq_len={cfg.max_seq_len}, protocol={cfg.protocol!r}"
+            )
+        if getattr(dataset, "stable_sort", cfg.stable_sort) != cfg.stable_sort and self.verbose:
+            note(
+                f"the dataset passed in has stable_sort={dataset.stable_sort}, the config says "
+                f"{cfg.stable_sort}: the dataset's order of same-second ratings is used"
+            )
+        return dataset
+
+    def _graphs_and_layout(self) -> tuple[bool, str]:
+        """Whether the step runs as a CUDA graph, and the batch layout ("padded" when it does)."""
+        cfg = self.cfg
+        use_graphs = self.device.type == "cuda" and cfg.cuda_graphs in ("auto", "on")
+        if use_graphs and cfg.grad_accum_steps > 1:
+            note("grad_accum_steps > 1: CUDA graphs off")
+            use_graphs = False
+        if use_graphs and (cfg.recompute or self.world > 1):
+            note(f"{'recompute' if cfg.recompute else 'DistributedDataParallel'}: CUDA graphs off")
+            use_graphs = False
+        layout = cfg.layout if cfg.layout != "auto" else ("padded" if use_graphs else "jagged")
+        if use_graphs and layout != "padded":
+            note("CUDA graphs need fixed shapes: layout='padded' is used")
+            layout = "padded"
+        return use_graphs, layout
+
+    # -- one training step ------------------------------------------------------------------------------
+    def train_batch(self, index: torch.Tensor, total: int | None = None) -> JaggedBatch:
+        """The training users `index (B,)` as a batch in the trainer's layout, supervision included.
+
+        `total` (jagged layout): their summed history lengths, known ahead to spare a host sync."""
+        rs = self.splits["train"]
+        if self.layout == "padded":
+            return rs.padded_batch(index)
+        return rs.jagged_batch(index, total)
+
+    def loss(self, batch: JaggedBatch, supervision: torch.Tensor | None = None) -> torch.Tensor:
+        """Forward pass and mean loss over the supervised positions (`batch.next_item_ids` unless given)."""
+        cfg = self.cfg
+        supervision = batch.next_item_ids if supervision is None else supervision  # (T,)
+        weights = (supervision != 0).float()  # (T,) padded positions are not supervised
+        with self.autocast:
+            out = self.forward(batch)  # (T, D)
+        return self.loss_fn(
+            out.float(),
+            supervision,
+            self.model.item_embeddings,
+            self.catalogue,
+            cfg.num_negatives,
+            cfg.temperature,
+            weights=weights,
+        )
+
+    @_with_kernel_options
+    def step(
+        self, index: torch.Tensor, totals: Sequence[int] | None = None, *, use_graph: bool = True
+    ) -> torch.Tensor:
+        """One optimisation step (forward, backward, AdamW) on the training users `index (B,)`.
+
+        Returns the batch's mean loss as a 0-dim device tensor (nothing is read back to the host).
+        `totals`: the token count of each of the step's `grad_accum_steps` micro-batches (jagged layout;
+        None: counted here, one host sync). With a captured CUDA graph (`capture_graph`) and `use_graph`,
+        the step is one graph replay; `use_graph=False` runs it eagerly.
+        """
+        if self.graph is not None and use_graph:
+            return self.graph.replay(index)
+        rs = self.splits["train"]
+        parts = self.cfg.grad_accum_steps
+        if totals is None and self.layout == "jagged":
+            totals = rs.batch_totals(index, self.cfg.batch_size // parts)
+        self.optimizer.zero_grad(set_to_none=True)
+        if parts == 1:
+            loss = self.loss(self.train_batch(index, None if totals is None else totals[0]))
+            loss.backward()
+        else:
+            chunks = index.split(self.cfg.batch_size // parts)
+            totals = [None] * len(chunks) if totals is None else totals
+            # Every history position is supervised: a micro-batch's share of the batch mean is its
+            # share of the summed lengths (known on the device before any forward pass, no host sync).
+            counts = torch.stack([rs.lengths[c].sum() for c in chunks])  # (k,)
+            micro_batches = [self.train_batch(c, t) for c, t in zip(chunks, totals)]
+            loss = accumulated_backward(self.loss, micro_batches, counts)
+        self.optimizer.step()
+        return loss.detach()
+
+    @_with_kernel_options
+    def capture_graph(self) -> None:
+        """Record the step (forward + backward + AdamW) as a CUDA graph that `step` then replays."""
+        rs = self.splits["train"]
+        B = self.cfg.batch_size
+        index = torch.full((B,), rs.num_users, dtype=torch.int64, device=self.device)  # (B,) filler rows
+        index[: min(B, rs.num_users)] = torch.arange(min(B, rs.num_users), device=self.device)
+
+        def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+            return self.loss(rs.padded_batch(idx))
+
+        self.graph = StepGraph(self.model, self.optimizer, batch_loss, index)
+
+    # -- evaluation -----------------------------------------------------------------------------------
+    @_with_kernel_options
+    def ranks(self, split: str) -> torch.Tensor:
+        """Ranks (U,) of every user's target in `split`, full ranking, seen items removed (on the device)."""
+        batches = self.splits[split].batches(self.cfg.eval_batch_size)
+        return batch_ranks(
+            self.model,
+            batches,
+            self.catalogue,
+            self.dataset.num_items,
+            forward=self.forward,
+            autocast=self.autocast,
+        )
+
+    def evaluate(self, splits: Sequence[str] = ("valid", "test")) -> dict[str, dict[str, float]]:
+        """Metrics of the current model on `splits` (one host transfer for all of them)."""
+        ks = self.cfg.eval_ks
+        per_split = [metrics_from_ranks(self.ranks(s), ks, as_float=False) for s in splits]
+        names = metric_names(ks)
+        flat = torch.stack([torch.stack([m[n] for n in names]) for m in per_split]).tolist()
+        return {s: dict(zip(names, vals)) for s, vals in zip(splits, flat)}
+
+    def per_user_ranks(self, split: str = "test"):
+        """A pandas DataFrame: user_id, target_item_id, history_length, rank (for analyses)."""
+        rs = self.splits[split]
+        U = rs.num_users
+        return ranks_table(self.ranks(split), rs.user_ids[:U], rs.target_item_ids[:U], rs.lengths[:U])
+
+    # -- checkpoints (hstu_tutorial.training.checkpoints) -----------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything a resume needs (see `checkpoints.trainer_state`)."""
+        return checkpoints.trainer_state(self)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a resumable checkpoint to `path` (rank 0 only, atomically)."""
+        return checkpoints.save_checkpoint(self, path)
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Continue from a checkpoint file or run folder."""
+        checkpoints.load_checkpoint(self, path)
+
+    def load_weights(self, path: str | os.PathLike = "") -> int:
+        """Load model weights only (default: this run's ckpt_best.pt); returns the checkpoint's epoch."""
+        return checkpoints.load_weights(self, path)
+
+    # -- results (hstu_tutorial.training.report) --------------------------------------------------------
+    def results(self, status: str = "completed") -> dict:
+        """Best-by-validation and reference-protocol numbers, timing and the per-epoch history."""
+        return report.run_results(self, status)
+
+    def write_results(self, results: dict) -> None:
+        """results.json, results.md and the experiment record in the run folder (rank 0 only)."""
+        if self.run_dir is not None and self.rank == 0:
+            report.write_results(results, self.run_dir)
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def _make_run_dir(self) -> Path:
+        cfg = self.cfg
+        name = cfg.name + (time.strftime("-%Y%m%d-%H%M%S") if cfg.timestamp_run_dir else "")
+        return Path(cfg.exp_dir) / f"{cfg.dataset}-l{cfg.max_seq_len}" / name
+
+    def epoch_order(self) -> torch.Tensor:
+        """A new shuffled order (U',) of the training users, from the run's seeded stream (CPU)."""
+        rs = self.splits["train"]
+        order = torch.randperm(rs.num_users, generator=self.perm_gen)  # (U,) on the CPU: a seeded stream
+        if self.layout == "padded":  # fill the last batch with the empty row U
+            B = self.cfg.batch_size
+            fill = -len(order) % B
+            order = torch.cat([order, torch.full((fill,), rs.num_users, dtype=torch.int64)])
+        return order
+
+    def _start(self) -> None:
+        """Before the first epoch of this call to `fit`: resume, run folder, TensorBoard, CUDA graph."""
+        cfg = self.cfg
+        if cfg.resume:
+            self.load(cfg.resume)
+            note(f"resumed from {cfg.resume} at epoch {self.epoch} step {self.step_in_epoch}")
+        if self.run_dir is None:
+            self.run_dir = self._make_run_dir()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.tensorboard and self.writer is None:
+            self.writer = report.open_tensorboard(self.run_dir)
+        if self.verbose:
+            n_params = sum(p.numel() for p in self.model.parameters())
+            note(
+                f"{cfg.model} ({n_params:,} parameters, attention={self.attention_impl}) on {self.device}, "
+                f"layout={self.layout}, cuda_graphs={'on' if self.use_graphs else 'off'}, "
+                f"bf16={cfg.bf16}, tf32={cfg.tf32}; logs in {self.run_dir}"
+            )
+        if self.use_graphs and self.graph is None:
+            t0 = time.perf_counter()
+            try:
+                self.capture_graph()
+            except Exception as err:  # noqa: BLE001 - fall back to eager steps, loudly
+                if cfg.cuda_graphs == "on":
+                    raise
+                note(f"CUDA graph capture failed ({type(err).__name__}: {err}); running eager steps")
+                self.use_graphs, self.graph = False, None
+                self.optimizer.zero_grad(set_to_none=True)
+            self.setup_s += time.perf_counter() - t0
+
+    @_with_kernel_options
+    def fit(self, callback: Callable[[dict], object] | None = None) -> dict:
+        """Run the remaining epochs; returns the results dict (also written as results.json/.md)."""
+        cfg = self.cfg
+        self._start()
+        status = "completed"
+        steps_this_call = 0
+        B = cfg.batch_size
+        bar = None
+        old_handler = self._install_sigint_handler()
+        if cfg.progress and self.verbose:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=cfg.num_epochs, initial=self.epoch, desc=cfg.name, unit="epoch", dynamic_ncols=True
+            )
+        try:
+            while self.epoch < cfg.num_epochs:
+                t_epoch = time.perf_counter()
+                if self.perm_epoch != self.epoch:
+                    self.epoch_perm = self.epoch_order()
+                    self.perm_epoch = self.epoch
+                    self.epoch_loss_sum = torch.zeros((), device=self.device)
+                order = self.epoch_perm.to(self.device, non_blocking=True)
+                num_steps = -(-len(order) // B)
+                steps = rank_steps(num_steps, self.rank, self.world)  # this rank's share (all, alone)
+                totals = None
+                per = cfg.grad_accum_steps
+                if self.layout == "jagged":
+                    totals = self.splits["train"].batch_totals(order, B // per)  # one host sync per epoch
+                self.model.train()
+                while self.step_in_epoch < len(steps):
+                    if self._interrupted:
+                        raise _StopRun("interrupted")
+                    if cfg.max_steps and steps_this_call >= cfg.max_steps:
+                        raise _StopRun("stopped")
+                    s = steps[self.step_in_epoch]
+                    index = order[s * B : (s + 1) * B]  # (B,)
+                    part = None if totals is None else totals[s * per : (s + 1) * per]
+                    self.epoch_loss_sum += self.step(index, part)
+                    self.step_in_epoch += 1
+                    self.global_step += 1
+                    steps_this_call += 1
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                t_train = time.perf_counter() - t_epoch
+                t_eval0 = time.perf_counter()
+                # Every rank holds the same weights: rank 0 evaluates, the others receive its metrics.
+                evaluate = lambda: self.evaluate(("valid", "test"))  # noqa: E731
+                metrics = broadcast_from_rank0(evaluate, self.rank, self.world)
+                mean_loss = all_reduce_mean(self.epoch_loss_sum / len(steps), self.world).item()
+                t_eval = time.perf_counter() - t_eval0
+                self.elapsed["train_s"] += t_train
+                self.elapsed["eval_s"] += t_eval
+                record = {
+                    "epoch": self.epoch,
+                    "loss": mean_loss,
+                    "valid": metrics["valid"],
+                    "test": metrics["test"],
+                    "train_s": t_train,
+                    "eval_s": t_eval,
+                    "step": self.global_step,
+                }
+                self.history.append(record)
+                self.epoch += 1
+                self.step_in_epoch = 0
+                self._after_epoch(record, bar)
+                if callback is not None:
+                    callback(record)
+                if self._interrupted:
+                    raise _StopRun("interrupted")
+                if cfg.early_stopping_patience and self.bad_epochs >= cfg.early_stopping_patience:
+                    note(
+                        f"early stopping: no better validation {cfg.selection_metric} for "
+                        f"{self.bad_epochs} epochs (best at epoch {self.best['epoch']})"
+                    )
+                    status = "early_stopped"
+                    break
+        except KeyboardInterrupt:
+            status = "interrupted"
+        except _StopRun as stop:
+            status = stop.status
+        finally:
+            if bar is not None:
+                bar.close()
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        if cfg.save_checkpoints or status in ("interrupted", "stopped"):
+            self.save(self.run_dir / "ckpt_last.pt")
+        if status in ("interrupted", "stopped"):
+            note(
+                f"{status} at epoch {self.epoch} step {self.step_in_epoch}; continue with "
+                f"--set resume={self.run_dir / 'ckpt_last.pt'}"
+            )
+        results = self.results(status)
+        self.write_results(results)
+        if self.writer is not None:
+            self.writer.flush()
+        return results
+
+    def _install_sigint_handler(self):
+        """Ctrl-C finishes the current step, then saves a resumable checkpoint (a second Ctrl-C aborts)."""
+        self._interrupted = False
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self._interrupted:
+                raise KeyboardInterrupt
+            self._interrupted = True
+            note("Ctrl-C: finishing this step, then saving a checkpoint (press again to abort)")
+
+        return signal.signal(signal.SIGINT, handler)
+
+    def _after_epoch(self, record: dict, bar) -> None:
+        cfg = self.cfg
+        value = record["valid"][cfg.selection_metric]
+        if self.best is None or value > self.best["valid"][cfg.selection_metric]:
+            self.best = {"epoch": record["epoch"], "valid": record["valid"], "test": record["test"]}
+            self.bad_epochs = 0
+            if cfg.save_checkpoints:
+                checkpoints.save_best(self, record["epoch"])
+        else:
+            self.bad_epochs += 1
+        if cfg.save_checkpoints and self.epoch % cfg.checkpoint_every == 0 and self.epoch < cfg.num_epochs:
+            self.save(self.run_dir / "ckpt_last.pt")
+        if self.writer is not None:
+            report.log_epoch(self.writer, record)
+        if bar is not None:
+            bar.set_postfix(
+                loss=f"{record['loss']:.3f}",
+                val_ndcg10=f"{record['valid'].get('ndcg@10', 0):.4f}",
+                test_hr10=f"{record['test'].get('hr@10', 0):.4f}",
+                refresh=False,
+            )
+            bar.update(1)
+
+
+def train(
+    config: TrainConfig | str | os.PathLike | None = None,
+    callback: Callable[[dict], object] | None = None,
+    dataset=None,
+    verbose: bool = True,
+    **overrides,
+) -> dict:
+    """Train a model as `config` says (a TrainConfig, a TOML path or a bundled name) and return the results.
+
+    `callback(record)` is called after every epoch with {"epoch", "loss", "valid": {...}, "test": {...}}
+    (live curves in a notebook). Keyword arguments override config keys. The returned dict has
+    "best_by_valid", "reference_protocol", "timing" and "history"; `results["trainer"]` is the Trainer.
+    """
+    if isinstance(config, TrainConfig):
+        cfg = config_from_dict(overrides, config, source="keyword arguments").validate()
+    else:
+        cfg = load_config(config, overrides=overrides)
+    trainer = Trainer(cfg, dataset=dataset, verbose=verbose)
+    results = trainer.fit(callback=callback)
+    results["trainer"] = trainer
+    return results
