@@ -146,7 +146,7 @@ ok_log10 = checks.check_time_bucket(time_bucket_log10)
 # Four groups of skills. Tick an item when you can do it; items with a check are also ticked automatically
 # when that exercise passes. Your ticks are saved in a small JSON file in your home folder
 # (`~/.hstu_tutorial/progress.json`; set `HSTU_PROGRESS_FILE` to put it elsewhere), written atomically, so
-# they survive kernel restarts and new sessions. A damaged file is reported, kept as `.bak`, and rebuilt.
+# they survive kernel restarts and reboots. A damaged file is reported, kept as `.bak`, and rebuilt.
 
 # %%
 checklist = progress.checklist_widget()

@@ -30,9 +30,9 @@
 # 4. jagged batches (values + offsets) versus padded ones.
 
 # %%
-import numpy as np
 import pandas as pd
 import torch
+from IPython.display import display
 
 import hstu_tutorial
 from hstu_tutorial import viz

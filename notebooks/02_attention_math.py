@@ -41,8 +41,8 @@ import hstu_tutorial
 from hstu_tutorial import viz
 from hstu_tutorial.data import data_root, get_reco_dataset
 from hstu_tutorial.data.movielens import has_ml1m_files
-from hstu_tutorial.ops import (RelativeAttentionBias, hstu_attention, jagged_to_padded, lengths_to_offsets,
-                               next_timestamps, softmax_attention, time_bucket)
+from hstu_tutorial.ops import (RelativeAttentionBias, hstu_attention, jagged_to_padded, next_timestamps,
+                               softmax_attention, time_bucket)
 from hstu_tutorial.train import load_config, train
 
 preset = hstu_tutorial.get_preset()
@@ -107,15 +107,20 @@ d = 8
 query = torch.ones(d) / math.sqrt(d)  # (d,) unit vector
 match = torch.ones(d) / math.sqrt(d) * 8.0  # (d,): <query, match> = 8, a strong match
 other = torch.zeros(d)  # (d,): <query, other> = 0
-value_match, value_other = torch.ones(d), torch.zeros(d)
-print(f"{'matching items m':>17} | {'|softmax output|':>16} | {'|HSTU output| x n':>17}")
+value_match, value_other = torch.ones(d), torch.zeros(d)  # every output coordinate = sum of the match weights
+soft_out, hstu_out = {}, {}
+print(f"{'matching items m':>17} | {'softmax output':>14} | {'HSTU output x n':>15}")
 for m in (1, 2, 5, 10, 20):
     keys = torch.stack([match] * m + [other] * 20)  # (m + 20, d)
     values = torch.stack([value_match] * m + [value_other] * 20)  # (m + 20, d)
     s = keys @ query  # (m + 20,)
-    soft = torch.softmax(s, 0) @ values  # (d,)
-    point = F.silu(s) @ values  # (d,) before the 1/n
-    print(f"{m:>17} | {soft.norm():>16.3f} | {point.norm():>17.2f}")
+    soft_out[m] = (torch.softmax(s, 0) @ values)[0].item()  # one coordinate of the (d,) output
+    hstu_out[m] = (F.silu(s) @ values)[0].item()  # the same, before the 1/n
+    print(f"{m:>17} | {soft_out[m]:>14.2f} | {hstu_out[m]:>15.0f}")
+silu8 = F.silu(torch.tensor(8.0)).item()
+print("softmax output stays at most 1 for every m:", all(x <= 1 + 1e-6 for x in soft_out.values()))
+print("HSTU output = m * SiLU(8) for every m (rel. tol 1e-5):",
+      all(math.isclose(x, m * silu8, rel_tol=1e-5) for m, x in hstu_out.items()))
 
 # %% [markdown]
 # ### The divisor $n$
@@ -133,7 +138,8 @@ q2, k2, v2 = (torch.randn(10, 1, 4) for _ in range(3))  # one sequence of 10, (T
 offs = torch.tensor([0, 10])
 a = hstu_attention(q2, k2, v2, offs, norm=211.0)
 b = hstu_attention(q2, k2, v2, offs)  # default: n = longest length in the batch (10)
-print("output(n=10) / output(n=211) =", round((b / a).median().item(), 4), "(= 211 / 10: a pure scale)")
+print("output(n=10) = output(n=211) * 211 / 10 (rel. tol 1e-4): a pure scale:",
+      torch.allclose(b, a * 211 / 10, rtol=1e-4, atol=1e-6))
 
 # %% [markdown]
 # ## 3. The relative attention bias: positions and time
@@ -194,7 +200,8 @@ with torch.no_grad():
     w_soft = torch.softmax((q1 @ k1.T / math.sqrt(q1.shape[-1])).masked_fill(~causal1, float("-inf")), -1)  # (L1, L1)
     w_hstu = F.silu(q1 @ k1.T) * causal1 / model0.norm  # (L1, L1)
     torch.testing.assert_close(w_hstu @ v1, hstu_attention(q1[:, None], k1[:, None], v1[:, None], offs1, norm=model0.norm)[:, 0])
-titles = [viz._short_title(ds.item_titles.get(int(i), str(int(i))), 18) for i in batch.item_ids[s:s + L1]]
+titles = [ds.item_titles.get(int(i), str(int(i))) for i in batch.item_ids[s:s + L1]]
+titles = [t if len(t) <= 18 else t[:17] + "…" for t in titles]  # short axis labels
 fig1, _ = viz.plot_attention_map(w_soft, titles, "softmax weights (rows sum to 1)", diverging=False)
 fig2, _ = viz.plot_attention_map(w_hstu * model0.norm, titles, "HSTU weights x n (pointwise SiLU)")
 

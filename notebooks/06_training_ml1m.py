@@ -33,6 +33,7 @@ import json
 from pathlib import Path
 
 import torch
+from IPython.display import display
 
 import hstu_tutorial
 from hstu_tutorial import viz
@@ -85,7 +86,8 @@ neg = neg.masked_fill(catalogue[negatives] == positives[:, None], float("-inf"))
 by_hand = (-(pos - torch.logsumexp(torch.cat([pos[:, None], neg], 1), 1))).mean()
 torch.testing.assert_close(loss, by_hand)
 full = full_softmax_loss(query, positives, embed, catalogue, temperature=tau)
-print(f"sampled softmax (3 negatives) {loss.item():.4f} = by hand {by_hand.item():.4f}; full softmax over all 6 items {full.item():.4f}")
+print("sampled softmax (3 negatives) = the loss by hand (rel. tol 1e-5):", torch.allclose(loss, by_hand, rtol=1e-5))
+print(f"sampled softmax ~ {loss.item():.1f}, full softmax over all 6 items ~ {full.item():.1f}")
 
 # %% [markdown]
 # The sampled loss is smaller than the full one: it sees only a few of the competitors. With 128 negatives out
@@ -167,7 +169,7 @@ print({name: f"{r['timing']['train_eval_s']:.1f} s for {r['epochs_run']} epochs"
 #
 # The table shows, per model, the test metrics as the reference reports them (mean of the last 10 epochs) and
 # at the epoch with the best validation NDCG@10, next to the paper's full-ML-1M numbers and the reference code
-# run on our data (`ANCHORS.md`, ML-1M users 1-2999). On the CPU preset the "ours" rows are the synthetic
+# run on our data (ML-1M users 1-2999, `docs/reference_results.md`). On the CPU preset the "ours" rows are the synthetic
 # dataset: they show the machinery, not the paper's numbers; the GPU results follow below.
 
 # %%
@@ -181,11 +183,11 @@ frame.round(4)
 fig, table = viz.plot_results_bars(frame, "hr@10")
 
 # %% [markdown]
-# ### The GPU runs (one H200, `benchmarks/results/training_h200.md`)
+# ### The GPU runs (one NVIDIA H200, 2026-11-28, `benchmarks/results/h200_2026-11-28/training.md`)
 #
 # Saved results of the full recipe on `ml-1m-u2999` (ML-1M's users 1-2999), 101 epochs, every epoch evaluating
 # all validation and test users, with the reference's order of same-second ratings: like for like with the
-# reference code run on the same data and GPU (`reference` columns, ANCHORS.md). Each model was trained with four
+# reference code run on the same data and GPU (`reference` columns, `docs/reference_results.md`). Each model was trained with four
 # seeds in TF32 (the reference's precision) and once in bf16 autocast (`--set bf16=true`). Ours are averaged over
 # the same epochs as the reference's figure (91-100; 57-66 for HSTU-large, whose reference run stopped at 66).
 #
@@ -197,10 +199,10 @@ import re
 
 import pandas as pd
 
-results_dir = Path(hstu_tutorial.__file__).resolve().parents[1] / "benchmarks" / "results"
+results_dir = Path(hstu_tutorial.__file__).resolve().parents[1] / "benchmarks" / "results" / "h200_2026-11-28"
 MODEL_NAMES = {"hstu": "HSTU", "hstu-large": "HSTU-large", "sasrec": "SASRec"}
 gpu_rows = []
-for precision, name in (("tf32", "training_h200_seeds_tf32.json"), ("bf16", "training_h200_bf16.json")):
+for precision, name in (("tf32", "training_seeds_tf32.json"), ("bf16", "training_bf16.json")):
     saved = results_dir / name
     if not saved.is_file():
         print("no saved GPU results in", saved)

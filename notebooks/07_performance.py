@@ -25,12 +25,11 @@
 #
 # On a GPU (preset `full`) the cells measure live. On a CPU (preset `small`) they show the figures the
 # benchmark scripts saved on an H200 (machine and date printed with them) and measure what a CPU can in
-# a minute or two. The same code runs in both cases: `benchmarks/perf_harness.py` drives the trainer of
+# a minute or two. The same code runs in both cases: `hstu_tutorial.perf` drives the trainer of
 # `hstu_tutorial.train` and times its own training step.
 
 # %%
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -39,14 +38,12 @@ from IPython.display import Markdown, display
 
 import hstu_tutorial
 from hstu_tutorial import viz
+from hstu_tutorial.perf import levers, scaling
 
 preset = hstu_tutorial.get_preset()
 torch.set_num_threads(min(torch.get_num_threads(), 16))
 ROOT = Path.cwd().resolve().parent if Path.cwd().name == "notebooks" else Path.cwd().resolve()
-sys.path.insert(0, str(ROOT))  # the benchmark scripts live in <repo>/benchmarks
-from benchmarks import bench_levers, bench_scaling  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
+H200 = ROOT / "benchmarks" / "results" / "h200_2026-11-28"  # figures saved by the benchmark scripts
 ON_GPU = preset.device == "cuda"
 
 # %% [markdown]
@@ -74,10 +71,10 @@ ON_GPU = preset.device == "cuda"
 # (counted with `torch.autograd.graph.saved_tensors_hooks`, also on a CPU).
 
 # %%
-saved = json.loads((RESULTS / "levers_h200.json").read_text())
+saved = json.loads((H200 / "levers.json").read_text())
 m = saved["machine"]
 print(f"saved figures: {m['device']}, {m['date_utc']}, torch {m['torch']}, triton {m['triton']}, data {saved['data']}")
-display(Markdown(bench_levers.to_markdown(saved).split("\n", 3)[3]))
+display(Markdown(levers.to_markdown(saved).split("\n", 3)[3]))
 
 # %%
 fig, drawn = viz.plot_levers(saved)
@@ -105,11 +102,11 @@ fig, drawn = viz.plot_levers(saved)
 
 # %%
 if ON_GPU:
-    live = bench_levers.run_levers(preset, time_budget_s=240)
+    live = levers.run_levers(preset, time_budget_s=240)
 else:
-    cpu_rows = [r for r in bench_levers.CPU_ROWS if r[0] in ("fp32", "bf16", "padded_pt", "recompute_pt", "accum4", "bs128")]
-    live = bench_levers.run_levers(preset, rows=cpu_rows, epochs=0, step_iters=4)
-display(Markdown(bench_levers.to_markdown(live).split("\n", 3)[3]))
+    cpu_rows = [r for r in levers.CPU_ROWS if r[0] in ("fp32", "bf16", "padded_pt", "recompute_pt", "accum4", "bs128")]
+    live = levers.run_levers(preset, rows=cpu_rows, epochs=0, step_iters=4)
+display(Markdown(levers.to_markdown(live).split("\n", 3)[3]))
 
 # %%
 fig, drawn = viz.plot_levers(live, speed="tokens_per_s")
@@ -140,20 +137,20 @@ fig, drawn = viz.plot_levers(live, speed="tokens_per_s")
 # split it from the constant).
 
 # %%
-scaling = json.loads((RESULTS / "scaling_h200.json").read_text())
-m = scaling["machine"]
+saved_scaling = json.loads((H200 / "scaling.json").read_text())
+m = saved_scaling["machine"]
 print(f"saved figures: {m['device']}, {m['date_utc']}, torch {m['torch']}")
-fig, drawn = viz.plot_scaling(scaling, sweep="length", quantity="ms")
+fig, drawn = viz.plot_scaling(saved_scaling, sweep="length", quantity="ms")
 
 # %%
-fig, drawn = viz.plot_scaling(scaling, sweep="length", quantity="activations_mib", show_terms=False)
+fig, drawn = viz.plot_scaling(saved_scaling, sweep="length", quantity="activations_mib", show_terms=False)
 
 # %%
-fits = pd.DataFrame(scaling["fits"]).T[["a_ms_per_L2d", "b_ms_per_Ld", "c_ms", "quadratic_share_at_max_N", "rel_rmse"]]
+fits = pd.DataFrame(saved_scaling["fits"]).T[["a_ms_per_L2d", "b_ms_per_Ld", "c_ms", "quadratic_share_at_max_N", "rel_rmse"]]
 fits.columns = ["a (ms per L^2 d)", "b (ms per L d)", "c (ms)", "N^2 share at N=8192", "rel. RMSE"]
 display(fits.style.format({"a (ms per L^2 d)": "{:.2e}", "b (ms per L d)": "{:.2e}", "c (ms)": "{:.2f}",
                            "N^2 share at N=8192": "{:.2f}", "rel. RMSE": "{:.2f}"}))
-fig, drawn = viz.plot_scaling(scaling, sweep="depth", quantity="ms", show_terms=False)
+fig, drawn = viz.plot_scaling(saved_scaling, sweep="depth", quantity="ms", show_terms=False)
 
 # %% [markdown]
 # What the H200 curves show:
@@ -166,7 +163,7 @@ fig, drawn = viz.plot_scaling(scaling, sweep="depth", quantity="ms", show_terms=
 #   faster than the PyTorch einsums. But its *peak* memory still grows as $N^2$: the backward pass writes the
 #   gradient of the relative bias as a full $(B, H, N, N)$ fp32 tensor and reduces it onto the bias tables with
 #   PyTorch scatter-adds (the opt-in atomic mode adds the table gradients inside the kernel: flat memory, but
-#   collisions at long N). The anchors (`../shared/ANCHORS.md`) give the official kernel's speed on the same
+#   collisions at long N). `docs/reference_results.md` gives the official kernel's speed on the same
 #   card.
 # * **SASRec** runs its softmax attention through PyTorch's fused kernel (`scaled_dot_product_attention`):
 #   memory is flat in $N$ and the $N^2$ term is small even at 8192 (it has no relative bias to build).
@@ -179,81 +176,75 @@ fig, drawn = viz.plot_scaling(scaling, sweep="depth", quantity="ms", show_terms=
 
 # %%
 if ON_GPU:
-    here = bench_scaling.run_scaling("full", time_budget_s=150)
+    here = scaling.run_scaling("full", time_budget_s=150)
 else:
-    here = bench_scaling.run_scaling("small", lengths=[32, 64, 128, 256], depths=[1, 2, 4], tokens=1024, iters=3,
+    here = scaling.run_scaling("small", lengths=[32, 64, 128, 256], depths=[1, 2, 4], tokens=1024, iters=3,
                                      series=["HSTU PyTorch attention", "SASRec"], depth_sweep=False)
 fig, drawn = viz.plot_scaling(here, sweep="length", quantity="ms")
 print(pd.DataFrame(here["points"])[["series", "N", "B", "ms", "activations_mib"]].round(2).to_string(index=False))
 
 # %% [markdown]
-# ## Closing note: the figures from the H200
+# ## 4. Results: the paper's ML-1M HSTU on one NVIDIA H200, 2026-11-28
 #
-# Measured with `benchmarks/bench_levers.py` and `benchmarks/bench_scaling.py` on NVIDIA H200 (torch 2.11.0+cu130, triton 3.6.0), 2026-11-28 18:02 UTC, on ml-1m-u2999 (ML-1M users 1-2999):
+# The paragraphs below are computed from the saved result files (`benchmarks/results/h200_2026-11-28/`):
+# every figure is one measured there, with the machine, software versions and date it was measured with.
+
+# %%
+rows = {r["id"]: r for r in saved["rows"]}
+rows_ln = {r["id"]: r for r in json.loads((H200 / "levers_layernorm.json").read_text())["rows"]}
+pts = {(p["series"], p["N"]): p for p in saved_scaling["points"] if p["sweep"] == "length"}
+s8 = {s: pts[(s, 8192)]["ms"] for s in ("HSTU Triton, jagged", "HSTU PyTorch attention", "SASRec")}
+ms = lambda i: f"{rows[i]['step_ms']:.1f} ms"  # noqa: E731
+ep = lambda i: f"{rows[i]['epoch_s']:.3f} s"  # noqa: E731
+m = saved["machine"]
+display(Markdown(f"""
+Measured with `benchmarks/bench_levers.py` and `benchmarks/bench_scaling.py` on {m['device']} (torch {m['torch']},
+triton {m['triton']}), {m['date_utc']}, on {saved['data']}.
+
+**The levers.** A training step of the paper's ML-1M HSTU (d = 50, 2 blocks) is tiny: in eager mode it costs
+about {ms('tf32')} whatever the precision or attention kernel (fp32 {ms('fp32')}, TF32 {ms('tf32')}, bf16 {ms('bf16')},
+Triton {ms('triton')}), because it is made of hundreds of small kernel launches, not of arithmetic. The levers that
+pay are the ones that remove launches: capturing the whole step as one CUDA graph ({ms('graph')}; epoch
+{ep('graph')} against {ep('tf32')} eager), `torch.compile` ({ms('compile')}, after a {rows['compile']['first_epoch_s']:.0f} s compilation),
+bf16 on top of the graph ({ms('graph_bf16')}, epoch {ep('graph_bf16')}), and larger batches (batch 512: epoch {ep('bs512')}).
+The memory levers work as the theory says: recomputation keeps {rows['recompute_pt']['activations_mib']:.0f} MiB of activations
+instead of {rows['tf32']['activations_mib']:.0f} MiB for {(rows['recompute_pt']['step_ms'] / rows['tf32']['step_ms'] - 1) * 100:.0f}% more time per step
+(PyTorch attention), and 4-way gradient accumulation cuts the peak to {rows['accum4']['mem_ratio']:.2f}x for 4x the time.
+Host-side data loading costs nothing visible at this size: the step, not the loader, is the bottleneck.
+
+**Scaling** (one forward + backward, about 32k positions per batch, 2 blocks; {saved_scaling['machine']['date_utc']}): at
+N = 8192 the PyTorch HSTU attention takes {s8['HSTU PyTorch attention']:.0f} ms, the Triton jagged kernel
+{s8['HSTU Triton, jagged']:.0f} ms and SASRec (PyTorch's fused softmax attention) {s8['SASRec']:.0f} ms. The Triton
+path's *peak* memory still grows as $N^2$ ({pts[('HSTU Triton, jagged', 8192)]['peak_mib'] / 1024:.1f} GiB at N = 8192):
+its backward writes the gradient of the relative bias as a $(B, H, N, N)$ tensor and reduces it onto the bias
+tables outside the kernel.
+
+**A fused LayerNorm** (`levers_layernorm.md`, same script, later the same day). PyTorch's LayerNorm is slow
+for rows of 50 values (a width that is not a multiple of 4): a profile (`benchmarks/profile_step.py`,
+`profile.md`) showed it taking 60% of an evaluation. A fused Triton LayerNorm, together with TF32 dot
+products in the Triton attention when TF32 is on, takes the CUDA-graph step from {ms('graph')} to
+{rows_ln['graph']['step_ms']:.1f} ms (bf16: {ms('graph_bf16')} to {rows_ln['graph_bf16']['step_ms']:.1f} ms).
+Profile first: the slow kernel was not the one anybody would have guessed.
+"""))
+
+# %% [markdown]
+# **Relative-bias gradients by atomics** (`benchmarks/results/h200_2026-11-28/rel_bias_grad.md`). A second
+# backward mode adds the bias-table gradients inside the kernel with atomics: at the ML-1M shape it is 1.7x
+# faster and needs 12 MiB instead of 172, but at N = 8192 the atomics of one sequence's ~128 key tiles collide
+# and it is 2.8x slower (19 MiB instead of 9.2 GiB); end to end on ML-1M it showed no gain. It is opt-in
+# (`HSTU_TRITON_REL_BIAS_GRAD=atomic`, or `auto`: atomics up to N = 1024). No kernel here is yet both fast and
+# small at long N.
 #
-# Measured 2026-11-28 18:02 UTC on NVIDIA H200 (torch 2.11.0+cu130, triton 3.6.0), preset full, Triton tiles fixed config (no autotuning). Memory: torch.cuda.max_memory_allocated during training. Epoch = one pass over the training split (no evaluation), warm-up excluded; '1st epoch' includes autotuning/compilation/graph capture. Speed-up: epoch time of the row named in 'vs' / this row's (tokens/s ratio when no epoch was timed).
-# | lever | setting | step (ms) | epoch (s) | 1st epoch (s) | k tokens/s | speed-up | vs | memory (MiB) | memory ratio | activations (MiB) |
-# |---|---|---|---|---|---|---|---|---|---|---|
-# | precision | fp32 (TF32 off), PyTorch attention, jagged, eager | 11.16 | 0.249 | 0.53 | 1273 | - | - | 1074 | - | 425.6 |
-# | precision | TF32 matmuls | 11.81 | 0.280 | 0.31 | 1129 | 0.89 | fp32 | 1008 | 0.94 | 425.6 |
-# | precision | bf16 autocast (+TF32) | 12.06 | 0.298 | 0.41 | 1062 | 0.94 | tf32 | 937 | 0.93 | 361.0 |
-# | attention | Triton jagged kernel instead of PyTorch attention | 11.60 | 0.254 | 0.80 | 1248 | 1.11 | tf32 | 853 | 0.85 | 274.3 |
-# | batches | padded batches (B x 200), PyTorch attention | 10.38 | 0.270 | 0.29 | 1173 | 1.04 | tf32 | 1564 | 1.55 | 736.3 |
-# | batches | padded batches (B x 200), Triton attention | 8.59 | 0.202 | 0.22 | 1564 | 1.25 | triton | 1396 | 1.64 | 569.8 |
-# | CUDA graph | Triton, padded, step as one CUDA graph (trainer default) | 6.35 | 0.150 | 0.21 | 2107 | 1.35 | padded_tr | - | - | 569.8 |
-# | CUDA graph | trainer default + bf16 autocast | 4.80 | 0.111 | 0.18 | 2846 | 1.35 | graph | - | - | 521.1 |
-# | recompute | activation recomputation, PyTorch attention | 14.48 | 0.385 | 0.40 | 822 | 0.73 | tf32 | 801 | 0.80 | 216.4 |
-# | recompute | activation recomputation, Triton attention | 12.18 | 0.273 | 0.28 | 1161 | 0.93 | triton | 781 | 0.91 | 216.4 |
-# | grad accumulation | 4 micro-batches of 32, PyTorch attention | 47.85 | 1.145 | 1.03 | 277 | 0.25 | tf32 | 352 | 0.35 | 106.4 |
-# | batch size | batch 64 (trainer default) | 3.94 | 0.179 | 0.23 | 1772 | 0.84 | graph | - | - | 286.1 |
-# | batch size | batch 256 (trainer default) | 11.37 | 0.134 | 0.19 | 2355 | 1.12 | graph | - | - | 1137.4 |
-# | batch size | batch 512 (trainer default) | 21.32 | 0.126 | 0.22 | 2503 | 1.19 | graph | - | - | 2272.4 |
-# | data loading | host DataLoader, 0 workers (vs device-resident) | 10.95 | 0.252 | 0.25 | 1255 | 1.01 | triton | 861 | 1.01 | 274.3 |
-# | data loading | host DataLoader, 4 workers, pinned | 12.75 | 0.278 | 0.48 | 1141 | 0.91 | triton | 905 | 1.06 | 274.3 |
-# | torch.compile | torch.compile, PyTorch attention, padded | 6.09 | 0.149 | 19.46 | 2122 | 1.81 | padded_pt | 1501 | 0.96 | 677.2 |
+# **Two GPUs** (two NVIDIA H200 of one host, 2026-11-28; `benchmarks/bench_ddp.sh`,
+# `benchmarks/results/h200x2_2026-11-28/ddp.md`): under `torchrun` with DistributedDataParallel the trainer
+# ran 1.87x as fast per epoch as one GPU with the same eager step, but only 1.06x as fast as one GPU with its
+# CUDA-graph step: a model this small is bound by launches, so a second GPU pays only once each GPU has enough
+# work.
 #
-# Notes:
-# - Memory of the CUDA-graph rows (graph, graph_bf16, bs64/256/512) is not shown: in this run the peak was reset after the graph was captured, and replaying a graph allocates nothing the allocator sees (the script now starts the peak before the capture). Their 'activations' column (bytes autograd keeps for backward in one eager forward of the same step) is valid and grows linearly with the batch.
-# - A first run the same day with autotuned Triton tiles (levers_h200_autotuned_run1.json; its memory column is not valid: earlier rows' memory leaked into later ones) measured steps of 9.8 ms (fp32), 11.2 ms (TF32), 10.6 ms (bf16), 16.8 ms (Triton, jagged), 11.8 ms (CUDA graph). Eager steps of this small model (d=50) cost ~10 ms whatever the precision or kernel: they are bound by kernel launches, not arithmetic; differences between eager rows of ~15% are within run-to-run variation.
-#
-#
-# What the H200 says, in one paragraph. A training step of the paper's ML-1M HSTU (d = 50, 2 blocks) is tiny: in
-# eager mode it costs about 11.8 ms whatever the precision or attention kernel (fp32 11.2 ms, TF32 11.8 ms, bf16
-# 12.1 ms, Triton 11.6 ms), because it is made of hundreds of small kernel launches, not of arithmetic. The levers
-# that pay are the ones that remove launches: capturing the whole step as one CUDA graph (6.4 ms; epoch
-# 0.150 s against 0.280 s eager), `torch.compile` (6.1 ms, after a 19 s compilation), bf16 on top of
-# the graph (4.8 ms, epoch 0.111 s), and larger batches (batch 512: epoch 0.126 s). The memory levers work as
-# the theory says: recomputation keeps 216 MiB of activations instead of 426 MiB for
-# 23% more time per step (PyTorch attention), and 4-way gradient accumulation cuts the peak to
-# 0.35x for 4x the time. Host-side data loading costs nothing visible at this size: the step, not
-# the loader, is the bottleneck.
-#
-# Scaling (one forward + backward, about 32k positions per batch, 2 blocks; measured 2026-11-28 19:48 UTC): at
-# N = 8192 the PyTorch HSTU attention takes 52 ms, the Triton jagged kernel 42 ms and SASRec (PyTorch's
-# fused softmax attention) 15 ms. The Triton path's *peak* memory still grows as $N^2$
-# (8.1 GiB at N = 8192): its backward writes the gradient of the relative bias as a $(B, H, N, N)$
-# tensor and reduces it onto the bias tables outside the kernel. A second mode adds those gradients onto the
-# tables inside the kernel with atomics (`benchmarks/results/rel_bias_grad_h200.md`): at the ML-1M shape it is
-# 1.7x faster and needs 12 MiB instead of 172, but at N = 8192 the atomics of one sequence's ~128 key tiles
-# collide and it is 2.8x slower (19 MiB instead of 9.2 GiB); and end to end on ML-1M it showed no gain. It is
-# opt-in (`HSTU_TRITON_REL_BIAS_GRAD=atomic`, or `auto`: atomics up to N = 1024). A kernel that is both fast and
-# small at long N is still an open problem of this suite, measured here rather than hidden.
-#
-# After the lever table was measured, the step got faster (`benchmarks/results/levers_h200_layernorm.md`, same
-# script). PyTorch's LayerNorm is slow for rows of 50 values (a width that is not a multiple of 4): a profile
-# (`benchmarks/profile_step.py`, `benchmarks/results/profile_h200.md`) showed it taking 60% of an evaluation. A
-# fused Triton LayerNorm, together with TF32 dot products in the Triton attention when TF32 is on, took the
-# CUDA-graph step from 6.4 ms to 4.4 ms (bf16: 4.8 ms to 4.1 ms). Profile first: the slow kernel
-# was not the one anybody would have guessed.
-#
-# Two GPUs (`benchmarks/bench_ddp.sh`, `benchmarks/results/ddp_h200x2.md`): under `torchrun` with
-# DistributedDataParallel the trainer ran 1.87x as fast per epoch as one GPU with the same eager step, but only
-# 1.06x as fast as one GPU with its CUDA-graph step: a model this small is bound by launches, so a second GPU
-# pays only once each GPU has enough work.
-#
-# Reproduce (about 4 minutes of GPU time; data/ml-1m-u2999 must be present, else the synthetic ML-1M-size set is used):
+# Reproduce (about 4 minutes of GPU time; `data/ml-1m-u2999` must be present, else the synthetic ML-1M-size set
+# is used):
 #
 # ```
-# PYTHONPATH=. python benchmarks/bench_levers.py --fixed-kernel-config     # -> benchmarks/results/levers_<gpu>.{json,md}
-# PYTHONPATH=. python benchmarks/bench_scaling.py                          # -> benchmarks/results/scaling_<gpu>.{json,md}
+# PYTHONPATH=. python benchmarks/bench_levers.py --fixed-kernel-config   # -> benchmarks/results/<gpu>_<date>/levers.{json,md}
+# PYTHONPATH=. python benchmarks/bench_scaling.py                        # -> benchmarks/results/<gpu>_<date>/scaling.{json,md}
 # ```

@@ -28,7 +28,6 @@
 # `torch.cuda.max_memory_allocated`.
 
 # %%
-import sys
 import tempfile
 from pathlib import Path
 
@@ -41,13 +40,12 @@ from hstu_tutorial import viz
 from hstu_tutorial.accumulation import SavedBytes, enable_recompute
 from hstu_tutorial.data import get_reco_dataset
 from hstu_tutorial.experiment import experiment_record, record_markdown, save_record
+from hstu_tutorial.perf import lever_config, lever_dataset, measure_trainer, profile_loading
 from hstu_tutorial.train import load_config, train
 
 preset = hstu_tutorial.get_preset()
 torch.set_num_threads(min(torch.get_num_threads(), 16))
 ROOT = Path.cwd().resolve().parent if Path.cwd().name == "notebooks" else Path.cwd().resolve()
-sys.path.insert(0, str(ROOT))  # the measuring harness lives in <repo>/benchmarks
-from benchmarks.perf_harness import lever_config, lever_dataset, measure_trainer, profile_loading  # noqa: E402
 
 ON_GPU = preset.device == "cuda"
 DEVICE = "cuda" if ON_GPU else "cpu"
@@ -150,7 +148,7 @@ print(f"activations kept for backward: {kept_plain.mib:.2f} MiB -> {kept_rc.mib:
 # %%
 import json
 
-saved = json.loads((ROOT / "benchmarks" / "results" / "levers_h200.json").read_text())
+saved = json.loads((ROOT / "benchmarks" / "results" / "h200_2026-11-28" / "levers.json").read_text())
 pick = ["fp32", "tf32", "bf16", "triton", "padded_tr", "graph", "graph_bf16", "compile", "bs512"]
 h200 = pd.DataFrame([r for r in saved["rows"] if r["id"] in pick]).set_index("id")
 print(f"{saved['machine']['device']}, {saved['machine']['date_utc']}, {saved['data']}")

@@ -36,7 +36,8 @@ def drift(notebook: Path) -> str | None:
     source = notebook.with_suffix(".py")
     fix = f"run: jupytext --sync {_rel(source)}"
     if not source.exists():
-        return f"{_rel(notebook)} has no paired source {_rel(source)}; {fix.replace(_rel(source), _rel(notebook))}"
+        return (f"{_rel(notebook)} has no paired source {_rel(source)}; "
+                f"run: jupytext --set-formats ipynb,py:percent {_rel(notebook)}")
     have, want = cells(notebook), cells(source)
     if len(have) != len(want):
         return f"{_rel(notebook)} has {len(have)} cells, its source {_rel(source)} {len(want)}; {fix}"
