@@ -3,8 +3,6 @@
 #
 #   bash benchmarks/bench_ddp.sh [EPOCHS] [CONFIG]
 #   EPOCHS=5 CONFIG=ml-1m/hstu-sampled-softmax-n128-final by default; needs 2 CUDA GPUs and data/ml-1m-u2999.
-#   On the lent machines: run(kind="nvidia-h200-x2", carry=["data/ml-1m-u2999"],
-#     command="PYTHONPATH=. bash benchmarks/bench_ddp.sh 5")
 #
 # Runs the same config on 1 GPU (the trainer's default, with its CUDA graph, and eager) and on 2 GPUs
 # (torchrun --nproc_per_node=2: every rank trains on its share of each epoch's batches, batch 128 per rank,

@@ -10,18 +10,14 @@ whether the forward pass made a host synchronisation (it must not).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.perf_harness import Batch  # noqa: E402
 from hstu_tutorial.modules import hstu_encoder, sasrec_encoder
-from hstu_tutorial.ops import lengths_to_offsets  # noqa: E402
+from hstu_tutorial.perf import random_jagged_batch
 
 
 def history_lengths(data: Path | None, max_seq_len: int, n: int, seed: int = 0) -> torch.Tensor:
@@ -33,21 +29,6 @@ def history_lengths(data: Path | None, max_seq_len: int, n: int, seed: int = 0) 
         g = torch.Generator().manual_seed(seed)
         lengths = torch.exp(torch.randn(n, generator=g) * 0.9 + 4.4).long().clamp(1, max_seq_len)
     return lengths
-
-
-def make_batch(lengths: torch.Tensor, max_len: int, num_items: int, device, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    T, B = int(lengths.sum()), lengths.numel()
-    ts = 956_703_932 + torch.cumsum(torch.randint(0, 50_000, (T,), generator=g), 0)
-    return Batch(
-        item_ids=torch.randint(1, num_items + 1, (T,), generator=g).to(device),
-        timestamps=ts.to(device),
-        offsets=lengths_to_offsets(lengths).to(device),
-        lengths=lengths.to(device),
-        max_len=max_len,
-        target_item_ids=torch.randint(1, num_items + 1, (B,), generator=g).to(device),
-        target_timestamps=(ts.max() + 1000).repeat(B).to(device),
-    )
 
 
 def _autocast(device_type, dtype):
@@ -99,7 +80,7 @@ def main():
     all_lengths = history_lengths(args.data, args.max_seq_len, 6040)
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(all_lengths.numel(), generator=g)
-    batches = [make_batch(all_lengths[perm[i:i + args.batch]], args.max_seq_len, 3952, dev, seed=i)
+    batches = [random_jagged_batch(all_lengths[perm[i:i + args.batch]], args.max_seq_len, 3952, dev, seed=i)
                for i in range(0, min(all_lengths.numel(), 8 * args.batch), args.batch)]
     steps_per_epoch = -(-all_lengths.numel() // args.batch)
     print(f"device: {torch.cuda.get_device_name() if dev.type == 'cuda' else 'cpu'}; {all_lengths.numel()} "

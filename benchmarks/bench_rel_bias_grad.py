@@ -21,9 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hstu_tutorial.ops.triton.hstu_attention_autograd as tha  # noqa: E402
-from benchmarks.perf_harness import machine_info  # noqa: E402
 from hstu_tutorial.ops import RelativeAttentionBias  # noqa: E402
 from hstu_tutorial.ops.triton import triton_hstu_attention_rel_bias  # noqa: E402
+from hstu_tutorial.perf import machine_info  # noqa: E402
 
 SHAPES = [(128, 200, 1, 50, torch.float32), (128, 200, 1, 50, torch.bfloat16),
           (32, 1024, 2, 64, torch.bfloat16), (4, 8192, 2, 64, torch.bfloat16)]
@@ -96,7 +96,7 @@ def main() -> int:
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         payload = {"machine": machine_info(), "rows": rows}
-        (Path(args.out) / "rel_bias_grad_h200.json").write_text(json.dumps(payload, indent=1))
+        (Path(args.out) / "rel_bias_grad.json").write_text(json.dumps(payload, indent=1))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Training speed and accuracy: our trainer on the reference's configs, next to ANCHORS.md's reference runs.
+"""Training speed and accuracy: our trainer on the reference configs, next to the official implementation
+(`docs/reference_results.md`).
 
 Speed (a few epochs per config; seconds per epoch with evaluation, train tokens per second, peak memory):
 
@@ -8,7 +9,7 @@ Full runs (101 epochs, every epoch evaluates validation and test), one subproces
 CLI command it prints; results collected into a JSON and a Markdown table next to the reference's figures:
 
     PYTHONPATH=. python benchmarks/bench_training.py --full --data-dir data/ml-1m-u2999 \
-        --out benchmarks/results/training_h200
+        --out benchmarks/results/h200_2026-11-28/training
 
 `--runs` picks runs by name (default: all of RUNS, in order); `--extra KEY=VALUE` adds a --set to every run;
 `--seeds 1,2,3` runs each once per seed and adds a mean ± standard deviation table.
@@ -27,8 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The reference's own figures on ml-1m-u2999, one H200 (ANCHORS.md): mean of epochs 91-100 unless noted.
-ANCHORS = {
+# The official implementation's figures on ml-1m-u2999, NVIDIA H200, 2026-11-28 (docs/reference_results.md):
+# mean of epochs 91-100 unless noted.
+REFERENCE = {
     "sasrec-sampled-softmax-n128-final": {
         "hr@10": 0.2832,
         "ndcg@10": 0.1597,
@@ -251,7 +253,7 @@ def summarise(run, res, shown, wall) -> dict:
         "peak_mem_gib": t["peak_mem_gib"],
         "wall_s": wall,
     }
-    anchor = ANCHORS.get(cfg_name)
+    anchor = REFERENCE.get(cfg_name)
     if anchor and run[1] == "ml-1m":
         a0, a1 = anchor["window"]
         out["anchor_window"] = f"{a0}-{a1}"
@@ -268,7 +270,7 @@ def markdown(rows: list[dict], header: str) -> str:
     lines = [header, ""]
     lines += [
         "| run | protocol, seed | epochs | HR@10 | NDCG@10 | HR@50 | NDCG@50 | MRR | final HR@10 / NDCG@10 | "
-        "best-by-valid (epoch): HR@10 / NDCG@10 | reference (ANCHORS) HR@10 / NDCG@10 | s/epoch | "
+        "best-by-valid (epoch): HR@10 / NDCG@10 | reference HR@10 / NDCG@10 | s/epoch | "
         "train+eval s | speed-up vs reference | peak GiB |",
         "|---" * 14 + "|",
     ]

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from perf_harness import machine_info, sync, time_call  # noqa: E402
-
-from hstu_tutorial.train import Trainer, load_config  # noqa: E402
+from hstu_tutorial.perf import machine_info, sync, time_call
+from hstu_tutorial.train import Trainer, load_config
 
 CONFIGS = {
     "sasrec": "ml-1m/sasrec-sampled-softmax-n128-final",

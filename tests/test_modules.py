@@ -1,52 +1,20 @@
 """STU layer, HSTU and SASRec encoders against line-by-line naive versions (explicit per-sequence loops)."""
 
 import math
-from dataclasses import dataclass, fields
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from hstu_tutorial.modules import JaggedLayout, STULayer, hstu_encoder, sasrec_encoder
-from hstu_tutorial.ops import lengths_to_offsets
+from hstu_tutorial.perf import random_jagged_batch
 
 DT = torch.float64
 
 
-@dataclass
-class Batch:
-    """Local stand-in with the JaggedBatch fields (docs/INTERFACES.md), so these tests need no dataset."""
-
-    user_ids: torch.Tensor
-    item_ids: torch.Tensor
-    ratings: torch.Tensor
-    timestamps: torch.Tensor
-    offsets: torch.Tensor
-    lengths: torch.Tensor
-    max_len: int
-    target_item_ids: torch.Tensor
-    target_ratings: torch.Tensor
-    target_timestamps: torch.Tensor
-
-
 def make_batch(lengths, max_len, num_items=30, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    lt = torch.tensor(lengths)
-    T, B = sum(lengths), len(lengths)
-    # Gaps from seconds to months, so many time buckets are used.
-    gaps = (10 ** torch.randint(0, 7, (T,), generator=g)) * torch.randint(1, 9, (T,), generator=g)
-    return Batch(
-        user_ids=torch.arange(B),
-        item_ids=torch.randint(1, num_items + 1, (T,), generator=g),
-        ratings=torch.randint(1, 6, (T,), generator=g),
-        timestamps=10**9 + torch.cumsum(gaps, 0),
-        offsets=lengths_to_offsets(lt),
-        lengths=lt,
-        max_len=max_len,
-        target_item_ids=torch.randint(1, num_items + 1, (B,), generator=g),
-        target_ratings=torch.randint(1, 6, (B,), generator=g),
-        target_timestamps=torch.full((B,), 2 * 10**9),
-    )
+    """Random histories as a real JaggedBatch, time gaps from seconds to months (many time buckets)."""
+    return random_jagged_batch(lengths, max_len, num_items, seed=seed, wide_time_gaps=True)
 
 
 def bucket(d, num_buckets=128):
@@ -284,16 +252,6 @@ def test_triton_dispatch_matches_pytorch():
         layer.attention_impl = "triton"
     model.attention_impl = "triton"
     torch.testing.assert_close(model(batch), ref, rtol=1e-4, atol=1e-4)
-
-
-def test_batch_stand_in_matches_interfaces():
-    """Our stand-in must carry the fields INTERFACES.md promises (and the real JaggedBatch, if present)."""
-    names = {f.name for f in fields(Batch)}
-    try:
-        from hstu_tutorial.data import JaggedBatch
-    except ImportError:
-        return
-    assert names <= {f.name for f in fields(JaggedBatch)}
 
 
 def test_recompute_gives_the_same_gradients():

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.bench_scaling import fit_terms
 from hstu_tutorial import viz
+from hstu_tutorial.perf import fit_terms
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
@@ -93,7 +93,7 @@ def test_plot_levers_and_remedies_draw_the_rows():
     np.testing.assert_allclose(data["ratios"], [1.0, 0.5])
 
 
-@pytest.mark.parametrize("name", ["levers_h200.json", "scaling_h200.json"])
+@pytest.mark.parametrize("name", ["h200_2026-11-28/levers.json", "h200_2026-11-28/scaling.json"])
 def test_saved_h200_results_are_labelled_with_machine_and_date(name):
     payload = json.loads((RESULTS / name).read_text())
     assert "H200" in payload["machine"]["device"] and payload["machine"]["date_utc"].startswith("20")

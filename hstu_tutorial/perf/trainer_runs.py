@@ -1,115 +1,19 @@
-"""Shared measuring code of the performance benchmarks (bench_levers.py, bench_scaling.py, notebooks 07/08).
+"""Training runs measured through the trainer itself: the lever data and config, epochs, steps, loading.
 
-Everything here measures; nothing decides pass/fail. Times are wall-clock with the device synchronised
-at the edges of what is timed; memory is `torch.cuda.max_memory_allocated` on a GPU, and on a CPU (which
-has no allocator statistics) an accounting: parameters + gradients + AdamW state + the activations the
-forward pass keeps for the backward pass (counted with `torch.autograd.graph.saved_tensors_hooks`).
+`measure_trainer` times the trainer's own step (eager, or the captured CUDA graph) so the figures are the
+trainer's. Memory on a CPU, which has no allocator statistics, is an accounting: parameters + gradients +
+AdamW state + the activations the forward pass keeps for the backward pass.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import gc
-import json
-import math
-import platform
-import statistics
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from hstu_tutorial.accumulation import SavedBytes  # noqa: F401 - re-exported for the benchmarks
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = ROOT / "benchmarks" / "results"
-MIB = 2**20
-
-
-# ---- machine, device, timing ----------------------------------------------------------------------------
-
-
-@dataclass
-class Batch:  # the JaggedBatch fields the encoders read
-    item_ids: torch.Tensor
-    timestamps: torch.Tensor
-    offsets: torch.Tensor
-    lengths: torch.Tensor
-    max_len: int
-    target_item_ids: torch.Tensor
-    target_timestamps: torch.Tensor
-
-
-def machine_info(device: torch.device | str | None = None) -> dict:
-    """What a figure was measured on: device name, library versions, UTC date."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    info = {
-        "date_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "device": (
-            torch.cuda.get_device_name(device)
-            if device.type == "cuda"
-            else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-        ),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-    try:
-        import triton
-
-        info["triton"] = triton.__version__
-    except Exception:  # noqa: BLE001 - triton is optional on CPU
-        info["triton"] = None
-    if device.type == "cuda":
-        info["cuda"] = torch.version.cuda
-        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
-    return info
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_mib(device: torch.device) -> float | None:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / MIB
-    return None
-
-
-def time_call(fn, device: torch.device, warmup: int = 2, iters: int = 10) -> dict:
-    """Median and spread (ms) of `fn()` over `iters` synchronised calls after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times)}
-
-
-def state_mib(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> float:
-    """Parameters + gradients (+ optimizer state): what training holds besides activations, in MiB."""
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    opt = 0
-    if optimizer is not None:
-        for state in optimizer.state.values():
-            opt += sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
-        if not opt:  # AdamW before its first step: two moments per parameter
-            opt = 2 * params
-    return (2 * params + opt) / MIB
-
-
-# ---- data and the trainer ---------------------------------------------------------------------------------
+from hstu_tutorial.accumulation import SavedBytes
+from hstu_tutorial.perf.measure import MIB, peak_mib, reset_peak, state_mib, sync, time_call
 
 
 def lever_dataset(preset, verbose: bool = False):
@@ -118,7 +22,9 @@ def lever_dataset(preset, verbose: bool = False):
     from hstu_tutorial.data import get_reco_dataset
 
     if preset.name == "full":
-        folder = ROOT / "data" / "ml-1m-u2999"
+        from hstu_tutorial.data import data_root
+
+        folder = data_root() / "ml-1m-u2999"
         if (folder / "ratings.dat").exists():
             ds = get_reco_dataset("ml-1m", 200, data_dir=folder, verbose=verbose)
             return ds, "ml-1m-u2999 (ML-1M users 1-2999)", {"dataset": "ml-1m", "data_dir": str(folder)}
@@ -130,12 +36,9 @@ def lever_dataset(preset, verbose: bool = False):
     return ds, f"synthetic ({preset.synthetic_size})", {"dataset": "synthetic"}
 
 
-# Whether lever runs tune the Triton tiles (bench_levers.py --fixed-kernel-config sets it to False).
-LEVER_AUTOTUNE = True
-
-
 def lever_config(preset, data_keys: dict, **overrides):
-    """The HSTU config the levers share (the paper's ML-1M HSTU; a small one on CPU) plus `overrides`."""
+    """The HSTU config the levers share (the paper's ML-1M HSTU; a small one on CPU) plus `overrides`
+    (config keys, e.g. `autotune=False` for the default Triton tiles instead of tuned ones)."""
     from hstu_tutorial.train import load_config
 
     name = "ml-1m/hstu-sampled-softmax-n128-final" if preset.name == "full" else "synthetic/hstu-small"
@@ -147,7 +50,7 @@ def lever_config(preset, data_keys: dict, **overrides):
         seed=0,
         protocol="reference",
         max_seq_len=200 if preset.name == "full" else preset.max_seq_len,
-        autotune=LEVER_AUTOTUNE,
+        autotune=True,
     )
     keys.update(overrides)
     return load_config(name, keys)
@@ -386,46 +289,6 @@ def measure_trainer(
     gc.collect()
     return out
 
-
-# ---- results files --------------------------------------------------------------------------------------
-
-
-def save_results(payload: dict, stem: str, out_dirs, markdown: str | None = None) -> list[Path]:
-    """Write `<stem>.json` (and `<stem>.md`) into each folder of `out_dirs` that is not None."""
-    written = []
-    for d in out_dirs:
-        if not d:
-            continue
-        d = Path(d)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"{stem}.json").write_text(json.dumps(payload, indent=1, default=_jsonable))
-        written.append(d / f"{stem}.json")
-        if markdown is not None:
-            (d / f"{stem}.md").write_text(markdown)
-            written.append(d / f"{stem}.md")
-    return written
-
-
-def _jsonable(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, torch.Tensor):
-        return x.tolist()
-    return str(x)
-
-
-def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
-    """Rows as a Markdown table; `columns` = [(key, header, format)], missing values shown as '-'."""
-    head = "| " + " | ".join(h for _, h, _ in columns) + " |"
-    sep = "|" + "|".join("---" for _ in columns) + "|"
-    lines = [head, sep]
-    for r in rows:
-        cells = []
-        for key, _, fmt in columns:
-            v = r.get(key)
-            cells.append("-" if v is None else (format(v, fmt) if fmt else str(v)))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def profile_loading(
