@@ -43,8 +43,9 @@ def drift(notebook: Path) -> str | None:
         return f"{_rel(notebook)} has {len(have)} cells, its source {_rel(source)} {len(want)}; {fix}"
     for i, (h, w) in enumerate(zip(have, want)):
         if h != w:
-            what = "type" if h[0] != w[0] else ("tags" if h[1] == w[1] else "source")
-            return (f"{_rel(notebook)} cell {i}: {what} differs from {_rel(source)}; {fix}\n"
+            what = "the cell type differs" if h[0] != w[0] else (
+                "the tags differ" if h[1] == w[1] else "the source differs")
+            return (f"{_rel(notebook)} cell {i}: {what} from {_rel(source)}; {fix}\n"
                     f"--- notebook\n{h[1][:300]}\n--- source\n{w[1][:300]}")
     return None
 
@@ -108,14 +109,14 @@ def test_drift_is_detected(tmp_path):
     nb = nbformat.read(copy, as_version=4)
     nb.cells[-1].source += "\nedited on the notebook side only"
     nbformat.write(nb, copy)
-    assert "source differs" in drift(copy)
+    assert "the source differs" in drift(copy)
 
     shutil.copy(notebook, copy)
     nb = nbformat.read(copy, as_version=4)
     code = next(c for c in nb.cells if c.cell_type == "code")
     code.metadata["tags"] = [*code.metadata.get("tags", []), "edited"]
     nbformat.write(nb, copy)
-    assert "tags differs" in drift(copy)
+    assert "the tags differ" in drift(copy)
 
     shutil.copy(notebook, copy)
     copy.with_suffix(".py").write_text(copy.with_suffix(".py").read_text() + "\n# %%\nx = 1\n")
