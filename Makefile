@@ -27,7 +27,7 @@ lab: setup
 test: setup lint test-unit test-notebooks test-browser
 
 lint: setup
-	$(VENV)/bin/ruff check hstu_tutorial tests benchmarks exercises
+	$(VENV)/bin/ruff check hstu_tutorial tests benchmarks exercises tools
 
 test-unit: setup
 	$(PY) -m pytest tests -m "not browser" -q

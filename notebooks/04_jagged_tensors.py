@@ -1,37 +1,34 @@
-"""Generate notebooks/04_jagged_tensors.ipynb: what padding costs, offsets and conversions, jagged attention.
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
-    .venv/bin/python tools/notebooks/04_jagged_tensors.py
-"""
+# %% [markdown]
+# # 04 · Jagged tensors: computing on histories of different lengths
+#
+# Users' histories have very different lengths: on MovieLens-1M from 20 to over 2,000 ratings, cut to a window of
+# 200. A padded batch stores every history in a row of width $N$; a **jagged** batch stores them back to back,
+# `values (T, ...)`, with `offsets (B+1,)` saying where each one starts. The HSTU paper (§3.3) builds its
+# efficiency on jagged tensors: no memory and no FLOPs for padding, in attention (quadratic in the length) above
+# all.
+#
+# This notebook: (1) what padding costs on the real length distribution; (2) offsets and the conversions in
+# `hstu_tutorial.ops.jagged_tensors`; (3) jagged attention equals padded-and-masked attention (checked here);
+# (4) time and memory on this machine.
 
-# Markdown cells keep their long lines (tables, equations).
-# ruff: noqa: E501
-
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from tools.nbbuild import build, code, md  # noqa: E402
-
-CELLS = [
-    md(r"""
-# 04 · Jagged tensors: computing on histories of different lengths
-
-Users' histories have very different lengths: on MovieLens-1M from 20 to over 2,000 ratings, cut to a window of
-200. A padded batch stores every history in a row of width $N$; a **jagged** batch stores them back to back,
-`values (T, ...)`, with `offsets (B+1,)` saying where each one starts. The HSTU paper (§3.3) builds its
-efficiency on jagged tensors: no memory and no FLOPs for padding, in attention (quadratic in the length) above
-all.
-
-This notebook: (1) what padding costs on the real length distribution; (2) offsets and the conversions in
-`hstu_tutorial.ops.jagged_tensors`; (3) jagged attention equals padded-and-masked attention (checked here);
-(4) time and memory on this machine.
-"""),
-    code(r"""
+# %%
 import time
 
-import numpy as np
 import torch
 
 import hstu_tutorial
@@ -49,17 +46,16 @@ if preset.dataset == "ml-1m":
     ds = get_reco_dataset("ml-1m", preset.max_seq_len, placed[0] if placed else None)
 else:
     ds = get_reco_dataset("synthetic", preset.max_seq_len, synthetic_size=preset.synthetic_size)
-"""),
-    md(r"""
-## 1. How much padding costs
 
-Training histories are cut to the last `max_seq_len` items (200 for ML-1M in the full preset; 50 on the
-synthetic data of the small preset). Padding every history to the window wastes the share of cells that are
-padding, in every linear layer; in attention the waste is quadratic: a padded batch computes $B N^2$ scores,
-a jagged one $\sum_b L_b^2$.
-"""),
-    code(r"""
-# NBVAL_CHECK_OUTPUT
+# %% [markdown]
+# ## 1. How much padding costs
+#
+# Training histories are cut to the last `max_seq_len` items (200 for ML-1M in the full preset; 50 on the
+# synthetic data of the small preset). Padding every history to the window wastes the share of cells that are
+# padding, in every linear layer; in attention the waste is quadratic: a padded batch computes $B N^2$ scores,
+# a jagged one $\sum_b L_b^2$.
+
+# %% tags=["nbval-check-output"]
 lengths = torch.cat([b.lengths for b in ds.loader("train", 1024)])  # (users,) every training history
 N = ds.max_seq_len
 tokens, padded_tokens = lengths.sum().item(), lengths.numel() * N
@@ -68,19 +64,18 @@ print(f"{ds.name}: {lengths.numel():,} training histories, window N={N}")
 print(f"lengths: min {lengths.min().item()}, median {lengths.median().item()}, mean {lengths.float().mean():.1f}, at the window: {(lengths == N).float().mean():.0%}")
 print(f"tokens:             {tokens:>12,} real vs {padded_tokens:>12,} padded -> {1 - tokens / padded_tokens:.0%} of a padded batch is padding")
 print(f"attention scores:   {scores:>12,.0f} real vs {padded_scores:>12,} padded -> {1 - scores / padded_scores:.0%} wasted")
-"""),
-    md(r"""
-On ML-1M at max_seq_len 200 (full preset) about half of a padded batch is padding (on the first 2,999 users of
-ML-1M, `data/ml-1m-u2999`: 47% of the tokens, median history 87 items) and about 60% of the attention scores. The synthetic data of the small preset
-has longer histories relative to its window, so less waste.
 
-## 2. Offsets and conversions
+# %% [markdown]
+# On ML-1M at max_seq_len 200 (full preset) about half of a padded batch is padding (on the first 2,999 users of
+# ML-1M, `data/ml-1m-u2999`: 47% of the tokens, median history 87 items) and about 60% of the attention scores. The synthetic data of the small preset
+# has longer histories relative to its window, so less waste.
+#
+# ## 2. Offsets and conversions
+#
+# A jagged tensor is a pair: `values (T, ...)` and `offsets (B+1,)`, with sequence $b$ in
+# `values[offsets[b]:offsets[b+1]]`. `offsets` is the exclusive cumulative sum of the lengths.
 
-A jagged tensor is a pair: `values (T, ...)` and `offsets (B+1,)`, with sequence $b$ in
-`values[offsets[b]:offsets[b+1]]`. `offsets` is the exclusive cumulative sum of the lengths.
-"""),
-    code(r"""
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 lens = torch.tensor([3, 1, 4])
 offsets = lengths_to_offsets(lens)  # (B+1,)
 values = torch.arange(10, 18)  # (T,) = 8 tokens
@@ -91,17 +86,17 @@ padded = jagged_to_padded(values, offsets, max_len=5, padding_value=-1)  # (B, N
 print("padded (B=3, N=5):\n", padded)
 back, offs = dense_to_jagged(padded, lens)
 print("back to jagged:", back.tolist(), "| offsets", offs.tolist())
-"""),
-    code(r"""
+
+# %%
 fig, layout_data = viz.plot_jagged_layout([3, 1, 4], max_len=5)
-"""),
-    md(r"""
-The conversions are vectorised (no Python loop over sequences) and differentiable: `jagged_to_padded` is one
-`index_copy` into a zero tensor, `padded_to_jagged` one `index_select`, both driven by the index
-$b \cdot N + \text{position}$ of every token. They are the same conversions PyTorch's own jagged nested tensors
-perform; the test suite checks them against `torch.nested` (jagged layout):
-"""),
-    code(r"""
+
+# %% [markdown]
+# The conversions are vectorised (no Python loop over sequences) and differentiable: `jagged_to_padded` is one
+# `index_copy` into a zero tensor, `padded_to_jagged` one `index_select`, both driven by the index
+# $b \cdot N + \text{position}$ of every token. They are the same conversions PyTorch's own jagged nested tensors
+# perform; the test suite checks them against `torch.nested` (jagged layout):
+
+# %%
 import logging
 
 logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)  # silence a torch-internal notice
@@ -109,36 +104,34 @@ x = torch.randn(8, 4)  # (T, D)
 nt = torch.nested.nested_tensor_from_jagged(x, offsets, max_seqlen=4)  # PyTorch's jagged layout: same values + offsets
 torch.testing.assert_close(torch.nested.to_padded_tensor(nt, 0.0), jagged_to_padded(x, offsets, 4))
 print("torch.nested agrees:", tuple(nt.values().shape), nt.offsets().tolist())
-"""),
-    md(r"""
-HSTU needs one more jagged helper: the relative attention bias of query $i$ uses the timestamp of item $i+1$,
-the target's for the last item. `next_timestamps` shifts each sequence by one inside the jagged tensor:
-"""),
-    code(r"""
-# NBVAL_CHECK_OUTPUT
+
+# %% [markdown]
+# HSTU needs one more jagged helper: the relative attention bias of query $i$ uses the timestamp of item $i+1$,
+# the target's for the last item. `next_timestamps` shifts each sequence by one inside the jagged tensor:
+
+# %% tags=["nbval-check-output"]
 ts = torch.tensor([100, 110, 120, 200, 300, 310, 320, 330])  # (T,) jagged timestamps
 targets = torch.tensor([130, 210, 340])  # (B,) the timestamp of each history's target
 print(next_timestamps(ts, offsets, targets).tolist())
-"""),
-    md(r"""
-### Who may attend to whom
 
-A causal mask on the padded grid has to exclude padding rows and columns as well; in the jagged layout the
-mask is block-diagonal: each token sees the earlier tokens of its own sequence, nothing else.
-"""),
-    code(r"""
+# %% [markdown]
+# ### Who may attend to whom
+#
+# A causal mask on the padded grid has to exclude padding rows and columns as well; in the jagged layout the
+# mask is block-diagonal: each token sees the earlier tokens of its own sequence, nothing else.
+
+# %%
 fig, masks = viz.plot_masks([3, 1, 4], max_len=5)
-"""),
-    md(r"""
-## 3. Jagged attention equals padded + masked attention
 
-`hstu_attention(q, k, v, offsets)` is the jagged reference: inside each sequence,
-$o_i = \sum_{j \le i} \mathrm{SiLU}(\langle q_i, k_j\rangle + \mathrm{rab}_{ij})/n \; v_j$. The padded version runs the same
-formula on $(B, N, H, d)$ with masks. They must agree, and both must equal an explicit loop over the sequences
-(checked here in float64 on a real batch's lengths; the tests do it to 1e-8 with gradients):
-"""),
-    code(r"""
-# NBVAL_CHECK_OUTPUT
+# %% [markdown]
+# ## 3. Jagged attention equals padded + masked attention
+#
+# `hstu_attention(q, k, v, offsets)` is the jagged reference: inside each sequence,
+# $o_i = \sum_{j \le i} \mathrm{SiLU}(\langle q_i, k_j\rangle + \mathrm{rab}_{ij})/n \; v_j$. The padded version runs the same
+# formula on $(B, N, H, d)$ with masks. They must agree, and both must equal an explicit loop over the sequences
+# (checked here in float64 on a real batch's lengths; the tests do it to 1e-8 with gradients):
+
+# %% tags=["nbval-check-output"]
 batch = next(iter(ds.loader("train", 16)))
 lens, offs = batch.lengths, batch.offsets
 T, H, dqk, dv = batch.num_tokens, 2, 8, 6
@@ -158,20 +151,21 @@ for b in range(len(lens)):  # one sequence at a time, no padding at all
     A = torch.nn.functional.silu(scores) * torch.ones(L, L, dtype=torch.bool).tril() / (N + 11)
     loop.append(torch.einsum("hij,jhd->ihd", A, v[s:e]))  # (L, H, dv)
 loop = torch.cat(loop)
-print("jagged vs loop   max |diff|:", f"{(jagged - loop).abs().max().item():.1e}")
-print("padded vs jagged max |diff|:", f"{(padded_to_jagged(padded, offs) - jagged).abs().max().item():.1e}")
+# float64 sums in a different order differ by round-off (~1e-16): compare against a tolerance, not for equality
+print("jagged == loop   (max |diff| < 1e-12):", (jagged - loop).abs().max().item() < 1e-12)
+print("padded == jagged (max |diff| < 1e-12):", (padded_to_jagged(padded, offs) - jagged).abs().max().item() < 1e-12)
 print("padding rows of the padded output are zero:", bool((padded * ~batch.mask()[:, :, None, None]).abs().max() == 0))
-"""),
-    md(r"""
-## 4. Time and memory on this machine
 
-Three ways to run the same attention on one training batch: padded to the window $N$ (what the reference
-trainer does), padded to the batch's longest history, and a loop over the sequences (truly jagged, no padding,
-but one small computation per user: Python overhead and tiny matrix products). The memory column is the size of
-the score tensor each needs ($B \cdot H \cdot N^2$ against $\sum_b H L_b^2$ values). A fused jagged kernel (notebook
-05) gets the jagged FLOPs *and* the large-matrix speed.
-"""),
-    code(r"""
+# %% [markdown]
+# ## 4. Time and memory on this machine
+#
+# Three ways to run the same attention on one training batch: padded to the window $N$ (what the reference
+# trainer does), padded to the batch's longest history, and a loop over the sequences (truly jagged, no padding,
+# but one small computation per user: Python overhead and tiny matrix products). The memory column is the size of
+# the score tensor each needs ($B \cdot H \cdot N^2$ against $\sum_b H L_b^2$ values). A fused jagged kernel (notebook
+# 05) gets the jagged FLOPs *and* the large-matrix speed.
+
+# %%
 batch = next(iter(ds.loader("train", preset.batch_size)))
 lens, offs, T = batch.lengths, batch.offsets, batch.num_tokens
 H, d = 1, 50
@@ -207,21 +201,16 @@ print(f"B={B}, T={T}, window N={N_window}, longest {N_longest}, {torch.get_num_t
 print(f"{'method':<30}{'time':>10}{'score tensor MiB':>18}")
 for name, fn, n_scores in rows:
     print(f"{name:<30}{bench(fn) * 1e3:>8.1f} ms{n_scores * 4 / 2**20:>18.2f}")
-"""),
-    md(r"""
-## Summary
 
-* A jagged tensor is `values (T, ...)` + `offsets (B+1,)`; `lengths_to_offsets`, `jagged_to_padded`,
-  `padded_to_jagged`, `dense_to_jagged`, `jagged_positions` and `next_timestamps` convert between views
-  with one gather or scatter, no loop over sequences.
-* On ML-1M at max_seq_len 200 padding is about half of the tokens and 60% of the attention scores.
-* Jagged attention = padded attention with masks = a loop over sequences (to float64 round-off).
-* The PyTorch model pads once per batch (to the window, so no host synchronisation), keeps its linear layers on
-  the $T$ real tokens, and runs attention padded; the Triton kernel (notebook 05) runs attention jagged.
-
-Next: **05 · Triton kernels**.
-"""),
-]
-
-if __name__ == "__main__":
-    build(ROOT / "notebooks" / "04_jagged_tensors.ipynb", CELLS)
+# %% [markdown]
+# ## Summary
+#
+# * A jagged tensor is `values (T, ...)` + `offsets (B+1,)`; `lengths_to_offsets`, `jagged_to_padded`,
+#   `padded_to_jagged`, `dense_to_jagged`, `jagged_positions` and `next_timestamps` convert between views
+#   with one gather or scatter, no loop over sequences.
+# * On ML-1M at max_seq_len 200 padding is about half of the tokens and 60% of the attention scores.
+# * Jagged attention = padded attention with masks = a loop over sequences (to float64 round-off).
+# * The PyTorch model pads once per batch (to the window, so no host synchronisation), keeps its linear layers on
+#   the $T$ real tokens, and runs attention padded; the Triton kernel (notebook 05) runs attention jagged.
+#
+# Next: **05 · Triton kernels**.

@@ -1,46 +1,44 @@
-"""Generate notebooks/05_triton_kernels.ipynb: Triton from zero, then the jagged HSTU attention kernel.
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
-    .venv/bin/python tools/notebooks/05_triton_kernels.py
-"""
+# %% [markdown]
+# # 05 · Triton kernels: a fused, jagged HSTU attention
+#
+# Notebook 02 computed HSTU's pointwise attention with a few PyTorch lines: pad the batch to `(B, N)`,
+# form all scores `(B, H, N, N)`, apply SiLU and the causal mask, multiply by `v`. That is correct and
+# slow, for three reasons:
+#
+# 1. **memory traffic**: the `(B, H, N, N)` score tensor is written and read several times (scores, SiLU,
+#    mask, divide), and again in the backward pass; at N = 4096 that is gigabytes per layer;
+# 2. **padding FLOPs**: a batch padded to its longest sequence spends work on cells that are thrown away;
+# 3. **the causal half**: half of every score matrix is masked out, but still computed.
+#
+# A *fused* kernel keeps each tile of scores in on-chip memory, never writes the `(N, N)` matrix, walks
+# only the real tokens of each sequence (the jagged layout of notebook 04) and never visits the tiles
+# the causal mask empties. The HSTU paper (§3.3 and §4.2) reports its fused kernel among the reasons the
+# model trains up to 15x faster than a FlashAttention2-based Transformer at length 8192.
+#
+# We write it in **Triton**, a Python-embedded language for GPU kernels. On a machine without a GPU,
+# Triton runs the very same kernels in its *interpreter* (numpy on the CPU, slow but exact), which is
+# how this notebook runs in CI.
+#
+# Plan: Triton from zero (programs, blocks, masks) with two warm-up kernels; then the HSTU forward
+# kernel built step by step; why SiLU needs no "online softmax"; causal tile skipping and jagged
+# offsets; the backward pass; the bias formed inside the kernel; and the measured speed on an H200.
 
-# Markdown cells keep their long lines (tables, equations).
-# ruff: noqa: E501
-
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from tools.nbbuild import build, code, md  # noqa: E402
-
-CELLS = [
-    md(r"""
-# 05 · Triton kernels: a fused, jagged HSTU attention
-
-Notebook 02 computed HSTU's pointwise attention with a few PyTorch lines: pad the batch to `(B, N)`,
-form all scores `(B, H, N, N)`, apply SiLU and the causal mask, multiply by `v`. That is correct and
-slow, for three reasons:
-
-1. **memory traffic**: the `(B, H, N, N)` score tensor is written and read several times (scores, SiLU,
-   mask, divide), and again in the backward pass; at N = 4096 that is gigabytes per layer;
-2. **padding FLOPs**: a batch padded to its longest sequence spends work on cells that are thrown away;
-3. **the causal half**: half of every score matrix is masked out, but still computed.
-
-A *fused* kernel keeps each tile of scores in on-chip memory, never writes the `(N, N)` matrix, walks
-only the real tokens of each sequence (the jagged layout of notebook 04) and never visits the tiles
-the causal mask empties. The HSTU paper (§3.3 and §4.2) reports its fused kernel among the reasons the
-model trains up to 15x faster than a FlashAttention2-based Transformer at length 8192.
-
-We write it in **Triton**, a Python-embedded language for GPU kernels. On a machine without a GPU,
-Triton runs the very same kernels in its *interpreter* (numpy on the CPU, slow but exact), which is
-how this notebook runs in CI.
-
-Plan: Triton from zero (programs, blocks, masks) with two warm-up kernels; then the HSTU forward
-kernel built step by step; why SiLU needs no "online softmax"; causal tile skipping and jagged
-offsets; the backward pass; the bias formed inside the kernel; and the measured speed on an H200.
-"""),
-    code(r"""
+# %%
 import json
 from pathlib import Path
 
@@ -61,23 +59,24 @@ preset = hstu_tutorial.get_preset()
 torch.manual_seed(0)
 DEVICE = "cpu" if is_interpreter() else "cuda"
 print(f"Triton {triton.__version__}; running kernels {'in the CPU interpreter' if is_interpreter() else 'on ' + torch.cuda.get_device_name()}")
-"""),
-    md(r"""
-## 1 · Triton from zero: programs, blocks, masks
 
-A Triton kernel is a Python function decorated with `@triton.jit`. It is launched on a **grid** of
-*programs* (CUDA calls them thread blocks). Three ideas cover most of it:
 
-| idea | in code | meaning |
-| --- | --- | --- |
-| program id | `pid = tl.program_id(0)` | which program am I (one per block of the output) |
-| blocks | `offs = pid * BLOCK + tl.arange(0, BLOCK)` | a program works on a whole *vector or tile* at once, not on one element; `BLOCK` is a compile-time constant (`tl.constexpr`), a power of two |
-| masks | `tl.load(ptr + offs, mask=offs < n, other=0.0)` | the last block usually sticks out past the end; masked lanes are neither read nor written |
+# %% [markdown]
+# ## 1 · Triton from zero: programs, blocks, masks
+#
+# A Triton kernel is a Python function decorated with `@triton.jit`. It is launched on a **grid** of
+# *programs* (CUDA calls them thread blocks). Three ideas cover most of it:
+#
+# | idea | in code | meaning |
+# | --- | --- | --- |
+# | program id | `pid = tl.program_id(0)` | which program am I (one per block of the output) |
+# | blocks | `offs = pid * BLOCK + tl.arange(0, BLOCK)` | a program works on a whole *vector or tile* at once, not on one element; `BLOCK` is a compile-time constant (`tl.constexpr`), a power of two |
+# | masks | `tl.load(ptr + offs, mask=offs < n, other=0.0)` | the last block usually sticks out past the end; masked lanes are neither read nor written |
+#
+# Pointers are plain arithmetic: `x_ptr + offs` is a block of addresses. The first warm-up kernel adds
+# two vectors whose length (1000) is *not* a multiple of the block (256), so the mask is needed.
 
-Pointers are plain arithmetic: `x_ptr + offs` is a block of addresses. The first warm-up kernel adds
-two vectors whose length (1000) is *not* a multiple of the block (256), so the mask is needed.
-"""),
-    code(r"""
+# %%
 @triton.jit
 def add_kernel(X, Y, OUT, n,          # pointers to the first element of x, y, out; number of elements
                BLOCK: tl.constexpr):  # elements per program (compile-time constant)
@@ -95,18 +94,19 @@ grid = (triton.cdiv(x.numel(), 256),)  # 4 programs: 256 + 256 + 256 + 232 real 
 add_kernel[grid](x, y, out, x.numel(), BLOCK=256)
 torch.testing.assert_close(out, x + y)
 print("grid:", grid, "| matches x + y")
-"""),
-    md(r"""
-### A jagged warm-up: one program per sequence
 
-Jagged batches (notebook 04) store B sequences back to back, `values (T, D)`, with `offsets (B+1,)`:
-sequence `b` is rows `offsets[b] .. offsets[b+1]-1`. The second warm-up kernel sums the rows of each
-sequence, `out[b] = sum_t values[t]`. Program `b` reads its own two offsets, then walks its rows in
-blocks of `BLOCK_T` with a **row mask** (the last block passes the end of the sequence) and a
-**column mask** (D = 50 is padded up to the block width 64). A sequence of length 0 simply never
-enters the loop. This is exactly how the attention kernel finds its sequences: no padded copy.
-"""),
-    code(r"""
+
+# %% [markdown]
+# ### A jagged warm-up: one program per sequence
+#
+# Jagged batches (notebook 04) store B sequences back to back, `values (T, D)`, with `offsets (B+1,)`:
+# sequence `b` is rows `offsets[b] .. offsets[b+1]-1`. The second warm-up kernel sums the rows of each
+# sequence, `out[b] = sum_t values[t]`. Program `b` reads its own two offsets, then walks its rows in
+# blocks of `BLOCK_T` with a **row mask** (the last block passes the end of the sequence) and a
+# **column mask** (D = 50 is padded up to the block width 64). A sequence of length 0 simply never
+# enters the loop. This is exactly how the attention kernel finds its sequences: no padded copy.
+
+# %%
 @triton.jit
 def jagged_row_sum_kernel(VALUES, OFFSETS, OUT,           # (T, D) values, (B+1,) offsets, (B, D) out
                           D, stride_t,                    # row width and row stride of VALUES
@@ -132,25 +132,24 @@ jagged_row_sum_kernel[(len(lengths),)](values, offsets, sums, 50, values.stride(
 expected = torch.stack([values[s:e].sum(0) for s, e in zip(offsets[:-1].tolist(), offsets[1:].tolist())])
 torch.testing.assert_close(sums, expected)
 print("offsets:", offsets.tolist(), "| per-sequence sums match")
-"""),
-    md(r"""
-## 2 · Why SiLU attention needs no online softmax
 
-A fused attention kernel never holds a whole row of scores: it sees the keys one **tile** at a time
-and folds each tile into an accumulator. For HSTU that is trivially right, because each weight depends
-on its own score only:
+# %% [markdown]
+# ## 2 · Why SiLU attention needs no online softmax
+#
+# A fused attention kernel never holds a whole row of scores: it sees the keys one **tile** at a time
+# and folds each tile into an accumulator. For HSTU that is trivially right, because each weight depends
+# on its own score only:
+#
+# $$o_i = \sum_{j} \frac{\mathrm{SiLU}(s_{ij})}{n} v_j = \sum_{\text{tiles } \mathcal{T}} \underbrace{\sum_{j \in \mathcal{T}} \frac{\mathrm{SiLU}(s_{ij})}{n} v_j}_{\text{final as soon as the tile is done}}$$
+#
+# Softmax is different: $o_i = \sum_j e^{s_{ij} - m_i} v_j \,/\, \sum_j e^{s_{ij} - m_i}$ needs the row
+# maximum $m_i$ (for stability) and the row sum, which depend on *all* keys. FlashAttention therefore
+# keeps a running maximum and a running sum per row and **rescales** the accumulator every time the
+# maximum grows (the "online softmax"), and stores the row statistics for the backward pass. HSTU's
+# kernel needs none of it: no running max, no rescaling, nothing saved but q, k, v. The cell checks both
+# claims on one row of scores split into four tiles.
 
-$$o_i = \sum_{j} \frac{\mathrm{SiLU}(s_{ij})}{n} v_j = \sum_{\text{tiles } \mathcal{T}} \underbrace{\sum_{j \in \mathcal{T}} \frac{\mathrm{SiLU}(s_{ij})}{n} v_j}_{\text{final as soon as the tile is done}}$$
-
-Softmax is different: $o_i = \sum_j e^{s_{ij} - m_i} v_j \,/\, \sum_j e^{s_{ij} - m_i}$ needs the row
-maximum $m_i$ (for stability) and the row sum, which depend on *all* keys. FlashAttention therefore
-keeps a running maximum and a running sum per row and **rescales** the accumulator every time the
-maximum grows (the "online softmax"), and stores the row statistics for the backward pass. HSTU's
-kernel needs none of it: no running max, no rescaling, nothing saved but q, k, v. The cell checks both
-claims on one row of scores split into four tiles.
-"""),
-    code(r"""
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 g = torch.Generator().manual_seed(0)
 s = torch.randn(64, generator=g, dtype=torch.float64) * 3     # one query's scores against 64 keys
 v = torch.randn(64, 8, generator=g, dtype=torch.float64)      # (keys, dv)
@@ -170,30 +169,31 @@ for t in tiles:                                                # the online soft
     l, acc, m = l * scale + p.sum(), acc * scale + p @ v[t], m_new
 print("softmax: naive tile sums add up:", torch.allclose(soft_naive, soft_full))
 print("softmax: with running max + rescaling:", torch.allclose(acc / l, soft_full))
-"""),
-    md(r"""
-## 3 · The forward kernel, step by step
 
-Layout: `q, k (T, H, dqk)`, `v (T, H, dv)`, jagged by `offsets (B+1,)`; output `(T, H, dv)`.
 
-1. **Grid** `(cdiv(max_len, BLOCK_M), B * H)`: axis 0 = a tile of `BLOCK_M` queries, axis 1 = one
-   (sequence, head). Programs whose tile starts past the end of their sequence **return at once**:
-   a short sequence costs an empty launch slot, never FLOPs.
-2. **Load the query tile** `q (BLOCK_M, dqk)` once, from `offsets[b]` on; rows past the end are masked
-   to zero.
-3. **Walk the key tiles** `k, v (BLOCK_N, d)`: `s = alpha * q @ k^T (+ rab)` `(BLOCK_M, BLOCK_N)`,
-   `p = SiLU(s)`, masked to `j <= i`, and `acc += p @ v` with fp32 accumulation (`tl.dot` runs on the
-   tensor cores; bf16 inputs, fp32 sums).
-4. **Causal skipping**: the walk stops at the tile holding the diagonal; tiles to its right would be
-   all zeros and are never loaded. That halves the work.
-5. **Divide once** by n and store the `(BLOCK_M, dv)` tile.
+# %% [markdown]
+# ## 3 · The forward kernel, step by step
+#
+# Layout: `q, k (T, H, dqk)`, `v (T, H, dv)`, jagged by `offsets (B+1,)`; output `(T, H, dv)`.
+#
+# 1. **Grid** `(cdiv(max_len, BLOCK_M), B * H)`: axis 0 = a tile of `BLOCK_M` queries, axis 1 = one
+#    (sequence, head). Programs whose tile starts past the end of their sequence **return at once**:
+#    a short sequence costs an empty launch slot, never FLOPs.
+# 2. **Load the query tile** `q (BLOCK_M, dqk)` once, from `offsets[b]` on; rows past the end are masked
+#    to zero.
+# 3. **Walk the key tiles** `k, v (BLOCK_N, d)`: `s = alpha * q @ k^T (+ rab)` `(BLOCK_M, BLOCK_N)`,
+#    `p = SiLU(s)`, masked to `j <= i`, and `acc += p @ v` with fp32 accumulation (`tl.dot` runs on the
+#    tensor cores; bf16 inputs, fp32 sums).
+# 4. **Causal skipping**: the walk stops at the tile holding the diagonal; tiles to its right would be
+#    all zeros and are never loaded. That halves the work.
+# 5. **Divide once** by n and store the `(BLOCK_M, dv)` tile.
+#
+# Below is that kernel in its simplest form (one head dim, no bias, the mask on every tile), checked
+# against the PyTorch reference. The package's version (`hstu_tutorial/ops/triton/hstu_attention_kernels.py`)
+# adds the bias, separate `dqk`/`dv`, a mask only on the tiles that straddle the diagonal, and autotuned
+# tile sizes.
 
-Below is that kernel in its simplest form (one head dim, no bias, the mask on every tile), checked
-against the PyTorch reference. The package's version (`hstu_tutorial/ops/triton/hstu_attention_kernels.py`)
-adds the bias, separate `dqk`/`dv`, a mask only on the tiles that straddle the diagonal, and autotuned
-tile sizes.
-"""),
-    code(r"""
+# %%
 @triton.jit
 def hstu_fwd_teaching(Q, K, V, OUT, OFFSETS,     # q, k, v, out (T, H, D) contiguous; offsets (B+1,)
                       stride_t, stride_h, H,      # token and head strides; number of heads
@@ -256,18 +256,18 @@ for causal in (True, False):
     ref = hstu_attention(q, k, v, offsets, alpha=0.5, causal=causal)   # the PyTorch reference (notebook 02)
     err = ((mine - ref).norm() / ref.norm()).item()
     print(f"causal={causal}: relative error vs the reference {err:.1e}, any NaN left: {mine.isnan().any().item()}")
-"""),
-    md(r"""
-## 4 · Causal tile skipping and jagged offsets, in a picture
 
-Each panel is one sequence of a jagged batch, drawn on the `(max_len x max_len)` square a padded
-implementation would compute. Green tiles need no mask at all (every key is at or before every
-query), orange tiles straddle the diagonal and apply the causal `where`, white tiles are right of the
-diagonal and are **never loaded**, grey tiles lie past the sequence end: the programs for them return
-at once (query tiles) or never get there (key tiles). The padded PyTorch reference computes every cell
-of every square.
-"""),
-    code(r"""
+# %% [markdown]
+# ## 4 · Causal tile skipping and jagged offsets, in a picture
+#
+# Each panel is one sequence of a jagged batch, drawn on the `(max_len x max_len)` square a padded
+# implementation would compute. Green tiles need no mask at all (every key is at or before every
+# query), orange tiles straddle the diagonal and apply the causal `where`, white tiles are right of the
+# diagonal and are **never loaded**, grey tiles lie past the sequence end: the programs for them return
+# at once (query tiles) or never get there (key tiles). The padded PyTorch reference computes every cell
+# of every square.
+
+# %%
 lengths_demo = [5, 37, 64, 20]
 fig, tiles = viz.plot_tile_map(lengths_demo, block_m=16, block_n=16)
 counts = tiles["counts"]
@@ -275,30 +275,29 @@ computed = counts["full"] + counts["diagonal"]
 print(f"tiles computed: {computed} of {sum(counts.values())} in the padded squares ({computed / sum(counts.values()):.0%})")
 useful = sum(L * (L + 1) / 2 for L in lengths_demo) / (len(lengths_demo) * max(lengths_demo) ** 2)
 print(f"useful (causal, unpadded) share of the padded score cells: {useful:.0%}")
-"""),
-    md(r"""
-## 5 · The backward pass
 
-With $S = \alpha\, Q K^\top + \mathrm{rab}$, $A = \mathrm{SiLU}(S) \odot M / n$ ($M$ the causal mask)
-and $O = A V$, the chain rule gives, for an output gradient $dO$:
+# %% [markdown]
+# ## 5 · The backward pass
+#
+# With $S = \alpha\, Q K^\top + \mathrm{rab}$, $A = \mathrm{SiLU}(S) \odot M / n$ ($M$ the causal mask)
+# and $O = A V$, the chain rule gives, for an output gradient $dO$:
+#
+# $$dV = A^\top dO, \qquad dA = dO\, V^\top, \qquad dS = dA \odot \mathrm{SiLU}'(S) \odot M / n, \qquad dQ = \alpha\, dS\, K, \qquad dK = \alpha\, dS^\top Q, \qquad d\,\mathrm{rab} = dS$$
+#
+# with $\mathrm{SiLU}'(s) = \sigma(s)\,\big(1 + s\,(1 - \sigma(s))\big)$. Nothing from the forward pass is
+# needed but q, k, v (and the bias): the kernels **recompute** $S$ tile by tile, which is cheaper than
+# storing an $N \times N$ matrix. Two kernels share the work:
+#
+# * **dK/dV kernel**: a program owns a tile of keys and walks down the query tiles that see them (from
+#   the diagonal to the end of the sequence), accumulating $dK$ and $dV$ in registers; it works with keys
+#   as rows ($S^\top$) so both come out of plain matrix products.
+# * **dQ kernel**: a program owns a tile of queries and walks the key tiles, exactly like the forward.
+#
+# The alternative, adding each program's share of $dQ$ with atomic adds inside the dK/dV kernel, saves
+# the second pass over $S$ but pays for the atomics; on the H200 it was 1.7x slower (section 7). First the
+# equations, checked by autograd on one small sequence, then the package's kernels against the reference.
 
-$$dV = A^\top dO, \qquad dA = dO\, V^\top, \qquad dS = dA \odot \mathrm{SiLU}'(S) \odot M / n, \qquad dQ = \alpha\, dS\, K, \qquad dK = \alpha\, dS^\top Q, \qquad d\,\mathrm{rab} = dS$$
-
-with $\mathrm{SiLU}'(s) = \sigma(s)\,\big(1 + s\,(1 - \sigma(s))\big)$. Nothing from the forward pass is
-needed but q, k, v (and the bias): the kernels **recompute** $S$ tile by tile, which is cheaper than
-storing an $N \times N$ matrix. Two kernels share the work:
-
-* **dK/dV kernel**: a program owns a tile of keys and walks down the query tiles that see them (from
-  the diagonal to the end of the sequence), accumulating $dK$ and $dV$ in registers; it works with keys
-  as rows ($S^\top$) so both come out of plain matrix products.
-* **dQ kernel**: a program owns a tile of queries and walks the key tiles, exactly like the forward.
-
-The alternative, adding each program's share of $dQ$ with atomic adds inside the dK/dV kernel, saves
-the second pass over $S$ but pays for the atomics; on the H200 it was 1.7x slower (section 7). First the
-equations, checked by autograd on one small sequence, then the package's kernels against the reference.
-"""),
-    code(r"""
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 L, d, alpha, n = 6, 4, 0.7, 6.0
 qs, ks, vs = (torch.randn(L, d, dtype=torch.float64, requires_grad=True) for _ in range(3))
 mask = torch.ones(L, L, dtype=torch.float64).tril()
@@ -313,8 +312,8 @@ dS = (dO @ vs.T) * sig * (1 + S * (1 - sig)) * mask / n         # dA * SiLU'(S),
 dQ, dK = alpha * dS @ ks, alpha * dS.T @ qs
 print("hand-derived dQ, dK, dV equal autograd's:",
       all(torch.allclose(a, b) for a, b in zip(auto, (dQ, dK, dV))))
-"""),
-    code(r"""
+
+# %%
 lengths = torch.tensor([1, 33, 0, 50, 7] if preset.name == "small" else [1, 333, 0, 500, 77])
 offsets = lengths_to_offsets(lengths).to(DEVICE)
 T, H, dqk, dv = int(lengths.sum()), 2, 24, 40                # dqk != dv: q/k and v head dims differ
@@ -332,21 +331,21 @@ ref = hstu_attention(*ref_inputs[:3], offsets, rab=ref_inputs[3], alpha=0.8)
 ref_grads = torch.autograd.grad(ref, ref_inputs, grad_out.double())
 for name, a, b in zip(["out", "dq", "dk", "dv", "drab"], [out, *grads], [ref, *ref_grads]):
     print(f"{name:>4}: relative error {((a.double() - b).norm() / b.norm()).item():.1e}")
-"""),
-    md(r"""
-## 6 · The relative attention bias inside the kernel
 
-HSTU adds a learned bias from the position offset and the time gap (notebook 02):
-$\mathrm{rab}_{ij} = w^{p}[P-1+j-i] + w^{t}[\mathrm{bucket}(t_{i+1} - t_j)]$ with
-$\mathrm{bucket}(d) = \lfloor \ln \max(|d|, 1) / 0.301 \rfloor$. Passing it as a padded `(B, N, N)`
-tensor would bring back the memory traffic we fused away. `triton_hstu_attention_rel_bias` instead
-reads the jagged timestamps and the two small weight vectors (`2P-1` and 129 numbers) and forms each
-bias tile in registers. Its gradient is $dS$ scattered back onto the two vectors: the dK/dV kernel
-writes $dS$, and a scatter-add sums it per time bucket (a histogram per query row first, to avoid
-thousands of atomic adds on the same 129 addresses) and per position offset. The
-STU layer calls this function when `attention_impl="triton"`.
-"""),
-    code(r"""
+# %% [markdown]
+# ## 6 · The relative attention bias inside the kernel
+#
+# HSTU adds a learned bias from the position offset and the time gap (notebook 02):
+# $\mathrm{rab}_{ij} = w^{p}[P-1+j-i] + w^{t}[\mathrm{bucket}(t_{i+1} - t_j)]$ with
+# $\mathrm{bucket}(d) = \lfloor \ln \max(|d|, 1) / 0.301 \rfloor$. Passing it as a padded `(B, N, N)`
+# tensor would bring back the memory traffic we fused away. `triton_hstu_attention_rel_bias` instead
+# reads the jagged timestamps and the two small weight vectors (`2P-1` and 129 numbers) and forms each
+# bias tile in registers. Its gradient is $dS$ scattered back onto the two vectors: the dK/dV kernel
+# writes $dS$, and a scatter-add sums it per time bucket (a histogram per query row first, to avoid
+# thousands of atomic adds on the same 129 addresses) and per position offset. The
+# STU layer calls this function when `attention_impl="triton"`.
+
+# %%
 lengths = torch.tensor([1, 30, 45, 12] if preset.name == "small" else [1, 150, 200, 120])
 offsets = lengths_to_offsets(lengths).to(DEVICE)
 T, H, d = int(lengths.sum()), 1, 50                       # the ML-1M head dim, d = 50
@@ -363,22 +362,22 @@ ref = hstu_attention(q, k, v, offsets, rab=rab, norm=211.0)
 r_pos, r_ts = torch.autograd.grad(ref.sum(), (bias.pos_w, bias.ts_w))
 rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
 print(f"out {rel(out, ref):.1e} | d pos_w {rel(g_pos, r_pos):.1e} | d ts_w {rel(g_ts, r_ts):.1e}")
-"""),
-    md(r"""
-## 7 · How fast is it?
 
-`benchmarks/bench_attention.py` times the forward and forward+backward passes against the padded
-PyTorch reference, the jagged one (which pads internally), `torch.compile` of the padded reference and
-PyTorch's `scaled_dot_product_attention` (softmax, FlashAttention-style: a yardstick of what a fused
-kernel reaches on this card, not the same math). FLOPs are counted the same way for every
-implementation: per head and sequence of real length $L$, two matrix products of $2L^2d$, halved for
-causal, and forward+backward = 3.5x forward; padding work is not credited.
+# %% [markdown]
+# ## 7 · How fast is it?
+#
+# `benchmarks/bench_attention.py` times the forward and forward+backward passes against the padded
+# PyTorch reference, the jagged one (which pads internally), `torch.compile` of the padded reference and
+# PyTorch's `scaled_dot_product_attention` (softmax, FlashAttention-style: a yardstick of what a fused
+# kernel reaches on this card, not the same math). FLOPs are counted the same way for every
+# implementation: per head and sequence of real length $L$, two matrix products of $2L^2d$, halved for
+# causal, and forward+backward = 3.5x forward; padding work is not credited.
+#
+# On a GPU the next cell measures a few cases live; on a CPU (the interpreter's timings mean nothing) it
+# shows the figures saved from the H200 run, with the machine and date.
 
-On a GPU the next cell measures a few cases live; on a CPU (the interpreter's timings mean nothing) it
-shows the figures saved from the H200 run, with the machine and date.
-"""),
-    code(r"""
-results_file = Path(hstu_tutorial.__file__).resolve().parents[1] / "benchmarks" / "results" / "attention_h200.json"
+# %%
+results_file = Path(hstu_tutorial.__file__).resolve().parents[1] / "benchmarks" / "results" / "h200_2026-11-28" / "attention.json"
 if not is_interpreter():
     from triton.testing import do_bench
 
@@ -413,8 +412,8 @@ if results_file.exists():
     fig, curves_dense = viz.plot_kernel_benchmark(payload, kind="dense")
 else:
     print("no saved results found at", results_file)
-"""),
-    code(r"""
+
+# %%
 if results_file.exists():
     rows = {r["case"]: r for r in payload["results"]}
     print(f"{'case':>12} {'triton fwd+bwd':>15} {'best PyTorch HSTU baseline':>28} {'official kernel':>16} {'SDPA (softmax)':>15}")
@@ -424,32 +423,26 @@ if results_file.exists():
                 if isinstance(r.get(f"{b}_fwdbwd_ms"), float)}
         best = min(base, key=base.get)
         off = {"jagged-1024": 0.856, "dense-1024": 1.074, "jagged-4096": 3.036, "dense-4096": 4.806,
-               "jagged-8192": 6.636, "dense-8192": 9.245, "ml1m": 0.78}[case]  # ANCHORS.md, same card
+               "jagged-8192": 6.636, "dense-8192": 9.245, "ml1m": 0.78}[case]  # the official kernel on the same H200: docs/reference_results.md
         print(f"{case:>12} {r['triton_fwdbwd_ms']:12.3f} ms {base[best]:10.3f} ms ({best:>20}) {off:10.3f} ms"
               f" {r['sdpa_softmax_padded_fwdbwd_ms']:12.3f} ms")
-"""),
-    md(r"""
-What the H200 figures say (bf16, causal, H=4, d=128, about 49k-65k tokens per call):
 
-* against the PyTorch HSTU baselines the fused kernel wins at every length from 1024 on, by **7-21x**
-  over the padded and jagged references and **2.0-3.3x** over `torch.compile` of the padded one (at
-  8192 the compiled baseline fell back to eager in that run, see the perf notes);
-* forward+backward it beats the official HSTU Triton kernel measured on the same card at every length
-  from 1024 on (0.67-0.85 of its time), except dense-1024 where it is 2% slower; forward alone it is
-  14-23% slower than the official one: the forward tiles still have room;
-* the softmax SDPA (FlashAttention) stays ahead: 1.5-1.7x on dense batches; on jagged batches the
-  kernel is within 2-7% of it at 1024 and 2048 and 1.2-1.3x behind at 4096 and 8192 (SDPA has no bias
-  to add and, causal with the padding at the end, loses little to it). It is the practical ceiling;
-* at the ML-1M shape (d = 50, N = 200, one head) the work is tiny and launch overhead dominates:
-  0.89 ms forward+backward against 0.82 ms for `torch.compile` and 1.36 ms for the padded reference.
-
-Take-aways: a pointwise (SiLU) attention fuses more simply than softmax attention, since there is no
-row statistic to carry; jagged inputs and causal tile skipping remove the padding and the masked half
-from the work; and the backward pass is two walks over the same tiles, recomputing the scores instead
-of storing them. `docs/perf_notes_attention.md` records the measurements and what to try next.
-"""),
-]
-
-
-if __name__ == "__main__":
-    build(ROOT / "notebooks" / "05_triton_kernels.ipynb", CELLS)
+# %% [markdown]
+# What the H200 figures say (bf16, causal, H=4, d=128, about 49k-65k tokens per call):
+#
+# * against the PyTorch HSTU baselines the fused kernel wins at every length from 1024 on, by **7-21x**
+#   over the padded and jagged references and **2.0-3.3x** over `torch.compile` of the padded one (at
+#   8192 the compiled baseline fell back to eager in that run, see the perf notes);
+# * forward+backward it beats the official HSTU Triton kernel measured on the same card at every length
+#   from 1024 on (0.67-0.85 of its time), except dense-1024 where it is 2% slower; forward alone it is
+#   14-23% slower than the official one: the forward tiles still have room;
+# * the softmax SDPA (FlashAttention) stays ahead: 1.5-1.7x on dense batches; on jagged batches the
+#   kernel is within 2-7% of it at 1024 and 2048 and 1.2-1.3x behind at 4096 and 8192 (SDPA has no bias
+#   to add and, causal with the padding at the end, loses little to it). It is the practical ceiling;
+# * at the ML-1M shape (d = 50, N = 200, one head) the work is tiny and launch overhead dominates:
+#   0.89 ms forward+backward against 0.82 ms for `torch.compile` and 1.36 ms for the padded reference.
+#
+# Take-aways: a pointwise (SiLU) attention fuses more simply than softmax attention, since there is no
+# row statistic to carry; jagged inputs and causal tile skipping remove the padding and the masked half
+# from the work; and the backward pass is two walks over the same tiles, recomputing the scores instead
+# of storing them. `docs/perf_notes_attention.md` records the measurements and what to try next.

@@ -1,26 +1,35 @@
-"""Exercise notebook 06: the sampled softmax loss, HR@K and NDCG@K, then a short training run."""
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
-# Markdown cells keep their long lines (tables, equations).
-# ruff: noqa: E501
+# %% [markdown]
+# # Exercises 06: training and evaluation
+#
+# Companion of [`notebooks/06_training_ml1m`](../notebooks/06_training_ml1m.ipynb). HSTU is trained like a
+# language model: every position $i$ of a history predicts the next item. With millions of items a full
+# softmax is too expensive, so the reference samples negatives: the **sampled softmax** loss. Models are then
+# compared by ranking the held-out item against the whole catalogue: **HR@K** and **NDCG@K**.
+#
+# You write both; then a short training run uses them (or the package's versions). Checks compare with
+# `hstu_tutorial.losses` and `hstu_tutorial.metrics`, including gradients, with edge cases (one row, one
+# negative, accidental hits, ties, empty histories, a target already in its history).
 
-from tools.nbbuild import code, md
+# %% [markdown]
+# <!-- SOLUTION ONLY -->
+# **Solution version.** The learner notebook `exercises/06_training.ipynb` is generated from this one by `tools/make_exercises.py`.
 
-CELLS = [
-    md(r"""
-# Exercises 06: training and evaluation
-
-Companion of [`notebooks/06_training_ml1m`](../notebooks/06_training_ml1m.ipynb). HSTU is trained like a
-language model: every position $i$ of a history predicts the next item. With millions of items a full
-softmax is too expensive, so the reference samples negatives: the **sampled softmax** loss. Models are then
-compared by ranking the held-out item against the whole catalogue: **HR@K** and **NDCG@K**.
-
-You write both; then a short training run uses them (or the package's versions). Checks compare with
-`hstu_tutorial.losses` and `hstu_tutorial.metrics`, including gradients, with edge cases (one row, one
-negative, accidental hits, ties, empty histories, a target already in its history).
-"""),
-    md("<!-- SOLUTION ONLY -->\n**Solution version.** The learner notebook `exercises/06_training.ipynb` is "
-       "generated from this one by `tools/make_exercises.py`."),
-    code(r"""
+# %%
 import torch
 import torch.nn.functional as F
 
@@ -31,24 +40,25 @@ from hstu_tutorial.modules import hstu_encoder
 
 preset = hstu_tutorial.get_preset()
 torch.manual_seed(0);
-"""),
-    md(r"""
-## 1. Sampled softmax
 
-For a supervised position with output embedding $q$, its next item $p$ and $R$ negatives $n_1 .. n_R$ drawn
-uniformly from the catalogue, with every embedding L2-normalised (scores are cosines) and temperature
-$\tau$ (0.05 in the paper's ML-1M configs):
 
-$$\ell = -\log \frac{\exp(\langle q, e_p\rangle / \tau)}{\exp(\langle q, e_p\rangle / \tau) + \sum_{r:\, n_r \ne p} \exp(\langle q, e_{n_r}\rangle / \tau)}.$$
+# %% [markdown]
+# ## 1. Sampled softmax
+#
+# For a supervised position with output embedding $q$, its next item $p$ and $R$ negatives $n_1 .. n_R$ drawn
+# uniformly from the catalogue, with every embedding L2-normalised (scores are cosines) and temperature
+# $\tau$ (0.05 in the paper's ML-1M configs):
+#
+# $$\ell = -\log \frac{\exp(\langle q, e_p\rangle / \tau)}{\exp(\langle q, e_p\rangle / \tau) + \sum_{r:\, n_r \ne p} \exp(\langle q, e_{n_r}\rangle / \tau)}.$$
+#
+# A negative that happens to be the positive (an *accidental hit*) is left out of the sum: otherwise the
+# loss pushes the positive away from itself. The batch loss is the mean over positions.
+#
+# Write `sampled_softmax_loss(query, positive_ids, negative_ids, item_table, temperature=0.05)`:
+# query `(M, D)`, positive_ids `(M,)`, negative_ids `(M, R)` item ids, item_table `(num_items+1, D)` (row =
+# item id) → a scalar.
 
-A negative that happens to be the positive (an *accidental hit*) is left out of the sum: otherwise the
-loss pushes the positive away from itself. The batch loss is the mean over positions.
-
-Write `sampled_softmax_loss(query, positive_ids, negative_ids, item_table, temperature=0.05)`:
-query `(M, D)`, positive_ids `(M,)`, negative_ids `(M, R)` item ids, item_table `(num_items+1, D)` (row =
-item id) → a scalar.
-"""),
-    code(r'''
+# %%
 def sampled_softmax_loss(query, positive_ids, negative_ids, item_table, temperature=0.05):
     """Mean sampled-softmax loss over M positions; all embeddings L2-normalised."""
     # BEGIN SOLUTION
@@ -61,44 +71,45 @@ def sampled_softmax_loss(query, positive_ids, negative_ids, item_table, temperat
     logits = torch.cat([pos_logit, neg_logits], dim=1) / temperature  # (M, 1 + R)
     return -torch.log_softmax(logits, dim=1)[:, 0].mean()
     # END SOLUTION
-'''),
-    code(r"""
-# NBVAL_CHECK_OUTPUT
+
+
+# %% tags=["nbval-check-output"]
 ok = checks.check_sampled_softmax_loss(sampled_softmax_loss)
-"""),
-    md(r"""
-<details><summary>Hint 1</summary>
 
-`F.normalize(x, dim=-1)` L2-normalises rows. `item_table[negative_ids]` is `(M, R, D)`; scores against the
-query are `torch.einsum("md,mrd->mr", q, neg)`.
-</details>
 
-<details><summary>Hint 2</summary>
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# `F.normalize(x, dim=-1)` L2-normalises rows. `item_table[negative_ids]` is `(M, R, D)`; scores against the
+# query are `torch.einsum("md,mrd->mr", q, neg)`.
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# Put the positive first: `logits = torch.cat([pos_logit, neg_logits], 1) / temperature`; the loss of a row is
+# `-log_softmax(logits)[0]`.
+# </details>
+#
+# <details><summary>Hint 3 (accidental hits)</summary>
+#
+# `negative_ids == positive_ids[:, None]` is `(M, R)`; fill those logits with `-inf` before the softmax
+# (`exp(-inf) = 0`).
+# </details>
 
-Put the positive first: `logits = torch.cat([pos_logit, neg_logits], 1) / temperature`; the loss of a row is
-`-log_softmax(logits)[0]`.
-</details>
+# %% [markdown]
+# ## 2. HR@K and NDCG@K
+#
+# Leave-one-out evaluation ranks each user's held-out item against **every** item of the catalogue, after
+# removing the items already in the user's history window (they cannot be recommended again). With
+# $\mathrm{rank} = 1 + \#\{\text{unseen items scored strictly higher than the target}\}$:
+#
+# $$\mathrm{HR@K} = [\mathrm{rank} \le K], \qquad \mathrm{NDCG@K} = \frac{[\mathrm{rank} \le K]}{\log_2(\mathrm{rank} + 1)}.$$
+#
+# A target that is itself in the history counts as a miss. Write `hr_ndcg(scores, target_ids, history_ids, k)`:
+# scores `(B, C+1)` with column = item id (column 0 is padding, never an item), target_ids `(B,)`,
+# history_ids `(B, N)` zero-padded → per-user `(hr, ndcg)`, two `(B,)` float tensors.
 
-<details><summary>Hint 3 (accidental hits)</summary>
-
-`negative_ids == positive_ids[:, None]` is `(M, R)`; fill those logits with `-inf` before the softmax
-(`exp(-inf) = 0`).
-</details>
-"""),
-    md(r"""
-## 2. HR@K and NDCG@K
-
-Leave-one-out evaluation ranks each user's held-out item against **every** item of the catalogue, after
-removing the items already in the user's history window (they cannot be recommended again). With
-$\mathrm{rank} = 1 + \#\{\text{unseen items scored strictly higher than the target}\}$:
-
-$$\mathrm{HR@K} = [\mathrm{rank} \le K], \qquad \mathrm{NDCG@K} = \frac{[\mathrm{rank} \le K]}{\log_2(\mathrm{rank} + 1)}.$$
-
-A target that is itself in the history counts as a miss. Write `hr_ndcg(scores, target_ids, history_ids, k)`:
-scores `(B, C+1)` with column = item id (column 0 is padding, never an item), target_ids `(B,)`,
-history_ids `(B, N)` zero-padded → per-user `(hr, ndcg)`, two `(B,)` float tensors.
-"""),
-    code(r'''
+# %%
 def hr_ndcg(scores, target_ids, history_ids, k):
     """Per-user HR@k and NDCG@k from full-ranking scores, history items removed."""
     # BEGIN SOLUTION
@@ -111,32 +122,32 @@ def hr_ndcg(scores, target_ids, history_ids, k):
     hit = (rank <= k) & ~seen.gather(1, target_ids[:, None])[:, 0]     # a seen target is a miss
     return hit.double(), torch.where(hit, 1.0 / torch.log2(rank + 1.0), 0.0)
     # END SOLUTION
-'''),
-    code(r"""
-# NBVAL_CHECK_OUTPUT
+
+
+# %% tags=["nbval-check-output"]
 ok = checks.check_hr_ndcg(hr_ndcg)
-"""),
-    md(r"""
-<details><summary>Hint 1</summary>
 
-Read the target's score first, then mask: `seen = torch.zeros_like(scores, dtype=torch.bool).scatter_(1,
-history_ids, True)` marks history items (the padding 0 lands in column 0, which must be masked anyway).
-</details>
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Read the target's score first, then mask: `seen = torch.zeros_like(scores, dtype=torch.bool).scatter_(1,
+# history_ids, True)` marks history items (the padding 0 lands in column 0, which must be masked anyway).
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `rank = 1 + (masked_scores > target_score).sum(1)`: strictly greater, so ties favour the target (the
+# reference's convention). HR is `rank <= k`, NDCG is `1 / log2(rank + 1)` where HR is 1, else 0.
+# </details>
 
-<details><summary>Hint 2</summary>
+# %% [markdown]
+# ## Use it: a short training run
+#
+# Train a small HSTU for a few epochs with the loss above and evaluate it with the metric above, next to the
+# popularity baseline (recommend the most popular unseen items). The package's versions are used unless
+# `use_mine = True`. Small preset: synthetic data, seconds on a CPU.
 
-`rank = 1 + (masked_scores > target_score).sum(1)`: strictly greater, so ties favour the target (the
-reference's convention). HR is `rank <= k`, NDCG is `1 / log2(rank + 1)` where HR is 1, else 0.
-</details>
-"""),
-    md(r"""
-## Use it: a short training run
-
-Train a small HSTU for a few epochs with the loss above and evaluate it with the metric above, next to the
-popularity baseline (recommend the most popular unseen items). The package's versions are used unless
-`use_mine = True`. Small preset: synthetic data, seconds on a CPU.
-"""),
-    code(r"""
+# %%
 use_mine = False  # set to True once both checks pass
 
 dataset = get_reco_dataset(preset.dataset, max_seq_len=preset.max_seq_len, verbose=False)
@@ -172,8 +183,8 @@ for epoch in range(preset.num_epochs):
         optimizer.step()
         total += loss.item()
     print(f"epoch {epoch + 1}: mean training loss {total / len(dataset.loader('train', preset.batch_size)):.3f}")
-"""),
-    code(r"""
+
+# %%
 model.eval()
 hits, gains = [], []
 with torch.no_grad():
@@ -195,11 +206,9 @@ with torch.no_grad():
 popular = metrics.popularity_baseline(dataset, "test", ks=(10,))
 print(f"HSTU after {preset.num_epochs} epochs: HR@10 {torch.cat(hits).mean():.3f}  NDCG@10 {torch.cat(gains).mean():.3f}")
 print(f"popularity baseline:     HR@10 {popular['hr@10']:.3f}  NDCG@10 {popular['ndcg@10']:.3f}")
-"""),
-    md(r"""
-## What you built
 
-The loss HSTU trains with and the metrics it is judged by. `python -m hstu_tutorial.train --config ...`
-(notebook 06) runs the same loop at full size, with evaluation on the device, checkpoints and early stopping.
-"""),
-]
+# %% [markdown]
+# ## What you built
+#
+# The loss HSTU trains with and the metrics it is judged by. `python -m hstu_tutorial.train --config ...`
+# (notebook 06) runs the same loop at full size, with evaluation on the device, checkpoints and early stopping.

@@ -1,27 +1,36 @@
-"""Exercise notebook 05: a jagged Triton kernel, then the HSTU attention forward tile loop."""
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
-# Markdown cells keep their long lines (tables, equations).
-# ruff: noqa: E501
+# %% [markdown]
+# # Exercises 05: Triton kernels
+#
+# Companion of [`notebooks/05_triton_kernels`](../notebooks/05_triton_kernels.ipynb). Two kernels, in the order
+# the notebook builds them: first a small jagged kernel (program ids, blocks, masks, offsets), then the heart of
+# HSTU's fused attention: the forward **tile loop**.
+#
+# On a machine without a GPU, Triton runs the kernels in its **interpreter** (numpy on the CPU): set
+# `TRITON_INTERPRET=1` *before* the first `@triton.jit` (the next cell does it), keep shapes small and blocks
+# large, compute in float32. On a GPU the same code compiles to a real kernel. Each check compares your kernel
+# with `hstu_tutorial.ops` on jagged batches whose lengths are not block multiples, with a length 1, an empty
+# history, several heads and `dqk != dv`.
 
-from tools.nbbuild import code, md
+# %% [markdown]
+# <!-- SOLUTION ONLY -->
+# **Solution version.** The learner notebook `exercises/05_triton.ipynb` is generated from this one by `tools/make_exercises.py`.
 
-CELLS = [
-    md(r"""
-# Exercises 05: Triton kernels
-
-Companion of [`notebooks/05_triton_kernels`](../notebooks/05_triton_kernels.ipynb). Two kernels, in the order
-the notebook builds them: first a small jagged kernel (program ids, blocks, masks, offsets), then the heart of
-HSTU's fused attention: the forward **tile loop**.
-
-On a machine without a GPU, Triton runs the kernels in its **interpreter** (numpy on the CPU): set
-`TRITON_INTERPRET=1` *before* the first `@triton.jit` (the next cell does it), keep shapes small and blocks
-large, compute in float32. On a GPU the same code compiles to a real kernel. Each check compares your kernel
-with `hstu_tutorial.ops` on jagged batches whose lengths are not block multiples, with a length 1, an empty
-history, several heads and `dqk != dv`.
-"""),
-    md("<!-- SOLUTION ONLY -->\n**Solution version.** The learner notebook `exercises/05_triton.ipynb` is "
-       "generated from this one by `tools/make_exercises.py`."),
-    code(r"""
+# %%
 import os
 
 import torch
@@ -38,19 +47,20 @@ from hstu_tutorial import checks, ops
 preset = hstu_tutorial.get_preset()
 device = "cuda" if torch.cuda.is_available() else "cpu"
 print("Triton runs", "natively on the GPU" if device == "cuda" else "in its interpreter on the CPU")
-"""),
-    md(r"""
-## 1. A jagged kernel: jagged → padded
 
-One **program** per (sequence `b`, block of `BLOCK_N` positions). A program reads `offsets[b]` and
-`offsets[b+1]`, loads its block of rows of `values (T, D)` and stores them into row `b` of the padded output
-`(B, max_len, D)`. Two masks do all the work: rows past the sequence's end read `padding_value` instead
-(`tl.load(..., mask=..., other=padding_value)`), and rows past `max_len` (or columns past `D`, since
-`BLOCK_D` is a power of two) are not stored.
 
-Fill in the kernel body. The wrapper below it launches the grid `(B, cdiv(max_len, BLOCK_N))`.
-"""),
-    code(r'''
+# %% [markdown]
+# ## 1. A jagged kernel: jagged → padded
+#
+# One **program** per (sequence `b`, block of `BLOCK_N` positions). A program reads `offsets[b]` and
+# `offsets[b+1]`, loads its block of rows of `values (T, D)` and stores them into row `b` of the padded output
+# `(B, max_len, D)`. Two masks do all the work: rows past the sequence's end read `padding_value` instead
+# (`tl.load(..., mask=..., other=padding_value)`), and rows past `max_len` (or columns past `D`, since
+# `BLOCK_D` is a power of two) are not stored.
+#
+# Fill in the kernel body. The wrapper below it launches the grid `(B, cdiv(max_len, BLOCK_N))`.
+
+# %%
 @triton.jit
 def jagged_to_padded_kernel(
     values_ptr,       # (T, D) float32, contiguous: row t starts at values_ptr + t * D
@@ -85,48 +95,49 @@ def triton_jagged_to_padded(values, offsets, max_len, padding_value=0.0, BLOCK_N
     jagged_to_padded_kernel[grid](values, offsets, out, max_len, D, padding_value,
                                   BLOCK_N=BLOCK_N, BLOCK_D=triton.next_power_of_2(D))
     return out
-'''),
-    code(r"""
-# NBVAL_CHECK_OUTPUT
+
+
+# %% tags=["nbval-check-output"]
 ok = checks.check_triton_jagged_to_padded(triton_jagged_to_padded)
-"""),
-    md(r"""
-<details><summary>Hint 1 (where am I?)</summary>
 
-`start = tl.load(offsets_ptr + b)` and `length = tl.load(offsets_ptr + b + 1) - start`. This program's
-positions are `pos = block * BLOCK_N + tl.arange(0, BLOCK_N)`, its columns `cols = tl.arange(0, BLOCK_D)`.
-</details>
 
-<details><summary>Hint 2 (addresses)</summary>
+# %% [markdown]
+# <details><summary>Hint 1 (where am I?)</summary>
+#
+# `start = tl.load(offsets_ptr + b)` and `length = tl.load(offsets_ptr + b + 1) - start`. This program's
+# positions are `pos = block * BLOCK_N + tl.arange(0, BLOCK_N)`, its columns `cols = tl.arange(0, BLOCK_D)`.
+# </details>
+#
+# <details><summary>Hint 2 (addresses)</summary>
+#
+# Row `start + pos` of `values` starts at `values_ptr + (start + pos) * D`; a 2-D block of addresses is
+# `values_ptr + (start + pos)[:, None] * D + cols[None, :]`. In the output, row `b`, position `pos` starts at
+# `out_ptr + (b * max_len + pos) * D`.
+# </details>
+#
+# <details><summary>Hint 3 (masks)</summary>
+#
+# Load with `mask=(pos[:, None] < length) & (cols[None, :] < D), other=padding_value`; store with
+# `mask=(pos[:, None] < max_len) & (cols[None, :] < D)`. The store mask keeps a long sequence from spilling
+# into the next row.
+# </details>
 
-Row `start + pos` of `values` starts at `values_ptr + (start + pos) * D`; a 2-D block of addresses is
-`values_ptr + (start + pos)[:, None] * D + cols[None, :]`. In the output, row `b`, position `pos` starts at
-`out_ptr + (b * max_len + pos) * D`.
-</details>
+# %% [markdown]
+# ## 2. The HSTU forward tile loop
+#
+# One program per (query block, sequence, head). It loads a `(BLOCK_M, dqk)` tile of queries once, then walks
+# over key/value tiles of `BLOCK_N` rows of the **same** sequence and accumulates
+#
+# $$\mathrm{acc} \mathrel{+}= \Big(\frac{\mathrm{SiLU}(Q K^\top)}{n} \odot \mathrm{mask}\Big) V .$$
+#
+# Two things make this simpler than FlashAttention: there is no softmax, so no running maximum and no
+# rescaling of the accumulator, just a sum; and with the causal mask, key tiles that start after the query
+# block's last row are entirely masked, so the loop simply **stops** at the query block's end (tile
+# skipping: about half the work). The mask inside a tile keeps `j <= i` and `j < length`.
+#
+# The skeleton loads the queries and stores the result; write the loop. `tl.dot` needs tile sizes of at least 16.
 
-<details><summary>Hint 3 (masks)</summary>
-
-Load with `mask=(pos[:, None] < length) & (cols[None, :] < D), other=padding_value`; store with
-`mask=(pos[:, None] < max_len) & (cols[None, :] < D)`. The store mask keeps a long sequence from spilling
-into the next row.
-</details>
-"""),
-    md(r"""
-## 2. The HSTU forward tile loop
-
-One program per (query block, sequence, head). It loads a `(BLOCK_M, dqk)` tile of queries once, then walks
-over key/value tiles of `BLOCK_N` rows of the **same** sequence and accumulates
-
-$$\mathrm{acc} \mathrel{+}= \Big(\frac{\mathrm{SiLU}(Q K^\top)}{n} \odot \mathrm{mask}\Big) V .$$
-
-Two things make this simpler than FlashAttention: there is no softmax, so no running maximum and no
-rescaling of the accumulator, just a sum; and with the causal mask, key tiles that start after the query
-block's last row are entirely masked, so the loop simply **stops** at the query block's end (tile
-skipping: about half the work). The mask inside a tile keeps `j <= i` and `j < length`.
-
-The skeleton loads the queries and stores the result; write the loop. `tl.dot` needs tile sizes of at least 16.
-"""),
-    code(r'''
+# %%
 @triton.jit
 def hstu_forward_kernel(
     q_ptr, k_ptr, v_ptr,     # (T, H, dqk), (T, H, dqk), (T, H, dv) float32, contiguous
@@ -185,38 +196,38 @@ def triton_hstu_forward(q, k, v, offsets, n, causal=True, BLOCK_M=32, BLOCK_N=32
                               BLOCK_DQK=max(16, triton.next_power_of_2(dqk)),
                               BLOCK_DV=max(16, triton.next_power_of_2(dv)))
     return out
-'''),
-    code(r"""
-# NBVAL_CHECK_OUTPUT
+
+
+# %% tags=["nbval-check-output"]
 ok = checks.check_triton_hstu_forward(triton_hstu_forward)
-"""),
-    md(r"""
-<details><summary>Hint 1 (the loop)</summary>
 
-`for j0 in range(0, hi, BLOCK_N):` with `hi = length`, or, when `CAUSAL`, `hi = tl.minimum(length,
-(block_m + 1) * BLOCK_M)`: the last key a query of this block can see is the block's own last row.
-</details>
+# %% [markdown]
+# <details><summary>Hint 1 (the loop)</summary>
+#
+# `for j0 in range(0, hi, BLOCK_N):` with `hi = length`, or, when `CAUSAL`, `hi = tl.minimum(length,
+# (block_m + 1) * BLOCK_M)`: the last key a query of this block can see is the block's own last row.
+# </details>
+#
+# <details><summary>Hint 2 (one step)</summary>
+#
+# `cols = j0 + tl.arange(0, BLOCK_N)`; load K and V tiles like Q (masked with `cols < length`, `other=0.0`);
+# `s = tl.dot(q, tl.trans(k))`; `a = s * tl.sigmoid(s) / n`.
+# </details>
+#
+# <details><summary>Hint 3 (the mask)</summary>
+#
+# `keep = (cols[None, :] < length) & (rows[:, None] < length)`, and `& (cols[None, :] <= rows[:, None])` when
+# causal. Zero the rest with `tl.where(keep, a, 0.0)` before `acc += tl.dot(a, v)`: SiLU of a masked score is
+# not 0.
+# </details>
 
-<details><summary>Hint 2 (one step)</summary>
+# %% [markdown]
+# ## Use it
+#
+# Your kernel (or the package's, `ops.triton_hstu_attention`, which also has the backward pass and the in-kernel
+# relative attention bias) on a jagged batch, against the PyTorch reference.
 
-`cols = j0 + tl.arange(0, BLOCK_N)`; load K and V tiles like Q (masked with `cols < length`, `other=0.0`);
-`s = tl.dot(q, tl.trans(k))`; `a = s * tl.sigmoid(s) / n`.
-</details>
-
-<details><summary>Hint 3 (the mask)</summary>
-
-`keep = (cols[None, :] < length) & (rows[:, None] < length)`, and `& (cols[None, :] <= rows[:, None])` when
-causal. Zero the rest with `tl.where(keep, a, 0.0)` before `acc += tl.dot(a, v)`: SiLU of a masked score is
-not 0.
-</details>
-"""),
-    md(r"""
-## Use it
-
-Your kernel (or the package's, `ops.triton_hstu_attention`, which also has the backward pass and the in-kernel
-relative attention bias) on a jagged batch, against the PyTorch reference.
-"""),
-    code(r"""
+# %%
 use_mine = False  # set to True once check_triton_hstu_forward passes
 
 attention = triton_hstu_forward if use_mine else (
@@ -229,12 +240,10 @@ q, k, v = q.to(device), k.to(device), v.to(device)
 out = attention(q, k, v, offsets, 61.0)
 reference = ops.hstu_attention(q, k, v, offsets, norm=61.0)
 print(f"T={q.shape[0]}, H=2, d=16: max |triton - reference| = {(out - reference).abs().max().item():.1e}")
-"""),
-    md(r"""
-## What you built
 
-A jagged kernel driven by offsets and masks, and the forward pass of HSTU's fused attention: tiles over
-queries and keys, no padding, no softmax state, and causal tile skipping. Notebook 05 adds the backward
-pass (dQ, dK, dV), the relative attention bias formed inside the kernel, and the GPU benchmarks.
-"""),
-]
+# %% [markdown]
+# ## What you built
+#
+# A jagged kernel driven by offsets and masks, and the forward pass of HSTU's fused attention: tiles over
+# queries and keys, no padding, no softmax state, and causal tile skipping. Notebook 05 adds the backward
+# pass (dQ, dK, dV), the relative attention bias formed inside the kernel, and the GPU benchmarks.

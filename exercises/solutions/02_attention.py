@@ -1,0 +1,244 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Exercises 02: attention math
+#
+# Companion of [`notebooks/02_attention_math`](../notebooks/02_attention_math.ipynb). You write three functions
+# from their equations; after each one a `check_...` cell runs it on seeded random batches and edge cases
+# (length 1, every sequence at the maximum length, several heads, `dqk != dv`, with and without causal mask),
+# compares it with the package (`hstu_tutorial.ops`) and tells you precisely what is wrong.
+#
+# * Replace each `raise NotImplementedError(...)` line with your code, run the cell, then run its check.
+# * An unsolved exercise prints *not attempted yet*: the notebook still runs top to bottom, and later cells use
+#   the package's version unless you set `use_mine = True`.
+# * Hints unfold one at a time: open the first only when stuck.
+# * Passing a check ticks its item of the learning checklist (see `notebooks/00_overview`).
+#
+# Shapes follow the package: padded tensors `(B, N, H, d)` (batch, positions, heads, head dim) and
+# `lengths (B,)`. Positions `i >= lengths[b]` are padding; their output rows are not compared.
+
+# %% [markdown]
+# <!-- SOLUTION ONLY -->
+# **Solution version.** The learner notebook `exercises/02_attention.ipynb` is generated from this one by `tools/make_exercises.py`.
+
+# %%
+import math
+
+import torch
+import torch.nn.functional as F
+
+import hstu_tutorial
+from hstu_tutorial import checks, ops
+
+preset = hstu_tutorial.get_preset()
+torch.manual_seed(0);
+
+
+# %% [markdown]
+# ## 1. Softmax attention (the SASRec baseline)
+#
+# SASRec, the Transformer that HSTU is compared with, uses scaled dot-product attention. For one head,
+# query position $i$ attends to key positions $j$:
+#
+# $$\mathrm{out}_i = \sum_{j \in \mathcal{M}(i)} \mathrm{softmax}_j\!\left(\frac{\langle q_i, k_j\rangle}{\sqrt{d_{qk}}}\right) v_j,
+# \qquad \mathcal{M}(i) = \{\, j < \mathrm{len} \,\} \cap \{\, j \le i \text{ if causal} \,\}.$$
+#
+# Masking means setting the score to $-\infty$ *before* the softmax, so a masked key gets weight exactly 0.
+# Two masks: the **causal** one (a position may not look at the future: $j \le i$) and the **padding** one
+# (keys at $j \ge$ `lengths[b]` are not items at all).
+#
+# Write `softmax_attention(q, k, v, lengths, causal=True)`: q, k `(B, N, H, dqk)`, v `(B, N, H, dv)`,
+# lengths `(B,)` int64 → `(B, N, H, dv)`.
+
+# %%
+def softmax_attention(q, k, v, lengths, causal=True):
+    """Scaled dot-product attention with causal and padding masks. (B, N, H, d) -> (B, N, H, dv)."""
+    # BEGIN SOLUTION
+    B, N, H, dqk = q.shape
+    scores = torch.einsum("bihd,bjhd->bhij", q, k) / math.sqrt(dqk)  # (B, H, N, N)
+    pos = torch.arange(N)
+    keep = (pos[None, :] < lengths[:, None])[:, None, None, :]  # (B, 1, 1, N): key j is a real item
+    if causal:
+        keep = keep & (pos[None, :] <= pos[:, None])  # (B, 1, N, N): and not in the future
+    scores = scores.masked_fill(~keep, float("-inf"))
+    attn = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # a row with no key at all would be NaN
+    return torch.einsum("bhij,bjhd->bihd", attn, v)  # (B, N, H, dv)
+    # END SOLUTION
+
+
+# %% tags=["nbval-check-output"]
+ok = checks.check_softmax_attention(softmax_attention)
+
+
+# %% [markdown]
+# <details><summary>Hint 1 (shapes)</summary>
+#
+# `torch.einsum("bihd,bjhd->bhij", q, k)` gives every score `<q_i, k_j>` per batch and head, `(B, H, N, N)`.
+# `torch.einsum("bhij,bjhd->bihd", attn, v)` puts the heads back where the output wants them.
+# </details>
+#
+# <details><summary>Hint 2 (the two masks)</summary>
+#
+# `pos = torch.arange(N)`; the padding mask on keys is `pos[None, :] < lengths[:, None]` `(B, N)`;
+# the causal mask is `pos[None, :] <= pos[:, None]` `(N, N)` (row i, column j). Combine them with `&` after
+# adding the broadcast dimensions so both become `(B, 1, N, N)`.
+# </details>
+#
+# <details><summary>Hint 3 (the softmax)</summary>
+#
+# `scores.masked_fill(~keep, float("-inf"))`, then `torch.softmax(scores, dim=-1)` over the **key** axis,
+# and do not forget the `1 / sqrt(dqk)` scale.
+# </details>
+
+# %% [markdown]
+# ## 2. HSTU pointwise attention
+#
+# HSTU (paper eq. 2) drops the softmax. Each score goes through SiLU on its own and is divided by a constant
+# $n$ (the reference uses $n = $ `max_seq_len + 11` $= 211$ on ML-1M, not the sequence's length), with a
+# relative attention bias $\mathrm{rab}_{ij}$ added to the raw score and **no** $1/\sqrt{d}$ scale:
+#
+# $$\mathrm{out}_i = \sum_{j \in \mathcal{M}(i)} \frac{\mathrm{SiLU}(\langle q_i, k_j\rangle + \mathrm{rab}_{ij})}{n}\, v_j,
+# \qquad \mathrm{SiLU}(x) = x\,\sigma(x).$$
+#
+# Why: softmax makes the weights of a row sum to one, so it cannot say *how much* a user engaged, only with
+# what, relatively. Without the normalisation the intensity of preference survives (ten strongly matching
+# past items weigh more than one), which the paper argues suits non-stationary, huge vocabularies.
+# Because there is no $-\infty$ trick here, masked positions are zeroed *after* SiLU (SiLU(0) is 0 but a
+# masked score is not 0).
+#
+# Write `hstu_attention(q, k, v, lengths, n, rab=None, causal=True)` with `rab` `(B, N, N)` (shared by the
+# heads) or `None`.
+
+# %%
+def hstu_attention(q, k, v, lengths, n, rab=None, causal=True):
+    """HSTU pointwise attention, padded. q, k (B, N, H, dqk), v (B, N, H, dv) -> (B, N, H, dv)."""
+    # BEGIN SOLUTION
+    N = q.shape[1]
+    scores = torch.einsum("bihd,bjhd->bhij", q, k)  # (B, H, N, N); no 1/sqrt(d) in HSTU
+    if rab is not None:
+        scores = scores + rab[:, None]  # (B, 1, N, N): one bias shared by every head
+    pos = torch.arange(N)
+    keep = (pos[None, :] < lengths[:, None])[:, None, None, :]  # (B, 1, 1, N)
+    if causal:
+        keep = keep & (pos[None, :] <= pos[:, None])  # (B, 1, N, N)
+    attn = F.silu(scores) * keep / n  # masked entries become exact zeros
+    return torch.einsum("bhij,bjhd->bihd", attn, v)  # (B, N, H, dv)
+    # END SOLUTION
+
+
+# %% tags=["nbval-check-output"]
+ok = checks.check_hstu_attention(hstu_attention)
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Start from your softmax attention: the scores and the masks are the same, minus the `1/sqrt(dqk)`.
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# Replace "fill with -inf, softmax" by "SiLU, multiply by the mask, divide by n": `F.silu(scores) * keep / n`.
+# </details>
+#
+# <details><summary>Hint 3 (the bias)</summary>
+#
+# `rab` is `(B, N, N)`; the scores are `(B, H, N, N)`. `rab[:, None]` broadcasts it over the heads. Add it
+# before SiLU.
+# </details>
+
+# %% [markdown]
+# ### Use it: the intensity of preference survives
+#
+# One query, eight past items. In the first history one item matches the query strongly, in the second four
+# do. Softmax gives both histories the same total weight (1); HSTU's weights grow with the evidence. The
+# next cell uses the package's attention unless you set `use_mine = True`.
+
+# %%
+use_mine = False  # set to True once check_hstu_attention passes, to run the rest with your functions
+
+if use_mine:
+    hstu_attn, softmax_attn = hstu_attention, softmax_attention
+else:
+    hstu_attn = lambda q, k, v, lengths, n, rab=None, causal=True: ops.padded_hstu_attention(
+        q, k, v, lengths, rab=rab, norm=n, causal=causal)
+    softmax_attn = lambda q, k, v, lengths, causal=True: ops.padded_softmax_attention(
+        q, k, v, lengths, causal=causal)
+
+# %% tags=["nbval-check-output"]
+d = 8
+query = torch.zeros(1, 1, 1, d, dtype=torch.float64); query[..., 0] = 2.0     # (B=1, N=1, H=1, d)
+match = torch.zeros(d, dtype=torch.float64); match[0] = 2.0                   # <q, match> = 4
+other = torch.zeros(d, dtype=torch.float64); other[1] = 2.0                   # <q, other> = 0
+v = torch.ones(1, 8, 1, 1, dtype=torch.float64)                               # every item has value 1
+lengths = torch.tensor([8])
+for n_match in (1, 4):
+    keys = torch.stack([match] * n_match + [other] * (8 - n_match))[None, :, None, :]  # (1, 8, 1, d)
+    q = query.expand(1, 8, 1, d).contiguous()   # the last position holds the query we look at
+    soft = softmax_attn(q, keys, v, lengths, causal=False)[0, -1, 0, 0].item()
+    pointwise = hstu_attn(q, keys, v, lengths, 8, causal=False)[0, -1, 0, 0].item()
+    print(f"{n_match} matching item(s): softmax total weight {soft:.3f}   HSTU total weight {pointwise:.3f}")
+
+
+# %% [markdown]
+# ## 3. The time bucket of the relative attention bias
+#
+# HSTU's bias has a position part and a time part. The time part looks up one of 129 learned weights by the
+# **bucket** of the time gap $d$ (seconds) between the query's next action and key $j$:
+#
+# $$\mathrm{bucket}(d) = \mathrm{clamp}\!\left(\left\lfloor \frac{\ln \max(|d|, 1)}{0.301} \right\rfloor, 0, 128\right).$$
+#
+# Buckets are evenly spaced in $\log d$ (each one spans a factor $e^{0.301} \approx 1.35$), so seconds and
+# years both get resolution with 129 parameters.
+#
+# Write `time_bucket(d)`: d an int64 tensor of any shape (negative, zero and huge values included) → int64
+# of the same shape.
+
+# %%
+def time_bucket(d):
+    """Log time bucket of gaps in seconds: int64 tensor -> int64 tensor of the same shape."""
+    # BEGIN SOLUTION
+    gap = d.abs().clamp(min=1).to(torch.float32)  # float32 as the reference computes it
+    return torch.floor(torch.log(gap) / 0.301).to(torch.int64).clamp(0, 128)
+    # END SOLUTION
+
+
+# %% tags=["nbval-check-output"]
+ok = checks.check_time_bucket(time_bucket)
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# `torch.log` is the natural log and needs a floating-point tensor: `.to(torch.float32)` first.
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# The order matters: absolute value, at least 1 (so `log` never sees 0), log, divide by 0.301, floor, to
+# int64, clamp to [0, 128].
+# </details>
+
+# %% tags=["nbval-check-output"]
+bucket = time_bucket if use_mine else ops.time_bucket
+gaps = {"1 s": 1, "1 min": 60, "1 hour": 3600, "1 day": 86_400, "1 week": 604_800, "1 year": 31_536_000}
+for label, g in gaps.items():
+    print(f"{label:>7}: bucket {int(bucket(torch.tensor([g]))[0])}")
+
+# %% [markdown]
+# ## What you built
+#
+# Softmax attention normalises each row; HSTU's pointwise SiLU divided by a constant keeps the strength of the
+# evidence, and its bias looks up time gaps on a log scale. Next: the STU layer that wraps this attention
+# (`exercises/03_stu`), or the jagged version of the same attention (`exercises/04_jagged`).

@@ -1,0 +1,176 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · Overview: HSTU, generative recommenders, and how to use this suite
+#
+# This suite teaches **HSTU** (Hierarchical Sequential Transduction Units), the sequential recommender of
+# *Actions Speak Louder than Words: Trillion-Parameter Sequential Transducers for Generative Recommendations*
+# (Zhai et al., ICML 2024), by reading, running and re-writing a real implementation: the package
+# `hstu_tutorial` that every notebook imports is the code that trains the model, on a laptop CPU in the small
+# preset and on a GPU at the paper's size.
+#
+# The first code cell of every notebook picks the **preset** and prints it: `small` (CPU, a synthetic dataset,
+# minutes) or `full` (CUDA, MovieLens-1M, the paper's settings). Same code path, two sizes.
+
+# %%
+import hstu_tutorial
+from hstu_tutorial import checks, progress
+
+preset = hstu_tutorial.get_preset()
+
+# %% [markdown]
+# ## What HSTU is, and why it matters
+#
+# **The generative-recommender framing.** Classic deep recommenders (DLRMs) score one (user, item) pair at a
+# time from hundreds of hand-built features. HSTU instead reads a user's history as a *sequence of actions*
+# (items watched, rated, clicked, with their timestamps) and, like a language model, predicts the next action
+# at *every* position of the sequence. Ranking and retrieval become sequential transduction tasks; one
+# encoder pass over a history of length $N$ trains $N$ predictions, and the paper shows quality that keeps
+# improving as compute grows, as it does for language models.
+#
+# **Pointwise attention.** A Transformer normalises each attention row with a softmax. HSTU's layer (the
+# *STU*) replaces it with a pointwise SiLU divided by a constant $n$, adds a relative bias of positions and
+# *time gaps*, and gates the result with a fourth projection $u$:
+#
+# $$U, V, Q, K = \mathrm{split}(\phi_1(f_1(X))), \qquad
+# A(X)V(X) = \frac{\phi_2\!\left(Q K^\top + \mathrm{rab}^{p,t}\right)}{n} V, \qquad
+# Y(X) = f_2\!\left(\mathrm{Norm}(A(X)V(X)) \odot U(X)\right)$$
+#
+# with $\phi_1 = \phi_2 = \mathrm{SiLU}$. Without the softmax, the *intensity* of a user's preferences survives
+# (ten matching past items weigh more than one), which suits the non-stationary, enormous vocabularies of
+# recommendation.
+#
+# **Jagged batches.** Users' histories have very different lengths. Padding them to the longest wastes most
+# of the compute on zeros; HSTU keeps a batch *jagged* (all items concatenated, plus `offsets` marking where
+# each user starts) and its fused Triton kernel computes attention only where there are items, with no
+# softmax state to carry between tiles.
+#
+# **Results.** The paper reports that HSTU beats SASRec (the standard Transformer recommender) on public
+# datasets, and at Meta's scale, with a 1.5-trillion-parameter model, improves online metrics by 12.4% while
+# running 5-15x faster than FlashAttention2-based Transformers on 8192-long sequences. On MovieLens-1M, the
+# reference implementation's published numbers are:
+
+# %% tags=["nbval-check-output"]
+import pandas as pd
+
+# Published ML-1M results of the reference implementation (README of facebookresearch/generative-recommenders)
+published = pd.DataFrame(
+    {"HR@10": [0.2853, 0.3097, 0.3294], "NDCG@10": [0.1603, 0.1720, 0.1893],
+     "HR@50": [0.5474, 0.5754, 0.5935], "NDCG@50": [0.2185, 0.2307, 0.2481],
+     "HR@200": [0.7528, 0.7716, 0.7839], "NDCG@200": [0.2498, 0.2606, 0.2771]},
+    index=["SASRec", "HSTU", "HSTU-large"],
+)
+gain = (published.loc["HSTU"] / published.loc["SASRec"] - 1) * 100
+print(published.to_string())
+print(f"\nHSTU vs SASRec: {gain['HR@10']:+.1f}% HR@10, {gain['NDCG@10']:+.1f}% NDCG@10")
+
+# %% [markdown]
+# Notebook `06_training_ml1m` trains these three models with this package and puts our numbers next to these
+# (on a GPU; on a CPU it trains the small preset on synthetic data). Leave-one-out evaluation: each user's
+# last item is held out and ranked against the whole catalogue (3,883 movies).
+#
+# ## The map
+#
+# | notebook | what you learn | package files it reads |
+# | --- | --- | --- |
+# | `00_overview` | this page: HSTU, the map, exercises, your checklist | `progress.py`, `checks/` |
+# | `01_data_format` | raw MovieLens files → per-user sequences → jagged batches; the split protocol and its pitfalls; time gaps | `data/` |
+# | `02_attention_math` | softmax vs pointwise SiLU attention, the divisor $n$, the relative attention bias and its time buckets | `ops/hstu_attention.py` |
+# | `03_stu_layer` | the STU layer line by line against a Transformer block: parameters, FLOPs, memory | `modules/` |
+# | `04_jagged_tensors` | offsets, jagged ↔ padded, what padding costs, jagged attention | `ops/jagged_tensors.py` |
+# | `05_triton_kernels` | Triton from zero, then HSTU's fused attention kernel, forward and backward | `ops/triton/` |
+# | `06_training_ml1m` | sampled softmax, HR@K / NDCG@K, training HSTU and SASRec, results next to the paper's | `losses.py`, `metrics.py`, `train.py` |
+# | `07_performance` | every speed and memory lever measured: jagged, Triton, bf16, recomputation, `torch.compile` | all |
+# | `08_troubleshooting` | out of memory, slow training, poor results: each remedy measured | `train.py` |
+#
+# and the exercises (in `exercises/`, solutions in `exercises/solutions/`):
+#
+# | exercise | you write | after notebook |
+# | --- | --- | --- |
+# | `01_data` | per-user sequences, the leave-one-out split | 01 |
+# | `02_attention` | softmax attention, HSTU pointwise attention, the time-bucket function | 02 |
+# | `03_stu` | the STU layer's forward pass | 03 |
+# | `04_jagged` | offsets, jagged → padded, jagged attention | 04 |
+# | `05_triton` | a jagged Triton kernel, then HSTU's forward tile loop (Triton interpreter on CPU) | 05 |
+# | `06_training` | the sampled softmax loss, HR@K and NDCG@K | 06 |
+# | `07_project` | an open project: apply HSTU to a new dataset | all |
+
+# %% [markdown]
+# ## How exercises and checks work
+#
+# Each exercise gives you a function to write, with its equation and shapes, as a **stub** that raises
+# `NotImplementedError`. Below it, a **check** runs your function on seeded random cases plus edge cases
+# (length 1, the maximum length, several heads, an empty history where legal), compares it with the package's
+# reference and says precisely what is wrong. **Hints** unfold one at a time.
+#
+# * An unsolved stub prints *not attempted yet* and the notebook carries on: later cells use the package's
+#   version unless you set `use_mine = True`.
+# * A wrong answer gets a specific message: the wrong shape, the first index that differs with both values,
+#   a masked position that leaked, a known mistake by name.
+# * A passing check ticks its item of your learning checklist (below).
+#
+# Here is what a check says for an unsolved stub and for a classic mistake (`log10` where the paper uses the
+# natural log in the time buckets of notebook 02). Neither ticks anything.
+
+# %% tags=["nbval-check-output"]
+import torch
+
+
+def time_bucket_stub(d):
+    raise NotImplementedError("exercise: replace this line with your code")
+
+
+def time_bucket_log10(d):  # a plausible mistake
+    return torch.floor(torch.log10(d.abs().clamp(min=1).float()) / 0.301).long().clamp(0, 128)
+
+
+ok_stub = checks.check_time_bucket(time_bucket_stub)
+ok_log10 = checks.check_time_bucket(time_bucket_log10)
+
+# %% [markdown]
+# ## Your learning checklist
+#
+# Four groups of skills. Tick an item when you can do it; items with a check are also ticked automatically
+# when that exercise passes. Your ticks are saved in a small JSON file in your home folder
+# (`~/.hstu_tutorial/progress.json`; set `HSTU_PROGRESS_FILE` to put it elsewhere), written atomically, so
+# they survive kernel restarts and reboots. A damaged file is reported, kept as a dated backup (`progress.json.bak-<UTC time>-<n>`, never overwriting an earlier one), and rebuilt.
+
+# %%
+checklist = progress.checklist_widget()
+checklist
+
+# %% [markdown]
+# Without ipywidgets (or in a plain terminal) the same checklist prints as text, and you tick items from
+# code: `progress.set_done("basics.generative_framing")`.
+
+# %%
+text = progress.show_checklist()
+
+# %% tags=["nbval-check-output"]
+# which exercise check ticks which item (the ids are what progress.set_done takes)
+for item in progress.ITEMS:
+    if item.check:
+        print(f"{item.check:<32} -> {item.id}")
+
+# %% [markdown]
+# ## Where to start
+#
+# * New to sequential recommenders: `01_data_format`, then `02_attention_math`.
+# * You know Transformers and want the HSTU difference: `02_attention_math` and `03_stu_layer`.
+# * You care about speed: `04_jagged_tensors`, `05_triton_kernels`, `07_performance`.
+# * You want the numbers: `06_training_ml1m`.
+#
+# Each notebook runs top to bottom on a CPU in a few minutes with the small preset.
