@@ -43,7 +43,9 @@ def dataset(tmp_path_factory):
 def run(dataset, tmp_path_factory):
     """A finished two-epoch HSTU run: its folder holds ckpt_last.pt and ckpt_best.pt."""
     exp = tmp_path_factory.mktemp("exps")
-    res = train("synthetic/hstu-small", dataset=dataset, verbose=False, num_epochs=2, exp_dir=str(exp), **TINY)
+    res = train(
+        "synthetic/hstu-small", dataset=dataset, verbose=False, num_epochs=2, exp_dir=str(exp), **TINY
+    )
     return res["trainer"].run_dir
 
 
@@ -115,7 +117,12 @@ def test_resume_from_every_epoch_boundary_is_exact(dataset, tmp_path):
     for copy in copies[:-1]:
         res = _trainer(dataset, exp_dir=str(tmp_path / "c"), resume=str(copy), **common).fit()
         for a, b in zip(straight["history"], res["history"], strict=True):
-            assert (a["loss"], a["valid"], a["test"], a["step"]) == (b["loss"], b["valid"], b["test"], b["step"])
+            assert (a["loss"], a["valid"], a["test"], a["step"]) == (
+                b["loss"],
+                b["valid"],
+                b["test"],
+                b["step"],
+            )
         assert res["best_by_valid"] == straight["best_by_valid"]
 
 
@@ -198,7 +205,9 @@ class Opaque:
 def test_files_that_are_not_ours(tmp_path, content, words):
     path = tmp_path / "x.pt"
     torch.save(content, path)
-    _one_line_error(lambda: read_checkpoint(path), "x.pt", "not a checkpoint" if words != "newer" else "", words)
+    _one_line_error(
+        lambda: read_checkpoint(path), "x.pt", "not a checkpoint" if words != "newer" else "", words
+    )
 
 
 def test_weights_file_cannot_be_resumed(run):
@@ -209,11 +218,16 @@ def test_weights_file_cannot_be_resumed(run):
 def test_checkpoint_of_another_model(dataset, run):
     tr = _trainer(dataset, "synthetic/sasrec-small", resume=str(run))
     msg = _one_line_error(
-        lambda: checkpoints.load_checkpoint(tr, run), "ckpt_last.pt", "another model", "parameter names differ"
+        lambda: checkpoints.load_checkpoint(tr, run),
+        "ckpt_last.pt",
+        "another model",
+        "parameter names differ",
     )
     assert "model = 'hstu' in the checkpoint, 'sasrec' in the config" in msg
     wide = _trainer(dataset, embedding_dim=24)
-    _one_line_error(lambda: wide.load_weights(run / "ckpt_best.pt"), "ckpt_best.pt", "parameter shapes differ")
+    _one_line_error(
+        lambda: wide.load_weights(run / "ckpt_best.pt"), "ckpt_best.pt", "parameter shapes differ"
+    )
 
 
 def test_checkpoint_of_another_config(dataset, run):
@@ -225,7 +239,12 @@ def test_checkpoint_of_another_config(dataset, run):
 
 def test_legacy_files_still_load(run, tmp_path):
     state = torch.load(run / "ckpt_best.pt", weights_only=True)
-    old = {"format": "hstu_tutorial.train/best", "config": state["config"], "epoch": 0, "model": state["model"]}
+    old = {
+        "format": "hstu_tutorial.train/best",
+        "config": state["config"],
+        "epoch": 0,
+        "model": state["model"],
+    }
     torch.save(old, tmp_path / "ckpt_best.pt")
     loaded, _ = read_checkpoint(tmp_path / "ckpt_best.pt", "weights")
     assert loaded["kind"] == "weights"
