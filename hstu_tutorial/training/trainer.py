@@ -398,8 +398,8 @@ class Trainer:
                     steps_this_session += 1
                     if steps_bar is not None:
                         steps_bar.update(1)
-                if steps_bar is not None:
-                    steps_bar.close()
+                if steps_bar is not None:  # the full-ranking evaluation can take as long as the steps
+                    steps_bar.set_description(f"epoch {self.epoch}: evaluating")
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 t_train = time.perf_counter() - t_epoch
@@ -409,6 +409,8 @@ class Trainer:
                 metrics = broadcast_from_rank0(evaluate, self.rank, self.world)
                 mean_loss = all_reduce_mean(self.epoch_loss_sum / len(steps), self.world).item()
                 t_eval = time.perf_counter() - t_eval0
+                if steps_bar is not None:
+                    steps_bar.close()
                 self.elapsed["train_s"] += t_train
                 self.elapsed["eval_s"] += t_eval
                 record = {
