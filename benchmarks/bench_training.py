@@ -1,4 +1,4 @@
-"""Training speed and accuracy: our trainer on the reference's configs, next to ANCHORS.md's reference runs.
+"""Training speed and accuracy: our trainer on the reference's configs, next to the official code's runs.
 
 Speed (a few epochs per config; seconds per epoch with evaluation, train tokens per second, peak memory):
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The reference's own figures on ml-1m-u2999, one H200 (ANCHORS.md): mean of epochs 91-100 unless noted.
+# The official implementation's figures on ml-1m-u2999, one NVIDIA H200: mean of epochs 91-100 unless noted.
 ANCHORS = {
     "sasrec-sampled-softmax-n128-final": {
         "hr@10": 0.2832,
@@ -268,7 +268,7 @@ def markdown(rows: list[dict], header: str) -> str:
     lines = [header, ""]
     lines += [
         "| run | protocol, seed | epochs | HR@10 | NDCG@10 | HR@50 | NDCG@50 | MRR | final HR@10 / NDCG@10 | "
-        "best-by-valid (epoch): HR@10 / NDCG@10 | reference (ANCHORS) HR@10 / NDCG@10 | s/epoch | "
+        "best-by-valid (epoch): HR@10 / NDCG@10 | official code HR@10 / NDCG@10 | s/epoch | "
         "train+eval s | speed-up vs reference | peak GiB |",
         "|---" * 14 + "|",
     ]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from hstu_tutorial.accumulation import SavedBytes  # noqa: F401 - re-exported for the benchmarks
+from hstu_tutorial.memory import SavedBytes  # noqa: F401 - re-exported for the benchmarks
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -153,13 +153,6 @@ def lever_config(preset, data_keys: dict, **overrides):
     return load_config(name, keys)
 
 
-def _jagged_supervision(batch) -> torch.Tensor:
-    """(T,) the item each position predicts: the next one in its history, the target for the last."""
-    nxt = torch.roll(batch.item_ids, -1)  # (T,)
-    nxt[batch.offsets[1:] - 1] = batch.target_item_ids
-    return nxt
-
-
 class TrainerEpochs:
     """Runs training epochs/steps of a `hstu_tutorial.train.Trainer` without evaluation or files.
 
@@ -217,11 +210,9 @@ class TrainerEpochs:
 
     def _host_step(self, item):
         tr = self.tr
-        batch, sup = item
-        batch = batch.to(self.device, non_blocking=True)
-        sup = sup.to(self.device, non_blocking=True)
+        batch = item.to(self.device, non_blocking=True)
         tr.optimizer.zero_grad(set_to_none=True)
-        loss, _ = tr.loss(batch, sup)
+        loss = tr.loss(batch)
         loss.backward()
         tr.optimizer.step()
         return loss.detach()
@@ -272,10 +263,10 @@ class TrainerEpochs:
         rs = tr.splits["train"]
         B = tr.cfg.batch_size
         index = torch.arange(min(B, rs.num_users), device=self.device)
-        batch, sup, _ = tr.train_batch(index)
+        batch = tr.train_batch(index)
         tr.model.train()
         with SavedBytes(tr.model) as saved:
-            loss, _ = tr.loss(batch, sup)
+            loss = tr.loss(batch)
         del loss
         if tr.cfg.grad_accum_steps > 1:  # one micro-batch's graph lives at a time
             return saved.mib / tr.cfg.grad_accum_steps
@@ -286,7 +277,7 @@ class TrainerEpochs:
 
 
 class _HostCollate:
-    """Builds (JaggedBatch, supervision) for a list of user indices on the host (picklable for workers).
+    """Builds the JaggedBatch (supervision included) of a list of user indices on the host (picklable).
 
     `python_loop=True` builds it the naive way, one user at a time through Python lists (what a
     per-example `Dataset.__getitem__` plus a padding collate does): the slow loader a profile should catch.
@@ -298,8 +289,7 @@ class _HostCollate:
     def __call__(self, indices):
         index = torch.as_tensor(indices, dtype=torch.int64)
         if not self.python_loop:
-            batch = self.split.batch(index)
-            return batch, _jagged_supervision(batch)
+            return self.split.batch(index)
         sp = self.split
         offs = sp.offsets.tolist()
         cols = {"item_ids": [], "ratings": [], "timestamps": []}
@@ -309,7 +299,7 @@ class _HostCollate:
         batch = sp.batch(index)  # offsets and targets (cheap); the histories come from the lists
         for name, values in cols.items():
             setattr(batch, name, torch.tensor(values, dtype=torch.int64))
-        return batch, _jagged_supervision(batch)
+        return batch
 
 
 def measure_trainer(
@@ -317,9 +307,9 @@ def measure_trainer(
 ) -> dict:
     """Build a Trainer for `cfg` on `dataset` and measure: one step (median ms), one epoch (s, the last of
     `epochs`; the first pays warm-up, compilation, autotuning), peak memory, activations kept for backward.
-    `recompute=True` turns on activation recomputation with `hstu_tutorial.accumulation.enable_recompute`
+    `recompute=True` turns on activation recomputation with `hstu_tutorial.memory.enable_recompute`
     (the same thing the config key `recompute` does)."""
-    from hstu_tutorial.accumulation import enable_recompute
+    from hstu_tutorial.memory import enable_recompute
     from hstu_tutorial.train import Trainer
 
     device = torch.device(
@@ -446,25 +436,23 @@ def profile_loading(
 
         def next_batch(s):
             index = order[s * B : (s + 1) * B]  # (B,)
-            batch, sup, _ = rs.jagged_batch(index, totals[s])
-            return batch, sup
+            return rs.jagged_batch(index, totals[s])
 
     else:
         it = iter(run._loader())
 
         def next_batch(s):
-            batch, sup = next(it)
-            return batch.to(device, non_blocking=True), sup.to(device, non_blocking=True)
+            return next(it).to(device, non_blocking=True)
 
-    def compute(batch, sup):
+    def compute(batch):
         tr.optimizer.zero_grad(set_to_none=True)
-        loss, _ = tr.loss(batch, sup)
+        loss = tr.loss(batch)
         loss.backward()
         tr.optimizer.step()
         sync(device)
 
     tr.model.train()
-    compute(*next_batch(0))  # warm-up
+    compute(next_batch(0))  # warm-up
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=acts) as prof:
         for s in range(1, steps + 1):
@@ -472,7 +460,7 @@ def profile_loading(
                 item = next_batch(s)
                 sync(device)
             with record_function("compute: fwd+bwd+step"):
-                compute(*item)
+                compute(item)
     events = {e.key: e for e in prof.key_averages()}
     data_ms = events["data: next batch"].cpu_time_total / 1e3
     compute_ms = events["compute: fwd+bwd+step"].cpu_time_total / 1e3

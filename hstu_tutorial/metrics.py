@@ -21,8 +21,8 @@ Everything is batched and stays on the model's device; the only host transfer is
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -32,6 +32,7 @@ DEFAULT_KS = (1, 10, 50, 200)
 
 __all__ = [
     "DEFAULT_KS",
+    "batch_ranks",
     "evaluate",
     "evaluate_per_user",
     "item_popularity",
@@ -39,6 +40,8 @@ __all__ = [
     "popularity_ranks",
     "metric_names",
     "metrics_from_ranks",
+    "ranks_table",
+    "split_batches",
     "target_ranks",
 ]
 
@@ -98,7 +101,8 @@ def metrics_from_ranks(ranks: torch.Tensor, ks: Sequence[int] = DEFAULT_KS, as_f
     return out
 
 
-def _batches(dataset, split: str, batch_size: int, device) -> Iterable:
+def split_batches(dataset, split: str, batch_size: int, device) -> Iterable:
+    """The `JaggedBatch`es of `dataset`'s `split` ("train", "valid" or "test") in user order."""
     if split not in ("train", "valid", "test"):
         raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}")
     return dataset.loader(split, batch_size, shuffle=False, device=device)
@@ -109,24 +113,61 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def _ranks_for_split(model, dataset, split: str, batch_size: int, device) -> tuple[torch.Tensor, list]:
+def batch_ranks(
+    model: torch.nn.Module,
+    batches: Iterable,
+    catalogue: torch.Tensor,
+    num_items: int,
+    *,
+    forward: Callable | None = None,
+    autocast=None,
+) -> torch.Tensor:
+    """Rank of every target of `batches` (JaggedBatch) among the unseen catalogue items: (U,) int64.
+
+    The query of a history is the model's output at its last position (`model.last_embeddings`); it
+    scores every item of `catalogue (C,)` against the L2-normalised item embeddings, and the items of
+    the history window are removed. `forward(batch)` runs the model (default: `model` itself; a trainer
+    passes its compiled or DistributedDataParallel wrapper); `autocast` is the context the forward runs
+    in (e.g. bf16). The model is put in eval mode and its training mode restored afterwards.
+    """
+    forward = model if forward is None else forward
+    autocast = contextlib.nullcontext() if autocast is None else autocast
     was_training = model.training
     model.eval()
     try:
-        catalogue = dataset.catalogue.to(device)  # (C,)
-        items = l2_normalize(model.item_embeddings(catalogue))  # (C, D)
-        ranks, batches = [], []
-        for batch in _batches(dataset, split, batch_size, device):
-            out = model(batch)  # (T, D)
-            query = model.last_embeddings(out, batch)  # (B, D)
+        with autocast:
+            items = l2_normalize(model.item_embeddings(catalogue).float())  # (C, D)
+        ranks = []
+        for batch in batches:
+            with autocast:
+                out = forward(batch)  # (T, D)
+            query = model.last_embeddings(out, batch).float()  # (B, D)
             history = batch.padded("item_ids")  # (B, N)
-            ranks.append(
-                target_ranks(query, items, catalogue, batch.target_item_ids, history, dataset.num_items)
-            )
-            batches.append(batch)
-        return torch.cat(ranks), batches
+            ranks.append(target_ranks(query, items, catalogue, batch.target_item_ids, history, num_items))
+        return torch.cat(ranks)  # (U,)
     finally:
         model.train(was_training)
+
+
+def ranks_table(ranks: torch.Tensor, user_ids, target_item_ids, history_lengths):
+    """One row per user: user_id, target_item_id, history_length, rank (a pandas DataFrame)."""
+    import pandas as pd
+
+    host = lambda t: t.cpu().numpy() if isinstance(t, torch.Tensor) else t
+    return pd.DataFrame(
+        {
+            "user_id": host(user_ids),
+            "target_item_id": host(target_item_ids),
+            "history_length": host(history_lengths),
+            "rank": host(ranks),
+        }
+    )
+
+
+def _split_ranks(model, dataset, split: str, batch_size: int, device) -> torch.Tensor:
+    device = _model_device(model) if device is None else torch.device(device)
+    batches = split_batches(dataset, split, batch_size, device)
+    return batch_ranks(model, batches, dataset.catalogue.to(device), dataset.num_items)
 
 
 def evaluate(
@@ -142,9 +183,7 @@ def evaluate(
     Every user of the split is ranked against the whole catalogue, history items removed. Returns
     {"hr@1": ..., "ndcg@1": ..., ..., "mrr": ...} (floats), as `metric_names(ks)` orders them.
     """
-    device = _model_device(model) if device is None else torch.device(device)
-    ranks, _ = _ranks_for_split(model, dataset, split, batch_size, device)
-    return metrics_from_ranks(ranks, ks)
+    return metrics_from_ranks(_split_ranks(model, dataset, split, batch_size, device), ks)
 
 
 def evaluate_per_user(
@@ -158,23 +197,9 @@ def evaluate_per_user(
 
     For analyses such as "where does the model win": by history length, by target popularity...
     """
-    import pandas as pd
-
-    device = _model_device(model) if device is None else torch.device(device)
-    ranks, batches = _ranks_for_split(model, dataset, split, batch_size, device)
-    return pd.DataFrame(
-        {
-            "user_id": torch.cat([b.user_ids for b in batches]).cpu().numpy(),
-            "target_item_id": torch.cat([b.target_item_ids for b in batches]).cpu().numpy(),
-            "history_length": torch.cat([b.lengths for b in batches]).cpu().numpy(),
-            "rank": ranks.cpu().numpy(),
-        }
-    )
-
-
-def ndcg_of_rank(rank: int) -> float:
-    """NDCG of a single target at 1-based `rank` with no cut-off: 1 / log2(rank + 1)."""
-    return 1.0 / math.log2(rank + 1)
+    ranks = _split_ranks(model, dataset, split, batch_size, device)
+    s = dataset.split(split)
+    return ranks_table(ranks, s.user_ids, s.target_item_ids, s.lengths)
 
 
 def item_popularity(dataset, split: str = "train") -> torch.Tensor:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hstu_tutorial.accumulation import accumulated_backward, blocks_of, enable_recompute, is_recomputing
+from hstu_tutorial.memory import accumulated_backward, blocks_of, enable_recompute, is_recomputing
 from hstu_tutorial.modules import hstu_encoder, sasrec_encoder
 from hstu_tutorial.ops import lengths_to_offsets
 
@@ -141,7 +141,7 @@ def test_recompute_changes_no_output_and_no_gradient(kind):
         out.backward(grad_out)
         return out.detach(), _grads(model)
 
-    from hstu_tutorial.accumulation import SavedBytes
+    from hstu_tutorial.memory import SavedBytes
 
     model.train()
     out_plain, g_plain = run()

@@ -130,13 +130,14 @@ def test_padded_layout_matches_jagged_layout(dataset, model_name):
     rs = ResidentSplit(dataset.train, torch.device("cpu"))
     index = torch.tensor([3, 0, 17, 5, 40, rs.num_users])  # includes the empty filler row
     real = index[:-1]
-    jb, jsup, jlast = rs.jagged_batch(real, int(rs.lengths[real].sum()))
-    pb, psup, plast = rs.padded_batch(index)
+    jb = rs.jagged_batch(real, int(rs.lengths[real].sum()))
+    pb = rs.padded_batch(index)
+    plast, jlast = rs.padded_last(index), jb.offsets[1:] - 1  # (B,) each history's last real token
     with torch.no_grad():
         jout, pout = model(jb), model(pb)  # (T, D), (B*N, D)
-    mask = psup != 0  # real, supervised positions of the padded layout
+    mask = pb.next_item_ids != 0  # real, supervised positions of the padded layout
     torch.testing.assert_close(pout[mask], jout, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(psup[mask], jsup)
+    torch.testing.assert_close(pb.next_item_ids[mask], jb.next_item_ids)
     torch.testing.assert_close(pout[plast[:-1]], jout[jlast], rtol=1e-5, atol=1e-5)
     assert int(mask.sum()) == int(rs.lengths[real].sum())  # filler row: no supervised position
 
@@ -230,8 +231,7 @@ def test_same_seed_same_run_and_grad_accumulation_matches(dataset, tmp_path):
     totals2 = t2.splits["train"].batch_totals(index, 16)
     torch.manual_seed(0)
     t1.optimizer.zero_grad()
-    batch, sup, _ = t1.train_batch(index, totals[0])
-    loss1, _ = t1.loss(batch, sup)
+    loss1 = t1.loss(t1.train_batch(index, totals[0]))
     loss1.backward()
     torch.manual_seed(0)
     loss2 = t2.step(index, totals2)
@@ -249,8 +249,7 @@ def test_recompute_gives_the_same_gradients(dataset, tmp_path):
         tr = Trainer(load_config("synthetic/hstu-small", **common), dataset, verbose=False)
         index = torch.arange(32)
         torch.manual_seed(3)
-        batch, sup, _ = tr.train_batch(index)
-        loss, _ = tr.loss(batch, sup)
+        loss = tr.loss(tr.train_batch(index))
         loss.backward()
         grads.append({n: p.grad.clone() for n, p in tr.model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
@@ -258,15 +257,18 @@ def test_recompute_gives_the_same_gradients(dataset, tmp_path):
         torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
 
 
-def test_autotune_key_sets_the_kernels_switch():
-    kernels = pytest.importorskip("hstu_tutorial.ops.triton.hstu_attention_autograd")
-    before = kernels.AUTOTUNE
-    try:
-        for flag in (False, True):
-            cfg = load_config("synthetic/hstu-small", {"attention_impl": "triton", "autotune": flag})
-            _, impl = build_model(cfg, 30, torch.device("cpu"))
-            assert impl == "triton" and kernels.AUTOTUNE is flag
-    finally:
-        kernels.AUTOTUNE = before
+def test_autotune_key_sets_the_kernel_options_while_the_trainer_runs(dataset, tmp_path):
+    from hstu_tutorial.ops.options import get_options
+
+    before = get_options()
+    for flag in (False, True):
+        cfg = load_config("synthetic/hstu-small", dict(FAST, exp_dir=str(tmp_path), autotune=flag))
+        tr = Trainer(cfg, dataset, verbose=False)
+        seen = []
+        tr.model.register_forward_pre_hook(lambda _m, _a, seen=seen: seen.append(get_options().autotune))
+        tr.step(torch.arange(32))
+        tr.ranks("valid")
+        assert seen and all(s is flag for s in seen), seen  # in force in the step and the evaluation
+        assert get_options() == before  # scoped: nothing left behind
     with pytest.raises(ConfigError, match="autotune must be true or false"):
         load_config("synthetic/hstu-small", ["autotune=sometimes"])

@@ -47,7 +47,12 @@ class JaggedBatch:
     """B histories as jagged tensors.
 
     `item_ids`, `ratings`, `timestamps`: `(T,)`, oldest first, T = sum(lengths); `offsets (B+1,)`: history b
-    is `values[offsets[b]:offsets[b+1]]`; targets `(B,)`: the item that follows each history."""
+    is `values[offsets[b]:offsets[b+1]]`; targets `(B,)`: the item that follows each history.
+
+    `next_item_ids (T,)` is the training supervision: the item each position predicts (the next item of
+    its history, the target at the last position; 0 = not supervised, e.g. padding). Batches of a split
+    always carry it; the trainer's padded layout (hstu_tutorial.training.resident) fills it with zeros
+    after each history."""
 
     user_ids: torch.Tensor  # (B,)
     item_ids: torch.Tensor  # (T,)
@@ -59,6 +64,7 @@ class JaggedBatch:
     target_item_ids: torch.Tensor  # (B,)
     target_ratings: torch.Tensor  # (B,)
     target_timestamps: torch.Tensor  # (B,)
+    next_item_ids: torch.Tensor | None = None  # (T,) the item each position predicts; 0 = none
 
     @property
     def batch_size(self) -> int:
@@ -91,7 +97,10 @@ class JaggedBatch:
         the batch); history b fills positions `0..lengths[b]-1`. N defaults to `max_len` (the split's)."""
         values = getattr(self, field) if isinstance(field, str) else field  # (T, ...)
         n = self.max_len if max_len is None else max_len
-        longest = int(self.lengths.max()) if self.batch_size else 0
+        # No history is longer than the split's max_len, so on a GPU the check (a device->host read) is
+        # only paid when a narrower width is asked for; on the CPU it is free and always made.
+        check = n < self.max_len or values.device.type == "cpu"
+        longest = int(self.lengths.max()) if check and self.batch_size else 0
         if longest > n:
             raise ValueError(
                 f"padded(): a history has {longest} items but max_len={n}; pass max_len >= {longest}"
@@ -120,6 +129,16 @@ def jagged_coordinates(offsets: torch.Tensor, lengths: torch.Tensor, total: int)
     row = starts[:total].cumsum(0)  # (T,)
     col = torch.arange(total, device=dev) - offsets.index_select(0, row)  # (T,)
     return row, col
+
+
+def batch_totals(lengths: torch.Tensor, order: torch.Tensor, batch_size: int) -> list[int]:
+    """Token count of each batch of `batch_size` users taken in `order (U',)` from `lengths (U,)`.
+
+    One device->host transfer for a whole epoch of batches, instead of one per step."""
+    lens = lengths[order]  # (U',)
+    which = torch.arange(order.shape[0], device=order.device) // batch_size  # (U',) batch of each user
+    num = -(-order.shape[0] // batch_size)
+    return torch.zeros(num, dtype=torch.int64, device=order.device).index_add_(0, which, lens).tolist()
 
 
 @dataclass
@@ -168,6 +187,11 @@ class SequenceSplit:
             total = int(offsets[-1])
         row, col = jagged_coordinates(offsets, lengths, total)  # (T,), (T,)
         src = starts.index_select(0, row) + col  # (T,) positions in the split's flat arrays
+        targets = self.target_item_ids.index_select(0, index)  # (B,)
+        # Position t predicts the split's next token; a history's last position predicts its target
+        # (every history of a split holds at least one item, so offsets[1:] - 1 is its last position).
+        nxt = self.item_ids.index_select(0, (src + 1).clamp(max=max(self.num_tokens - 1, 0)))  # (T,)
+        nxt.index_copy_(0, offsets[1:] - 1, targets)
         return JaggedBatch(
             user_ids=self.user_ids.index_select(0, index),
             item_ids=self.item_ids.index_select(0, src),
@@ -176,9 +200,10 @@ class SequenceSplit:
             offsets=offsets,
             lengths=lengths,
             max_len=self.max_len,
-            target_item_ids=self.target_item_ids.index_select(0, index),
+            target_item_ids=targets,
             target_ratings=self.target_ratings.index_select(0, index),
             target_timestamps=self.target_timestamps.index_select(0, index),
+            next_item_ids=nxt,
         )
 
     def histories(self) -> list[list[int]]:
@@ -263,10 +288,7 @@ class BatchLoader:
             order = torch.arange(n, device=dev)
         self.epoch += 1
         num = len(self)
-        # Token count of every batch, fetched to the host once per epoch instead of once per step.
-        lens = self.split.lengths[order[: num * bs]] if self.drop_last else self.split.lengths[order]
-        batch_of = torch.arange(lens.shape[0], device=dev) // bs
-        totals = torch.zeros(num, dtype=torch.int64, device=dev).index_add_(0, batch_of, lens).tolist()
+        totals = batch_totals(self.split.lengths, order[: num * bs] if self.drop_last else order, bs)
         to_gpu = self.device.type != "cpu" and dev.type == "cpu"
         for b in range(num):
             batch = self.split.batch(order[b * bs : (b + 1) * bs], total=totals[b])

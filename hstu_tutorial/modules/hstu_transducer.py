@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from hstu_tutorial.accumulation import enable_recompute, saved_activation_bytes  # noqa: F401 (re-export)
+from hstu_tutorial.memory import enable_recompute, saved_activation_bytes  # noqa: F401 (re-export)
 from hstu_tutorial.modules.preprocessors import (  # noqa: F401 (count_parameters: re-export)
     InputPreprocessor,
     SequentialEncoder,
@@ -89,7 +89,7 @@ class HSTUEncoder(SequentialEncoder):
 
     def set_recompute(self, enabled: bool = True) -> HSTUEncoder:
         """Activation recomputation: store only each STU layer's input in training, recompute the rest
-        in backward (less memory, ~one extra forward of compute). See `hstu_tutorial.accumulation`."""
+        in backward (less memory, ~one extra forward of compute). See `hstu_tutorial.memory`."""
         return enable_recompute(self, enabled)
 
     def parameter_breakdown(self) -> dict:

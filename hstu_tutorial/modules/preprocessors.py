@@ -94,7 +94,7 @@ class SequentialEncoder(nn.Module):
 
     def num_parameters(self) -> dict:
         """Trainable parameters per part: item/position embeddings, each block, and the total."""
-        from hstu_tutorial.accumulation import blocks_of
+        from hstu_tutorial.memory import blocks_of
 
         counts = {
             "item_embedding": count_parameters(self.preprocessor.item_emb),

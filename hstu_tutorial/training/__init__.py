@@ -33,7 +33,7 @@ What makes it fast (no change to the maths):
 Under torchrun (WORLD_SIZE > 1) each rank trains on its share of every epoch's batches with
 DistributedDataParallel (gradients all-reduced, no CUDA graph), rank 0 evaluates and writes the files.
 Memory levers: `grad_accum_steps` (micro-batches weighted by their supervised positions: the large
-batch's gradient) and `recompute` (torch.utils.checkpoint per block); see hstu_tutorial/accumulation.py.
+batch's gradient) and `recompute` (torch.utils.checkpoint per block); see hstu_tutorial/memory.py.
 
 Outputs go to `exps/<dataset>-l<max_seq_len>/<run>/`: TensorBoard events, `ckpt_last.pt`, `ckpt_best.pt`,
 `results.json` and `results.md` (best-by-validation numbers next to the reference protocol's numbers).

@@ -52,11 +52,13 @@ class TrainConfig:
     # save ckpt_last.pt every this many epochs (and always at the end); 1: a kill loses at most one epoch,
     # for a few ms per epoch (benchmarks/bench_checkpoint.py)
     checkpoint_every: int = 1
-    max_steps: int = 0  # stop (resumably) after this many optimizer steps in this session; 0 = no limit
+    max_steps: int = 0  # stop (resumably) after this many optimizer steps in this call of fit; 0 = no limit
     # --- data ---
     dataset: str = "ml-1m"  # one of DATASETS: "ml-1m", "ml-100k" or "synthetic"
     data_dir: str = ""  # folder with the raw files ("" = data/<dataset>)
     synthetic_size: str = "ci"
+    # the longest history kept (each user's most recent items); the trainer's padded layout pads every
+    # history to this width (ResidentSplit.pad_width). HSTU sizes its position-bias table from it.
     max_seq_len: int = 200
     protocol: str = (
         "reference"  # "reference": train on all but the test item; "validation": hold out valid too

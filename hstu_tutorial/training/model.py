@@ -31,9 +31,9 @@ def build_model(cfg: TrainConfig, num_items: int, device: torch.device) -> tuple
             impl = "triton" if device.type == "cuda" else "pytorch"
         if impl == "triton":
             try:
-                import hstu_tutorial.ops.triton.hstu_attention_autograd as kernels
+                import hstu_tutorial.ops.triton.hstu_attention_autograd  # noqa: F401 - can it load?
 
-                kernels.AUTOTUNE = cfg.autotune
+                # The trainer applies cfg.autotune through the kernel options (Trainer, use_options).
                 if cfg.autotune and device.type == "cuda":
                     note(
                         "Triton attention: tile sizes are tuned on first use of each shape (about a "
@@ -69,7 +69,7 @@ def build_model(cfg: TrainConfig, num_items: int, device: torch.device) -> tuple
             attention_impl=impl,
         )
     if cfg.recompute:  # keep only each block's input; rerun its forward in the backward pass
-        from hstu_tutorial.accumulation import enable_recompute
+        from hstu_tutorial.memory import enable_recompute
 
         enable_recompute(model)
     return model.to(device), impl

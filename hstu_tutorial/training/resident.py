@@ -4,31 +4,27 @@ from __future__ import annotations
 
 import torch
 
-from hstu_tutorial.data.reco_dataset import JaggedBatch, jagged_coordinates
+from hstu_tutorial.data.reco_dataset import JaggedBatch, SequenceSplit, batch_totals
 
 __all__ = ["ResidentSplit"]
 
 
 class ResidentSplit:
-    """A split on the training device, in both layouts, plus what the loss and the metrics need.
+    """A split on the training device, batched in two layouts that give the same `JaggedBatch` type.
 
+    jagged: only the real tokens of B histories (what `SequenceSplit.batch` and the data loaders give);
+    padded: B histories of exactly N = `pad_width` positions each (fixed shapes, for a CUDA graph).
     Padded tensors have one extra all-zero row (index U) that fills the last, partial batch of the padded
     layout, so that every batch has exactly `batch_size` rows.
     """
 
-    def __init__(self, split, device: torch.device):
+    def __init__(self, split: SequenceSplit, device: torch.device):
         self.split = split.to(device)  # the data module's flat SequenceSplit
         self.device = device
-        self.num_users = len(split)
-        self.max_len = N = split.max_len
-        U = self.num_users
+        self.num_users = U = len(split)
+        self.pad_width = N = split.max_len  # N: positions per row of the padded layout
         every = self.split.batch(torch.arange(U, device=device), total=self.split.num_tokens)
         lengths = every.lengths  # (U,)
-        # Supervision in the jagged layout: token t predicts the next token; a history's last token
-        # predicts its target.
-        nxt = torch.roll(self.split.item_ids, -1)  # (T,)
-        nxt[self.split.offsets[1:] - 1] = self.split.target_item_ids
-        self.next_item_ids = nxt  # (T,)
 
         def pad(values):  # (T,) -> (U + 1, N): one padded row per user, plus the empty filler row
             out = torch.zeros(U + 1, N, dtype=values.dtype, device=device)
@@ -37,7 +33,7 @@ class ResidentSplit:
 
         self.padded_item_ids = pad(every.item_ids)  # (U+1, N)
         self.padded_ratings = pad(every.ratings)  # (U+1, N)
-        self.padded_next_ids = pad(nxt)  # (U+1, N): the supervision targets; 0 = not supervised
+        self.padded_next_ids = pad(every.next_item_ids)  # (U+1, N): the supervision; 0 = not supervised
         ts = pad(every.timestamps)  # (U+1, N)
         # The target's timestamp goes into the first padding slot: HSTU's bias for the last real query
         # reads the timestamp of the position after it.
@@ -57,46 +53,47 @@ class ResidentSplit:
         self.target_ratings = ext(every.target_ratings)
         self.target_timestamps = ext(every.target_timestamps)
         self.total_tokens = self.split.num_tokens
+        self._in_order: tuple | None = None  # (batch_size, order, totals) of `batches`
 
     # -- padded layout: fixed shapes (B*N tokens), no host sync at all --------------------------------
-    def padded_batch(self, index: torch.Tensor):
-        """Rows `index (B,)` as a JaggedBatch of B sequences of length N, with supervision and weights."""
-        B, N = index.shape[0], self.max_len
-        lengths = torch.full((B,), N, dtype=torch.int64, device=self.device)  # (B,)
-        offsets = torch.arange(B + 1, dtype=torch.int64, device=self.device) * N  # (B+1,)
-        batch = JaggedBatch(
+    def padded_batch(self, index: torch.Tensor) -> JaggedBatch:
+        """Rows `index (B,)` as a JaggedBatch of B sequences of length N; padding is not supervised."""
+        B, N = index.shape[0], self.pad_width
+        return JaggedBatch(
             user_ids=self.user_ids[index],
-            item_ids=self.padded_item_ids[index].reshape(-1),
+            item_ids=self.padded_item_ids[index].reshape(-1),  # (B*N,)
             ratings=self.padded_ratings[index].reshape(-1),
             timestamps=self.padded_timestamps[index].reshape(-1),
-            offsets=offsets,
-            lengths=lengths,
+            offsets=torch.arange(B + 1, dtype=torch.int64, device=self.device) * N,  # (B+1,)
+            lengths=torch.full((B,), N, dtype=torch.int64, device=self.device),  # (B,)
             max_len=N,
             target_item_ids=self.target_item_ids[index],
             target_ratings=self.target_ratings[index],
             target_timestamps=self.target_timestamps[index],
+            next_item_ids=self.padded_next_ids[index].reshape(-1),  # (B*N,)
         )
-        supervision = self.padded_next_ids[index].reshape(-1)  # (B*N,)
-        last = torch.arange(B, device=self.device) * N + (self.lengths[index] - 1).clamp(min=0)  # (B,)
-        return batch, supervision, last
+
+    def padded_last(self, index: torch.Tensor) -> torch.Tensor:
+        """(B,) position in a padded batch of `index` of each history's last real token."""
+        N = self.pad_width
+        return torch.arange(index.shape[0], device=self.device) * N + (self.lengths[index] - 1).clamp(min=0)
 
     # -- jagged layout: only real tokens (the token count comes from the host) ------------------------
-    def jagged_batch(self, index: torch.Tensor, total: int | None = None):
-        """Rows `index (B,)` (no filler rows) as a true JaggedBatch of `total` tokens, with supervision.
+    def jagged_batch(self, index: torch.Tensor, total: int | None = None) -> JaggedBatch:
+        """Rows `index (B,)` (no filler rows) as a JaggedBatch of `total` tokens, with supervision.
 
         `total` = their summed lengths, known ahead to spare a host sync (None: counted here)."""
-        if total is None:
-            total = int(self.lengths[index].sum())  # one host sync
-        batch = self.split.batch(index, total=total)
-        starts = self.split.offsets[index]  # (B,)
-        row, col = jagged_coordinates(batch.offsets, batch.lengths, total)  # (T,), (T,)
-        supervision = self.next_item_ids[starts[row] + col]  # (T,)
-        last = batch.offsets[1:] - 1  # (B,)
-        return batch, supervision, last
+        return self.split.batch(index, total=total)
 
     def batch_totals(self, order: torch.Tensor, batch_size: int) -> list[int]:
         """Token count of each batch of `order` (one host transfer for a whole epoch)."""
-        lens = self.lengths[order]  # (U',)
-        which = torch.arange(order.shape[0], device=order.device) // batch_size
-        num = -(-order.shape[0] // batch_size)
-        return torch.zeros(num, dtype=torch.int64, device=order.device).index_add_(0, which, lens).tolist()
+        return batch_totals(self.lengths, order, batch_size)
+
+    def batches(self, batch_size: int):
+        """The users in order as jagged batches of `batch_size` (token counts read to the host once)."""
+        if self._in_order is None or self._in_order[0] != batch_size:
+            order = torch.arange(self.num_users, device=self.device)  # (U,)
+            self._in_order = (batch_size, order, self.batch_totals(order, batch_size))
+        _, order, totals = self._in_order
+        for i, total in enumerate(totals):
+            yield self.jagged_batch(order[i * batch_size : (i + 1) * batch_size], total)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import random
 import signal
@@ -14,9 +15,12 @@ from pathlib import Path
 
 import torch
 
+from hstu_tutorial.data.reco_dataset import JaggedBatch
 from hstu_tutorial.errors import ConfigError
-from hstu_tutorial.losses import get_loss, l2_normalize
-from hstu_tutorial.metrics import metric_names, metrics_from_ranks, target_ranks
+from hstu_tutorial.losses import get_loss
+from hstu_tutorial.memory import accumulated_backward
+from hstu_tutorial.metrics import batch_ranks, metric_names, metrics_from_ranks, ranks_table
+from hstu_tutorial.ops.options import use_options
 from hstu_tutorial.training import checkpoints, progress_bars, report
 from hstu_tutorial.training.config import TrainConfig, config_from_dict, load_config
 from hstu_tutorial.training.cuda_graph import StepGraph
@@ -38,6 +42,17 @@ class _StopRun(Exception):
     def __init__(self, status: str):
         super().__init__(status)
         self.status = status
+
+
+def _with_kernel_options(method):
+    """Run a Trainer method under the kernel options its config asks for (scoped: restored after)."""
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        with use_options(autotune=self.cfg.autotune):
+            return method(self, *args, **kwargs)
+
+    return wrapped
 
 
 class Trainer:
@@ -148,8 +163,8 @@ class Trainer:
         return use_graphs, layout
 
     # -- one training step ------------------------------------------------------------------------------
-    def train_batch(self, index: torch.Tensor, total: int | None = None):
-        """The training users `index (B,)` in the trainer's layout: (batch, supervision (T,), last (B,)).
+    def train_batch(self, index: torch.Tensor, total: int | None = None) -> JaggedBatch:
+        """The training users `index (B,)` as a batch in the trainer's layout, supervision included.
 
         `total` (jagged layout): their summed history lengths, known ahead to spare a host sync."""
         rs = self.splits["train"]
@@ -157,13 +172,14 @@ class Trainer:
             return rs.padded_batch(index)
         return rs.jagged_batch(index, total)
 
-    def loss(self, batch, supervision: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward pass and mean loss over the supervised positions; returns (loss, number supervised)."""
+    def loss(self, batch: JaggedBatch, supervision: torch.Tensor | None = None) -> torch.Tensor:
+        """Forward pass and mean loss over the supervised positions (`batch.next_item_ids` unless given)."""
         cfg = self.cfg
+        supervision = batch.next_item_ids if supervision is None else supervision  # (T,)
         weights = (supervision != 0).float()  # (T,) padded positions are not supervised
         with self.autocast:
             out = self.forward(batch)  # (T, D)
-        loss = self.loss_fn(
+        return self.loss_fn(
             out.float(),
             supervision,
             self.model.item_embeddings,
@@ -172,8 +188,8 @@ class Trainer:
             cfg.temperature,
             weights=weights,
         )
-        return loss, weights.sum()
 
+    @_with_kernel_options
     def step(
         self, index: torch.Tensor, totals: Sequence[int] | None = None, *, use_graph: bool = True
     ) -> torch.Tensor:
@@ -192,23 +208,20 @@ class Trainer:
             totals = rs.batch_totals(index, self.cfg.batch_size // parts)
         self.optimizer.zero_grad(set_to_none=True)
         if parts == 1:
-            batch, sup, _ = self.train_batch(index, None if totals is None else totals[0])
-            loss, _ = self.loss(batch, sup)
+            loss = self.loss(self.train_batch(index, None if totals is None else totals[0]))
             loss.backward()
         else:
             chunks = index.split(self.cfg.batch_size // parts)
-            counts = (rs.lengths[index]).sum()  # every history position is supervised
-            loss = torch.zeros((), device=self.device)
-            for i, chunk in enumerate(chunks):
-                total = None if totals is None else totals[i]
-                batch, sup, _ = self.train_batch(chunk, total)
-                part_loss, weight = self.loss(batch, sup)
-                # Micro-batch means weighted by their share of the positions = the full batch's mean.
-                (part_loss * (weight / counts)).backward()
-                loss = loss + part_loss.detach() * (weight / counts)
+            totals = [None] * len(chunks) if totals is None else totals
+            # Every history position is supervised: a micro-batch's share of the batch mean is its
+            # share of the summed lengths (known on the device before any forward pass, no host sync).
+            counts = torch.stack([rs.lengths[c].sum() for c in chunks])  # (k,)
+            micro_batches = [self.train_batch(c, t) for c, t in zip(chunks, totals)]
+            loss = accumulated_backward(self.loss, micro_batches, counts)
         self.optimizer.step()
         return loss.detach()
 
+    @_with_kernel_options
     def capture_graph(self) -> None:
         """Record the step (forward + backward + AdamW) as a CUDA graph that `step` then replays."""
         rs = self.splits["train"]
@@ -217,45 +230,23 @@ class Trainer:
         index[: min(B, rs.num_users)] = torch.arange(min(B, rs.num_users), device=self.device)
 
         def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-            batch, sup, _ = rs.padded_batch(idx)
-            return self.loss(batch, sup)[0]
+            return self.loss(rs.padded_batch(idx))
 
         self.graph = StepGraph(self.model, self.optimizer, batch_loss, index)
 
     # -- evaluation -----------------------------------------------------------------------------------
-    @torch.no_grad()
+    @_with_kernel_options
     def ranks(self, split: str) -> torch.Tensor:
-        """Ranks (U,) of every user's target in `split`, full ranking, seen items removed."""
-        rs = self.splits[split]
-        self.model.eval()
-        try:
-            with self.autocast:
-                items = l2_normalize(self.model.item_embeddings(self.catalogue).float())  # (C, D)
-            ranks = []
-            bs = self.cfg.eval_batch_size
-            if not hasattr(rs, "eval_totals"):
-                rs.eval_order = torch.arange(rs.num_users, device=self.device)
-                rs.eval_totals = rs.batch_totals(rs.eval_order, bs)
-            for i, total in enumerate(rs.eval_totals):
-                index = rs.eval_order[i * bs : (i + 1) * bs]  # (B,)
-                batch, _, last = rs.jagged_batch(index, total)
-                with self.autocast:
-                    out = self.forward(batch)  # (T, D)
-                query = out[last].float()  # (B, D)
-                history = rs.padded_item_ids[index]  # (B, N)
-                ranks.append(
-                    target_ranks(
-                        query,
-                        items,
-                        self.catalogue,
-                        rs.target_item_ids[index],
-                        history,
-                        self.dataset.num_items,
-                    )
-                )
-            return torch.cat(ranks)  # (U,)
-        finally:
-            self.model.train()
+        """Ranks (U,) of every user's target in `split`, full ranking, seen items removed (on the device)."""
+        batches = self.splits[split].batches(self.cfg.eval_batch_size)
+        return batch_ranks(
+            self.model,
+            batches,
+            self.catalogue,
+            self.dataset.num_items,
+            forward=self.forward,
+            autocast=self.autocast,
+        )
 
     def evaluate(self, splits: Sequence[str] = ("valid", "test")) -> dict[str, dict[str, float]]:
         """Metrics of the current model on `splits` (one host transfer for all of them)."""
@@ -267,19 +258,9 @@ class Trainer:
 
     def per_user_ranks(self, split: str = "test"):
         """A pandas DataFrame: user_id, target_item_id, history_length, rank (for analyses)."""
-        import pandas as pd
-
         rs = self.splits[split]
-        ranks = self.ranks(split).cpu().numpy()
         U = rs.num_users
-        return pd.DataFrame(
-            {
-                "user_id": rs.user_ids[:U].cpu().numpy(),
-                "target_item_id": rs.target_item_ids[:U].cpu().numpy(),
-                "history_length": rs.lengths[:U].cpu().numpy(),
-                "rank": ranks,
-            }
-        )
+        return ranks_table(self.ranks(split), rs.user_ids[:U], rs.target_item_ids[:U], rs.lengths[:U])
 
     # -- checkpoints (hstu_tutorial.training.checkpoints) -----------------------------------------------
     def state_dict(self) -> dict:
@@ -354,12 +335,13 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
             self.setup_s += time.perf_counter() - t0
 
+    @_with_kernel_options
     def fit(self, callback: Callable[[dict], object] | None = None) -> dict:
         """Run the remaining epochs; returns the results dict (also written as results.json/.md)."""
         cfg = self.cfg
         self._start()
         status = "completed"
-        steps_this_session = 0
+        steps_this_call = 0
         B = cfg.batch_size
         show = cfg.progress and self.verbose
         bar = progress_bars.epoch_bar(cfg, self.epoch) if show else None
@@ -387,7 +369,7 @@ class Trainer:
                 while self.step_in_epoch < len(steps):
                     if self._interrupted:
                         raise _StopRun("interrupted")
-                    if cfg.max_steps and steps_this_session >= cfg.max_steps:
+                    if cfg.max_steps and steps_this_call >= cfg.max_steps:
                         raise _StopRun("stopped")
                     s = steps[self.step_in_epoch]
                     index = order[s * B : (s + 1) * B]  # (B,)
@@ -395,7 +377,7 @@ class Trainer:
                     self.epoch_loss_sum += self.step(index, part)
                     self.step_in_epoch += 1
                     self.global_step += 1
-                    steps_this_session += 1
+                    steps_this_call += 1
                     if steps_bar is not None:
                         steps_bar.update(1)
                 if steps_bar is not None:  # the full-ranking evaluation can take as long as the steps
