@@ -172,7 +172,8 @@ def read_checkpoint(path: str | os.PathLike, kind: str = "resume", map_location=
         name = "ckpt_last.pt" if kind == "resume" else "ckpt_best.pt"
         inside = sorted(p.name for p in path.glob("*.pt"))
         if not (path / name).is_file():
-            found = f"it holds {', '.join(inside)}" if inside else "it holds no .pt file"
+            more = f" and {len(inside) - 4} more" if len(inside) > 4 else ""
+            found = f"it holds {', '.join(inside[:4])}{more}" if inside else "it holds no .pt file"
             hint = " (a run killed during its first epoch has nothing to resume: start it again)"
             raise CheckpointError(
                 f"{path}: no {name} in this folder; {found}{hint if kind == 'resume' else ''}"
