@@ -1,4 +1,10 @@
-"""The command line: `hstu-train` / `python -m hstu_tutorial.train` arguments and the `main` entry point."""
+"""The command line: `hstu-train` / `python -m hstu_tutorial.train` arguments and the `main` entry point.
+
+Bad input (a config, a `--set` value, a dataset, a checkpoint: every `hstu_tutorial.errors.HSTUError`)
+is answered with one line on stderr, `error: <what is wrong and what to do>`, and exit status 2, before
+any run folder is made. `--debug` shows the traceback instead. Anything else is a bug and keeps its
+traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,20 @@ import json
 import sys
 from collections.abc import Sequence
 
-from hstu_tutorial.errors import ConfigError
-from hstu_tutorial.training.config import list_configs, load_config, parse_overrides
+from hstu_tutorial.errors import HSTUError
+from hstu_tutorial.training.config import (
+    TrainConfig,
+    config_from_dict,
+    list_configs,
+    load_config,
+    parse_overrides,
+)
 from hstu_tutorial.training.report import results_markdown
-from hstu_tutorial.training.trainer import train
 
 __all__ = ["main"]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`hstu-train` / `python -m hstu_tutorial.train`: returns the exit status (2: a configuration error)."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hstu-train",
         description="Train HSTU or SASRec with a TOML config (see hstu_tutorial/configs/).",
@@ -31,10 +41,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override a config key (repeatable), e.g. --set num_epochs=3",
     )
-    parser.add_argument("--resume", help="continue from a checkpoint file or run folder")
+    parser.add_argument(
+        "--resume",
+        help="continue from a run folder or its ckpt_last.pt (without --config: the checkpoint's config)",
+    )
+    parser.add_argument(
+        "--init-from", metavar="CKPT", help="start a new run from these weights, e.g. a ckpt_best.pt"
+    )
     parser.add_argument("--list", action="store_true", help="list the bundled configs and exit")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    args = parser.parse_args(argv)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    return parser
+
+
+def resolve_cli_config(config: str | None, overrides: dict) -> TrainConfig:
+    """The run's config: `--config` plus overrides; with `--resume` and no `--config`, the checkpoint's."""
+    if config is None and overrides.get("resume"):
+        from hstu_tutorial.training.checkpoints import read_checkpoint
+
+        state, _ = read_checkpoint(overrides["resume"], "resume")
+        saved = {k: v for k, v in (state.get("config") or {}).items() if k in TrainConfig.keys()}
+        base = config_from_dict(saved, source=f"the config saved in {overrides['resume']}")
+        return config_from_dict(overrides, base, source="--set").validate()
+    return load_config(config, overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`hstu-train` / `python -m hstu_tutorial.train`: returns the exit status (2: bad input)."""
+    args = _parser().parse_args(argv)
     if args.list:
         print("\n".join(list_configs()))
         return 0
@@ -42,11 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = parse_overrides(args.set)
         if args.resume:
             overrides["resume"] = args.resume
-        cfg = load_config(args.config, overrides)
+        if args.init_from:
+            overrides["init_from"] = args.init_from
+        cfg = resolve_cli_config(args.config, overrides)
         if args.print_config:
             for k, v in cfg.to_dict().items():
                 print(f"{k} = {json.dumps(v)}")
             return 0
+        from hstu_tutorial.training.trainer import train  # torch and the models: only for a real run
+
         results = train(cfg)
         trainer = results.get("trainer")
         if trainer is not None and trainer.world > 1:
@@ -56,8 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             dist.destroy_process_group()
             if trainer.rank != 0:
                 return 0
-    except ConfigError as err:
-        print(f"hstu-train: configuration error: {err}", file=sys.stderr)
+    except HSTUError as err:
+        if args.debug:
+            raise
+        message = " ".join(str(err).split())  # one line, whatever the message's layout
+        print(f"error: {message}", file=sys.stderr)
         return 2
     print(results_markdown(results))
     print(f"results: {results['run_dir']}/results.json")

@@ -17,6 +17,8 @@ from hstu_tutorial.errors import ConfigError
 from hstu_tutorial.metrics import metric_names
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+DATASETS = ("ml-1m", "ml-100k", "synthetic")  # what hstu_tutorial.data.get_reco_dataset loads
+SYNTHETIC_SIZES = ("ci", "small", "ml-1m")  # hstu_tutorial.data.synthetic.SIZES
 
 __all__ = [
     "CONFIG_DIR",
@@ -43,13 +45,16 @@ class TrainConfig:
     exp_dir: str = "exps"
     timestamp_run_dir: bool = True  # append -YYYYmmdd-HHMMSS to the run folder (keeps runs apart)
     resume: str = ""  # a checkpoint file or run folder to continue from ("" = start fresh)
+    init_from: str = ""  # start a new run from these weights (e.g. a ckpt_best.pt); optimizer starts afresh
     tensorboard: bool = True
     progress: bool = True  # tqdm bar over epochs
     save_checkpoints: bool = True
-    checkpoint_every: int = 10  # also save ckpt_last.pt every this many epochs (and always at the end)
+    # save ckpt_last.pt every this many epochs (and always at the end); 1: a kill loses at most one epoch,
+    # for a few ms per epoch (benchmarks/bench_checkpoint.py)
+    checkpoint_every: int = 1
     max_steps: int = 0  # stop (resumably) after this many optimizer steps in this call of fit; 0 = no limit
     # --- data ---
-    dataset: str = "ml-1m"  # "ml-1m", "ml-100k" or "synthetic"
+    dataset: str = "ml-1m"  # one of DATASETS: "ml-1m", "ml-100k" or "synthetic"
     data_dir: str = ""  # folder with the raw files ("" = data/<dataset>)
     synthetic_size: str = "ci"
     # the longest history kept (each user's most recent items); the trainer's padded layout pads every
@@ -109,7 +114,8 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise ConfigError on a value that cannot work (the message says what to change)."""
         choices = {
-            "dataset": ("ml-1m", "ml-100k", "synthetic", "ml-20m"),
+            "dataset": DATASETS,
+            "synthetic_size": SYNTHETIC_SIZES,
             "protocol": ("reference", "validation"),
             "model": ("hstu", "sasrec"),
             "loss": ("sampled_softmax", "full_softmax", "bce"),
@@ -118,7 +124,10 @@ class TrainConfig:
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
-                raise ConfigError(f"{key} = {getattr(self, key)!r} is not one of {list(allowed)}")
+                raise ConfigError(
+                    f"{key} = {getattr(self, key)!r} is not one of {list(allowed)}"
+                    + _did_you_mean(str(getattr(self, key)), allowed)
+                )
         per_model = {"hstu": ("auto", "pytorch", "triton"), "sasrec": ("auto", "sdpa", "pytorch")}
         if self.attention_impl not in per_model[self.model]:
             raise ConfigError(
@@ -282,18 +291,39 @@ def list_configs() -> list[str]:
     return sorted(str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in CONFIG_DIR.glob("**/*.toml"))
 
 
+def _did_you_mean(value: str, options) -> str:
+    near = difflib.get_close_matches(value, list(options), n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+
+
+def _bundled_name(name: str) -> str:
+    """'configs/ml-1m/x.gin' or 'ml-1m/x.toml' -> 'ml-1m/x' (the reference's paths name our configs)."""
+    name = name.replace("\\", "/").strip()
+    for prefix in ("./", "configs/", "hstu_tutorial/configs/"):
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+    for suffix in (".toml", ".gin"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name
+
+
 def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
-    """A TOML file: an existing path, or a bundled config name (with or without `.toml`)."""
+    """A TOML file: an existing path, or a bundled config name (a `configs/` prefix and a `.toml` or
+    `.gin` suffix are allowed, so the reference's gin paths name the matching bundled config)."""
     path = Path(name_or_path)
-    if path.is_file():
+    if path.is_file() and path.suffix != ".gin":
         return path
-    bundled = CONFIG_DIR / path
-    for candidate in (bundled, bundled.with_name(bundled.name + ".toml")):
-        if candidate.is_file():
-            return candidate
+    name = _bundled_name(str(name_or_path))
+    candidate = CONFIG_DIR / f"{name}.toml"
+    if name and candidate.is_file():
+        return candidate
+    if path.is_dir():
+        raise ConfigError(f"config {str(name_or_path)!r} is a folder; give a .toml file or a bundled name")
     raise ConfigError(
-        f"no config file {str(name_or_path)!r}: neither a file nor a bundled config. "
-        f"Bundled configs: {', '.join(list_configs())}"
+        f"no config {str(name_or_path)!r}: neither a file nor a bundled config"
+        + (_did_you_mean(name, list_configs()) or ".")
+        + " `hstu-train --list` shows the bundled configs"
     )
 
 

@@ -196,12 +196,14 @@ def write_results(results: dict, run_dir: Path) -> None:
             note(f"no experiment record: {err}")
 
 
-def open_tensorboard(run_dir: Path):
-    """A TensorBoard SummaryWriter logging into `run_dir`, or None when tensorboard cannot be used."""
+def open_tensorboard(run_dir: Path, purge_step: int | None = None):
+    """A TensorBoard SummaryWriter logging into `run_dir`, or None when tensorboard cannot be used.
+
+    `purge_step` (a resumed run's first epoch): TensorBoard drops earlier-written events from that step on."""
     try:
         from torch.utils.tensorboard import SummaryWriter
 
-        return SummaryWriter(log_dir=str(run_dir))
+        return SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
     except Exception as err:  # noqa: BLE001 - tensorboard is optional
         note(f"TensorBoard logging off ({type(err).__name__}: {err})")
         return None

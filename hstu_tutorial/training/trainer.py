@@ -21,7 +21,7 @@ from hstu_tutorial.losses import get_loss
 from hstu_tutorial.memory import accumulated_backward
 from hstu_tutorial.metrics import batch_ranks, metric_names, metrics_from_ranks, ranks_table
 from hstu_tutorial.ops.options import use_options
-from hstu_tutorial.training import checkpoints, report
+from hstu_tutorial.training import checkpoints, progress_bars, report
 from hstu_tutorial.training.config import TrainConfig, config_from_dict, load_config
 from hstu_tutorial.training.cuda_graph import StepGraph
 from hstu_tutorial.training.distributed import (
@@ -271,12 +271,12 @@ class Trainer:
         """Write a resumable checkpoint to `path` (rank 0 only, atomically)."""
         return checkpoints.save_checkpoint(self, path)
 
-    def load(self, path: str | os.PathLike) -> None:
-        """Continue from a checkpoint file or run folder."""
-        checkpoints.load_checkpoint(self, path)
+    def load(self, path: str | os.PathLike) -> Path:
+        """Continue from a checkpoint file or run folder (its ckpt_last.pt); returns the file read."""
+        return checkpoints.load_checkpoint(self, path)
 
     def load_weights(self, path: str | os.PathLike = "") -> int:
-        """Load model weights only (default: this run's ckpt_best.pt); returns the checkpoint's epoch."""
+        """Load model weights only (default: this run's ckpt_best.pt); returns the epoch they come from."""
         return checkpoints.load_weights(self, path)
 
     # -- results (hstu_tutorial.training.report) --------------------------------------------------------
@@ -308,14 +308,14 @@ class Trainer:
     def _start(self) -> None:
         """Before the first epoch of this call to `fit`: resume, run folder, TensorBoard, CUDA graph."""
         cfg = self.cfg
-        if cfg.resume:
-            self.load(cfg.resume)
-            note(f"resumed from {cfg.resume} at epoch {self.epoch} step {self.step_in_epoch}")
+        resumed = checkpoints.resume_or_init(self)  # cfg.resume / cfg.init_from, checked before any write
+        # The run folder is made only now, once setup and the checkpoint checks succeeded.
         if self.run_dir is None:
             self.run_dir = self._make_run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.tensorboard and self.writer is None:
-            self.writer = report.open_tensorboard(self.run_dir)
+            # On resume, events of the lost epochs (step >= self.epoch) written before the kill are dropped.
+            self.writer = report.open_tensorboard(self.run_dir, purge_step=self.epoch if resumed else None)
         if self.verbose:
             n_params = sum(p.numel() for p in self.model.parameters())
             note(
@@ -343,16 +343,14 @@ class Trainer:
         status = "completed"
         steps_this_call = 0
         B = cfg.batch_size
-        bar = None
+        show = cfg.progress and self.verbose
+        bar = progress_bars.epoch_bar(cfg, self.epoch) if show else None
+        steps_bar = None
         old_handler = self._install_sigint_handler()
-        if cfg.progress and self.verbose:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(
-                total=cfg.num_epochs, initial=self.epoch, desc=cfg.name, unit="epoch", dynamic_ncols=True
-            )
+        if self._patience_spent():  # resumed from a checkpoint written as early stopping struck
+            status = "early_stopped"
         try:
-            while self.epoch < cfg.num_epochs:
+            while status == "completed" and self.epoch < cfg.num_epochs:
                 t_epoch = time.perf_counter()
                 if self.perm_epoch != self.epoch:
                     self.epoch_perm = self.epoch_order()
@@ -366,6 +364,8 @@ class Trainer:
                 if self.layout == "jagged":
                     totals = self.splits["train"].batch_totals(order, B // per)  # one host sync per epoch
                 self.model.train()
+                if show and not self.use_graphs:  # CUDA graph steps are too fast to need it
+                    steps_bar = progress_bars.step_bar(len(steps), self.step_in_epoch, self.epoch)
                 while self.step_in_epoch < len(steps):
                     if self._interrupted:
                         raise _StopRun("interrupted")
@@ -378,6 +378,10 @@ class Trainer:
                     self.step_in_epoch += 1
                     self.global_step += 1
                     steps_this_call += 1
+                    if steps_bar is not None:
+                        steps_bar.update(1)
+                if steps_bar is not None:  # the full-ranking evaluation can take as long as the steps
+                    steps_bar.set_description(f"epoch {self.epoch}: evaluating")
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 t_train = time.perf_counter() - t_epoch
@@ -387,6 +391,8 @@ class Trainer:
                 metrics = broadcast_from_rank0(evaluate, self.rank, self.world)
                 mean_loss = all_reduce_mean(self.epoch_loss_sum / len(steps), self.world).item()
                 t_eval = time.perf_counter() - t_eval0
+                if steps_bar is not None:
+                    steps_bar.close()
                 self.elapsed["train_s"] += t_train
                 self.elapsed["eval_s"] += t_eval
                 record = {
@@ -406,18 +412,15 @@ class Trainer:
                     callback(record)
                 if self._interrupted:
                     raise _StopRun("interrupted")
-                if cfg.early_stopping_patience and self.bad_epochs >= cfg.early_stopping_patience:
-                    note(
-                        f"early stopping: no better validation {cfg.selection_metric} for "
-                        f"{self.bad_epochs} epochs (best at epoch {self.best['epoch']})"
-                    )
+                if self._patience_spent():
                     status = "early_stopped"
-                    break
         except KeyboardInterrupt:
             status = "interrupted"
         except _StopRun as stop:
             status = stop.status
         finally:
+            if steps_bar is not None:
+                steps_bar.close()
             if bar is not None:
                 bar.close()
             if old_handler is not None:
@@ -434,6 +437,17 @@ class Trainer:
         if self.writer is not None:
             self.writer.flush()
         return results
+
+    def _patience_spent(self) -> bool:
+        """Early stopping: True (with a note) after `early_stopping_patience` epochs without a better one."""
+        cfg = self.cfg
+        if not (cfg.early_stopping_patience and self.bad_epochs >= cfg.early_stopping_patience):
+            return False
+        note(
+            f"early stopping: no better validation {cfg.selection_metric} for "
+            f"{self.bad_epochs} epochs (best at epoch {self.best['epoch']})"
+        )
+        return True
 
     def _install_sigint_handler(self):
         """Ctrl-C finishes the current step, then saves a resumable checkpoint (a second Ctrl-C aborts)."""
@@ -459,10 +473,13 @@ class Trainer:
                 checkpoints.save_best(self, record["epoch"])
         else:
             self.bad_epochs += 1
-        if cfg.save_checkpoints and self.epoch % cfg.checkpoint_every == 0 and self.epoch < cfg.num_epochs:
-            self.save(self.run_dir / "ckpt_last.pt")
         if self.writer is not None:
             report.log_epoch(self.writer, record)
+        # ckpt_last.pt after every epoch (checkpoint_every = 1): a hard kill loses at most the next epoch.
+        if cfg.save_checkpoints and self.epoch % cfg.checkpoint_every == 0 and self.epoch < cfg.num_epochs:
+            self.save(self.run_dir / "ckpt_last.pt")
+        if cfg.progress and self.verbose and bar is None:
+            progress_bars.epoch_line(record, cfg.num_epochs)
         if bar is not None:
             bar.set_postfix(
                 loss=f"{record['loss']:.3f}",
