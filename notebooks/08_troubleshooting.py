@@ -39,7 +39,7 @@ import hstu_tutorial
 from hstu_tutorial import viz
 from hstu_tutorial.memory import SavedBytes, enable_recompute
 from hstu_tutorial.data import get_reco_dataset
-from hstu_tutorial.experiment import experiment_record, record_markdown, save_record
+from hstu_tutorial.training.experiment import experiment_record, record_markdown, save_record
 from hstu_tutorial.perf import lever_config, lever_dataset, measure_trainer, profile_loading
 from hstu_tutorial.train import load_config, train
 
@@ -250,7 +250,7 @@ fig, drawn = viz.plot_remedies(poor, "ndcg@10", xlabel="test NDCG@10 (higher is 
 # %% [markdown]
 # ## 4. A reproducible experiment record
 #
-# A number without its conditions cannot be reproduced or compared. `hstu_tutorial.experiment` turns the
+# A number without its conditions cannot be reproduced or compared. `hstu_tutorial.training.experiment` turns the
 # results of any run into a record with the date, the dataset (folder, protocol, sizes), the full config and
 # the hyperparameters, HR@10 and NDCG@10 (and where they come from: the best validation epoch, or the
 # reference protocol's mean of the last epochs), the training time and the GPU. The trainer fills it in

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from hstu_tutorial.experiment import RecordError, experiment_record, record_markdown, save_record
+from hstu_tutorial.training.experiment import RecordError, experiment_record, record_markdown, save_record
 
 torch.set_num_threads(2)
 

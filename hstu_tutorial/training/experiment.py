@@ -1,7 +1,7 @@
 """A reproducible experiment record, filled in automatically from a training run's results.
 
     from hstu_tutorial.train import train
-    from hstu_tutorial.experiment import experiment_record, record_markdown
+    from hstu_tutorial.training.experiment import experiment_record, record_markdown
     results = train("synthetic/hstu-small", num_epochs=3)
     print(record_markdown(experiment_record(results)))
 
