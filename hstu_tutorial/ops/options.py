@@ -1,0 +1,143 @@
+"""The switches of the Triton kernels and the fused LayerNorm, in one options object read at call time.
+
+    from hstu_tutorial.ops import get_options, set_options, use_options
+
+    with use_options(autotune=False, poison_outputs=True):   # scoped: restored on exit
+        out = triton_hstu_attention(q, k, v, offsets)
+    set_options(dq_mode="atomic")                             # process-wide default from now on
+
+Every kernel wrapper reads `get_options()` when it is called, never at import, so a change applies to
+the next call. The process default comes from the environment the first time it is needed
+(`KernelOptions.from_env`, the only place these variables are read):
+
+    HSTU_FUSED_LAYER_NORM=0                       fused_layer_norm = False
+    HSTU_TRITON_REL_BIAS_GRAD=dense|atomic|auto   rel_bias_grad
+    HSTU_TRITON_DQ_MODE=kernel|atomic             dq_mode
+    HSTU_TRITON_FP32_PRECISION=tf32|tf32x3|ieee   fp32_precision
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+_CHOICES = {
+    "rel_bias_grad": ("dense", "atomic", "auto"),
+    "dq_mode": ("kernel", "atomic"),
+    "fp32_precision": (None, "tf32", "tf32x3", "ieee"),
+}
+_ENV = {  # field -> environment variable that gives its process default
+    "fused_layer_norm": "HSTU_FUSED_LAYER_NORM",
+    "rel_bias_grad": "HSTU_TRITON_REL_BIAS_GRAD",
+    "dq_mode": "HSTU_TRITON_DQ_MODE",
+    "fp32_precision": "HSTU_TRITON_FP32_PRECISION",
+}
+
+
+@dataclass(frozen=True)
+class KernelOptions:
+    """How the Triton attention kernels and the LayerNorm run (validated on construction)."""
+
+    # On a GPU: tune the Triton tiles per shape (True) or use one default tile set (False: one compile
+    # per kernel, for quick checks). The interpreter always uses `interpreter_block`.
+    autotune: bool = True
+    # LayerNorm through the fused Triton kernel on CUDA tensors (False: F.layer_norm everywhere).
+    fused_layer_norm: bool = True
+    # How the gradients of the relative bias's weights (pos_w, ts_w) are formed: "dense" (the kernel
+    # writes the (B, H, N, N) bias gradient, PyTorch reduces it), "atomic" (the kernel adds onto the two
+    # vectors directly) or "auto" (atomic up to N = 1024, dense above).
+    rel_bias_grad: str = "dense"
+    # How dQ is formed in the backward: "kernel" (a second kernel, no atomics) or "atomic" (the dK/dV
+    # kernel adds its share with fp32 atomics).
+    dq_mode: str = "kernel"
+    # tl.dot precision for fp32 operands: None follows torch.backends.cuda.matmul.allow_tf32 ("tf32" when
+    # on, else "tf32x3"), or "tf32" | "tf32x3" | "ieee".
+    fp32_precision: str | None = None
+    # Fill kernel outputs with NaN before launch (tests: an element never written shows up as NaN).
+    poison_outputs: bool = False
+    # (BLOCK_M, BLOCK_N) under TRITON_INTERPRET=1; tests shrink them to cross many tiles.
+    interpreter_block: tuple[int, int] = (64, 64)
+
+    def __post_init__(self):
+        for name in ("autotune", "fused_layer_norm", "poison_outputs"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"KernelOptions.{name} must be True or False; got {getattr(self, name)!r}")
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                got = getattr(self, name)
+                raise ValueError(f"KernelOptions.{name} must be one of {allowed}; got {got!r}")
+        block = self.interpreter_block
+        ok = (isinstance(block, (tuple, list)) and len(block) == 2
+              and all(isinstance(b, int) and b >= 16 and b & (b - 1) == 0 for b in block))
+        if not ok:
+            raise ValueError("KernelOptions.interpreter_block must be two powers of two >= 16 (tl.dot's "
+                             f"smallest tile), (BLOCK_M, BLOCK_N); got {block!r}")
+        object.__setattr__(self, "interpreter_block", tuple(block))
+
+    @classmethod
+    def from_env(cls) -> KernelOptions:
+        """The defaults, with the HSTU_* environment variables applied (see the module docstring)."""
+        changes = {}
+        for name, var in _ENV.items():
+            value = os.environ.get(var)
+            if value is None or value == "":
+                continue
+            changes[name] = value != "0" if name == "fused_layer_norm" else value
+        try:
+            return cls(**changes)
+        except ValueError as e:
+            raise ValueError(f"{e} (from the environment: "
+                             f"{', '.join(f'{_ENV[n]}={os.environ[_ENV[n]]}' for n in changes)})") from None
+
+    def replace(self, **changes) -> KernelOptions:
+        """A copy with `changes` applied; an unknown name is a TypeError, a bad value a ValueError."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - fields)
+        if unknown:
+            raise TypeError(f"KernelOptions has no option {', '.join(unknown)}; the options are "
+                            f"{', '.join(sorted(fields))}")
+        return dataclasses.replace(self, **changes)
+
+
+_process_default: KernelOptions | None = None  # read from the environment on first use
+_scoped: contextvars.ContextVar[KernelOptions | None] = contextvars.ContextVar("hstu_kernel_options",
+                                                                                default=None)
+
+
+def _default() -> KernelOptions:
+    global _process_default
+    if _process_default is None:
+        _process_default = KernelOptions.from_env()
+    return _process_default
+
+
+def get_options() -> KernelOptions:
+    """The options in force: the innermost `use_options` scope, else the process default."""
+    scoped = _scoped.get()
+    return scoped if scoped is not None else _default()
+
+
+def set_options(**changes) -> KernelOptions:
+    """Change the process-wide default (an enclosing `use_options` scope still wins); returns the
+    previous default, so `set_options(**dataclasses.asdict(prev))` undoes it."""
+    global _process_default
+    previous = _default()
+    _process_default = previous.replace(**changes)
+    return previous
+
+
+@contextmanager
+def use_options(**changes) -> Iterator[KernelOptions]:
+    """Apply `changes` to the options in force for the body of a `with` block (this thread/task only)."""
+    token = _scoped.set(get_options().replace(**changes))
+    try:
+        yield _scoped.get()
+    finally:
+        _scoped.reset(token)
+
+
+__all__ = ["KernelOptions", "get_options", "set_options", "use_options"]
