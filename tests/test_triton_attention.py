@@ -18,9 +18,8 @@ import hstu_tutorial.ops.triton.hstu_attention_autograd as tha
 from hstu_tutorial.ops import RelativeAttentionBias, hstu_attention, time_bucket, use_options
 from hstu_tutorial.ops.triton import triton_hstu_attention, triton_hstu_attention_rel_bias
 
-import triton  # noqa: E402, I001  (after hstu_tutorial.ops.triton: it sets TRITON_INTERPRET on a CPU)
-import triton.language as tl  # noqa: E402
-from hstu_tutorial.ops.triton.hstu_attention_kernels import _rel_bias_index  # noqa: E402
+# triton through the package, which sets TRITON_INTERPRET on a CPU before importing it
+from hstu_tutorial.ops.triton.hstu_attention_kernels import time_bucket_kernel, triton
 
 torch.set_num_threads(2)
 
@@ -69,7 +68,8 @@ def loop_rel_bias(timestamps, next_timestamps, offsets, pos_w, ts_w, N):
         i = torch.arange(L, device=pos_w.device)
         pos = pos_w.double()[(P - 1 + i[None, :] - i[:, None]).clamp(0, 2 * P - 2)]  # (L, L)
         gap = (next_timestamps[s:e, None] - timestamps[None, s:e]).abs().clamp(min=1)
-        bucket = torch.floor(torch.log(gap.float()) / 0.301).long().clamp(0, NB - 1)  # the formula, not the package
+        # the formula itself, not the package's time_bucket
+        bucket = torch.floor(torch.log(gap.float()) / 0.301).long().clamp(0, NB - 1)
         rabs.append(F.pad(pos + ts_w.double()[bucket], (0, N - L, 0, N - L)))
     return torch.stack(rabs)  # (B, N, N)
 
@@ -243,14 +243,6 @@ def test_flop_free_padding_programs_return_early():
     assert math.isfinite(out.sum().item())
 
 
-@triton.jit
-def _buckets_kernel(TS, NTS, OUT, N, NB, BLOCK: tl.constexpr):
-    # The kernels' own bucket formula on pairs (i, i): gap next_ts[i] - ts[i].
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    _, bucket = _rel_bias_index(TS, NTS, 1, NB, i, i, N)
-    tl.store(OUT + i, bucket, mask=i < N)
-
-
 def bucket_gaps(seed=9):
     """Time gaps for the bucket comparison: 0, +-1, huge, random, and integers next to every bucket edge
     e^(0.301 b); the second tensor marks the gaps whose ln(|d|)/0.301 lies within 1e-5 of an integer."""
@@ -271,8 +263,8 @@ def test_kernel_time_buckets_equal_pytorch_time_bucket(num_buckets):
     gaps, on_edge = bucket_gaps()
     out = torch.empty(gaps.numel(), dtype=torch.int32, device=DEVICE)
     nb = num_buckets + 1  # ts_w has num_buckets + 1 entries
-    _buckets_kernel[(triton.cdiv(gaps.numel(), 1024),)](torch.zeros_like(gaps).to(DEVICE), gaps.to(DEVICE), out,
-                                                         gaps.numel(), nb, BLOCK=1024)
+    ts, nts = torch.zeros_like(gaps).to(DEVICE), gaps.to(DEVICE)  # gap = nts - ts
+    time_bucket_kernel[(triton.cdiv(gaps.numel(), 1024),)](ts, nts, out, gaps.numel(), nb, BLOCK=1024)
     got, want = out.cpu().long(), time_bucket(gaps, num_buckets)
     assert want[:5].tolist() == [0, 0, 0, 2, 2] and want.max() == num_buckets
     # Everywhere but within 1e-5 of a bucket edge: the same bucket. On an edge itself float32 logs of

@@ -52,6 +52,21 @@ def _rel_bias_index(
 
 
 @triton.jit
+def time_bucket_kernel(
+    TS, NTS,  # (N,) int64 timestamps and next timestamps: bucket i is that of the gap NTS[i] - TS[i]
+    OUT,  # (N,) int32 buckets, written
+    N,  # number of gaps
+    NB,  # number of buckets (ts_w's length): buckets clamp to [0, NB - 1]
+    BLOCK: tl.constexpr,  # gaps per program
+):
+    """The kernels' own bucket formula (`_rel_bias_index`) on N gaps, for comparing it with the PyTorch
+    `time_bucket(d, NB - 1)` (tests, benchmarks/check_kernels_gpu.py). Grid (cdiv(N, BLOCK),)."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    _, bucket = _rel_bias_index(TS, NTS, 1, NB, i, i, N)
+    tl.store(OUT + i, bucket, mask=i < N)
+
+
+@triton.jit
 def _bias_tile(
     RAB, s_ri, s_rj,  # bias tensor of this (sequence, head), already offset; its row and column strides
     TS, NTS, POS_W, TS_W,  # timestamps and next-timestamps of this sequence (offset), the two weight vectors
