@@ -205,6 +205,7 @@ def main() -> int:
     ap.add_argument("--small", action="store_true", help="tiny shapes (CPU interpreter)")
     ap.add_argument("--cache-dir", default="", help="use this TRITON_CACHE_DIR instead of a fresh one")
     ap.add_argument("--only", default="", help="run only the cases whose name contains this")
+    ap.add_argument("--slice", default=":", help="run cases[i:j] of the list (e.g. 12:16), to split runs")
     ap.add_argument("--time-budget", type=float, default=480.0, help="seconds; later cases are skipped")
     args = ap.parse_args()
     # Before Triton is imported: compile and tune from nothing.
@@ -224,7 +225,8 @@ def main() -> int:
           f"TRITON_CACHE_DIR={os.environ['TRITON_CACHE_DIR']}, autotune on, outputs NaN-poisoned", flush=True)
     print("| case | out err | grad errs | tol | inputs | NaN | result |\n|" + " --- |" * 7, flush=True)
     t0, failed, skipped = time.time(), 0, 0
-    for case in cases(args.small):
+    i, j = (int(x) if x else None for x in args.slice.split(":"))
+    for case in cases(args.small)[i:j]:
         if args.only not in case.name:
             continue
         if time.time() - t0 > args.time_budget:
