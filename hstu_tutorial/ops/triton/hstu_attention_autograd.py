@@ -44,9 +44,6 @@ from hstu_tutorial.ops.triton.hstu_attention_kernels import (
 # with dense, across machine instances), so the default option stays "dense", the mode every published
 # training figure used.
 REL_BIAS_ATOMIC_MAX_SEQ_LEN = 1024
-# fp32 tl.dot precision when fp32_precision is None: "tf32" if torch.backends.cuda.matmul.allow_tf32 (the
-# trainer's `tf32 = true`, the reference's setting), else "tf32x3". Measured on the H200 (2026-11-28):
-# plain tf32 gave 1.6e-3 relative error on fp32 inputs, tf32x3 5e-7 (three tf32 products, about fp32).
 # Tiles with autotune off, (BLOCK_M, BLOCK_N, num_warps, num_stages): one compile per kernel.
 GPU_DEFAULT_CONFIG = {"fwd": (64, 64, 4, 3), "dkdv": (32, 64, 4, 3), "dq": (64, 64, 4, 3)}
 GPU_SMALL_CONFIG = {"fwd": (64, 32, 4, 2), "dkdv": (32, 32, 4, 2), "dq": (64, 32, 4, 2)}
@@ -124,6 +121,9 @@ def _launch(kind, grid_dim, max_seq_len, num_bh, args, consts, opts: KernelOptio
 
 def _dot_precision(x: torch.Tensor, opts: KernelOptions) -> str:
     # Only fp32 operands have a choice; bf16/fp16 dots are exact products with fp32 accumulation.
+    # With fp32_precision None: "tf32" if torch.backends.cuda.matmul.allow_tf32 (the trainer's
+    # `tf32 = true`, the reference's setting), else "tf32x3". Measured on the H200 (2026-11-28): plain
+    # tf32 gave 1.6e-3 relative error on fp32 inputs, tf32x3 5e-7 (three tf32 products, about fp32).
     if x.dtype != torch.float32:
         return "tf32"
     if opts.fp32_precision is not None:
@@ -146,10 +146,17 @@ def _new(shape, dtype, device, opts: KernelOptions):
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def _placeholder(device) -> torch.Tensor:
-    """A one-element tensor for a pointer argument the kernel does not read in this mode (its own
-    allocation: a tuner that zeroes it cannot touch anything of the caller's)."""
-    return torch.empty(1, dtype=torch.float32, device=device)
+_PLACEHOLDERS: dict[torch.device, torch.Tensor] = {}
+
+
+def _placeholder(device: torch.device) -> torch.Tensor:
+    """A one-element tensor for pointer arguments the kernels do not read in this mode: allocated here,
+    once per device, so a tuner that zeroes it touches nothing of the caller's (and no call pays for
+    an allocation). Never read, so sharing it between calls and streams is harmless."""
+    t = _PLACEHOLDERS.get(device)
+    if t is None:
+        t = _PLACEHOLDERS[device] = torch.zeros(1, dtype=torch.float32, device=device)
+    return t
 
 
 def _hand_over(buf: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
