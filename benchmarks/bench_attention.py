@@ -10,11 +10,21 @@ Implementations: the Triton kernel (dQ by a second kernel, and by atomics), the 
 reference, the jagged PyTorch reference, torch.compile of the padded reference, and
 scaled_dot_product_attention (softmax, padded: a speed yardstick, not the same math).
 
-FLOPs are counted the same way for all (ANCHORS.md): per head and sequence of real length L, two
-matmuls of 2 L^2 d, halved for causal; forward+backward = 3.5x forward. Padding work is not credited.
-Before timing, the Triton results are checked against a float64 reference on the same device
-(relative error <= 1e-3 fp32 with tf32, <= 1e-2 bf16). One table is printed; JSON and markdown go
-to --out.
+FLOPs are counted the same way for all: per head and sequence of real length L, two matmuls of
+2 L^2 d, halved for causal; forward+backward = 3.5x forward. Padding work is not credited.
+
+Checks, with autotuning on (the default options): after each Triton timing, the timed tensors
+themselves are checked. The inputs (q, k, v, offsets, and the bias inputs) must be bit-identical to
+clones taken before timing, and one more call on those same tensors must match a float64 reference
+computed from the clones (relative error <= 1e-2 bf16; on the first sequences only for N > 2048, where
+a float64 reference of the whole batch does not fit). The `check` column of the table reports it.
+Why checks before timing were not enough: on an NVIDIA H200 (torch 2.11, Triton 3.6, 2026-11-30) the
+dK/dV autotuner zeroed its `reset_to_zero` arguments between timing runs, and one of them was the
+caller's q (a placeholder for an unused pointer). A check that runs before the tuner, on fresh tensors,
+with autotune off, or in the interpreter (fixed tiles, no tuner) sees correct kernels; only a check of
+the tensors the tuned calls actually touched, after tuning, sees the damage. A small fixed-tile
+correctness suite (fp32 with tf32x3 dots, bf16, bias, non-causal, atomic dQ) still runs first.
+One table is printed; JSON and markdown go to --out.
 """
 
 from __future__ import annotations
@@ -30,21 +40,22 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import triton
 
 import hstu_tutorial.ops.triton.hstu_attention_autograd as tha
 from hstu_tutorial.ops import (
     RelativeAttentionBias,
+    get_options,
     hstu_attention,
     jagged_to_padded,
     padded_hstu_attention,
     time_bucket,
+    use_options,
 )
 from hstu_tutorial.ops.triton import triton_hstu_attention, triton_hstu_attention_rel_bias
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The official kernel on the same card (ANCHORS.md): case -> (fwd ms, fwd+bwd ms)
+# The official HSTU kernel on the same card (NVIDIA H200): case -> (fwd ms, fwd+bwd ms)
 OFFICIAL = {
     "jagged-1024": (0.173, 0.856),
     "dense-1024": (0.256, 1.074),
@@ -122,13 +133,13 @@ def impl_triton(case, mode="kernel"):
     off, m = case["offsets"], case["max_len"]
 
     def fn(q, k, v):
-        tha.DQ_MODE = mode
-        if case["bias"]:
-            rm = case["rab_module"]
-            return triton_hstu_attention_rel_bias(
-                q, k, v, off, case["ts"], case["nts"], rm.pos_w, rm.ts_w, norm=211.0, max_len=m
-            )
-        return triton_hstu_attention(q, k, v, off, max_len=m)
+        with use_options(dq_mode=mode):  # the backward follows the forward's options
+            if case["bias"]:
+                rm = case["rab_module"]
+                return triton_hstu_attention_rel_bias(
+                    q, k, v, off, case["ts"], case["nts"], rm.pos_w, rm.ts_w, norm=211.0, max_len=m
+                )
+            return triton_hstu_attention(q, k, v, off, max_len=m)
 
     return fn
 
@@ -201,7 +212,9 @@ def _host_timer(run, warmup, rep, return_mode="median"):
     return (time.perf_counter() - t0) * 1e3
 
 
-def time_fn(fn, inputs, bwd, quick):
+def time_fn(fn, inputs, bwd, quick, timed=None):
+    """Median ms of fn (forward, or forward+backward). `timed`, a dict, receives the very tensors the
+    timed calls used (xs) and the output gradient (g), for checking them afterwards."""
     if torch.cuda.is_available():
         from triton.testing import do_bench
     else:
@@ -224,37 +237,70 @@ def time_fn(fn, inputs, bwd, quick):
     run()
     _sync()
     warm, rep = (5, 20) if quick else (10, 50)
-    return do_bench(run, warmup=warm, rep=rep, return_mode="median")
+    ms = do_bench(run, warmup=warm, rep=rep, return_mode="median")
+    if timed is not None:
+        timed.update(xs=xs, g=g if bwd else None)
+    return ms
 
 
 # ---- correctness on the device -------------------------------------------------------------------
-def check_case(case, mode="kernel", sub=None):
-    """Relative errors of the Triton output and gradients against float64 (on a sub-batch if `sub`)."""
-    if sub is not None:
-        lengths = case["lengths"][:sub]
-        T = int(lengths.sum())
-        c = dict(
-            case,
-            lengths=lengths,
-            offsets=offsets_of(lengths),
-            T=T,
-            B=sub,
-            max_len=int(lengths.max()),
-            q=case["q"][:T],
-            k=case["k"][:T],
-            v=case["v"][:T],
-        )
-        if case["bias"]:
-            c.update(ts=case["ts"][:T], nts=case["nts"][:T])
-        case = c
-    q, k, v = (x.detach().requires_grad_() for x in (case["q"], case["k"], case["v"]))
-    params = [q, k, v]
+def _sub_case(case, sub):
+    """The first `sub` sequences of a case (views of its tensors)."""
+    if sub is None:
+        return case
+    lengths = case["lengths"][:sub]
+    T = int(lengths.sum())
+    c = dict(
+        case,
+        lengths=lengths,
+        offsets=offsets_of(lengths),
+        T=T,
+        B=sub,
+        max_len=int(lengths.max()),
+        q=case["q"][:T],
+        k=case["k"][:T],
+        v=case["v"][:T],
+    )
     if case["bias"]:
-        params += [case["rab_module"].pos_w, case["rab_module"].ts_w]
-    out = impl_triton(case, mode)(q, k, v)
-    g = torch.randn_like(out)
-    grads = torch.autograd.grad(out, params, g)
-    ref_params = [p.detach().double().requires_grad_() for p in params]
+        c.update(ts=case["ts"][:T], nts=case["nts"][:T])
+    return c
+
+
+def input_snapshot(case):
+    """Clones of every input a Triton call reads, taken before it runs."""
+    names = ["q", "k", "v", "offsets"] + (["ts", "nts"] if case["bias"] else [])
+    snap = {n: case[n].detach().clone() for n in names}
+    if case["bias"]:
+        rm = case["rab_module"]
+        snap.update(pos_w=rm.pos_w.detach().clone(), ts_w=rm.ts_w.detach().clone())
+    return snap
+
+
+def check_tensors(case, mode, xs, before, g=None, sub=None):
+    """Check the Triton call on the tensors `xs` (q, k, v) that earlier calls used: inputs still equal
+    to `before` (input_snapshot, bitwise), and one more call's output and gradients against a float64
+    reference computed from `before`, on the first `sub` sequences if given. Returns (errs, nan, changed)."""
+    if case["bias"] and sub is not None:
+        raise ValueError("bias cases are checked on the whole batch (their weight gradients sum over it)")
+    live = dict(q=xs[0], k=xs[1], v=xs[2], offsets=case["offsets"])
+    if case["bias"]:
+        rm = case["rab_module"]
+        live.update(ts=case["ts"], nts=case["nts"], pos_w=rm.pos_w, ts_w=rm.ts_w)
+    changed = [n for n, t in before.items() if not torch.equal(live[n].detach(), t)]
+    q, k, v = (x.detach().requires_grad_() for x in xs)
+    params = [q, k, v] + ([live["pos_w"], live["ts_w"]] if case["bias"] and sub is None else [])
+    with use_options(poison_outputs=True):
+        out = impl_triton(case, mode)(q, k, v)
+    g = torch.randn_like(out) if g is None else g
+    grads = list(torch.autograd.grad(out, params, g))
+    sc = _sub_case(case, sub)
+    T = sc["T"]
+    if sub is not None:  # rows of the first sequences depend on those sequences only
+        out, g, grads = out[:T], g[:T], [x[:T] for x in grads]
+    ref_params = [before[n][:T].double().requires_grad_() for n in ("q", "k", "v")]
+    ref_params += [before[n].double().requires_grad_() for n in ("pos_w", "ts_w") if len(params) > 3]
+    norm = 211.0 if case["bias"] else float(case["max_len"])  # n of the call: the whole batch's longest
+    case = sc
     rab = None
     if case["bias"]:  # the bias formula in float64, differentiable in pos_w and ts_w
         pos_w, ts_w = ref_params[3], ref_params[4]
@@ -264,19 +310,30 @@ def check_case(case, mode="kernel", sub=None):
         ar = torch.arange(M, device=t.device)
         bucket = time_bucket(tn[:, :, None] - t[:, None, :], ts_w.numel() - 1)  # (B, M, M)
         rab = pos_w[P - 1 + ar[None, :] - ar[:, None]][None] + ts_w[bucket]  # (B, M, M)
-    ref = hstu_attention(*ref_params[:3], case["offsets"], rab=rab, norm=211.0 if case["bias"] else None)
+    ref = hstu_attention(*ref_params[:3], case["offsets"], rab=rab, norm=norm)
     ref_grads = torch.autograd.grad(ref, ref_params, g.double())
     names = ["out", "dq", "dk", "dv", "dpos_w", "dts_w"]
     errs = {n: rel_err(a, b) for n, a, b in zip(names, [out, *grads], [ref, *ref_grads])}
     nans = any(torch.isnan(x).any().item() for x in [out, *grads])
-    return errs, nans
+    return errs, nans, changed
+
+
+def check_case(case, mode="kernel", sub=None):
+    """Relative errors of a fresh Triton call against float64 (on a sub-batch if `sub`), and NaNs."""
+    before = input_snapshot(case)
+    errs, nans, changed = check_tensors(case, mode, [case["q"], case["k"], case["v"]], before, sub=sub)
+    return errs, nans or bool(changed)
 
 
 def correctness_suite(device, gen, log, small=False, only=""):
     """fp32 (tf32), bf16, bias, non-causal and atomic-dQ checks on modest shapes, one fixed config each
     (the autotuned configs are checked case by case in the benchmark)."""
+    with use_options(poison_outputs=True, autotune=False):
+        return _correctness_suite(device, gen, log, small, only)
+
+
+def _correctness_suite(device, gen, log, small, only):
     rows = []
-    tha.POISON_OUTPUTS, tha.AUTOTUNE = True, False
     N, Nm, B, Bm = (24, 20, 3, 4) if small else (1024, 200, 8, 128)
     specs = [
         ("fp32 jagged-1024 H4 d128", torch.float32, B, N, 4, 128, False, "kernel"),
@@ -325,7 +382,6 @@ def correctness_suite(device, gen, log, small=False, only=""):
         label = f"fp32 rab-tensor causal={causal}"
         rows.append(dict(check=label, tol=1e-3, ok=ok, **{k2: float(f"{v2:.3g}") for k2, v2 in errs.items()}))
         log(f"[check] {label}: {'OK' if ok else 'FAIL'} {errs}")
-    tha.POISON_OUTPUTS, tha.AUTOTUNE = False, True
     return rows
 
 
@@ -364,8 +420,12 @@ def bench_case(case, args, log, t_start):
             padded_inputs(case, "bhnd") if not over_time else None,
         ),
     ]
+    # Triton: checked after timing, on the very tensors the timed (and tuned) calls used
+    check_sub = None if case["N"] <= 2048 else 2  # a float64 reference of the whole batch does not fit
     for name, fn, inputs in impls:
         fn = fn if (not args.impls or name in args.impls.split(",")) else None
+        before = input_snapshot(case) if fn is not None and name.startswith("triton") else None
+        timed = {}
         for bwd in (False, True):
             key = f"{name}_{'fwdbwd' if bwd else 'fwd'}_ms"
             if fn is None:
@@ -373,7 +433,7 @@ def bench_case(case, args, log, t_start):
                 continue
             try:
                 t0 = time.time()
-                res[key] = time_fn(fn, inputs, bwd, args.quick)
+                res[key] = time_fn(fn, inputs, bwd, args.quick, timed=timed)
                 log(
                     f"  {case['name']:>14} {name:>22} {'fwd+bwd' if bwd else 'fwd':>7}: {res[key]:.3f} ms"
                     f" ({time.time() - t0:.1f} s)"
@@ -384,6 +444,19 @@ def bench_case(case, args, log, t_start):
             except Exception as e:  # a baseline that fails must not sink the run
                 res[key] = f"error: {type(e).__name__}: {str(e)[:200]}"
                 log(f"  {case['name']} {name}: {res[key]}")
+        if before is not None:
+            mode = "atomic" if name == "triton_atomic_dq" else "kernel"
+            if "xs" in timed:
+                errs, nan, changed = check_tensors(case, mode, timed["xs"], before, timed["g"], check_sub)
+            else:  # the timing failed: report it as a failed check
+                errs, nan, changed = {"out": float("inf")}, False, []
+            ok = not nan and not changed and max(errs.values()) <= 1e-2
+            res[f"{name}_check"] = dict(ok=ok, max_rel_err=max(errs.values()), nan=nan,
+                                        inputs_changed=changed, on=f"{check_sub or case['B']} sequences",
+                                        errs=errs)
+            log(f"  {case['name']:>14} {name:>22}   check: {'PASS' if ok else 'FAIL'} max rel err "
+                f"{max(errs.values()):.1e}, inputs {'CHANGED ' + str(changed) if changed else 'unchanged'}, "
+                f"nan={nan}")
     for name, *_ in impls:
         for tag, mult in (("fwd", 1.0), ("fwdbwd", 3.5)):
             ms = res[f"{name}_{tag}_ms"]
@@ -403,8 +476,8 @@ def print_table(results, log):
     ]
     short = ["triton", "tr-atomic", "padded", "jagged", "compile", "sdpa"]
     lines = [
-        "| case | pass | " + " | ".join(short) + " | official (ANCHORS) |",
-        "|" + " --- |" * (len(cols) + 3),
+        "| case | pass | " + " | ".join(short) + " | official | check |",
+        "|" + " --- |" * (len(cols) + 4),
     ]
     for r in results:
         for tag, mult in (("fwd", 0), ("fwdbwd", 1)):
@@ -422,11 +495,15 @@ def print_table(results, log):
                 if off
                 else "-"
             )
+            chk = [r.get(f"{c}_check") for c in ("triton", "triton_atomic_dq")]
+            chk_s = " ".join(("PASS" if c["ok"] else "FAIL") + f" {c['max_rel_err']:.0e}" for c in chk if c)
             lines.append(
-                f"| {r['case']} | {'fwd+bwd' if mult else 'fwd'} | " + " | ".join(cells) + f" | {off_s} |"
+                f"| {r['case']} | {'fwd+bwd' if mult else 'fwd'} | " + " | ".join(cells) + f" | {off_s} | "
+                + (chk_s or "-") + " |"
             )
     table = "\n".join(lines)
-    log("\nms / TFLOP/s (bf16, causal; FLOPs as ANCHORS.md, fwd+bwd = 3.5x fwd)\n" + table)
+    log("\nms / TFLOP/s (bf16, causal; fwd+bwd FLOPs = 3.5x fwd); check: the timed tensors after timing\n"
+        + table)
     return table
 
 
@@ -467,11 +544,12 @@ def main():
     meta = dict(
         device=torch.cuda.get_device_name() if not dry else f"CPU dry run ({platform.processor()})",
         torch=torch.__version__,
-        triton=triton.__version__,
+        triton=tha.triton.__version__,  # triton via the package: it sets TRITON_INTERPRET on a CPU
         python=platform.python_version(),
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         command=" ".join(sys.argv),
-        fp32_dot=tha.FP32_DOT_PRECISION or "tf32x3 in the checks, tf32 (TF32 on) in the timings",
+        fp32_dot=get_options().fp32_precision or "tf32x3 in the checks, tf32 (TF32 on) in the timings",
+        autotune=get_options().autotune,
     )
     log(f"[bench] {meta}")
     # fp32 operands: the checks hold the kernels' accurate default (tf32x3, TF32 off); timings use TF32.
@@ -494,7 +572,8 @@ def main():
         (out_dir / f"{args.tag}.json").write_text(json.dumps(payload, indent=1, default=str))
         (out_dir / f"{args.tag}.md").write_text(
             f"# HSTU attention benchmark ({meta['device']}, {meta['date']})\n\n`{meta['command']}`\n\n"
-            "ms / TFLOP/s, bf16, causal, H=4 d=128 (ml1m: B=128 H=1 N=200 d=50); FLOPs as ANCHORS.md.\n\n"
+            "ms / TFLOP/s, bf16, causal, H=4 d=128 (ml1m: B=128 H=1 N=200 d=50); check: the timed\n"
+            "tensors, after timing with autotune on (inputs unchanged, output and gradients vs float64).\n\n"
             + table
             + "\n"
         )
@@ -510,9 +589,8 @@ def main():
         case = make_case(
             "ml1m" + ("-relbias" if bias else ""), lengths, 1, 50, Nm, torch.bfloat16, device, gen, bias=bias
         )
-        errs, nans = check_case(case)
         r = bench_case(case, args, log, t_start)
-        r.update(check_rel_err=max(errs.values()), check_nan=nans, lengths_from=src)
+        r.update(lengths_from=src)
         results.append(r)
         save()
     Ns = [int(x) for x in args.lengths.split(",")]
@@ -525,24 +603,18 @@ def main():
             if wanted and f"{kind}-{N}" not in wanted:
                 continue
             case = make_case(f"{kind}-{N}", lengths, 4, 128, N, torch.bfloat16, device, gen)
-            sub = None if N <= 2048 else 2
-            errs, nans = check_case(case, "kernel", sub=sub)
             r = bench_case(case, args, log, t_start)
-            r.update(
-                check_rel_err=max(errs.values()), check_nan=nans, check_on=f"{sub or case['B']} sequences"
-            )
             results.append(r)
-            log(
-                f"[bench] {case['name']}: check {max(errs.values()):.1e}, triton fwd+bwd "
-                f"{r['triton_fwdbwd_ms']:.3f} ms at {time.time() - t_start:.0f} s"
-            )
+            log(f"[bench] {case['name']}: triton fwd+bwd {r['triton_fwdbwd_ms']} ms at "
+                f"{time.time() - t_start:.0f} s")
             del case
             _empty_cache()
             save()
     results.sort(key=lambda r: (r["case"].startswith("ml1m"), r["N"], r["case"]))
     save(final=True)
     bad = [c["check"] for c in checks if not c["ok"]] + [
-        r["case"] for r in results if r["check_nan"] or r["check_rel_err"] > 1e-2
+        f"{r['case']} {name}" for r in results for name in ("triton", "triton_atomic_dq")
+        if f"{name}_check" in r and not r[f"{name}_check"]["ok"]
     ]
     log(f"[bench] done in {meta['seconds']} s; failed checks: {bad or 'none'}")
     (out_dir / "bench_log.txt").write_text("\n".join(log_lines))

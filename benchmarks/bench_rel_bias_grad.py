@@ -20,8 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import hstu_tutorial.ops.triton.hstu_attention_autograd as tha  # noqa: E402
-from hstu_tutorial.ops import RelativeAttentionBias  # noqa: E402
+from hstu_tutorial.ops import RelativeAttentionBias, use_options  # noqa: E402
 from hstu_tutorial.ops.triton import triton_hstu_attention_rel_bias  # noqa: E402
 from hstu_tutorial.perf import machine_info  # noqa: E402
 
@@ -47,9 +46,9 @@ def case(B, N, H, d, dtype, seed=0):
 
 
 def run(mode, c):
-    tha.REL_BIAS_GRAD = mode
     q, k, v, offsets, ts, nts, bias, grad_out, N = c
-    out = triton_hstu_attention_rel_bias(q, k, v, offsets, ts, nts, bias.pos_w, bias.ts_w, max_len=N)
+    with use_options(rel_bias_grad=mode):  # the backward follows the forward's options
+        out = triton_hstu_attention_rel_bias(q, k, v, offsets, ts, nts, bias.pos_w, bias.ts_w, max_len=N)
     return torch.autograd.grad(out, (q, k, v, bias.pos_w, bias.ts_w), grad_out)
 
 
@@ -62,8 +61,17 @@ def main() -> int:
     ap.add_argument("--out", default="")
     ap.add_argument("--iters", type=int, default=20)
     args = ap.parse_args()
-    tha.AUTOTUNE = False
     torch.backends.cuda.matmul.allow_tf32 = True
+    with use_options(autotune=False):
+        rows = measure(args)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        payload = {"machine": machine_info(), "rows": rows}
+        (Path(args.out) / "rel_bias_grad.json").write_text(json.dumps(payload, indent=1))
+    return 0
+
+
+def measure(args) -> list[dict]:
     rows = []
     for B, N, H, d, dtype in SHAPES:
         c = case(B, N, H, d, dtype)
@@ -93,11 +101,7 @@ def main() -> int:
         rows.append(row)
         del c
         torch.cuda.empty_cache()
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        payload = {"machine": machine_info(), "rows": rows}
-        (Path(args.out) / "rel_bias_grad.json").write_text(json.dumps(payload, indent=1))
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
 from hstu_tutorial.perf import results_folder, save_results
 from hstu_tutorial.perf.scaling import run_scaling, to_markdown
 
@@ -42,10 +40,10 @@ def main(argv=None) -> int:
     from hstu_tutorial import get_preset
 
     preset = get_preset(args.preset)
-    if args.fixed_kernel_config and torch.cuda.is_available():
-        from hstu_tutorial.ops.triton import hstu_attention_autograd
+    if args.fixed_kernel_config:
+        from hstu_tutorial.ops import set_options
 
-        hstu_attention_autograd.AUTOTUNE = False
+        set_options(autotune=False)
     ints = lambda s: [int(x) for x in s.split(",") if x.strip()] or None  # noqa: E731
     series = [s.strip() for s in args.series.split(";") if s.strip()] or None
     payload = run_scaling(

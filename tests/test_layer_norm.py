@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hstu_tutorial.ops import use_options
 from hstu_tutorial.ops.layer_norm import layer_norm
 
 tln = pytest.importorskip("hstu_tutorial.ops.triton.layer_norm")
@@ -56,3 +57,5 @@ def test_dispatch():
         x = torch.randn(1000, 50, device="cuda")
         want = F.layer_norm(x, (50,), eps=1e-6)
         torch.testing.assert_close(layer_norm(x, 1e-6), want, rtol=1e-5, atol=1e-5)
+        with use_options(fused_layer_norm=False):  # read at call time: PyTorch's kernel, bit for bit
+            assert torch.equal(layer_norm(x, 1e-6), want)

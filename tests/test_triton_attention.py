@@ -15,8 +15,11 @@ import torch
 import torch.nn.functional as F
 
 import hstu_tutorial.ops.triton.hstu_attention_autograd as tha
-from hstu_tutorial.ops import RelativeAttentionBias, hstu_attention
+from hstu_tutorial.ops import RelativeAttentionBias, hstu_attention, time_bucket, use_options
 from hstu_tutorial.ops.triton import triton_hstu_attention, triton_hstu_attention_rel_bias
+
+# triton through the package, which sets TRITON_INTERPRET on a CPU before importing it
+from hstu_tutorial.ops.triton.hstu_attention_kernels import time_bucket_kernel, triton
 
 torch.set_num_threads(2)
 
@@ -26,10 +29,9 @@ BF16_TOL = 1e-2
 
 
 @pytest.fixture(autouse=True)
-def _poison_and_small_tiles(monkeypatch):
-    monkeypatch.setattr(tha, "POISON_OUTPUTS", True)
-    monkeypatch.setitem(tha.INTERPRETER_CONFIG, "BLOCK_M", 32)
-    monkeypatch.setitem(tha.INTERPRETER_CONFIG, "BLOCK_N", 16)
+def _poison_and_small_tiles():
+    with use_options(poison_outputs=True, interpreter_block=(32, 16)):
+        yield
 
 
 def offsets_of(lengths):
@@ -66,6 +68,7 @@ def loop_rel_bias(timestamps, next_timestamps, offsets, pos_w, ts_w, N):
         i = torch.arange(L, device=pos_w.device)
         pos = pos_w.double()[(P - 1 + i[None, :] - i[:, None]).clamp(0, 2 * P - 2)]  # (L, L)
         gap = (next_timestamps[s:e, None] - timestamps[None, s:e]).abs().clamp(min=1)
+        # the formula itself, not the package's time_bucket
         bucket = torch.floor(torch.log(gap.float()) / 0.301).long().clamp(0, NB - 1)
         rabs.append(F.pad(pos + ts_w.double()[bucket], (0, N - L, 0, N - L)))
     return torch.stack(rabs)  # (B, N, N)
@@ -139,8 +142,12 @@ def test_bf16_inputs_loose_tolerance():
 
 @pytest.mark.parametrize("grad_mode", ["atomic", "dense", "auto"])
 @pytest.mark.parametrize("causal", [True, False])
-def test_in_kernel_relative_bias_matches_explicit_rab(causal, grad_mode, monkeypatch):
-    monkeypatch.setattr(tha, "REL_BIAS_GRAD", grad_mode)  # weight gradients inside the kernel, or dense
+def test_in_kernel_relative_bias_matches_explicit_rab(causal, grad_mode):
+    with use_options(rel_bias_grad=grad_mode):  # weight gradients inside the kernel, or dense
+        _check_in_kernel_relative_bias(causal)
+
+
+def _check_in_kernel_relative_bias(causal):
     lengths = [1, 37, 12, 20] if causal else [1, 20, 12]
     offsets = offsets_of(lengths)
     T, H = int(offsets[-1]), 2
@@ -169,13 +176,13 @@ def test_in_kernel_relative_bias_matches_explicit_rab(causal, grad_mode, monkeyp
     assert rel_err(out_tensor, out) <= FP32_TOL
 
 
-def test_atomic_dq_mode(monkeypatch):
-    monkeypatch.setattr(tha, "DQ_MODE", "atomic")
+def test_atomic_dq_mode():
     offsets = offsets_of([7, 40, 1])
     q, k, v = random_qkv(int(offsets[-1]), 2, 20, 8, seed=6)
-    out = triton_hstu_attention(q, k, v, offsets)
+    with use_options(dq_mode="atomic"):
+        out = triton_hstu_attention(q, k, v, offsets)
     grad_out = torch.randn_like(out)
-    grads = torch.autograd.grad(out, (q, k, v), grad_out)
+    grads = torch.autograd.grad(out, (q, k, v), grad_out)  # the forward's options hold for its backward
     ref_inputs = [x.detach().double().requires_grad_() for x in (q, k, v)]
     ref_grads = torch.autograd.grad(loop_reference(*ref_inputs, offsets), ref_inputs, grad_out.double())
     check_all(grads, ref_grads, FP32_TOL, ["dq", "dk", "dv"])
@@ -192,13 +199,12 @@ def test_non_contiguous_views_of_a_fused_projection():
     assert rel_err(out, loop_reference(q, k, v, offsets)) <= FP32_TOL
 
 
-def test_long_single_sequence_crosses_many_tiles(monkeypatch):
-    monkeypatch.setitem(tha.INTERPRETER_CONFIG, "BLOCK_M", 16)
-    monkeypatch.setitem(tha.INTERPRETER_CONFIG, "BLOCK_N", 32)  # BLOCK_N > BLOCK_M this time
+def test_long_single_sequence_crosses_many_tiles():
     offsets = offsets_of([70])
     q, k, v = random_qkv(70, 1, 16, 16, seed=7)
-    out = triton_hstu_attention(q, k, v, offsets)
-    grads = torch.autograd.grad(out.sum(), (q, k, v))
+    with use_options(interpreter_block=(16, 32)):  # BLOCK_N > BLOCK_M this time
+        out = triton_hstu_attention(q, k, v, offsets)
+        grads = torch.autograd.grad(out.sum(), (q, k, v))
     ref_inputs = [x.detach().double().requires_grad_() for x in (q, k, v)]
     ref = loop_reference(*ref_inputs, offsets)
     ref_grads = torch.autograd.grad(ref.sum(), ref_inputs)
@@ -235,3 +241,37 @@ def test_flop_free_padding_programs_return_early():
     out = triton_hstu_attention(q, k, v, offsets)
     assert rel_err(out, loop_reference(q, k, v, offsets)) <= FP32_TOL
     assert math.isfinite(out.sum().item())
+
+
+def bucket_gaps(seed=9):
+    """Time gaps for the bucket comparison: 0, +-1, huge, random, and integers next to every bucket edge
+    e^(0.301 b); the second tensor marks the gaps whose ln(|d|)/0.301 lies within 1e-5 of an integer."""
+    g = torch.Generator().manual_seed(seed)
+    special = torch.tensor([0, 1, -1, 2, -2, 3, 4, 59, 60, 61, 3600, 86400, 10**9, -(10**9), 2**40, 2**62,
+                            -(2**62)], dtype=torch.int64)
+    edges = torch.tensor([math.exp(0.301 * b) for b in range(1, 140)], dtype=torch.float64)
+    near_edges = (edges.floor().long()[:, None] + torch.arange(-1, 3)[None, :]).reshape(-1)
+    signs = torch.randint(0, 2, (2000,), generator=g) * 2 - 1
+    gaps = torch.cat([special, near_edges, -near_edges, torch.randint(-(10**6), 10**6, (2000,), generator=g),
+                      (torch.rand(2000, generator=g) * 40).exp().long() * signs])
+    x = gaps.abs().clamp(min=1).double().log() / 0.301
+    return gaps, ((x - x.round()).abs() < 1e-5) & (gaps.abs() > 1)  # |d| <= 1 is bucket 0 exactly
+
+
+@pytest.mark.parametrize("num_buckets", [128, 20])
+def test_kernel_time_buckets_equal_pytorch_time_bucket(num_buckets):
+    gaps, on_edge = bucket_gaps()
+    out = torch.empty(gaps.numel(), dtype=torch.int32, device=DEVICE)
+    nb = num_buckets + 1  # ts_w has num_buckets + 1 entries
+    ts, nts = torch.zeros_like(gaps).to(DEVICE), gaps.to(DEVICE)  # gap = nts - ts
+    time_bucket_kernel[(triton.cdiv(gaps.numel(), 1024),)](ts, nts, out, gaps.numel(), nb, BLOCK=1024)
+    got, want = out.cpu().long(), time_bucket(gaps, num_buckets)
+    assert want[:5].tolist() == [0, 0, 0, 2, 2] and want.max() == num_buckets
+    # Everywhere but within 1e-5 of a bucket edge: the same bucket. On an edge itself float32 logs of
+    # different libraries (numpy in the interpreter, libdevice on a GPU, PyTorch's) may differ by one
+    # ulp, so one bucket either way.
+    mismatch = (got != want) & ~on_edge
+    assert not mismatch.any(), f"gaps {gaps[mismatch][:5].tolist()}: kernel {got[mismatch][:5].tolist()}, " \
+                               f"time_bucket {want[mismatch][:5].tolist()}"
+    assert ((got - want).abs() <= 1).all()
+    assert (~on_edge).sum() > 4000  # most gaps are compared exactly

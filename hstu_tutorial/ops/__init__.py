@@ -1,4 +1,7 @@
-"""Tensor operations of HSTU: jagged tensors, attention (PyTorch reference) and Triton kernels."""
+"""Tensor operations of HSTU: jagged tensors, attention (PyTorch reference) and Triton kernels.
+
+The kernels' switches live in one options object: `get_options()`, `set_options(...)`,
+`with use_options(...)` (see hstu_tutorial.ops.options)."""
 
 from hstu_tutorial.ops.hstu_attention import (  # noqa: F401
     RelativeAttentionBias,
@@ -8,9 +11,11 @@ from hstu_tutorial.ops.hstu_attention import (  # noqa: F401
     padded_hstu_attention,
     padded_softmax_attention,
     softmax_attention,
-    time_bucket,
 )
 from hstu_tutorial.ops.jagged_tensors import (  # noqa: F401
+    check_floating,
+    check_lengths,
+    check_offsets,
     dense_to_jagged,
     jagged_batch_ids,
     jagged_positions,
@@ -22,6 +27,8 @@ from hstu_tutorial.ops.jagged_tensors import (  # noqa: F401
     padded_to_jagged,
     padding_mask,
 )
+from hstu_tutorial.ops.options import KernelOptions, get_options, set_options, use_options  # noqa: F401
+from hstu_tutorial.ops.time_buckets import NUM_TIME_BUCKETS, TIME_BUCKET_LOG_BASE, time_bucket  # noqa: F401
 
 
 def __getattr__(name):

@@ -22,11 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from hstu_tutorial.ops.jagged_tensors import (
+    check_floating,
+    check_offsets,
     jagged_to_padded,
     offsets_to_lengths,
     padded_to_jagged,
     padding_mask,
 )
+from hstu_tutorial.ops.time_buckets import NUM_TIME_BUCKETS, time_bucket
 
 
 def attention_mask(lengths: torch.Tensor, max_len: int, causal: bool = True) -> torch.Tensor:
@@ -42,6 +45,7 @@ def _check_qkv(q, k, v, padded: bool):
     want = 4 if padded else 3
     layout = "(B, N, H, d)" if padded else "(T, H, d)"
     for name, t in (("q", q), ("k", k), ("v", v)):
+        check_floating(t, name)
         if t.dim() != want:
             raise ValueError(f"{name} must be {want}-D {layout}, got shape {tuple(t.shape)}")
     if q.shape != k.shape:
@@ -51,6 +55,23 @@ def _check_qkv(q, k, v, padded: bool):
             f"v must match q in every dim but the last (dv may differ from dqk): "
             f"q {tuple(q.shape)}, v {tuple(v.shape)}"
         )
+
+
+def check_norm(norm) -> None:
+    """ValueError unless the divisor n is positive (n <= 0 would give inf/NaN or flip every sign).
+
+    A Python number, or a tensor on the CPU, is checked; a GPU tensor is not (reading it would stall)."""
+    if norm is None:
+        return
+    if isinstance(norm, torch.Tensor):
+        if norm.device.type != "cpu":
+            return
+        bad = bool((norm <= 0).any()) if norm.numel() else False
+    else:
+        bad = not norm > 0
+    if bad:
+        raise ValueError(f"norm (the divisor n of the attention) must be > 0; got {norm}. Leave it None for "
+                         "the longest length in the batch, or pass e.g. max_seq_len + 11 as the reference.")
 
 
 def _rab_bhnn(rab: torch.Tensor, B: int, H: int, N: int) -> torch.Tensor:
@@ -84,6 +105,7 @@ def padded_hstu_attention(
     `A (B, H, N, N)` if `return_attention`. `norm` is n; default: the longest length in the batch.
     """
     _check_qkv(q, k, v, padded=True)
+    check_norm(norm)
     B, N, H, _ = q.shape
     scores = torch.einsum("bihd,bjhd->bhij", q, k) * alpha  # (B, H, N, N)
     if rab is not None:
@@ -115,9 +137,10 @@ def hstu_attention(
     `out_i = sum_{j<=i} SiLU(alpha <q_i, k_j> + rab_ij) / n * v_j` (all j when not causal).
     """
     _check_qkv(q, k, v, padded=False)
-    lengths = offsets_to_lengths(offsets)  # (B,)
+    check_norm(norm)
     T = q.shape[0]
-    N = max(int(lengths.max()), 1) if lengths.numel() else 1  # a reference: one host sync is fine
+    N = max(check_offsets(offsets, T, read_values=True), 1)  # a reference: one host sync is fine
+    lengths = offsets_to_lengths(offsets)  # (B,)
     qp = jagged_to_padded(q, offsets, N)  # (B, N, H, dqk)
     kp = jagged_to_padded(k, offsets, N)  # (B, N, H, dqk)
     vp = jagged_to_padded(v, offsets, N)  # (B, N, H, dv)
@@ -204,25 +227,14 @@ def softmax_attention(
     `out_i = sum_{j<=i} softmax_j(scale <q_i, k_j>) v_j` (all j when not causal), scale = 1/sqrt(dqk).
     """
     _check_qkv(q, k, v, padded=False)
-    lengths = offsets_to_lengths(offsets)  # (B,)
     T = q.shape[0]
-    N = max(int(lengths.max()), 1) if lengths.numel() else 1
+    N = max(check_offsets(offsets, T, read_values=True), 1)  # one host sync
+    lengths = offsets_to_lengths(offsets)  # (B,)
     out = padded_softmax_attention(
         jagged_to_padded(q, offsets, N), jagged_to_padded(k, offsets, N), jagged_to_padded(v, offsets, N),
         lengths, causal=causal, scale=scale,
     )  # (B, N, H, dv)
     return padded_to_jagged(out, offsets, T)  # (T, H, dv)
-
-
-def time_bucket(d: torch.Tensor, num_buckets: int = 128) -> torch.Tensor:
-    """Log time bucket of a time gap in seconds: `clamp(floor(ln(max(|d|, 1)) / 0.301), 0, num_buckets)`.
-
-    0.301 ~ log10(2), so a bucket spans a factor e^0.301 ~ 1.35 in time: seconds apart and years apart
-    both get their own buckets with 129 parameters. Returns int64 of d's shape.
-    """
-    # float32 as the reference (and the Triton kernel) compute it, so bucket edges agree exactly.
-    d = d.abs().clamp(min=1).to(torch.float32)
-    return torch.floor(torch.log(d) / 0.301).to(torch.int64).clamp(0, num_buckets)
 
 
 class _TableLookup(torch.autograd.Function):
@@ -266,7 +278,11 @@ class RelativeAttentionBias(nn.Module):
     """
 
     def __init__(
-        self, max_len: int = 211, num_buckets: int = 128, *, max_seq_len_with_target: int | None = None
+        self,
+        max_len: int = 211,
+        num_buckets: int = NUM_TIME_BUCKETS,
+        *,
+        max_seq_len_with_target: int | None = None,
     ):
         super().__init__()
         max_len = max_seq_len_with_target if max_seq_len_with_target is not None else max_len
@@ -321,6 +337,7 @@ class RelativeAttentionBias(nn.Module):
 __all__ = [
     "RelativeAttentionBias",
     "attention_mask",
+    "check_norm",
     "fused_softmax_attention",
     "hstu_attention",
     "padded_hstu_attention",

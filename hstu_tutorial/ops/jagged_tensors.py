@@ -15,10 +15,84 @@ from __future__ import annotations
 import torch
 
 
+def check_floating(t: torch.Tensor, name: str) -> None:
+    """TypeError unless `t` is a floating-point tensor (integer q, k, v would silently compute nonsense)."""
+    if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+        got = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+        raise TypeError(f"{name} must be a floating-point tensor (float32, bfloat16, ...); got {got}. "
+                        f"Convert it first, e.g. {name}.float().")
+
+
+def _check_index_tensor(t: torch.Tensor, name: str, shape: str) -> None:
+    # Shape and dtype of offsets / lengths: read from the tensor's metadata, never a host sync.
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a 1-D integer tensor {shape}; got {type(t).__name__}")
+    if t.dim() != 1:
+        raise ValueError(f"{name} must be 1-D {shape}; got shape {tuple(t.shape)}")
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integers (int64 or int32), since they count rows; got {t.dtype}. "
+                        f"Convert with {name}.long().")
+
+
+def check_offsets(
+    offsets: torch.Tensor, total: int | None = None, *, name: str = "offsets", read_values: bool | None = None
+) -> int | None:
+    """Check that `offsets (B+1,)` describe a jagged batch of `total` rows; return the longest length.
+
+    Always checked (no sync): a 1-D integer tensor with at least one entry. With `read_values`, also
+    `offsets[0] == 0`, no decrease, and `offsets[-1] == total` (when given), read in one host sync;
+    by default the values are read only on the CPU, where that costs nothing. Returns the longest
+    sequence length, or None when the values were not read.
+    """
+    _check_index_tensor(offsets, name, "(B+1,)")
+    if offsets.numel() < 1:
+        raise ValueError(f"{name} must have B+1 >= 1 entries ([0] for an empty batch); got none")
+    if read_values is None:
+        read_values = offsets.device.type == "cpu"
+    if not read_values:
+        return None
+    lengths = offsets[1:] - offsets[:-1]  # (B,)
+    if lengths.numel():
+        stats = torch.stack([offsets[0], offsets[-1], lengths.min(), lengths.max()])  # one host sync below
+        first, last, shortest, longest = stats.tolist()
+    else:
+        first = last = int(offsets[0])
+        shortest = longest = 0
+    if first != 0:
+        raise ValueError(f"{name}[0] must be 0 (the first sequence starts at row 0); got {first}. "
+                         "Build offsets from lengths with lengths_to_offsets(lengths).")
+    if shortest < 0:
+        raise ValueError(f"{name} must not decrease (every length offsets[b+1] - offsets[b] is >= 0); got "
+                         f"a length of {shortest}. Build offsets with lengths_to_offsets(lengths).")
+    if total is not None and last != total:
+        raise ValueError(f"{name}[-1] = {last} must equal the number of jagged rows T = {total} (the "
+                         "lengths sum to the rows of the values); are offsets and values of the same batch?")
+    return longest
+
+
+def check_lengths(
+    lengths: torch.Tensor, max_seq_len: int | None = None, *, name: str = "lengths", read_values: bool = True
+) -> tuple[int, int] | None:
+    """Check sequence lengths `(B,)`: integers, and (with `read_values`, one host sync) each in
+    [0, max_seq_len] (the upper bound when given). Returns (longest, total), or None when not read."""
+    _check_index_tensor(lengths, name, "(B,)")
+    if not read_values:
+        return None
+    if lengths.numel() == 0:
+        return 0, 0
+    n = lengths.to(torch.int64)  # sum() promotes int32 to int64: one dtype for the stack
+    shortest, longest, total = torch.stack([n.min(), n.max(), n.sum()]).tolist()
+    if shortest < 0 or (max_seq_len is not None and longest > max_seq_len):
+        bound = ">= 0" if max_seq_len is None else f"[0, N={max_seq_len}] (the padded width)"
+        fix = ("A length counts items." if max_seq_len is None
+               else "Pad to a wider N or truncate the sequences first.")
+        raise ValueError(f"{name} must lie in {bound}; got min {shortest}, max {longest}. {fix}")
+    return longest, total
+
+
 def lengths_to_offsets(lengths: torch.Tensor) -> torch.Tensor:
     """Sequence lengths `(B,)` -> offsets `(B+1,)` int64 with `offsets[0] = 0` (an exclusive cumsum)."""
-    if lengths.dim() != 1:
-        raise ValueError(f"lengths must be 1-D (B,), got shape {tuple(lengths.shape)}")
+    check_lengths(lengths, read_values=False)  # dtype and shape only: no host sync
     offsets = lengths.new_zeros(lengths.numel() + 1, dtype=torch.int64)  # (B+1,)
     offsets[1:] = torch.cumsum(lengths.to(torch.int64), dim=0)
     return offsets
@@ -76,12 +150,12 @@ def jagged_to_padded(
 
     Row `b` holds sequence `b` left-aligned, followed by `padding_value`. Sequences longer than
     `max_len` keep their first `max_len` elements (as fbgemm's `jagged_to_padded_dense`).
-    Differentiable in `values`; no host sync.
+    Differentiable in `values`; no host sync (so on a GPU only the shape and dtype of `offsets` are
+    checked; `check_offsets(offsets, T, read_values=True)` checks the values too).
     """
-    if offsets.dim() != 1:
-        raise ValueError(f"offsets must be 1-D (B+1,), got shape {tuple(offsets.shape)}")
-    B = offsets.numel() - 1
     T = values.shape[0]
+    check_offsets(offsets, T)  # values read on the CPU only: on a GPU that would be a host sync
+    B = offsets.numel() - 1
     index = padded_index(offsets, max_len, T)  # (T,)
     # One scratch row at the end absorbs elements beyond max_len; it is dropped below.
     out = values.new_full((B * max_len + 1, *values.shape[1:]), padding_value)  # (B*N+1, ...)
@@ -104,21 +178,17 @@ def padded_to_jagged(
 def dense_to_jagged(padded: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded `(B, N, ...)` + `lengths (B,)` -> `(values (T, ...), offsets (B+1,))`, `T = sum(lengths)`.
 
-    Keeps the first `lengths[b]` rows of each sequence. Differentiable in `padded`. Reads T from the
-    device once (the output size depends on it).
+    Keeps the first `lengths[b]` rows of each sequence. Differentiable in `padded`. Reads the lengths
+    from the device once (to check them; the output size depends on their sum).
     """
     if padded.dim() < 2:
         raise ValueError(f"padded must be at least 2-D (B, N, ...), got shape {tuple(padded.shape)}")
     B, N = padded.shape[:2]
     if lengths.shape != (B,):
         raise ValueError(f"lengths must have shape (B,)=({B},), got {tuple(lengths.shape)}")
-    if lengths.numel() and (int(lengths.max()) > N or int(lengths.min()) < 0):
-        raise ValueError(
-            f"lengths must lie in [0, N={N}] (the padded width); got min {int(lengths.min())}, "
-            f"max {int(lengths.max())}. Pad to a wider N or truncate the sequences first."
-        )
+    _, total = check_lengths(lengths, N)  # one host sync: checks the lengths, and T sizes the output
     offsets = lengths_to_offsets(lengths.to(padded.device))  # (B+1,)
-    return padded_to_jagged(padded, offsets), offsets
+    return padded_to_jagged(padded, offsets, total), offsets
 
 
 def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -159,6 +229,9 @@ def next_timestamps(
 
 __all__ = [
     "JaggedLayout",
+    "check_floating",
+    "check_lengths",
+    "check_offsets",
     "dense_to_jagged",
     "jagged_batch_ids",
     "jagged_positions",

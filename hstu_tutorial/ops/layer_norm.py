@@ -4,23 +4,23 @@
 
 On a CUDA tensor it runs the fused Triton kernel of `hstu_tutorial.ops.triton.layer_norm` (PyTorch's own
 kernel is slow for rows of 50 values, the width of every norm in the ML-1M models); elsewhere, or with
-`HSTU_FUSED_LAYER_NORM=0` in the environment, it is `F.layer_norm`.
+the option `fused_layer_norm=False` (`use_options`, or `HSTU_FUSED_LAYER_NORM=0` in the environment for
+the default), it is `F.layer_norm`.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 
-FUSED = os.environ.get("HSTU_FUSED_LAYER_NORM", "1") != "0"
+from hstu_tutorial.ops.options import get_options
+
 _FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def layer_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Normalise the last dimension of `x (..., D)` to mean 0, variance 1 (no scale, no shift)."""
-    if FUSED and x.is_cuda and x.dtype in _FUSED_DTYPES:
+    if x.is_cuda and x.dtype in _FUSED_DTYPES and get_options().fused_layer_norm:
         from hstu_tutorial.ops.triton.layer_norm import triton_layer_norm
 
         return triton_layer_norm(x, eps)

@@ -18,7 +18,6 @@ if not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ:
     os.environ["TRITON_INTERPRET"] = "1"
 
 from hstu_tutorial.ops.triton.hstu_attention_autograd import (  # noqa: E402, F401
-    INTERPRETER_CONFIG,
     is_interpreter,
     triton_hstu_attention,
     triton_hstu_attention_rel_bias,

@@ -1,0 +1,251 @@
+"""Self-check of the Triton HSTU attention kernels as training runs them: autotuning on, a fresh cache.
+
+    PYTHONPATH=. python3 benchmarks/check_kernels_gpu.py            # on a GPU: every case below
+    PYTHONPATH=. python benchmarks/check_kernels_gpu.py --small      # CPU, Triton interpreter: tiny shapes
+
+For each case (dtype x bias x causal x lengths x shape), on the very tensors the kernels ran on:
+  * the inputs (q, k, v, offsets, rab or ts/nts/pos_w/ts_w) are bit-identical to clones taken before,
+    after the forward and again after the backward (and dO after the backward);
+  * the output and every gradient are within a dtype tolerance of a float64 reference (relative error
+    ||x - ref|| / ||ref||: 1e-2 for bf16, 1e-3 for fp32 with the default tf32x3 dots);
+  * nothing is NaN although the kernels' outputs were filled with NaN first (an element a kernel never
+    writes stays NaN).
+Also: the kernels' time buckets against `time_bucket` on many gaps. One row per case, PASS/FAIL; the exit
+status is 1 on any FAIL.
+
+Triton compiles and tunes into a fresh temporary TRITON_CACHE_DIR unless --cache-dir is given, so no
+earlier tuning result or compiled kernel hides a problem: the autotuner's timing runs (and the buffers it
+zeroes between them) happen in this process. On a CPU (--small) the autotuner itself is driven through
+the interpreter (its configs each run once), so the same reset/restore path is exercised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TOL = {torch.bfloat16: 1e-2, torch.float32: 1e-3}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One check: B sequences of at most N items, H heads of size d."""
+
+    dtype: torch.dtype
+    bias: str  # "none" | "rab" (a padded bias tensor) | "rel" (relative bias formed in the kernel)
+    causal: bool
+    lengths: str  # "jagged" (lengths spread over [1, N], one of length 1) | "dense" (all N)
+    B: int
+    N: int
+    H: int
+    d: int
+
+    @property
+    def name(self) -> str:
+        dt = "bf16" if self.dtype == torch.bfloat16 else "fp32"
+        return (f"{dt} {self.bias:<4} {'causal' if self.causal else 'full  '} {self.lengths:<6} "
+                f"B={self.B:<3} N={self.N:<4} H={self.H} d={self.d}")
+
+
+def cases(small: bool) -> list[Case]:
+    """The case list: three shapes (ML-1M N=200 H=1 d=50; N=1024 H=4 d=128; N=2048 H=2 d=64), each with
+    bf16 and fp32, every bias form, causal and not, jagged and dense lengths, several batch sizes
+    (not the full product: each kernel variant compiles and tunes ~14 configs)."""
+    bf, f32 = torch.bfloat16, torch.float32
+    if small:  # CPU interpreter: tiny shapes, same kinds
+        shapes = [(20, 1, 10), (40, 2, 16), (33, 2, 8)]
+        sizes = [(4, 2), (3, 2), (2, 1)]
+    else:
+        shapes = [(200, 1, 50), (1024, 4, 128), (2048, 2, 64)]
+        sizes = [(128, 32), (8, 4), (4, 2)]
+    out = []
+    for (N, H, d), (b_big, b_small) in zip(shapes, sizes):
+        out += [
+            Case(bf, "none", True, "jagged", b_big, N, H, d),
+            Case(bf, "none", True, "dense", b_small, N, H, d),
+            Case(f32, "none", True, "jagged", b_small, N, H, d),
+            Case(bf, "rel", True, "jagged", b_big, N, H, d),
+            Case(f32, "rel", True, "jagged", b_small, N, H, d),
+            Case(bf, "rab", False, "jagged", b_small, N, H, d),
+            Case(f32, "rab", True, "dense", max(1, b_small // 2), N, H, d),
+            Case(bf, "none", False, "dense", 1, N, H, d),
+        ]
+    return out
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp(min=1e-30)).item()
+
+
+def make_inputs(case: Case, device: str, seed: int = 0) -> dict:
+    """q, k, v (scores of order 1), offsets and the bias inputs of one case."""
+    g = torch.Generator().manual_seed(seed)
+    if case.lengths == "dense":
+        lengths = torch.full((case.B,), case.N)
+    else:
+        lengths = torch.randint(1, case.N + 1, (case.B,), generator=g)
+        lengths[0], lengths[-1] = 1, case.N  # a length-1 sequence and a full one
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+    T = int(offsets[-1])
+    scale = case.d**-0.25
+    x = {name: (torch.randn(T, case.H, case.d, generator=g) * (scale if name != "v" else 1.0))
+         .to(device, case.dtype).requires_grad_() for name in ("q", "k", "v")}
+    x["offsets"] = offsets.to(device)
+    if case.bias == "rab":
+        x["rab"] = (torch.randn(case.B, case.H, case.N, case.N, generator=g) * 0.5).to(device, case.dtype)
+        x["rab"].requires_grad_()
+    elif case.bias == "rel":
+        ts = torch.cumsum(torch.randint(1, 10**5, (T,), generator=g), 0)
+        x["ts"] = ts.to(device)
+        x["nts"] = (ts + torch.randint(0, 10**6, (T,), generator=g)).to(device)
+        x["pos_w"] = (torch.randn(2 * (case.N + 11) - 1, generator=g) * 0.2).to(device).requires_grad_()
+        x["ts_w"] = (torch.randn(129, generator=g) * 0.2).to(device).requires_grad_()
+    return x
+
+
+def reference(case: Case, x: dict, dout: torch.Tensor, norm: float):
+    """Output and gradients in float64 through the package's PyTorch reference (bias formed in float64)."""
+    from hstu_tutorial.ops import hstu_attention, jagged_to_padded, time_bucket
+
+    params = {k: t.detach().double().requires_grad_() for k, t in x.items() if t.requires_grad}
+    rab = params.get("rab")
+    if case.bias == "rel":
+        M = case.N
+        P = (params["pos_w"].numel() + 1) // 2
+        t = jagged_to_padded(x["ts"], x["offsets"], M)  # (B, M)
+        tn = jagged_to_padded(x["nts"], x["offsets"], M)  # (B, M)
+        ar = torch.arange(M, device=t.device)
+        bucket = time_bucket(tn[:, :, None] - t[:, None, :], params["ts_w"].numel() - 1)  # (B, M, M)
+        rab = params["pos_w"][P - 1 + ar[None, :] - ar[:, None]][None] + params["ts_w"][bucket]
+    out = hstu_attention(params["q"], params["k"], params["v"], x["offsets"], rab=rab, norm=norm,
+                         causal=case.causal)
+    grads = torch.autograd.grad(out, list(params.values()), dout.double())
+    return out, dict(zip(params, grads))
+
+
+def run_case(case: Case, device: str, seed: int = 0) -> dict:
+    """Run one case with tuning on and NaN-poisoned outputs; errors, input checks and PASS/FAIL."""
+    from hstu_tutorial.ops import use_options
+    from hstu_tutorial.ops.triton import triton_hstu_attention, triton_hstu_attention_rel_bias
+
+    x = make_inputs(case, device, seed)
+    before = {k: t.detach().clone() for k, t in x.items()}
+    norm = float(case.N + 11)
+    changed = []
+    with use_options(autotune=True, poison_outputs=True):
+        if case.bias == "rel":
+            out = triton_hstu_attention_rel_bias(x["q"], x["k"], x["v"], x["offsets"], x["ts"], x["nts"],
+                                                 x["pos_w"], x["ts_w"], norm=norm, causal=case.causal)
+        else:
+            out = triton_hstu_attention(x["q"], x["k"], x["v"], x["offsets"], rab=x.get("rab"), norm=norm,
+                                        causal=case.causal)
+    changed += [f"{k}@fwd" for k, t in before.items() if not torch.equal(x[k].detach(), t)]
+    g = torch.Generator().manual_seed(seed + 1)
+    dout = torch.randn(out.shape, generator=g).to(device, out.dtype)
+    dout_before = dout.clone()
+    wrt = {k: t for k, t in x.items() if t.requires_grad}
+    grads = dict(zip(wrt, torch.autograd.grad(out, list(wrt.values()), dout)))
+    if device == "cuda":
+        torch.cuda.synchronize()
+    changed += [f"{k}@bwd" for k, t in before.items() if not torch.equal(x[k].detach(), t)]
+    changed += ["dout@bwd"] if not torch.equal(dout, dout_before) else []
+    ref_out, ref_grads = reference(case, x, dout, norm)
+    errs = {"out": rel_err(out, ref_out)}
+    errs.update({f"d{k}": rel_err(grads[k], ref_grads[k]) for k in wrt})
+    nan = [k for k, t in [("out", out), *((f"d{k}", v) for k, v in grads.items())] if torch.isnan(t).any()]
+    ok = not changed and not nan and max(errs.values()) <= TOL[case.dtype]
+    return dict(case=case.name, errs=errs, changed=changed, nan=nan, ok=ok, tol=TOL[case.dtype])
+
+
+def check_time_buckets(device: str) -> dict:
+    """The kernels' bucket formula (`_rel_bias_index`) against `time_bucket` on gaps from 0 to 2^62."""
+    from hstu_tutorial.ops import time_bucket
+    from hstu_tutorial.ops.triton.hstu_attention_kernels import time_bucket_kernel, triton
+
+    g = torch.Generator().manual_seed(0)
+    edges = torch.tensor([math.exp(0.301 * b) for b in range(1, 140)], dtype=torch.float64).floor().long()
+    gaps = torch.cat([torch.tensor([0, 1, -1, 2, -2, 10**9, 2**40, 2**62, -(2**62)]),
+                      (edges[:, None] + torch.arange(-1, 3)).reshape(-1),
+                      torch.randint(-(10**6), 10**6, (4000,), generator=g),
+                      (torch.rand(4000, generator=g) * 40).exp().long()])
+    x = gaps.abs().clamp(min=1).double().log() / 0.301
+    on_edge = ((x - x.round()).abs() < 1e-5) & (gaps.abs() > 1)
+    out = torch.empty(gaps.numel(), dtype=torch.int32, device=device)
+    ts, nts = torch.zeros_like(gaps).to(device), gaps.to(device)  # gap = nts - ts
+    time_bucket_kernel[(triton.cdiv(gaps.numel(), 1024),)](ts, nts, out, gaps.numel(), 129, BLOCK=1024)
+    got, want = out.cpu().long(), time_bucket(gaps, 128)
+    off_edge_mismatch = int(((got != want) & ~on_edge).sum())
+    edge_mismatch = int(((got != want) & on_edge).sum())
+    ok = off_edge_mismatch == 0 and bool(((got - want).abs() <= 1).all())
+    return dict(gaps=gaps.numel(), off_edge_mismatch=off_edge_mismatch, edge_mismatch=edge_mismatch,
+                on_edge=int(on_edge.sum()), ok=ok)
+
+
+def format_row(r: dict) -> str:
+    e = r["errs"]
+    grads = " ".join(f"{k}={v:.1e}" for k, v in e.items() if k != "out")
+    inputs = "unchanged" if not r["changed"] else "CHANGED " + ",".join(r["changed"])
+    nan = "none" if not r["nan"] else ",".join(r["nan"])
+    return (f"| {r['case']} | {e['out']:.1e} | {grads} | {r['tol']:.0e} | {inputs} | {nan} | "
+            f"{'PASS' if r['ok'] else 'FAIL'} |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", action="store_true", help="tiny shapes (CPU interpreter)")
+    ap.add_argument("--cache-dir", default="", help="use this TRITON_CACHE_DIR instead of a fresh one")
+    ap.add_argument("--only", default="", help="run only the cases whose name contains this")
+    ap.add_argument("--slice", default=":", help="run cases[i:j] of the list (e.g. 12:16), to split runs")
+    ap.add_argument("--time-budget", type=float, default=480.0, help="seconds; later cases are skipped")
+    args = ap.parse_args()
+    # Before Triton is imported: compile and tune from nothing.
+    os.environ["TRITON_CACHE_DIR"] = args.cache_dir or tempfile.mkdtemp(prefix="triton_cache_check_")
+    device = "cuda" if torch.cuda.is_available() and not args.small else "cpu"
+    if device == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    import triton
+
+    import hstu_tutorial.ops.triton.hstu_attention_autograd as tha
+
+    if tha.is_interpreter():  # drive the autotuner itself through the interpreter (see the docstring)
+        tha._tune = lambda opts: opts.autotune
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 dots in tf32x3, the kernels' accurate default
+    name = torch.cuda.get_device_name() if device == "cuda" else "CPU (Triton interpreter)"
+    print(f"# check_kernels_gpu: {name}, torch {torch.__version__}, triton {triton.__version__}, "
+          f"TRITON_CACHE_DIR={os.environ['TRITON_CACHE_DIR']}, autotune on, outputs NaN-poisoned", flush=True)
+    print("| case | out err | grad errs | tol | inputs | NaN | result |\n|" + " --- |" * 7, flush=True)
+    t0, failed, skipped = time.time(), 0, 0
+    i, j = (int(x) if x else None for x in args.slice.split(":"))
+    for case in cases(args.small)[i:j]:
+        if args.only not in case.name:
+            continue
+        if time.time() - t0 > args.time_budget:
+            print(f"| {case.name} | - | - | - | - | - | SKIP (time budget) |", flush=True)
+            skipped += 1
+            continue
+        r = run_case(case, device)
+        failed += not r["ok"]
+        print(format_row(r) + f" {time.time() - t0:.0f} s", flush=True)
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    b = check_time_buckets(device)
+    failed += not b["ok"]
+    print(f"\ntime buckets: {b['gaps']} gaps, {b['off_edge_mismatch']} differ off a bucket edge, "
+          f"{b['edge_mismatch']} of {b['on_edge']} within 1e-5 of an edge differ by one: "
+          f"{'PASS' if b['ok'] else 'FAIL'}")
+    print(f"\n{failed} FAIL, {skipped} skipped, {time.time() - t0:.0f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

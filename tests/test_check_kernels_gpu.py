@@ -1,0 +1,55 @@
+"""benchmarks/check_kernels_gpu.py on a CPU: its case function on tiny cases (Triton interpreter), with
+the autotuner itself driven through the interpreter as the script's --small mode does."""
+
+import pytest
+import torch
+
+import hstu_tutorial.ops.triton.hstu_attention_autograd as tha
+from benchmarks import check_kernels_gpu as ck
+
+
+@pytest.fixture
+def tuned_in_interpreter(monkeypatch):
+    monkeypatch.setattr(tha, "_tune", lambda opts: opts.autotune)
+    for tuner in (tha._fwd_tuned, tha._dkdv_tuned, tha._dq_tuned):
+        monkeypatch.setattr(tuner, "cache", {})  # tune again: the timing runs (and resets) happen here
+
+
+@pytest.mark.parametrize("case", [
+    ck.Case(torch.float32, "rab", True, "jagged", 3, 24, 2, 8),
+    ck.Case(torch.float32, "none", False, "dense", 2, 20, 1, 10),
+    ck.Case(torch.bfloat16, "rel", True, "jagged", 3, 20, 1, 16),
+], ids=lambda c: c.name)
+def test_run_case_passes_on_tiny_cases(case, tuned_in_interpreter):
+    r = ck.run_case(case, "cpu")
+    assert r["ok"], ck.format_row(r)
+    assert set(r["errs"]) >= {"out", "dq", "dk", "dv"} and not r["changed"] and not r["nan"]
+    assert "PASS" in ck.format_row(r)
+
+
+def test_run_case_reports_a_changed_input(tuned_in_interpreter, monkeypatch):
+    # A kernel wrapper that writes into q (what the tuner did on the H200) must show up as FAIL.
+    original = tha._launch
+
+    def zeroing_launch(kind, grid_dim, max_seq_len, num_bh, args, consts, opts):
+        original(kind, grid_dim, max_seq_len, num_bh, args, consts, opts)
+        if kind == "dkdv":
+            args[0].zero_()  # q
+
+    monkeypatch.setattr(tha, "_launch", zeroing_launch)
+    r = ck.run_case(ck.Case(torch.float32, "none", True, "jagged", 2, 20, 1, 8), "cpu")
+    assert not r["ok"] and "q@bwd" in r["changed"] and "FAIL" in ck.format_row(r)
+
+
+def test_time_buckets_check():
+    b = ck.check_time_buckets("cpu")
+    assert b["ok"] and b["off_edge_mismatch"] == 0
+
+
+def test_case_list_covers_every_kind():
+    for small in (True, False):
+        cs = ck.cases(small)
+        assert {c.dtype for c in cs} == {torch.float32, torch.bfloat16}
+        assert {c.bias for c in cs} == {"none", "rab", "rel"}
+        assert {c.causal for c in cs} == {True, False} and {c.lengths for c in cs} == {"jagged", "dense"}
+        assert len({(c.N, c.H, c.d) for c in cs}) == 3 and len({c.B for c in cs}) >= 3
