@@ -141,7 +141,8 @@ def _call(fn: Callable, args: dict, kwargs: dict | None = None, case: str = ""):
                 diff = (original.nan_to_num(0.5) != passed[name].detach().nan_to_num(0.5)).nonzero()
                 where = f" (first change at index {diff[0].tolist()})" if len(diff) else ""
             raise CheckFailed(f"your function modified its input `{name}` in place{where}: the caller's data "
-                              "is changed behind its back. Work on a copy (x = x.clone(), or out-of-place ops "
+                              "is changed behind its back. Work on a copy (x = x.clone(), or out-of-place "
+                              "ops "
                               "such as masked_fill instead of masked_fill_ / x[...] = ...)." + case)
     outs = out if isinstance(out, tuple | list) else (out,)
     for o in outs:
@@ -198,14 +199,17 @@ def _check_tensor(got, what: str, expected: torch.Tensor, names: tuple | None = 
         hint = ""
         if sorted(_shape(got)) == sorted(_shape(expected)) and expected.dim() > 1:
             hint = " The same sizes in another order: a transpose or permute is missing or extra."
-        raise CheckFailed(f"wrong shape of {what}: expected {_shape(expected)}{dims}, got {_shape(got)}.{hint}")
+        raise CheckFailed(f"wrong shape of {what}: expected {_shape(expected)}{dims}, got {_shape(got)}."
+                          f"{hint}")
     if expected.is_floating_point():
         if not (got.is_floating_point() or got.is_complex()):
             raise CheckFailed(f"{what} has dtype {got.dtype}; it holds real numbers, so keep a floating "
                               f"dtype ({expected.dtype} like the inputs): did an integer tensor start the "
                               "computation, or a .long() / .int() slip in?")
-        if got.dtype in (torch.float16, torch.bfloat16) and expected.dtype not in (torch.float16, torch.bfloat16):
-            raise CheckFailed(f"{what} has dtype {got.dtype}, the inputs are {expected.dtype}: half precision "
+        half = (torch.float16, torch.bfloat16)
+        if got.dtype in half and expected.dtype not in half:
+            raise CheckFailed(f"{what} has dtype {got.dtype}, the inputs are {expected.dtype}: half "
+                              "precision "
                               "loses the digits the comparison needs; compute in float32 or float64.")
     return got
 

@@ -55,7 +55,8 @@ class LoadRecorder:
             inside = read[(read >= lo) & (read < hi)]
             if inside.size:
                 rows = (inside - np.uint64(lo)) // np.uint64(row_bytes)
-                self.events.append((getattr(builder, "grid_idx", None), name, int(rows.min()), int(rows.max())))
+                program = getattr(builder, "grid_idx", None)
+                self.events.append((program, name, int(rows.min()), int(rows.max())))
 
     def loads_after_queries(self, query: str, keys: tuple[str, ...]):
         """The first load of a `keys` tensor whose rows all come after the last row of the latest `query`

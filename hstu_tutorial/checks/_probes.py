@@ -182,9 +182,11 @@ def _jagged_variants(q, k, v, offsets, n, causal, expected, hstu_attention, soft
     rows_len, rows_pos = _jagged_rows(offsets)
     dqk = q.shape[-1]
     ref = lambda q_=q, k_=k, norm=n, c=causal: hstu_attention(q_, k_, v, offsets, norm=norm, causal=c)  # noqa: E731
-    out = [(msg, (lambda m=m: expected * n / m)) for msg, m in _divisor_variants(n, rows_len, rows_pos, causal)]
+    out = [(msg, (lambda m=m: expected * n / m))
+           for msg, m in _divisor_variants(n, rows_len, rows_pos, causal)]
     return out + [
-        ("wrong scale: HSTU uses the raw <q_i, k_j>, with no 1/sqrt(dqk).", lambda: ref(q_=q / math.sqrt(dqk))),
+        ("wrong scale: HSTU uses the raw <q_i, k_j>, with no 1/sqrt(dqk).",
+         lambda: ref(q_=q / math.sqrt(dqk))),
         ("the causal mask is applied although causal=False: with causal=False every position of the "
          "sequence attends (mask only the sequence end).", (lambda: ref(c=True)) if not causal else None),
         ("the diagonal is missing: position i attends to itself (j <= i). Check the mask (<=, not <) and, "

@@ -96,8 +96,9 @@ def _attn_runs():
     return runs
 
 
-_SOFTMAX_NAN_HINT = ("A row whose keys are all masked gives softmax(all -inf) = NaN. If the NaN is in row i = 0, "
-                     "the diagonal was masked out: keep j <= i (each position sees itself), not j < i.")
+_SOFTMAX_NAN_HINT = ("A row whose keys are all masked gives softmax(all -inf) = NaN. If the NaN is in "
+                     "row i = 0, the diagonal was masked out: keep j <= i (each position sees itself), "
+                     "not j < i.")
 
 
 def check_softmax_attention(fn: Callable) -> bool:
@@ -117,8 +118,8 @@ def check_softmax_attention(fn: Callable) -> bool:
             ct = _case_text(case=case.label, lengths=lengths, H=case.heads, dqk=case.dqk, dv=case.dv,
                             causal=causal)
             expected = _ref_softmax_padded(q, k, v, lengths, causal=causal)
-            got = _check_tensor(_call(fn, {"q": q, "k": k, "v": v, "lengths": lengths}, {"causal": causal}, ct),
-                                "the output", expected, names)
+            out = _call(fn, {"q": q, "k": k, "v": v, "lengths": lengths}, {"causal": causal}, ct)
+            got = _check_tensor(out, "the output", expected, names)
             mask = _valid_rows(lengths, n)
             d = case.dqk
             call = lambda q_, k_, v_, lengths=lengths, causal=causal: fn(q_, k_, v_, lengths.clone(),
@@ -205,8 +206,8 @@ def check_hstu_attention(fn: Callable) -> bool:
                     ("wrong scale: you divided the scores by sqrt(dqk); HSTU uses the raw <q_i, k_j> "
                      "(no 1/sqrt(d) scaling).",
                      lambda: ref(q_=q / math.sqrt(d), rab_=None if rab is None else rab / math.sqrt(d))),
-                    ("wrong scale: you divided the scores by sqrt(dqk) (before adding rab); HSTU uses the raw "
-                     "<q_i, k_j> (no 1/sqrt(d) scaling).",
+                    ("wrong scale: you divided the scores by sqrt(dqk) (before adding rab); HSTU uses the "
+                     "raw <q_i, k_j> (no 1/sqrt(d) scaling).",
                      (lambda: ref(q_=q / math.sqrt(d))) if with_rab else None),
                     ("the relative attention bias is missing: add rab[b, i, j] to the scores before SiLU.",
                      (lambda: ref(rab_=None)) if with_rab else None),

@@ -162,10 +162,10 @@ def _row_source(got, values, offsets, lengths, max_len, real) -> str | None:
         return None
     if b * max_len + i in hits:
         return (f"the offsets were ignored: {where}, but it holds values[{b * max_len + i}] = "
-                f"values[b * max_len + i], as if every sequence were max_len = {max_len} rows long. Sequence b "
-                f"is values[offsets[b]:offsets[b+1]] (offsets[{b}] = {int(offsets[b])}).")
-    return (f"{where} (sequence {b} starts at offsets[{b}] = {int(offsets[b])}), but it holds values[{hits[0]}]: "
-            "read sequence b from values[offsets[b]:offsets[b+1]].")
+                f"values[b * max_len + i], as if every sequence were max_len = {max_len} rows long. "
+                f"Sequence b is values[offsets[b]:offsets[b+1]] (offsets[{b}] = {int(offsets[b])}).")
+    return (f"{where} (sequence {b} starts at offsets[{b}] = {int(offsets[b])}), but it holds "
+            f"values[{hits[0]}]: read sequence b from values[offsets[b]:offsets[b+1]].")
 
 
 def check_jagged_to_padded(fn: Callable) -> bool:

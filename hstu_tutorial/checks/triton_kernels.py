@@ -73,12 +73,12 @@ def check_triton_hstu_forward(fn: Callable, device: str | None = None) -> bool:
                 expected = hstu_attention(q.double(), k.double(), v.double(), offsets, norm=n, causal=causal)
                 ct = _case_text(case=label, lengths=ls, H=h, dqk=dqk, dv=dv, n=n, causal=causal)
                 run_fn = lambda q_, k_, v_, c=causal, offsets=offsets, n=n: fn(
-                    q_.to(dev).contiguous(), k_.to(dev).contiguous(), v_.to(dev).contiguous(), offsets.to(dev),
-                    n, causal=c).cpu()
+                    q_.to(dev).contiguous(), k_.to(dev).contiguous(), v_.to(dev).contiguous(),
+                    offsets.to(dev), n, causal=c).cpu()
                 got = _call(fn, {"q": q.to(dev), "k": k.to(dev), "v": v.to(dev), "offsets": offsets.to(dev),
                                  "n": n}, {"causal": causal}, ct)
-                got = _check_tensor(got.cpu() if isinstance(got, torch.Tensor) else got, "the output", expected,
-                                    names)
+                got = _check_tensor(got.cpu() if isinstance(got, torch.Tensor) else got, "the output",
+                                    expected, names)
                 qd, kd, vd = q.double(), k.double(), v.double()
                 _diagnose(got, expected, "the output", names, None,
                           variants=_jagged_variants(qd, kd, vd, offsets, n, causal, expected, hstu_attention,
@@ -127,8 +127,9 @@ def _check_tile_skipping(fn, dev, tol, hstu_attention) -> int:
     if future is not None:
         q0, q1, k0, k1 = future
         raise CheckFailed(
-            f"no causal tile skipping: the program for query rows {q0}..{q1} loaded key/value rows {k0}..{k1}, "
-            "a tile that starts after its last query row, so every score in it is masked. The output is right, "
-            "but about half of the work is wasted: with CAUSAL, stop the key loop at the query block's end, "
+            f"no causal tile skipping: the program for query rows {q0}..{q1} loaded key/value rows "
+            f"{k0}..{k1}, a tile that starts after its last query row, so every score in it is masked. The "
+            "output is right, but about half of the work is wasted: with CAUSAL, stop the key loop at the "
+            "query block's end, "
             "hi = tl.minimum(length, (block_m + 1) * BLOCK_M)." + ct)
     return 1
