@@ -96,7 +96,6 @@ def _jagged_to_padded_cases(fn: Callable, dtype=torch.float64, device: str = "cp
         ("a padding value of -1", [2, 5, 1], 6, -1.0),
         ("sequences longer than max_len (truncated)", [7, 2, 9], 5, 0.0),
         ("many sequences, lengths not multiples of a block", [19, 33, 1, 0, 40, 17], 40, -2.0),
-        ("one user with an empty history (T = 0)", [0], 3, 0.0),
     ]
     count = 0
     for d in dims:
