@@ -112,7 +112,8 @@ def test_hstu_attention_in_place_edit_of_an_input():
 ])
 def test_hstu_attention_dtype_and_layout(post, fragments):
     fails_with(checks.check_hstu_attention,
-               lambda q, k, v, lengths, n, rab=None, causal=True: post(hstu(q, k, v, lengths, n, rab, causal)),
+               lambda q, k, v, lengths, n, rab=None, causal=True: post(
+                   hstu(q, k, v, lengths, n, rab, causal)),
                *fragments)
 
 
@@ -220,7 +221,8 @@ def j2p_ignoring_offsets(values, offsets, max_len, padding_value=0.0):
     lengths = offsets[1:] - offsets[:-1]
     out = values.new_full((B, max_len) + tuple(values.shape[1:]), padding_value)
     for b in range(B):
-        seq = values[b * max_len: b * max_len + min(int(lengths[b]), max_len)]  # as if rows were max_len apart
+        # as if the sequences were max_len rows apart
+        seq = values[b * max_len: b * max_len + min(int(lengths[b]), max_len)]
         out[b, : len(seq)] = seq
     return out
 

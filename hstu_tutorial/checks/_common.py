@@ -295,7 +295,8 @@ def _grads_match(fn_out: torch.Tensor, ref_out: torch.Tensor, ours: dict, theirs
         up = up * mask.expand_as(up).to(up.dtype)
     if not isinstance(fn_out, torch.Tensor):
         raise CheckFailed(f"your output is a {type(fn_out).__name__}, not a torch tensor, so no gradient can "
-                          "flow back to the inputs: compute with torch operations (numpy cuts the graph)." + case)
+                          "flow back to the inputs: compute with torch operations (numpy cuts the graph)."
+                          + case)
     if not fn_out.requires_grad:
         raise CheckFailed("your output does not require grad, so no gradient can flow back to the inputs: "
                           "did you use .detach(), .item(), .numpy() or torch.no_grad()?" + case)
