@@ -262,8 +262,7 @@ def check_time_bucket(fn: Callable) -> bool:
                  ("a (B, N, N) matrix of gaps", rand[:18].reshape(2, 3, 3))]
         for label, d in cases:
             expected = time_bucket(d.clone())
-            got = fn(d.clone())
-            _check_tensor(got, "the buckets", expected)
+            got = _check_tensor(_call(fn, {"d": d}, case=_case_text(case=label)), "the buckets", expected)
             if got.is_floating_point():
                 raise CheckFailed(f"the buckets are {got.dtype}; they index an embedding table, so return "
                                   "integers (floor, then .long()).")
