@@ -1,7 +1,7 @@
 """Checks of exercise 02 (attention math): softmax attention, HSTU pointwise attention, time buckets.
 
-Also the padded attention cases (the jagged checks reuse them) and the probes that find a leaked
-future or padding position.
+Also the padded attention cases (the jagged checks reuse them); the probes and the known-mistake builders
+live in `_probes`.
 """
 
 # The known-mistake variants are lambdas built inside loops and evaluated in the same iteration (by
@@ -15,14 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ._common import (
     CheckFailed,
+    _call,
     _case_text,
     _check_tensor,
-    _close,
     _diagnose,
-    _fmt_index,
     _grads_match,
     _matches,
     _mismatch,
@@ -32,6 +32,14 @@ from ._common import (
     _to_jagged,
     _to_padded,
     _valid_rows,
+)
+from ._probes import (
+    HSTU_NAN_HINT,
+    _divisor_variants,
+    _future_leak_probe,
+    _naive_variant,
+    _padding_leak_probe,
+    _rab_after,
 )
 
 # ---- cases ------------------------------------------------------------------------------------------------
@@ -51,6 +59,7 @@ _ATTN_CASES = [
     _AttnCase("length 1", [1], 1, 1, 3, 3),
     _AttnCase("every sequence at the maximum length", [6, 6], 6, 2, 4, 4),
     _AttnCase("several heads, dqk != dv", [3, 8, 1, 5], 8, 3, 4, 6),
+    _AttnCase("an empty history, padding past the longest", [4, 0, 2], 6, 1, 4, 4),
 ]
 
 
@@ -67,50 +76,6 @@ def _attn_inputs(case: _AttnCase, seed: int, requires_grad: bool = False):
     if requires_grad:
         q, k, v = (t.requires_grad_() for t in (q, k, v))
     return q, k, v, lengths
-
-
-def _future_leak_probe(call: Callable, q, k, v, lengths, names=("b", "i", "h", "d")):
-    """If changing keys/values at positions > i changes output row i, the causal mask leaked."""
-    def probe():
-        n = q.shape[1]
-        if n < 2:
-            return None
-        cut = max(1, n // 2)
-        k2, v2 = k.detach().clone(), v.detach().clone()
-        k2[:, cut:] += 1.5
-        v2[:, cut:] -= 2.0
-        a = call(q.detach(), k.detach(), v.detach())
-        b = call(q.detach(), k2, v2)
-        mask = _valid_rows(lengths, n).clone()
-        mask[:, cut:] = False
-        bad = _close(b, a, mask)
-        if bad.any():
-            idx = tuple(bad.nonzero()[0].tolist())
-            return (f"a future position leaked: output {_fmt_index(idx, names)} changed when only keys and "
-                    f"values at positions >= {cut} changed. Apply the causal mask (keep j <= i) before "
-                    "summing over keys.")
-        return None
-    return probe
-
-
-def _padding_leak_probe(call: Callable, q, k, v, lengths, names=("b", "i", "h", "d")):
-    """If changing keys/values at padded positions changes a real output row, the padding mask leaked."""
-    def probe():
-        n = q.shape[1]
-        pad = ~_valid_rows(lengths, n)
-        if not pad.any():
-            return None
-        k2 = k.detach().masked_fill(pad, -4.0)
-        v2 = v.detach().masked_fill(pad, 7.0)
-        a = call(q.detach(), k.detach(), v.detach())
-        b = call(q.detach(), k2, v2)
-        bad = _close(b, a, _valid_rows(lengths, n))
-        if bad.any():
-            idx = tuple(bad.nonzero()[0].tolist())
-            return (f"a padding position leaked: output {_fmt_index(idx, names)} changed when only the keys "
-                    "and values at padded positions (j >= length) changed. Mask keys j >= lengths[b].")
-        return None
-    return probe
 
 
 def _ref_softmax_padded(q, k, v, lengths, scale=None, causal=True):
@@ -131,6 +96,11 @@ def _attn_runs():
     return runs
 
 
+_SOFTMAX_NAN_HINT = ("A row whose keys are all masked gives softmax(all -inf) = NaN. If the NaN is in "
+                     "row i = 0, the diagonal was masked out: keep j <= i (each position sees itself), "
+                     "not j < i.")
+
+
 def check_softmax_attention(fn: Callable) -> bool:
     """Check `fn(q, k, v, lengths, causal=True) -> out`: padding-aware scaled dot-product attention.
 
@@ -148,23 +118,35 @@ def check_softmax_attention(fn: Callable) -> bool:
             ct = _case_text(case=case.label, lengths=lengths, H=case.heads, dqk=case.dqk, dv=case.dv,
                             causal=causal)
             expected = _ref_softmax_padded(q, k, v, lengths, causal=causal)
-            got = _check_tensor(fn(q.clone(), k.clone(), v.clone(), lengths.clone(), causal=causal),
-                                "the output", expected, names)
+            out = _call(fn, {"q": q, "k": k, "v": v, "lengths": lengths}, {"causal": causal}, ct)
+            got = _check_tensor(out, "the output", expected, names)
             mask = _valid_rows(lengths, n)
             d = case.dqk
             call = lambda q_, k_, v_, lengths=lengths, causal=causal: fn(q_, k_, v_, lengths.clone(),
                                                                          causal=causal)
+            naive = lambda **kw: _naive_variant(q, k, v, lengths, 1.0, None, "softmax", causal,
+                                                **{"scale": 1 / math.sqrt(d), **kw})
             _diagnose(got, expected, "the output", names, mask, variants=[
                 ("wrong scale: your scores are not divided by sqrt(dqk); softmax attention uses "
                  "<q_i, k_j> / sqrt(dqk).",
                  lambda: _ref_softmax_padded(q, k, v, lengths, scale=1.0, causal=causal)),
                 ("wrong scale: you divided the scores by dqk; divide by sqrt(dqk).",
                  lambda: _ref_softmax_padded(q, k, v, lengths, scale=1.0 / d, causal=causal)),
+                ("wrong scale: you divided the scores by sqrt(dv), the value size; the scale is 1/sqrt(dqk).",
+                 (lambda: _ref_softmax_padded(q, k, v, lengths, scale=case.dv ** -0.5, causal=causal))
+                 if case.dv != d else None),
                 ("the causal mask is applied although causal=False: with causal=False every real "
                  "position j < length attends.",
                  (lambda: _ref_softmax_padded(q, k, v, lengths, causal=True)) if not causal else None),
+                ("the diagonal is missing: position i attends to itself too (keep j <= i, not j < i).",
+                 (lambda: naive(strict=True)) if causal else None),
+                ("softmax over the wrong axis: normalise over the keys j (the last axis of the (B, H, N, N) "
+                 "scores), so that each output row's weights sum to 1.", lambda: naive(dim=-2)),
+                ("q and k are swapped: the score of query i and key j is <q_i, k_j> (scores[i, j]); you "
+                 "computed <k_i, q_j>.",
+                 lambda: _ref_softmax_padded(k, q, v, lengths, causal=causal)),
             ], probes=[_future_leak_probe(call, q, k, v, lengths) if causal else lambda: None,
-                       _padding_leak_probe(call, q, k, v, lengths)], case=ct)
+                       _padding_leak_probe(call, q, k, v, lengths)], case=ct, nan_hint=_SOFTMAX_NAN_HINT)
         # gradients on one case
         case = _ATTN_CASES[3]
         q, k, v, lengths = _attn_inputs(case, 11, requires_grad=True)
@@ -177,36 +159,13 @@ def check_softmax_attention(fn: Callable) -> bool:
     return _run("check_softmax_attention", fn, body)
 
 
-def _ref_hstu_padded(q, k, v, lengths, n, rab=None, alpha=1.0, causal=True, per_seq_norm=False):
+def _ref_hstu_padded(q, k, v, lengths, n, rab=None, alpha=1.0, causal=True):
     """The package's jagged `hstu_attention` on padded inputs (converted to jagged and back)."""
     hstu_attention = _reference("hstu_tutorial.ops", "hstu_attention")
     N = q.shape[1]
-    if per_seq_norm:  # a known mistake: dividing by each sequence's own length
-        outs = []
-        for b in range(len(lengths)):
-            lb = lengths[b: b + 1]
-            outs.append(_ref_hstu_padded(q[b: b + 1], k[b: b + 1], v[b: b + 1], lb, max(int(lb), 1),
-                                         None if rab is None else rab[b: b + 1], alpha, causal))
-        return torch.cat(outs)
     out = hstu_attention(_to_jagged(q, lengths), _to_jagged(k, lengths), _to_jagged(v, lengths),
                          _offsets(lengths), rab=rab, alpha=alpha, norm=n, causal=causal)
     return _to_padded(out, lengths, N)
-
-
-def _naive_variant(q, k, v, lengths, n, rab, act, causal=True):
-    """Padded attention with another pointwise activation `act` (relu, softmax...) for diagnosis."""
-    s = torch.einsum("bihd,bjhd->bhij", q, k)  # (B, H, N, N)
-    if rab is not None:
-        s = s + rab[:, None] if rab.dim() == 3 else s + rab
-    N = q.shape[1]
-    keep = (torch.arange(N)[None, :] < lengths[:, None])[:, None, None, :]  # (B, 1, 1, N)
-    if causal:
-        keep = keep & torch.ones(N, N, dtype=torch.bool).tril()[None, None]
-    if act == "softmax":
-        a = torch.softmax(s.masked_fill(~keep, float("-inf")), dim=-1).nan_to_num(0.0)
-    else:
-        a = act(s).masked_fill(~keep, 0.0) / n
-    return torch.einsum("bhij,bjhd->bihd", a, v)
 
 
 def check_hstu_attention(fn: Callable) -> bool:
@@ -230,39 +189,49 @@ def check_hstu_attention(fn: Callable) -> bool:
                 ct = _case_text(case=case.label, lengths=lengths, H=case.heads, dqk=case.dqk, n=n,
                                 rab="given" if with_rab else None, causal=causal)
                 expected = _ref_hstu_padded(q, k, v, lengths, n, rab, causal=causal)
-                got = _check_tensor(fn(q.clone(), k.clone(), v.clone(), lengths.clone(), n,
-                                       rab=None if rab is None else rab.clone(), causal=causal),
-                                    "the output", expected, names)
+                got = _check_tensor(_call(fn, {"q": q, "k": k, "v": v, "lengths": lengths, "n": n},
+                                          {"rab": rab, "causal": causal}, ct), "the output", expected, names)
                 mask = _valid_rows(lengths, N)
                 call = (lambda q_, k_, v_, lengths=lengths, n=n, rab=rab, causal=causal:
                         fn(q_, k_, v_, lengths.clone(), n, rab=rab, causal=causal))
-                ref = lambda q_=q, n_=n, rab_=rab, causal_=causal, **kw: _ref_hstu_padded(
-                    q_, k, v, lengths, n_, rab_, causal=causal_, **kw)
-                _diagnose(got, expected, "the output", names, mask, variants=[
-                    (f"missing divisor n: your output is exactly n = {n} times too large. HSTU divides "
-                     "SiLU(scores) by the constant n (it has no softmax to normalise the row).",
-                     lambda: ref(n_=1.0)),
-                    ("wrong divisor: you divided by each sequence's own length; HSTU divides by the "
-                     "constant n that is passed in, the same for every sequence and row.",
-                     lambda: ref(per_seq_norm=True)),
+                ref = lambda q_=q, k_=k, n_=n, rab_=rab, causal_=causal: _ref_hstu_padded(
+                    q_, k_, v, lengths, n_, rab_, causal=causal_)
+                naive = lambda act, **kw: _naive_variant(q, k, v, lengths, n, rab, act, causal, **kw)
+                d = case.dqk
+                rows_len = lengths[:, None, None, None].expand(-1, N, 1, 1)  # (B, N, 1, 1)
+                rows_pos = torch.arange(N)[None, :, None, None].expand(len(lengths), -1, 1, 1)
+                divisors = [(msg, (lambda m=m: expected * n / m)) for msg, m in
+                            _divisor_variants(n, rows_len, rows_pos, causal, pad_width=N)]
+                _diagnose(got, expected, "the output", names, mask, variants=divisors + [
                     ("wrong scale: you divided the scores by sqrt(dqk); HSTU uses the raw <q_i, k_j> "
                      "(no 1/sqrt(d) scaling).",
-                     lambda: ref(q_=q / math.sqrt(case.dqk),
-                                 rab_=None if rab is None else rab / math.sqrt(case.dqk))),
+                     lambda: ref(q_=q / math.sqrt(d), rab_=None if rab is None else rab / math.sqrt(d))),
+                    ("wrong scale: you divided the scores by sqrt(dqk) (before adding rab); HSTU uses the "
+                     "raw <q_i, k_j> (no 1/sqrt(d) scaling).",
+                     (lambda: ref(q_=q / math.sqrt(d))) if with_rab else None),
                     ("the relative attention bias is missing: add rab[b, i, j] to the scores before SiLU.",
                      (lambda: ref(rab_=None)) if with_rab else None),
                     ("the bias was added after SiLU: add rab to the scores, then apply SiLU.",
                      (lambda: ref(rab_=None) + _rab_after(rab, v, lengths, n, causal)) if with_rab else None),
+                    ("rab is transposed: the bias of query i and key j is rab[b, i, j] (row = query).",
+                     (lambda: ref(rab_=rab.transpose(1, 2))) if with_rab else None),
                     ("the causal mask is applied although causal=False: with causal=False every real "
                      "position j < length attends.", (lambda: ref(causal_=True)) if not causal else None),
+                    ("the diagonal is missing: position i attends to itself too (keep j <= i, not j < i).",
+                     (lambda: naive(F.silu, strict=True)) if causal else None),
+                    ("q and k are swapped: the score of query i and key j is <q_i, k_j>; you computed "
+                     "<k_i, q_j> (a transposed score matrix).", lambda: ref(q_=k, k_=q)),
+                    ("you used SASRec's softmax attention (softmax of <q_i, k_j> / sqrt(dqk)): HSTU replaces "
+                     "the softmax with a pointwise SiLU divided by n, and has no 1/sqrt(d).",
+                     lambda: naive("softmax", scale=1 / math.sqrt(d))),
                     ("you used softmax: HSTU replaces softmax with a pointwise SiLU divided by n.",
-                     lambda: _naive_variant(q, k, v, lengths, n, rab, "softmax", causal)),
+                     lambda: naive("softmax")),
                     ("you used ReLU: HSTU's pointwise activation is SiLU (x * sigmoid(x)).",
-                     lambda: _naive_variant(q, k, v, lengths, n, rab, torch.relu, causal)),
+                     lambda: naive(torch.relu)),
                     ("you used sigmoid: HSTU's pointwise activation is SiLU (x * sigmoid(x)).",
-                     lambda: _naive_variant(q, k, v, lengths, n, rab, torch.sigmoid, causal)),
+                     lambda: naive(torch.sigmoid)),
                 ], probes=[_future_leak_probe(call, q, k, v, lengths) if causal else lambda: None,
-                           _padding_leak_probe(call, q, k, v, lengths)], case=ct)
+                           _padding_leak_probe(call, q, k, v, lengths)], case=ct, nan_hint=HSTU_NAN_HINT)
                 count += 1
         case = _ATTN_CASES[3]
         q, k, v, lengths = _attn_inputs(case, 7, requires_grad=True)
@@ -273,16 +242,6 @@ def check_hstu_attention(fn: Callable) -> bool:
         return count + 1
 
     return _run("check_hstu_attention", fn, body)
-
-
-def _rab_after(rab, v, lengths, n, causal=True):
-    """Output contribution of adding rab *after* SiLU: sum_j rab_ij / n * v_j over allowed j."""
-    N = v.shape[1]
-    keep = (torch.arange(N)[None, :] < lengths[:, None])[:, None].expand(-1, N, -1)  # (B, N, N)
-    if causal:
-        keep = keep & torch.ones(N, N, dtype=torch.bool).tril()[None]
-    a = rab.masked_fill(~keep, 0.0) / n  # (B, N, N)
-    return torch.einsum("bij,bjhd->bihd", a, v)
 
 
 def check_time_bucket(fn: Callable) -> bool:
@@ -303,8 +262,7 @@ def check_time_bucket(fn: Callable) -> bool:
                  ("a (B, N, N) matrix of gaps", rand[:18].reshape(2, 3, 3))]
         for label, d in cases:
             expected = time_bucket(d.clone())
-            got = fn(d.clone())
-            _check_tensor(got, "the buckets", expected)
+            got = _check_tensor(_call(fn, {"d": d}, case=_case_text(case=label)), "the buckets", expected)
             if got.is_floating_point():
                 raise CheckFailed(f"the buckets are {got.dtype}; they index an embedding table, so return "
                                   "integers (floor, then .long()).")

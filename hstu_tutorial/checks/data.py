@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from ._common import (
     CheckFailed,
+    _call,
     _case_text,
     _reference,
     _run,
@@ -48,8 +49,8 @@ def check_user_sequences(fn: Callable) -> bool:
         cases = _ratings_cases()
         for label, df in cases:
             expected = ml.sequences_frame(ml.sort_sequences(df.copy(), stable=True))
-            got = fn(df.copy())
             ct = _case_text(case=label)
+            got = _call(fn, {"ratings_df": df}, case=ct)
             import pandas as pd
 
             if not isinstance(got, pd.DataFrame):
@@ -138,8 +139,8 @@ def check_leave_one_out(fn: Callable) -> bool:
             for max_len in (4, 50):
                 ref = _split_reference(seqs, max_len, protocol)
                 for u, s in enumerate(seqs):
-                    got = fn(list(s), max_len, protocol=protocol)
                     ct = _case_text(items=s, max_len=max_len, protocol=protocol)
+                    got = _call(fn, {"items": list(s), "max_len": max_len}, {"protocol": protocol}, ct)
                     if not isinstance(got, dict) or sorted(got) != ["test", "train", "valid"]:
                         raise CheckFailed("return a dict with the keys 'train', 'valid' and 'test', got "
                                           f"{got!r:.80}." + ct)

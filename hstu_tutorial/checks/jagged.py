@@ -6,18 +6,19 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 
 from ._common import (
     CheckFailed,
+    _call,
     _case_text,
     _check_tensor,
     _close,
     _diagnose,
     _fmt_index,
+    _fmt_pair,
     _fmt_val,
     _grads_match,
     _matches,
@@ -26,6 +27,7 @@ from ._common import (
     _reference,
     _run,
 )
+from ._probes import HSTU_NAN_HINT, _boundary_probe, _jagged_future_probe, _jagged_variants
 from .attention import _ATTN_CASES
 
 _LENGTH_CASES = [
@@ -47,8 +49,10 @@ def check_lengths_to_offsets(fn: Callable) -> bool:
         for label, ls in cases:
             lengths = torch.tensor(ls, dtype=torch.int64)
             expected = lengths_to_offsets(lengths.clone())
-            got = fn(lengths.clone())
             ct = _case_text(case=label, lengths=ls if len(ls) <= 8 else f"{len(ls)} values")
+            got = _call(fn, {"lengths": lengths}, case=ct)
+            if type(got).__module__ == "numpy" and hasattr(got, "dtype"):
+                got = torch.as_tensor(got)  # a numpy answer is fine
             if isinstance(got, torch.Tensor) and got.shape == lengths.shape and len(ls):
                 if torch.equal(got.long(), lengths.cumsum(0)):
                     raise CheckFailed("you returned cumsum(lengths), which has B entries; offsets have B+1: "
@@ -57,7 +61,7 @@ def check_lengths_to_offsets(fn: Callable) -> bool:
                     raise CheckFailed("you returned the B start offsets; offsets also end with T = "
                                       "sum(lengths), so that sequence b is values[offsets[b]:offsets[b+1]]."
                                       + ct)
-            _check_tensor(got, "offsets", expected, ("B+1",))
+            got = _check_tensor(got, "offsets", expected, ("B+1",))
             if got.dtype != torch.int64:
                 raise CheckFailed(f"offsets have dtype {got.dtype}; use torch.int64 (they index tensors, and "
                                   "T can exceed 2^31 at scale)." + ct)
@@ -98,14 +102,18 @@ def _jagged_to_padded_cases(fn: Callable, dtype=torch.float64, device: str = "cp
         for seed, (label, ls, max_len, pad) in enumerate(cases):
             values, offsets, lengths = _jagged_values(ls, d, seed, dtype)
             expected = jagged_to_padded(values, offsets, max_len, padding_value=pad)
-            got = fn(values.clone().to(device), offsets.clone().to(device), max_len, padding_value=pad)
+            ct = _case_text(case=label, lengths=ls, max_len=max_len, padding_value=pad, D=d)
+            got = _call(fn, {"values": values.to(device), "offsets": offsets.to(device), "max_len": max_len},
+                        {"padding_value": pad}, ct)
             if isinstance(got, torch.Tensor):
                 got = got.cpu()
-            ct = _case_text(case=label, lengths=ls, max_len=max_len, padding_value=pad, D=d)
             if isinstance(got, torch.Tensor) and got.dim() == 3 and got.shape[1] == max(ls) > max_len:
                 raise CheckFailed(f"the output is {tuple(got.shape)}: it must be max_len = {max_len} wide "
                                   "even when a sequence is longer (keep its first max_len rows)." + ct)
-            _check_tensor(got, "the padded tensor", expected, ("B", "max_len", "D"))
+            got = _check_tensor(got, "the padded tensor", expected, ("B", "max_len", "D"))
+            if got.dtype != values.dtype:
+                raise CheckFailed(f"the padded tensor is {got.dtype} but values are {values.dtype}: keep the "
+                                  "dtype of values (values.new_full(...) or dtype=values.dtype)." + ct)
             clipped = lengths.clamp(max=max_len)
             real = (torch.arange(max_len)[None, :] < clipped[:, None])[:, :, None]  # (B, N, 1)
             variants = [
@@ -127,11 +135,36 @@ def _jagged_to_padded_cases(fn: Callable, dtype=torch.float64, device: str = "cp
                 if wrong_pad.any() and not _close(got, expected, real, atol=0, rtol=0).any():
                     idx = tuple(wrong_pad.nonzero()[0].tolist())
                     raise CheckFailed("the real rows are right but the padding is not: at "
-                                      f"{_fmt_index(idx, names)} expected {_fmt_val(expected[idx])}, got "
-                                      f"{_fmt_val(got[idx])} (every padded slot must be written)." + ct)
-                raise CheckFailed(msg + ct)
+                                      f"{_fmt_index(idx, names)} {_fmt_pair(expected[idx], got[idx])} (every "
+                                      "padded slot must be written)." + ct)
+                raise CheckFailed((_row_source(got, values, offsets, lengths, max_len, real) or msg) + ct)
             count += 1
     return count
+
+
+def _row_source(got, values, offsets, lengths, max_len, real) -> str | None:
+    """Name where the first wrong real slot [b, i] was read from: values[offsets[b] + i] is right."""
+    bad = torch.zeros(got.shape[:2], dtype=torch.bool)
+    for b, ln in enumerate(lengths.clamp(max=max_len).tolist()):
+        want = values[int(offsets[b]): int(offsets[b]) + ln]  # (ln, D)
+        bad[b, :ln] = (got[b, :ln] != want).any(-1)
+    if not bad.any():
+        return None
+    b, i = bad.nonzero()[0].tolist()
+    right = int(offsets[b]) + i
+    hits = (values == got[b, i]).all(-1).nonzero()[:, 0].tolist()  # (r,) rows of values equal to the slot
+    where = f"slot [b={b}, i={i}] must hold values[offsets[{b}] + {i}] = values[{right}]"
+    if not hits:
+        if bool((got[b, i] == got[b, i].flatten()[0]).all()) and len(values):
+            return (f"{where} (sequence {b} has {int(lengths[b])} items), but it holds the constant "
+                    f"{_fmt_val(got[b, i].flatten()[0])}: a real position was treated as padding.")
+        return None
+    if b * max_len + i in hits:
+        return (f"the offsets were ignored: {where}, but it holds values[{b * max_len + i}] = "
+                f"values[b * max_len + i], as if every sequence were max_len = {max_len} rows long. "
+                f"Sequence b is values[offsets[b]:offsets[b+1]] (offsets[{b}] = {int(offsets[b])}).")
+    return (f"{where} (sequence {b} starts at offsets[{b}] = {int(offsets[b])}), but it holds "
+            f"values[{hits[0]}]: read sequence b from values[offsets[b]:offsets[b+1]].")
 
 
 def check_jagged_to_padded(fn: Callable) -> bool:
@@ -184,6 +217,7 @@ def check_jagged_hstu_attention(fn: Callable) -> bool:
 
     def body(fn):
         hstu_attention = _reference("hstu_tutorial.ops", "hstu_attention")
+        softmax_attention = _reference("hstu_tutorial.ops", "softmax_attention")
         cases = [(c.label, c.lengths, c.heads, c.dqk, c.dv) for c in _ATTN_CASES]
         cases.append(("an empty history among others", [3, 0, 2], 2, 4, 4))
         count = 0
@@ -198,20 +232,16 @@ def check_jagged_hstu_attention(fn: Callable) -> bool:
                 v = torch.randn(T, h, dv, generator=g, dtype=torch.float64)  # (T, H, dv)
                 n = max(ls) + 5
                 ct = _case_text(case=label, lengths=ls, H=h, dqk=dqk, dv=dv, n=n, causal=causal)
-                ref = lambda norm=n, c=causal, q=q: hstu_attention(q, k, v, offsets, norm=norm, causal=c)
-                expected = ref()
-                got = _check_tensor(fn(q.clone(), k.clone(), v.clone(), offsets.clone(), n, causal=causal),
-                                    "the output", expected, names)
+                expected = hstu_attention(q, k, v, offsets, norm=n, causal=causal)
+                got = _check_tensor(_call(fn, {"q": q, "k": k, "v": v, "offsets": offsets, "n": n},
+                                          {"causal": causal}, ct), "the output", expected, names)
                 call = lambda q_, k_, v_, c=causal: fn(q_, k_, v_, offsets.clone(), n, causal=c)
-                _diagnose(got, expected, "the output", names, None, variants=[
-                    (f"missing divisor n: your output is exactly n = {n} times too large.",
-                     lambda: ref(norm=1.0)),
-                    ("wrong scale: HSTU uses the raw <q_i, k_j>, with no 1/sqrt(dqk).",
-                     lambda: ref(q=q / math.sqrt(dqk))),
-                    ("the causal mask is applied although causal=False.",
-                     (lambda: ref(c=True)) if not causal else None),
-                ], probes=[_boundary_probe(call, q, k, v, offsets),
-                           _jagged_future_probe(call, q, k, v, offsets) if causal else lambda: None], case=ct)
+                _diagnose(got, expected, "the output", names, None,
+                          variants=_jagged_variants(q, k, v, offsets, n, causal, expected, hstu_attention,
+                                                    softmax_attention),
+                          probes=[_boundary_probe(call, q, k, v, offsets),
+                                  _jagged_future_probe(call, q, k, v, offsets) if causal else lambda: None],
+                          case=ct, nan_hint=HSTU_NAN_HINT)
                 count += 1
         lengths = torch.tensor([3, 5, 1])
         offsets = _offsets(lengths)
@@ -225,49 +255,3 @@ def check_jagged_hstu_attention(fn: Callable) -> bool:
         return count + 1
 
     return _run("check_jagged_hstu_attention", fn, body)
-
-
-def _boundary_probe(call, q, k, v, offsets):
-    """Change only one sequence's keys and values (the first, then the last): any change in another
-    sequence means attention crossed a boundary (reading backwards or forwards)."""
-    def probe():
-        lengths = offsets[1:] - offsets[:-1]
-        nonempty = (lengths > 0).nonzero()[:, 0].tolist()
-        if len(nonempty) < 2:
-            return None
-        base = call(q.detach(), k.detach(), v.detach())
-        for seq in (nonempty[0], nonempty[-1]):
-            s, e = int(offsets[seq]), int(offsets[seq + 1])
-            k2, v2 = k.detach().clone(), v.detach().clone()
-            k2[s:e] += 1.0
-            v2[s:e] -= 3.0
-            other = torch.ones(q.shape[0], dtype=torch.bool)
-            other[s:e] = False
-            bad = _close(call(q.detach(), k2, v2), base, other[:, None, None])
-            if bad.any():
-                t = int(bad.nonzero()[0, 0])
-                row_seq = int(torch.searchsorted(offsets, torch.tensor(t), right=True)) - 1
-                return (f"attention crossed a sequence boundary: row t={t} (sequence {row_seq}) changed when "
-                        f"only sequence {seq}'s keys and values changed. Each row attends only to rows of "
-                        "its own sequence (offsets[b] <= j < offsets[b+1]).")
-        return None
-    return probe
-
-
-def _jagged_future_probe(call, q, k, v, offsets):
-    """Change the last row of every sequence: no other row of that sequence may change."""
-    def probe():
-        lasts = offsets[1:][offsets[1:] > offsets[:-1]] - 1
-        k2, v2 = k.detach().clone(), v.detach().clone()
-        k2[lasts] += 1.0
-        v2[lasts] -= 3.0
-        a, b = call(q.detach(), k.detach(), v.detach()), call(q.detach(), k2, v2)
-        keep = torch.ones(q.shape[0], dtype=torch.bool)
-        keep[lasts] = False
-        bad = _close(b, a, keep[:, None, None])
-        if bad.any():
-            t = int(bad.nonzero()[0, 0])
-            return (f"a future position leaked: row t={t} changed when only the *last* row of each sequence "
-                    "changed. Keep j <= i inside each sequence.")
-        return None
-    return probe

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ._common import (
+    _call,
     _case_text,
     _check_tensor,
     _diagnose,
@@ -21,6 +22,7 @@ from ._common import (
     _reference,
     _run,
 )
+from ._probes import HSTU_NAN_HINT
 
 
 def _stu_naive(x, offsets, w_uvqk, w_o, b_o, H, dqk, dv, n, rab=None, *, input_norm=True, proj_silu=True,
@@ -87,8 +89,8 @@ def check_stu_forward(fn: Callable) -> bool:
                     expected = _stu_naive(x, offsets, w, wo, bo, H, dqk, dv, n, rab)
                 ct = _case_text(case=label, lengths=ls, D=D, H=H, dqk=dqk, dv=dv, n=n,
                                 rab="given" if with_rab else None)
-                out = fn(x.clone(), offsets.clone(), w.clone(), wo.clone(), bo.clone(), H, dqk, dv, n,
-                         rab=None if rab is None else rab.clone())
+                out = _call(fn, {"x": x, "offsets": offsets, "w_uvqk": w, "w_o": wo, "b_o": bo,
+                                 "num_heads": H, "dqk": dqk, "dv": dv, "n": n}, {"rab": rab}, ct)
                 got = _check_tensor(out, "the output", expected, names)
                 naive = lambda **kw: _stu_naive(x, offsets, w, wo, bo, H, dqk, dv, n, rab, **kw)
                 _diagnose(got, expected, "the output", names, None, variants=[
@@ -110,7 +112,11 @@ def check_stu_forward(fn: Callable) -> bool:
                      lambda: naive(order="vuqk")),
                     ("the relative attention bias was not passed to the attention.",
                      (lambda: _stu_naive(x, offsets, w, wo, bo, H, dqk, dv, n, None)) if with_rab else None),
-                ], case=ct)
+                    ("the output projection is transposed: y = o @ w_o.T + b_o (w_o is (D, H*dv), like "
+                     "nn.Linear's weight).",
+                     (lambda: _stu_naive(x, offsets, w, wo.t(), bo, H, dqk, dv, n, rab))
+                     if wo.shape[0] == wo.shape[1] else None),
+                ], case=ct, nan_hint=HSTU_NAN_HINT)
                 count += 1
         # gradients with respect to x and the weights
         ls, D, H, dqk, dv, n = [3, 4], 8, 2, 4, 4, 9
