@@ -168,3 +168,22 @@ def test_trainer_results_carry_the_setup_split(tmp_path):
     assert {"data_s", "compile_s", "tune_s"} <= set(saved["timing"])
     split = f"data {t['data_s']:.1f} s, compile {t['compile_s']:.1f} s, tune 0.0 s"
     assert split in results_markdown(results)
+
+
+def test_cache_marks_the_project_cache_folder_so_data_can_still_be_written_there(tmp_path):
+    from hstu_tutorial.data.paths import CACHE_MARKER, owned_folder
+
+    root = tmp_path / "hstu_cache"
+    store = tiles.TileStore("sm90", "NVIDIA H200", "3.6.0", table_dir=None, cache_dir=root / "triton_tiles",
+                            cache_root=root)
+    store.save("k", T1)
+    assert (root / CACHE_MARKER).is_file()
+    assert owned_folder(root) == root  # the data loaders may still write generated data here
+    foreign = tmp_path / "not_ours"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("x")
+    store = tiles.TileStore("sm90", "NVIDIA H200", "3.6.0", table_dir=None,
+                            cache_dir=foreign / "triton_tiles", cache_root=foreign)
+    with pytest.warns(UserWarning, match="could not save tuned tiles"):
+        store.save("k", T1)
+    assert not (foreign / "triton_tiles").exists() and store.lookup("k") == (T1, "tuned")

@@ -129,6 +129,12 @@ def default_cache_dir() -> Path:
     return cache_root() / "triton_tiles"
 
 
+def _cache_root() -> Path:
+    from hstu_tutorial.data.paths import cache_root
+
+    return cache_root()
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_") or "gpu"
 
@@ -138,7 +144,11 @@ class TileStore:
     process (`lookup`), and where new tunings go (`save`)."""
 
     def __init__(self, gpu: str, device_name: str, triton_version: str,
-                 table_dir: Path | None = TABLE_DIR, cache_dir: Path | None = None):
+                 table_dir: Path | None = TABLE_DIR, cache_dir: Path | None = None,
+                 cache_root: Path | None = None):
+        # cache_root: the project's cache folder that holds cache_dir; marked as the project's before the
+        # first write, as the data loaders expect of it (hstu_tutorial.data.paths.owned_folder)
+        self.cache_root = cache_root
         self.gpu, self.device_name, self.triton_version = gpu, device_name, triton_version
         self.table_path = None if table_dir is None else Path(table_dir) / f"tiles_{gpu}.json"
         self.cache_path = None if cache_dir is None else (
@@ -189,8 +199,12 @@ class TileStore:
         entries[key] = tiles
         self._cache = dict(entries)
         try:
+            if self.cache_root is not None:
+                from hstu_tutorial.data.paths import owned_folder
+
+                owned_folder(self.cache_root)
             write_tile_file(self.cache_path, entries, self.header())
-        except OSError as err:
+        except OSError as err:  # DataWriteError (a folder holding files not ours) is an OSError too
             warnings.warn(f"could not save tuned tiles to {self.cache_path} ({err}); this process keeps "
                           "them. Set HSTU_CACHE_DIR to a folder you can write.", stacklevel=2)
             self.cache_path = None  # say it once
@@ -220,7 +234,8 @@ def store_for(device) -> TileStore:
     store = _stores.get(index)
     if store is None:
         store = _stores[index] = TileStore(gpu_family(index), torch.cuda.get_device_name(index),
-                                           triton.__version__, cache_dir=default_cache_dir())
+                                           triton.__version__, cache_dir=default_cache_dir(),
+                                           cache_root=_cache_root())
     return store
 
 
