@@ -142,7 +142,7 @@ def run_case(case: Case, device: str, seed: int = 0) -> dict:
     before = {k: t.detach().clone() for k, t in x.items()}
     norm = float(case.N + 11)
     changed = []
-    with use_options(autotune=True, poison_outputs=True):
+    with use_options(autotune=True, tuning="tune", poison_outputs=True):
         if case.bias == "rel":
             out = triton_hstu_attention_rel_bias(x["q"], x["k"], x["v"], x["offsets"], x["ts"], x["nts"],
                                                  x["pos_w"], x["ts_w"], norm=norm, causal=case.causal)

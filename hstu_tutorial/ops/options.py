@@ -14,6 +14,7 @@ the next call. The process default comes from the environment the first time it 
     HSTU_TRITON_REL_BIAS_GRAD=dense|atomic|auto   rel_bias_grad
     HSTU_TRITON_DQ_MODE=kernel|atomic             dq_mode
     HSTU_TRITON_FP32_PRECISION=tf32|tf32x3|ieee   fp32_precision
+    HSTU_TRITON_TUNING=table|tune                 tuning
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ _CHOICES = {
     "rel_bias_grad": ("dense", "atomic", "auto"),
     "dq_mode": ("kernel", "atomic"),
     "fp32_precision": (None, "tf32", "tf32x3", "ieee"),
+    "tuning": ("table", "tune"),
 }
 _ENV = {  # field -> environment variable that gives its process default
     "fused_layer_norm": "HSTU_FUSED_LAYER_NORM",
     "rel_bias_grad": "HSTU_TRITON_REL_BIAS_GRAD",
     "dq_mode": "HSTU_TRITON_DQ_MODE",
     "fp32_precision": "HSTU_TRITON_FP32_PRECISION",
+    "tuning": "HSTU_TRITON_TUNING",
 }
 
 
@@ -42,9 +45,13 @@ _ENV = {  # field -> environment variable that gives its process default
 class KernelOptions:
     """How the Triton attention kernels and the LayerNorm run (validated on construction)."""
 
-    # On a GPU: tune the Triton tiles per shape (True) or use one default tile set (False: one compile
-    # per kernel, for quick checks). The interpreter always uses `interpreter_block`.
+    # On a GPU: tiles chosen per shape class (True, as `tuning` says) or one default tile set for every
+    # shape (False: no lookup, no tuning). The interpreter always uses `interpreter_block`.
     autotune: bool = True
+    # Where the per-shape tiles come from (hstu_tutorial.ops.triton.tiles): "table" = the table shipped
+    # for this GPU family, else this machine's tile cache, else tune once and save to the cache; "tune" =
+    # time every shape class once in this process, ignoring table and cache, and save the choices.
+    tuning: str = "table"
     # LayerNorm through the fused Triton kernel on CUDA tensors (False: F.layer_norm everywhere).
     fused_layer_norm: bool = True
     # How the gradients of the relative bias's weights (pos_w, ts_w) are formed: "dense" (the kernel

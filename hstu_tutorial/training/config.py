@@ -99,8 +99,9 @@ class TrainConfig:
     bf16: bool = False  # bf16 autocast for the forward pass
     compile: bool = False  # torch.compile the model (startup cost: tens of seconds)
     cuda_graphs: str = "auto"  # "auto" (on CUDA), "on", "off": capture the training step as a CUDA graph
-    # Triton attention on a GPU: tune its tile sizes on first use of each shape (a minute the first time on a
-    # machine, then cached); false: fixed default tiles, no tuning (about 10% slower steps at ML-1M)
+    # Triton attention on a GPU: tile sizes per shape from the shipped table for the GPU family, else the
+    # tile cache, else tuned once (a minute) and cached (HSTU_TRITON_TUNING=tune re-times every shape);
+    # false: fixed default tiles, no tuning (about 10% slower steps at ML-1M)
     autotune: bool = True
     layout: str = "auto"  # "jagged", "padded", or "auto" (padded when CUDA graphs are on)
 

@@ -36,8 +36,9 @@ def build_model(cfg: TrainConfig, num_items: int, device: torch.device) -> tuple
                 # The trainer applies cfg.autotune through the kernel options (Trainer, use_options).
                 if cfg.autotune and device.type == "cuda":
                     note(
-                        "Triton attention: tile sizes are tuned on first use of each shape (about a "
-                        "minute the first time; Triton caches the choice; --set autotune=false skips it)"
+                        "Triton attention: tile sizes from the table shipped for this GPU family, else "
+                        "tuned on first use of a shape (about a minute) and saved in the tile cache "
+                        "(~/.cache/hstu_tutorial/triton_tiles); --set autotune=false uses fixed tiles"
                     )
             except Exception as err:  # noqa: BLE001 - any import failure means: use the reference
                 note(

@@ -77,9 +77,13 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = cfg.tf32
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
+        self.tune_s0 = report.tuning_seconds()  # the run's tile tuning is counted from here
+        t_data = time.perf_counter()
         self.dataset = dataset = self._dataset(dataset)
         self.catalogue = dataset.catalogue.to(self.device)  # (C,)
         self.splits = {s: ResidentSplit(dataset.split(s), self.device) for s in ("train", "valid", "test")}
+        # Where setup goes: data loading, and compiling the kernels in the first step(s) (tuning excluded)
+        self.setup_split = {"data_s": time.perf_counter() - t_data, "compile_s": 0.0}
         torch.manual_seed(cfg.seed)  # model init does not depend on what data loading drew
         self.model, self.attention_impl = build_model(cfg, dataset.num_items, self.device)
         self.ddp = None
@@ -324,7 +328,7 @@ class Trainer:
                 f"bf16={cfg.bf16}, tf32={cfg.tf32}; logs in {self.run_dir}"
             )
         if self.use_graphs and self.graph is None:
-            t0 = time.perf_counter()
+            t0, tune0 = time.perf_counter(), report.tuning_seconds()
             try:
                 self.capture_graph()
             except Exception as err:  # noqa: BLE001 - fall back to eager steps, loudly
@@ -334,6 +338,14 @@ class Trainer:
                 self.use_graphs, self.graph = False, None
                 self.optimizer.zero_grad(set_to_none=True)
             self.setup_s += time.perf_counter() - t0
+            self._add_compile_time(t0, tune0)
+
+    def _add_compile_time(self, t0: float, tune0: float) -> None:
+        """Count the time since `t0` (the first step(s), where kernels compile), less tuning, as compile."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        tuning = report.tuning_seconds() - tune0
+        self.setup_split["compile_s"] += max(0.0, time.perf_counter() - t0 - tuning)
 
     @_with_kernel_options
     def fit(self, callback: Callable[[dict], object] | None = None) -> dict:
@@ -374,7 +386,11 @@ class Trainer:
                     s = steps[self.step_in_epoch]
                     index = order[s * B : (s + 1) * B]  # (B,)
                     part = None if totals is None else totals[s * per : (s + 1) * per]
+                    first = self.graph is None and self.global_step == 0  # an eager first step compiles
+                    clock = (time.perf_counter(), report.tuning_seconds()) if first else None
                     self.epoch_loss_sum += self.step(index, part)
+                    if clock is not None:
+                        self._add_compile_time(*clock)
                     self.step_in_epoch += 1
                     self.global_step += 1
                     steps_this_call += 1

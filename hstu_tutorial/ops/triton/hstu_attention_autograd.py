@@ -3,11 +3,13 @@
     out = triton_hstu_attention(q, k, v, offsets)                    # (T, H, D_V), like hstu_attention
     out = triton_hstu_attention_rel_bias(q, k, v, offsets, ts, next_ts, pos_w, ts_w)   # bias in-kernel
 
-On a GPU each kernel is autotuned over a few tile shapes (keyed by head dims, dtype and the next power
-of two of the longest sequence); in the interpreter one fixed configuration with large tiles is used,
+On a GPU each launch takes the tiles of its shape class (head dims, dtype, causal, bias mode, the next
+power of two of the longest sequence) from the table shipped for the GPU family, else this machine's tile
+cache, else Triton's autotuner times a few candidates once and the choice is saved (see
+`hstu_tutorial.ops.triton.tiles`). In the interpreter one fixed configuration with large tiles is used,
 since there every program costs Python time and fewer, larger tiles run faster. Switches (autotune,
-dQ mode, weight-gradient mode, fp32 dot precision, NaN poisoning, interpreter tiles) are read from
-`hstu_tutorial.ops.options.get_options()` at each call.
+tuning, dQ mode, weight-gradient mode, fp32 dot precision, NaN poisoning, interpreter tiles) are read
+from `hstu_tutorial.ops.options.get_options()` at each call.
 
 Buffers and the autotuner: while it times the configs, Triton's autotuner zeroes every argument named
 in `reset_to_zero` before each run. Those arguments (DQ_G, DRAB of the dK/dV kernel) are therefore
@@ -18,9 +20,9 @@ Triton 3.6, which re-tunes in every process) passing q as the placeholder zeroed
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
+import warnings
 
 import torch
 import triton
@@ -30,6 +32,7 @@ from hstu_tutorial.ops.hstu_attention import check_norm
 from hstu_tutorial.ops.jagged_tensors import check_floating, check_offsets
 from hstu_tutorial.ops.options import KernelOptions, get_options
 from hstu_tutorial.ops.time_buckets import time_bucket
+from hstu_tutorial.ops.triton import tiles
 from hstu_tutorial.ops.triton.hstu_attention_kernels import (
     hstu_bwd_dkdv_kernel,
     hstu_bwd_dq_kernel,
@@ -70,7 +73,8 @@ _KEY = ["MAX_SEQ_LEN_KEY", "D_QK", "D_V", "CAUSAL", "BIAS", "DOT_PREC"]
 
 
 def _bench(fn, quantiles):
-    """Time one config for the autotuner: short runs on a GPU (each new shape pays for one sweep)."""
+    """Time one config for the autotuner: short runs on a GPU (a shape class missing from the tile table
+    and the cache pays for one sweep, once per machine)."""
     if is_interpreter():  # only when a test forces tuning in the interpreter: one host-timed run
         t0 = time.perf_counter()
         fn()
@@ -78,45 +82,68 @@ def _bench(fn, quantiles):
     return triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles)
 
 
-# Tuning results are kept in Triton's on-disk cache where this Triton supports it: the first run on a
-# machine pays the sweep (about a minute for the three kernels at one shape), later runs read the choice.
-_CACHE = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
-_fwd_tuned = triton.autotune(_FWD_CONFIGS, key=_KEY, do_bench=_bench, **_CACHE)(hstu_fwd_kernel)
+# The autotuners only time candidates; their choices are kept by hstu_tutorial.ops.triton.tiles (shipped
+# table, then the project's cache file), which works with any Triton version (Triton 3.6's autotuner
+# cannot cache results across processes).
+_fwd_tuned = triton.autotune(_FWD_CONFIGS, key=_KEY, do_bench=_bench)(hstu_fwd_kernel)
 # DQ_G (atomic dQ) and DRAB (bias gradients) accumulate with atomics, so every timing run starts from
 # zero. Both are always buffers allocated by the backward for this call (see the module docstring).
 _dkdv_tuned = triton.autotune(_DKDV_CONFIGS, key=_KEY + ["RAB_GRAD", "ATOMIC_DQ"], do_bench=_bench,
-                              reset_to_zero=["DQ_G", "DRAB"], **_CACHE)(hstu_bwd_dkdv_kernel)
-_dq_tuned = triton.autotune(_DQ_CONFIGS, key=_KEY, do_bench=_bench, **_CACHE)(hstu_bwd_dq_kernel)
+                              reset_to_zero=["DQ_G", "DRAB"])(hstu_bwd_dkdv_kernel)
+_dq_tuned = triton.autotune(_DQ_CONFIGS, key=_KEY, do_bench=_bench)(hstu_bwd_dq_kernel)
 _TUNED = {"fwd": _fwd_tuned, "dkdv": _dkdv_tuned, "dq": _dq_tuned}
 
 
 def _tune(opts: KernelOptions) -> bool:
-    # Tuning runs on a GPU only; the interpreter takes opts.interpreter_block (tests may patch this to
-    # drive the autotuner itself through the interpreter).
+    # Tiles per shape class on a GPU only; the interpreter takes opts.interpreter_block (tests may patch
+    # this to drive the autotuner itself through the interpreter).
     return opts.autotune and not is_interpreter()
 
 
+def _tile_store(device: torch.device) -> tiles.TileStore | None:
+    # The interpreter keeps no tiles (a test that forces tuning there runs the autotuner every time
+    # its own cache is cleared); tests patch this to give the interpreter a store in a temporary folder.
+    return None if is_interpreter() else tiles.store_for(device)
+
+
 def _launch(kind, grid_dim, max_seq_len, num_bh, args, consts, opts: KernelOptions):
-    """Launch kernel `kind` ("fwd", "dkdv", "dq"): autotuned, or with fixed tiles (interpreter or GPU)."""
+    """Launch kernel `kind` ("fwd", "dkdv", "dq"): tiles of its shape class, or fixed tiles."""
     tuned = _TUNED[kind]
     kernel = tuned.fn  # the @triton.jit kernel the autotuner wraps
+
+    def grid_of(meta):  # programs along the sequence (query or key tiles) x (sequence, head) pairs
+        return (triton.cdiv(max_seq_len, meta[grid_dim]), num_bh)
+
     if _tune(opts):
-        tuned[lambda meta: (triton.cdiv(max_seq_len, meta[grid_dim]), num_bh)](*args, **consts)
+        store = _tile_store(args[0].device)  # args[0] is q for every kernel
+        key = tiles.shape_class(kind, args[0].dtype, consts, max_seq_len)
+        if store is not None:
+            found, source = store.lookup(key, use_saved=opts.tuning == "table")
+            if found is not None:
+                try:
+                    kernel[grid_of(found)](*args, **consts, **found)
+                    return
+                except OutOfResources as err:  # raised before the kernel runs: nothing written yet
+                    warnings.warn(f"tiles {found} of the {source} for {key} do not fit this GPU ({err}); "
+                                  "tuning this shape class instead", stacklevel=2)
+                    store.forget(key)
+        t0 = time.perf_counter()
+        tuned[grid_of](*args, **consts)  # times the candidates (first use of this shape), then runs the best
+        tiles.add_tuning_time(time.perf_counter() - t0)
+        if store is not None:
+            store.save(key, tiles.tiles_of_config(tuned.best_config))
     elif is_interpreter():
-        bm, bn = opts.interpreter_block
-        grid = (triton.cdiv(max_seq_len, bm if grid_dim == "BLOCK_M" else bn), num_bh)
-        kernel[grid](*args, **consts, BLOCK_M=bm, BLOCK_N=bn)
+        block = dict(zip(("BLOCK_M", "BLOCK_N"), opts.interpreter_block))
+        kernel[grid_of(block)](*args, **consts, **block)
     else:
-        bm, bn, warps, stages = GPU_DEFAULT_CONFIG[kind]
+        fixed = dict(zip(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"), GPU_DEFAULT_CONFIG[kind]))
         try:
-            grid = (triton.cdiv(max_seq_len, bm if grid_dim == "BLOCK_M" else bn), num_bh)
-            kernel[grid](*args, **consts, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
+            kernel[grid_of(fixed)](*args, **consts, **fixed)
         except OutOfResources:
             # fp32 operands with a large head dim overflow shared memory at the default tiles: the launch
             # fails before the kernel runs, so retry with the small config every kernel supports.
-            bm, bn, warps, stages = GPU_SMALL_CONFIG[kind]
-            grid = (triton.cdiv(max_seq_len, bm if grid_dim == "BLOCK_M" else bn), num_bh)
-            kernel[grid](*args, **consts, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
+            fixed = dict(zip(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"), GPU_SMALL_CONFIG[kind]))
+            kernel[grid_of(fixed)](*args, **consts, **fixed)
 
 
 def _dot_precision(x: torch.Tensor, opts: KernelOptions) -> str:
