@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from hstu_tutorial.errors import ConfigError
 from hstu_tutorial.training.config import list_configs, load_config, parse_overrides
+from hstu_tutorial.training.gin_config import load_gin_config
 from hstu_tutorial.training.report import results_markdown
 from hstu_tutorial.training.trainer import train
 
@@ -23,6 +24,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--config", help="a TOML file, or a bundled name such as ml-1m/hstu-sampled-softmax-n128-final"
+    )
+    parser.add_argument(  # the official generative-recommenders configs (training/gin_config.py)
+        "--gin_config_file",
+        help="an official generative-recommenders gin file (or its name: the bundled config is used)",
     )
     parser.add_argument(
         "--set",
@@ -42,7 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = parse_overrides(args.set)
         if args.resume:
             overrides["resume"] = args.resume
-        cfg = load_config(args.config, overrides)
+        if args.gin_config_file:
+            cfg = load_gin_config(args.gin_config_file, overrides, config=args.config)
+        else:
+            cfg = load_config(args.config, overrides)
         if args.print_config:
             for k, v in cfg.to_dict().items():
                 print(f"{k} = {json.dumps(v)}")
