@@ -211,3 +211,73 @@ def test_a_gin_file_trains(tmp_path, capsys):
     assert "HR@10" in out or "hr@10" in out
     runs = list((tmp_path / "exps" / "synthetic-l20").glob("synthetic-hstu*/results.json"))
     assert len(runs) == 1
+
+
+# ---- the card's experiment record (English and Chinese) ------------------------------------------------
+
+
+def _results(language=None):
+    """A finished run's results as train() returns them (the fields a record reads)."""
+    cfg = load_config("ml-1m/hstu-sampled-softmax-n128-final", ["protocol=validation"]).to_dict()
+    cfg.update(name="hstu-x", description="a test run", data_dir="data/ml-1m-u2999")
+    if language:
+        cfg["record_language"] = language
+    test = {"hr@10": 0.31, "ndcg@10": 0.17, "mrr": 0.14}
+    return {
+        "name": "hstu-x",
+        "description": "a test run",
+        "status": "completed",
+        "config": cfg,
+        "dataset": {"users": 2999, "rated_items": 3600, "interactions": 500_000},
+        "device": "NVIDIA H200",
+        "epochs_run": 101,
+        "best_by_valid": {"metric": "ndcg@10", "epoch": 57, "valid": test, "test": test},
+        "timing": {"train_s": 12.5, "train_eval_s": 16.5, "s_per_epoch": 0.163, "peak_mem_gib": 1.2},
+    }
+
+
+def test_record_has_the_cards_fields_in_english():
+    from hstu_tutorial.training.experiment import CARD_FIELDS, experiment_record, record_markdown
+
+    rec = experiment_record(_results(), date="2026-11-28 18:00 UTC")
+    card = rec["card"]
+    assert tuple(card) == CARD_FIELDS["en"] == (
+        "date", "data set", "config", "hyperparameters", "HR@10", "NDCG@10", "training time", "GPU"
+    )
+    assert card["date"] == "2026-11-28 18:00 UTC" and card["GPU"] == "NVIDIA H200"
+    assert card["data set"].startswith("ml-1m (data/ml-1m-u2999), protocol validation; users 2,999")
+    assert card["config"] == "hstu-x: a test run" and "learning_rate=0.001" in card["hyperparameters"]
+    assert (card["HR@10"], card["NDCG@10"]) == ("0.3100", "0.1700")
+    assert card["training time"].startswith("12.5 s train (16.5 s with evaluation), 101 epochs")
+    md = record_markdown(rec).splitlines()
+    assert md[0] == "## Experiment: hstu-x" and md[2] == "| field | value |"
+    assert [row.split(" | ")[0][2:] for row in md[4:12]] == list(CARD_FIELDS["en"])
+
+
+def test_record_in_chinese_from_the_argument_or_the_config_key(tmp_path):
+    import json
+
+    from hstu_tutorial.training.experiment import experiment_record, record_markdown, save_record
+
+    by_key = experiment_record(_results("zh"), date="2026-11-28 18:00 UTC")
+    by_arg = experiment_record(_results(), date="2026-11-28 18:00 UTC", language="zh")
+    assert by_key["card"] == by_arg["card"]
+    card = by_key["card"]
+    assert tuple(card) == ("日期", "数据集", "配置", "超参数", "HR@10", "NDCG@10", "训练时间", "GPU")
+    assert card["数据集"].startswith("ml-1m（data/ml-1m-u2999），协议 validation；用户 2,999、被评分物品")
+    assert card["训练时间"].startswith("训练 12.5 s（含评估 16.5 s），101 个 epoch")
+    assert (card["HR@10"], card["GPU"]) == ("0.3100", "NVIDIA H200")
+    md = record_markdown(by_key)
+    assert md.startswith("## 实验记录：hstu-x\n\n| 字段 | 值 |") and "| 显存峰值 | 1.20 GiB |" in md
+    assert "| 日期 | 2026-11-28 18:00 UTC |" in md and "| NDCG@10 | 0.1700 |" in md
+    assert "| 指标来源 | 验证集 ndcg@10 最好的 epoch（第 57 个）的测试指标 |" in md
+    assert "| date |" in record_markdown(by_key, language="en")  # either language from one record
+    save_record(_results("zh"), tmp_path)
+    assert json.loads((tmp_path / "experiment.json").read_text(encoding="utf-8"))["card"]["日期"]
+    assert "| 训练时间 | 训练 12.5 s" in (tmp_path / "experiment.md").read_text(encoding="utf-8")
+    cpu = experiment_record(_results("zh") | {"device": "cpu (2 threads)"})
+    assert cpu["card"]["GPU"] == "无（cpu (2 threads)）"
+    with pytest.raises(ValueError, match="'fr' is not one of"):
+        experiment_record(_results(), language="fr")
+    with pytest.raises(ConfigError, match="record_language"):
+        load_config("synthetic/hstu-small", ["record_language=fr"])

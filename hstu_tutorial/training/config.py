@@ -48,6 +48,7 @@ class TrainConfig:
     save_checkpoints: bool = True
     checkpoint_every: int = 10  # also save ckpt_last.pt every this many epochs (and always at the end)
     max_steps: int = 0  # stop (resumably) after this many optimizer steps in this call of fit; 0 = no limit
+    record_language: str = "en"  # the experiment record's field names: "en" or "zh" (日期, 数据集, ...)
     # --- data ---
     dataset: str = "ml-1m"  # "ml-1m", "ml-100k" or "synthetic"
     data_dir: str = ""  # folder with the raw files ("" = data/<dataset>)
@@ -115,6 +116,7 @@ class TrainConfig:
             "loss": ("sampled_softmax", "full_softmax", "bce"),
             "cuda_graphs": ("auto", "on", "off"),
             "layout": ("auto", "jagged", "padded"),
+            "record_language": ("en", "zh"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
