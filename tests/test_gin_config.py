@@ -281,3 +281,32 @@ def test_record_in_chinese_from_the_argument_or_the_config_key(tmp_path):
         experiment_record(_results(), language="fr")
     with pytest.raises(ConfigError, match="record_language"):
         load_config("synthetic/hstu-small", ["record_language=fr"])
+
+
+# ---- `tensorboard --logdir exps/<dataset>-l<max_seq_len>/` ----------------------------------------------
+
+
+def test_tensorboard_logdir_holds_the_runs_event_files(tmp_path):
+    """The card's `tensorboard --logdir exps/ml-1m-l200/`: a run lands in
+    exps/<dataset>-l<max_seq_len>/<name>-<stamp>/ with its event files, and TensorBoard's own loader finds
+    that run and its curves under the folder."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    from hstu_tutorial.train import train
+
+    res = train(
+        "synthetic/hstu-small", verbose=False, num_epochs=2, max_seq_len=20, embedding_dim=16, dqk=16, dv=16,
+        num_negatives=16, eval_batch_size=512, progress=False, device="cpu", save_checkpoints=False,
+        tensorboard=True, exp_dir=str(tmp_path / "exps"), data_dir=str(tmp_path / "data"),
+    )
+    logdir = tmp_path / "exps" / "synthetic-l20"
+    run = Path(res["run_dir"])
+    assert run.parent == logdir and run.name.startswith("hstu-small-")
+    events = list(logdir.rglob("events.out.tfevents.*"))
+    assert events and all(e.parent == run for e in events), events
+    runs = EventMultiplexer().AddRunsFromDirectory(str(logdir)).Reload()
+    assert list(runs.Runs()) == [run.name]
+    tags = runs.Runs()[run.name]["scalars"]
+    assert "loss/train" in tags and "test/hr@10" in tags and "valid/ndcg@10" in tags, tags
+    assert [e.step for e in runs.Scalars(run.name, "loss/train")] == [0, 1]
