@@ -310,3 +310,25 @@ def test_tensorboard_logdir_holds_the_runs_event_files(tmp_path):
     tags = runs.Runs()[run.name]["scalars"]
     assert "loss/train" in tags and "test/hr@10" in tags and "valid/ndcg@10" in tags, tags
     assert [e.step for e in runs.Scalars(run.name, "loss/train")] == [0, 1]
+
+
+# ---- the migration guide lists every binding -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("doc", ["coming_from_generative_recommenders.md",
+                                 "coming_from_generative_recommenders.zh-CN.md"])
+def test_the_guide_has_a_row_for_every_binding(doc):
+    text = (ROOT / "docs" / doc).read_text(encoding="utf-8")
+    official = {name for path in OFFICIAL for name in read_gin_bindings(path)[0]}
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    for name in official:  # the frozen configs' bindings: one row each, in the main table
+        assert sum(line.startswith(f"| `{name}` |") for line in rows) == 1, name
+    for name in GIN_RULES:  # every other binding the translation knows, in some row
+        if not name.endswith(".*"):
+            assert any(f"`{name}`" in line for line in rows), name
+    for term in ("--gin_config_file", "hstu-train", "--print-config", "2,500", "stable_sort",
+                 "docs/reference_results.md", "benchmarks/results/h200_2026-11-28/"):
+        assert term in text, term
+    if doc.endswith("zh-CN.md"):
+        for term in ("逐点注意力", "相对注意力偏置", "锯齿张量", "采样 softmax", "留一法", "命中率", "NDCG"):
+            assert term in text, term
