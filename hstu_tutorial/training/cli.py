@@ -21,6 +21,7 @@ from hstu_tutorial.training.config import (
     load_config,
     parse_overrides,
 )
+from hstu_tutorial.training.gin_config import load_gin_config
 from hstu_tutorial.training.report import results_markdown
 
 __all__ = ["main"]
@@ -33,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--config", help="a TOML file, or a bundled name such as ml-1m/hstu-sampled-softmax-n128-final"
+    )
+    parser.add_argument(  # the official generative-recommenders configs (training/gin_config.py)
+        "--gin_config_file",
+        help="an official generative-recommenders gin file (or its name: the bundled config is used)",
     )
     parser.add_argument(
         "--set",
@@ -78,7 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides["resume"] = args.resume
         if args.init_from:
             overrides["init_from"] = args.init_from
-        cfg = resolve_cli_config(args.config, overrides)
+        if args.gin_config_file:
+            cfg = load_gin_config(args.gin_config_file, overrides, config=args.config)
+        else:
+            cfg = resolve_cli_config(args.config, overrides)
         if args.print_config:
             for k, v in cfg.to_dict().items():
                 print(f"{k} = {json.dumps(v)}")

@@ -53,6 +53,7 @@ class TrainConfig:
     # for a few ms per epoch (benchmarks/bench_checkpoint.py)
     checkpoint_every: int = 1
     max_steps: int = 0  # stop (resumably) after this many optimizer steps in this call of fit; 0 = no limit
+    record_language: str = "en"  # the experiment record's field names: "en" or "zh" (日期, 数据集, ...)
     # --- data ---
     dataset: str = "ml-1m"  # one of DATASETS: "ml-1m", "ml-100k" or "synthetic"
     data_dir: str = ""  # folder with the raw files ("" = data/<dataset>)
@@ -122,6 +123,7 @@ class TrainConfig:
             "loss": ("sampled_softmax", "full_softmax", "bce"),
             "cuda_graphs": ("auto", "on", "off"),
             "layout": ("auto", "jagged", "padded"),
+            "record_language": ("en", "zh"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

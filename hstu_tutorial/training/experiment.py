@@ -11,6 +11,10 @@ folder, protocol, users/items/interactions), the model and every hyperparameter 
 `load_config(record["config"])` reruns it), the headline metrics (HR@10, NDCG@10, plus the rest), and the
 cost (training time, seconds per epoch, peak memory). The trainer writes it next to its results as
 `experiment.json` / `experiment.md`.
+
+Its first eight fields are the lab-notebook card's: date, data set, config, hyperparameters, HR@10,
+NDCG@10, training time, GPU (`record["card"]`), in English or in Chinese (`language="zh"`, or the config
+key `record_language = "zh"`: 日期, 数据集, 配置, 超参数, HR@10, NDCG@10, 训练时间, GPU).
 """
 
 from __future__ import annotations
@@ -18,11 +22,19 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import platform
+import re
 from pathlib import Path
 
 import torch
 
-__all__ = ["HYPERPARAMETERS", "experiment_record", "record_markdown", "save_record"]
+__all__ = [
+    "CARD_FIELDS",
+    "HYPERPARAMETERS",
+    "card_fields",
+    "experiment_record",
+    "record_markdown",
+    "save_record",
+]
 
 # The config keys shown as "hyperparameters" (the full config is kept as well).
 HYPERPARAMETERS = (
@@ -48,6 +60,19 @@ HYPERPARAMETERS = (
 )
 # The config keys that change speed/memory but not the maths.
 SPEED_KEYS = ("attention_impl", "tf32", "bf16", "compile", "cuda_graphs", "layout", "recompute")
+# The card's eight fields, in the card's order, per language.
+CARD_FIELDS = {
+    "en": ("date", "data set", "config", "hyperparameters", "HR@10", "NDCG@10", "training time", "GPU"),
+    "zh": ("日期", "数据集", "配置", "超参数", "HR@10", "NDCG@10", "训练时间", "GPU"),
+}
+# The record's other rows in Markdown, per language.
+_EXTRA = {
+    "en": {"title": "Experiment", "field": "field", "value": "value", "speed": "speed settings",
+           "source": "metrics from", "software": "software", "memory": "peak GPU memory",
+           "run_dir": "run folder", "notes": "notes"},
+    "zh": {"title": "实验记录", "field": "字段", "value": "值", "speed": "速度设置", "source": "指标来源",
+           "software": "软件", "memory": "显存峰值", "run_dir": "运行目录", "notes": "备注"},
+}
 
 
 class RecordError(ValueError):
@@ -61,6 +86,17 @@ def _need(d: dict, key: str, where: str):
             f"or a results.json it wrote. Keys seen: {sorted(d)}"
         )
     return d[key]
+
+
+def _source_zh(source: str) -> str:
+    """metrics_source in Chinese (the two forms _metrics_block writes)."""
+    m = re.fullmatch(r"test at the best validation (\S+) \(epoch (\S+)\)", source)
+    if m:
+        return f"验证集 {m[1]} 最好的 epoch（第 {m[2]} 个）的测试指标"
+    m = re.fullmatch(r"test, mean of epochs (\S+)-(\S+) \(reference protocol\)", source)
+    if m:
+        return f"测试指标，第 {m[1]}-{m[2]} 个 epoch 的平均（参考协议）"
+    return source
 
 
 def _metrics_block(results: dict) -> tuple[dict, str]:
@@ -79,14 +115,25 @@ def _metrics_block(results: dict) -> tuple[dict, str]:
     raise RecordError("the results hold no test metrics: the run finished no epoch (history is empty)")
 
 
-def experiment_record(results: dict, *, date: str | None = None, notes: str = "") -> dict:
+def _language(language: str | None, cfg: dict) -> str:
+    language = language or cfg.get("record_language") or "en"
+    if language not in CARD_FIELDS:
+        raise RecordError(f"record language {language!r} is not one of {list(CARD_FIELDS)}")
+    return language
+
+
+def experiment_record(
+    results: dict, *, date: str | None = None, notes: str = "", language: str | None = None
+) -> dict:
     """A flat, JSON-ready record of a run from `results` (the dict `train()` returns, or its results.json).
 
     Fields: date, dataset (name, folder, protocol, sizes), config (all keys), hyperparameters (a subset),
     speed settings, hr@10, ndcg@10, metrics (all test metrics), metrics_source, epochs, training time
-    (s, s/epoch, tokens/s), peak memory, device/GPU, torch and Python versions, status, run folder.
+    (s, s/epoch, tokens/s), peak memory, device/GPU, torch and Python versions, status, run folder, and
+    `card`: the card's eight fields in `language` ("en" or "zh"; default: the config's record_language).
     """
     cfg = _need(results, "config", "the run's TrainConfig as a dict")
+    language = _language(language, cfg)
     timing = _need(results, "timing", "seconds spent training and evaluating")
     metrics, source = _metrics_block(results)
     for key in ("hr@10", "ndcg@10"):
@@ -125,42 +172,67 @@ def experiment_record(results: dict, *, date: str | None = None, notes: str = ""
         "status": results.get("status"),
         "run_dir": results.get("run_dir"),
         "notes": notes,
+        "config_name": cfg.get("name", results.get("name")),
         "config": {k: v for k, v in cfg.items()},
+        "language": language,
     }
+    record["card"] = card_fields(record, language)
     return record
 
 
-def record_markdown(record: dict) -> str:
-    """The record as a Markdown block (a lab-notebook entry)."""
+def card_fields(record: dict, language: str = "en") -> dict:
+    """The card's eight fields of `record`, {label: text} in the card's order, labels in `language`."""
+    zh = _language(language, {}) == "zh"
     d, hp = record["dataset"], record["hyperparameters"]
-    sizes = ", ".join(f"{k} {d[k]:,}" for k in ("users", "rated_items", "interactions") if k in d)
+    sizes = [(k, d[k]) for k in ("users", "rated_items", "interactions") if k in d]
+    size_words = {"users": "用户", "rated_items": "被评分物品", "interactions": "交互"} if zh else {}
+    sizes_text = ("、" if zh else ", ").join(f"{size_words.get(k, k)} {v:,}" for k, v in sizes)
+    if zh:
+        data = f"{d['name']}（{d['data_dir']}），协议 {d['protocol']}" + (f"；{sizes_text}" * bool(sizes))
+    else:
+        data = f"{d['name']} ({d['data_dir']}), protocol {d['protocol']}" + (f"; {sizes_text}" * bool(sizes))
+    config = str(record.get("config_name") or record.get("name"))
+    if record.get("description"):
+        config += f"：{record['description']}" if zh else f": {record['description']}"
+    hyper = ", ".join(f"{k}={v}" for k, v in hp.items())
+    t, te, n, spe = (record["training_time_s"], record["train_eval_time_s"], record["epochs_run"],
+                     record["s_per_epoch"])
+    if zh:
+        time_text = f"训练 {t:.1f} s（含评估 {te:.1f} s），{n} 个 epoch，每 epoch {spe:.2f} s"
+        gpu = record["gpu"] or f"无（{record['device']}）"
+    else:
+        time_text = f"{t:.1f} s train ({te:.1f} s with evaluation), {n} epochs, {spe:.2f} s/epoch"
+        gpu = record["gpu"] or f"none ({record['device']})"
+    values = (record["date"], data, config, hyper, f"{record['hr@10']:.4f}", f"{record['ndcg@10']:.4f}",
+              time_text, gpu)
+    return dict(zip(CARD_FIELDS["zh" if zh else "en"], values))
+
+
+def record_markdown(record: dict, language: str | None = None) -> str:
+    """The record as a Markdown block (a lab-notebook entry): the card's eight fields first, then the rest.
+
+    `language`: "en" or "zh" (default: the record's own language)."""
+    language = _language(language or record.get("language"), {})
+    words = _EXTRA[language]
     lines = [
-        f"## Experiment: {record['name']}",
+        f"## {words['title']}{'：' if language == 'zh' else ': '}{record['name']}",
         "",
-        "| field | value |",
+        f"| {words['field']} | {words['value']} |",
         "|---|---|",
-        f"| date | {record['date']} |",
-        f"| dataset | {d['name']} ({d['data_dir']}), protocol {d['protocol']}"
-        + (f"; {sizes}" if sizes else "")
-        + " |",
-        f"| model | {hp.get('model')}: {hp.get('num_blocks')} blocks, {hp.get('num_heads')} heads, "
-        f"d={hp.get('embedding_dim')} |",
-        "| hyperparameters | " + ", ".join(f"{k}={v}" for k, v in hp.items() if k not in ("model",)) + " |",
-        "| speed settings | " + ", ".join(f"{k}={v}" for k, v in record["speed_settings"].items()) + " |",
-        f"| HR@10 | {record['hr@10']:.4f} |",
-        f"| NDCG@10 | {record['ndcg@10']:.4f} |",
-        f"| metrics from | {record['metrics_source']} |",
-        f"| training time | {record['training_time_s']:.1f} s train "
-        f"({record['train_eval_time_s']:.1f} s with "
-        f"evaluation), {record['epochs_run']} epochs, {record['s_per_epoch']:.2f} s/epoch |",
-        f"| GPU / device | {record['device']} (torch {record['torch']}, Python {record['python']}) |",
     ]
+    lines += [f"| {label} | {text} |" for label, text in card_fields(record, language).items()]
+    lines.append(f"| {words['speed']} | " + ", ".join(f"{k}={v}" for k, v in record["speed_settings"].items())
+                 + " |")
+    source = record["metrics_source"]
+    lines.append(f"| {words['source']} | {_source_zh(source) if language == 'zh' else source} |")
+    lines.append(f"| {words['software']} | {record['device']}, torch {record['torch']}, "
+                 f"Python {record['python']} |")
     if record.get("peak_mem_gib") is not None:
-        lines.append(f"| peak GPU memory | {record['peak_mem_gib']:.2f} GiB |")
+        lines.append(f"| {words['memory']} | {record['peak_mem_gib']:.2f} GiB |")
     if record.get("run_dir"):
-        lines.append(f"| run folder | {record['run_dir']} |")
+        lines.append(f"| {words['run_dir']} | {record['run_dir']} |")
     if record.get("notes"):
-        lines.append(f"| notes | {record['notes']} |")
+        lines.append(f"| {words['notes']} | {record['notes']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -171,6 +243,7 @@ def save_record(results: dict, folder: str | Path | None = None, **kwargs) -> di
     record = experiment_record(results, **kwargs)
     folder = Path(folder or results.get("run_dir") or ".")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "experiment.json").write_text(json.dumps(record, indent=1, default=str))
-    (folder / "experiment.md").write_text(record_markdown(record))
+    text = json.dumps(record, indent=1, default=str, ensure_ascii=False)
+    (folder / "experiment.json").write_text(text, encoding="utf-8")
+    (folder / "experiment.md").write_text(record_markdown(record), encoding="utf-8")
     return record
