@@ -1,4 +1,4 @@
-"""The learning checklist: the card's 4 groups and 17 items, what ticks each, where it is saved, how it is shown.
+"""The learning checklist: the card's 4 groups and 17 items, what ticks each, where it is saved, how shown.
 
 * `items`: the items (Chinese and English), their steps, where each is taught, what ticks it, and the map
   from the earlier checklist's ids (`MIGRATION`).

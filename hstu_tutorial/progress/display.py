@@ -79,14 +79,16 @@ def checklist_html(state: dict | None = None, path: str | Path | None = None) ->
                 "</tr>")
             for st in it.steps:
                 rows.append(
-                    f'<tr class="hstu-checklist-step" data-id="{st.id}" data-done="{int(is_done(st.id, state))}">'
+                    f'<tr class="hstu-checklist-step" data-id="{st.id}" '
+                    f'data-done="{int(is_done(st.id, state))}">'
                     f'<td style="text-align:right">{_mark(st, state)}</td><td></td>'
                     f"<td><small>↳ {html.escape(st.en)} <code>{st.id.rsplit('.', 1)[-1]}</code></small></td>"
                     f"<td><small>{_links(st.taught)}</small></td><td><small>{html.escape(st.ticked_by)}</small>"
                     "</td></tr>")
     where = Path(path) if path is not None else progress_path()
     return ('<div class="hstu-checklist"><table>'
-            "<thead><tr><th></th><th>中文</th><th>English</th><th>taught in</th><th>ticked by</th></tr></thead>"
+            "<thead><tr><th></th><th>中文</th><th>English</th><th>taught in</th><th>ticked by</th></tr>"
+            "</thead>"
             f"<tbody>{''.join(rows)}</tbody></table>"
             f"<small>saved in <code>{html.escape(str(where))}</code></small></div>")
 

@@ -83,8 +83,10 @@ _WHAT_HSTU = (_NB00, "What HSTU is, and why it matters")
 
 ITEMS: tuple[Item, ...] = (
     # 基础概念 Basic concepts
-    Item("basics.recsys", "basics", "理解推荐系统基本原理", "Understand the basic principles of recommender systems",
-         (_WHAT_HSTU, (_NB01, "3. The split protocol: leave-one-out"), (_NB06, "2 · The metrics: full ranking")),
+    Item("basics.recsys", "basics", "理解推荐系统基本原理",
+         "Understand the basic principles of recommender systems",
+         (_WHAT_HSTU, (_NB01, "3. The split protocol: leave-one-out"),
+          (_NB06, "2 · The metrics: full ranking")),
          quiz=True),
     Item("basics.transformer", "basics", "掌握 Transformer 架构", "Master the Transformer architecture",
          ((_NB02, "1. Softmax attention, from the formula"),
@@ -100,13 +102,15 @@ ITEMS: tuple[Item, ...] = (
                        ((_EX01, "2. The leave-one-out split"),), "check_leave_one_out", None))),
     Item("basics.pytorch", "basics", "熟悉 PyTorch 基础", "Be familiar with PyTorch basics",
          ((_NB02, "1. Softmax attention, from the formula"), (_NB04, "2. Offsets and conversions")),
-         planned="a PyTorch warm-up exercise (broadcasting, masking, autograd, a training loop) with a check"),
+         planned="a PyTorch warm-up exercise (broadcasting, masking, autograd, a training loop) with a "
+                 "check"),
     # 核心算法 Core algorithms
     Item("core.hstu", "core", "理解 HSTU 架构", "Understand the HSTU architecture",
          (_WHAT_HSTU, (_NB03, "1. The layer, one line at a time")),
          quiz=True,
          steps=_steps("core.hstu",
-                      ("stu_forward", "Implement the STU layer's forward pass (projections, u-gating, Norm(A v))",
+                      ("stu_forward",
+                       "Implement the STU layer's forward pass (projections, u-gating, Norm(A v))",
                        ((_EX03, "Exercises 03: the STU layer"),), "check_stu_forward", None))),
     Item("core.attention", "core", "掌握注意力机制", "Master the attention mechanism",
          ((_NB02, "1. Softmax attention, from the formula"), (_NB02, "2. HSTU's pointwise attention"),
@@ -120,8 +124,8 @@ ITEMS: tuple[Item, ...] = (
                       ("time_bucket", "Implement the log time bucket of the relative attention bias",
                        ((_EX02, "3. The time bucket of the relative attention bias"),), "check_time_bucket",
                        None),
-                      ("relative_bias", "Build the relative attention bias: pos_w[N-1+j-i] plus the time part "
-                       "from the next item's timestamp",
+                      ("relative_bias", "Build the relative attention bias: pos_w[N-1+j-i] plus the time "
+                       "part from the next item's timestamp",
                        ((_NB02, "3. The relative attention bias: positions and time"),), None,
                        "the relative-attention-bias exercise"))),
     Item("core.sampled_softmax", "core", "了解 Sampled Softmax", "Know sampled softmax",
@@ -130,14 +134,16 @@ ITEMS: tuple[Item, ...] = (
                       ("loss", "Implement the sampled softmax loss (L2-normalised, temperature, hits masked)",
                        ((_EX06, "1. Sampled softmax"),), "check_sampled_softmax_loss", None))),
     Item("core.jagged", "core", "理解 Jagged Tensors", "Understand jagged tensors",
-         ((_NB04, "2. Offsets and conversions"), (_NB04, "3. Jagged attention equals padded + masked attention")),
+         ((_NB04, "2. Offsets and conversions"),
+          (_NB04, "3. Jagged attention equals padded + masked attention")),
          steps=_steps("core.jagged",
                       ("offsets", "Compute offsets from lengths", ((_EX04, "1. Offsets from lengths"),),
                        "check_lengths_to_offsets", None),
                       ("jagged_to_padded", "Convert a jagged batch to a padded one with its offsets",
                        ((_EX04, "2. Jagged → padded"),), "check_jagged_to_padded", None),
                       ("jagged_attention", "Compute HSTU attention on a jagged batch, with no padded copy",
-                       ((_EX04, "3. HSTU attention on a jagged batch"),), "check_jagged_hstu_attention", None))),
+                       ((_EX04, "3. HSTU attention on a jagged batch"),), "check_jagged_hstu_attention",
+                       None))),
     # 实践能力 Practical skills
     Item("practice.download", "practice", "成功下载数据集", "Download the data set successfully",
          ((_NB01, "1. The raw files"),),
@@ -163,10 +169,12 @@ ITEMS: tuple[Item, ...] = (
     Item("advanced.paper", "advanced", "阅读 HSTU 论文", "Read the HSTU paper",
          (_WHAT_HSTU,), quiz=True),
     Item("advanced.performance", "advanced", "理解性能优化", "Understand performance optimisation",
-         ((_NB04, "4. Time and memory on this machine"), (_NB05, "4 · Causal tile skipping and jagged offsets, "
-          "in a picture"), (_NB07, "2. Measuring the levers here")),
+         ((_NB04, "4. Time and memory on this machine"),
+          (_NB05, "4 · Causal tile skipping and jagged offsets, in a picture"),
+          (_NB07, "2. Measuring the levers here")),
          steps=_steps("advanced.performance",
-                      ("triton_jagged", "Write a Triton kernel over a jagged batch (program ids, blocks, masks)",
+                      ("triton_jagged",
+                       "Write a Triton kernel over a jagged batch (program ids, blocks, masks)",
                        ((_EX05, "1. A jagged kernel: jagged → padded"),), "check_triton_jagged_to_padded",
                        None),
                       ("triton_forward", "Write HSTU attention's forward tile loop in Triton (causal tile "

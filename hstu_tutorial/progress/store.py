@@ -1,4 +1,4 @@
-"""Where the checklist is saved, how a tick is recorded, and how progress from the earlier checklist carries over.
+"""Where the checklist is saved, how a tick is recorded, how progress from the earlier checklist carries over.
 
 The state lives in one small JSON file, `~/.hstu_tutorial/progress.json` (`$HSTU_PROGRESS_FILE`
 overrides the path; tests and CI point it at a temporary file):
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from hstu_tutorial.errors import HSTUError
 from hstu_tutorial.progress import items as _items
-from hstu_tutorial.progress.items import ITEMS, GROUPS, Item, items_for_check, resolve
+from hstu_tutorial.progress.items import GROUPS, ITEMS, Item, items_for_check, resolve
 
 FORMAT_VERSION = 2
 _OLD_VERSION = 1  # the earlier 20-item checklist, migrated on load
@@ -179,7 +179,7 @@ def _now() -> str:
 
 
 def _migrate(old: dict, path: Path) -> dict:
-    """A version-1 state (the earlier 20-item checklist) -> today's state, saved after a backup of the old file.
+    """A version-1 state (the earlier 20-item checklist) -> today's state, saved after a backup of the old.
 
     Each ticked old id moves to the id `MIGRATION` names (several old ids may land on one: the earliest
     tick is kept); ids this version does not know are kept as they were, so nothing is lost."""
@@ -215,16 +215,16 @@ def tick(item_id: str, *, by: str, path: str | Path | None = None) -> dict:
     return state
 
 
-def mark_done(name: str, path: str | Path | None = None) -> list[str]:
+def mark_done(name: str, path: str | Path | None = None, *, by: str | None = None) -> list[str]:
     """Tick what `name` stands for: a check's name (every item and step wired to that check) or an item /
-    step id. Called by a passing check, a passed quiz, the data loader and the training CLI.
+    step id (then `by` says what did it, e.g. "quiz"). Called by a passing check and a passed quiz.
     Returns the ids ticked. Saving must never break a notebook: a failure to write is reported and ignored."""
     wired = items_for_check(name)
     if wired:
-        ids, by = [x.id for x in wired], name
+        ids, by = [x.id for x in wired], by or name
     else:
         try:
-            ids, by = [resolve(name)], name
+            ids, by = [resolve(name)], by or name
         except KeyError:
             return []
     try:
