@@ -101,8 +101,9 @@ QUIZZES: dict[str, tuple[Question, ...]] = {
            ("Because √d is the number of heads.", "The scale is the square root of the per-head dimension; "
             "the number of heads plays no part in it.")),
         _q("A Transformer block, as in SASRec, consists of:", 0,
-           ("multi-head softmax attention and a position-wise feed-forward network (FFN), each with a "
-            "residual connection and a LayerNorm.", "Right."),
+           ("softmax self-attention (one or more heads) and a position-wise feed-forward network (FFN), "
+            "each with a residual connection and a LayerNorm.",
+            "Right: SASRec stacks such blocks over the item sequence."),
            ("attention alone; the FFN is an optional extra.",
             "The FFN holds about two thirds of a standard block's weights (8d² of 12d² when its hidden size "
             "is 4d) and gives each position its non-linearity."),
@@ -158,7 +159,8 @@ QUIZZES: dict[str, tuple[Question, ...]] = {
            ("Nothing, because Triton kernels require padded inputs anyway.",
             "HSTU's Triton kernel reads the jagged layout directly (values + offsets)."),
            ("The same results as a jagged batch, but compute and memory spent on the 387 padding rows; a "
-            "jagged layout (values + offsets) avoids them.", "Right.")),
+            "jagged layout (values + offsets) avoids them.",
+            "Right: notebook 04 measures what the padding costs.")),
     ),
     "core.hstu": (
         _q("What turns HSTU's attention scores q·k + rab into weights?", 1,
@@ -206,18 +208,20 @@ QUIZZES: dict[str, tuple[Question, ...]] = {
            ("A classic DLRM with more hand-built features.",
             "The paper starts from the observation that most DLRMs fail to scale with compute."),
            ("Sequential transduction tasks in a generative framework (Generative Recommenders): ranking and "
-            "retrieval over the sequence of a user's actions.", "Right."),
+            "retrieval over the sequence of a user's actions.",
+            "Right: the abstract says so in these words."),
            ("A graph problem over the user-item bipartite graph.", "Graph models are not the paper's "
             "subject; it models each user's action sequence.")),
         _q("What does the paper report about quality and training compute?", 0,
            ("Quality of Generative Recommenders scales as a power law of training compute across three "
-            "orders of magnitude, up to GPT-3 / LLaMa-2 scale.", "Right."),
+            "orders of magnitude, up to GPT-3 / LLaMa-2 scale.",
+            "Right: the paper's scaling-law result, from its abstract."),
            ("Quality saturates early, as for DLRMs.",
             "Saturation is what the paper reports for DLRMs; Generative Recommenders keep improving."),
            ("Quality does not depend on compute.", "The scaling law says the opposite.")),
         _q("HSTU's speed compared with FlashAttention2-based Transformers, as the paper reports it:", 1,
            ("About the same speed; HSTU only wins on quality.", "The paper reports a large speed-up."),
-           ("5.3x to 15.2x faster on sequences of length 8192.", "Right."),
+           ("5.3x to 15.2x faster on sequences of length 8192.", "Right: the abstract's figures."),
            ("Faster only on short sequences (200 items).", "The claim is made at length 8192."),
            ("Slower, but with more accurate recommendations.", "It is faster as well.")),
         _q("In online A/B tests, the 1.5-trillion-parameter HSTU-based Generative Recommenders improved "
@@ -225,7 +229,7 @@ QUIZZES: dict[str, tuple[Question, ...]] = {
            ("65.8%.", "65.8% is the largest NDCG gain over baselines on synthetic and public data sets, not "
             "the online result."),
            ("1.5%.", "1.5 is the parameter count in trillions, not the gain."),
-           ("12.4%.", "Right."),
+           ("12.4%.", "Right: the abstract's online A/B result."),
            ("5.3x.", "5.3x is the low end of the speed-up over FlashAttention2-based Transformers.")),
     ),
 }

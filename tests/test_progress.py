@@ -353,7 +353,8 @@ def test_every_old_id_has_a_home():
                "core.hstu_attention", "core.time_bucket", "core.stu_forward", "core.jagged_to_padded",
                "core.jagged_attention", "practical.user_sequences", "practical.split",
                "practical.sampled_softmax", "practical.metrics", "practical.read_new_format",
-               "practical.train_model", "advanced.triton_jagged", "advanced.triton_hstu_forward", "advanced.performance", "advanced.new_dataset"]
+               "practical.train_model", "advanced.triton_jagged", "advanced.triton_hstu_forward",
+               "advanced.performance", "advanced.new_dataset"]
     assert sorted(progress.MIGRATION) == sorted(old_ids)
     for old in old_ids:
         assert progress.MIGRATION[old] in progress.all_ids(), old
