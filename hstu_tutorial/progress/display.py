@@ -86,10 +86,11 @@ def checklist_html(state: dict | None = None, path: str | Path | None = None) ->
                     f"<td><small>{_links(st.taught)}</small></td><td><small>{html.escape(st.ticked_by)}</small>"
                     "</td></tr>")
     where = Path(path) if path is not None else progress_path()
+    body = "".join(rows).replace("<td>", '<td style="text-align:left">')  # JupyterLab right-aligns cells
     return ('<div class="hstu-checklist"><table>'
             "<thead><tr><th></th><th>中文</th><th>English</th><th>taught in</th><th>ticked by</th></tr>"
             "</thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>"
+            f"<tbody>{body}</tbody></table>"
             f"<small>saved in <code>{html.escape(str(where))}</code></small></div>")
 
 
