@@ -143,27 +143,51 @@ ok_log10 = checks.check_time_bucket(time_bucket_log10)
 # %% [markdown]
 # ## Your learning checklist
 #
-# Four groups of skills. Tick an item when you can do it; items with a check are also ticked automatically
-# when that exercise passes. Your ticks are saved in a small JSON file in your home folder
-# (`~/.hstu_tutorial/progress.json`; set `HSTU_PROGRESS_FILE` to put it elsewhere), written atomically, so
-# they survive kernel restarts and reboots. A damaged file is reported, kept as a dated backup (`progress.json.bak-<UTC time>-<n>`, never overwriting an earlier one), and rebuilt.
+# This course grew out of a Chinese quick-reference card for the official HSTU code, and its checklist is
+# the card's (学习检查清单): four groups, 17 items, in the card's words with an English rendering, plus a
+# fifth group, *beyond the card* (超出卡片), for what the course adds. Nothing is ticked by hand. Each item is
+# ticked by something you did: an exercise check that passed, a short quiz (the concept items), the data
+# loader accepting the real MovieLens files, or a completed `hstu-train` run. Some items have *steps* (the
+# exercises that serve them): an item is done when all its steps are, or when its own quiz, check or run
+# ticks it. Items marked *planned* wait for the exercise that will tick them. Each row links to where it is
+# taught.
+#
+# Your ticks are saved in a small JSON file in your home folder (`~/.hstu_tutorial/progress.json`; set
+# `HSTU_PROGRESS_FILE` to put it elsewhere), written atomically, so they survive kernel restarts and reboots.
+# A damaged file is reported, kept as a dated backup (`progress.json.bak-<UTC time>-<n>`, never overwriting
+# an earlier one), and rebuilt. A file from the course's earlier 20-item checklist is migrated on first
+# load: each tick moves to the card item or step it belongs to, and the old file is kept as a backup.
 
 # %%
-checklist = progress.checklist_widget()
-checklist
+progress.checklist()
 
 # %% [markdown]
-# Without ipywidgets (or in a plain terminal) the same checklist prints as text, and you tick items from
-# code: `progress.set_done("basics.generative_framing")`.
+# ### A quiz
+#
+# The concept items (recommender basics, the Transformer, sequence modelling, the HSTU architecture, the
+# paper) are ticked by short quizzes. Pick one answer per question and press *Check answers*: every choice
+# you make is explained, and when all are right the item is ticked (the table above redraws). Without
+# widgets, `print(quiz("basics.recsys"))` shows the questions and `quiz("basics.recsys").answer([...])`
+# grades a list of option numbers, one per question. The other quizzes: `quiz("basics.transformer")`,
+# `quiz("basics.sequence_modeling")`, `quiz("core.hstu")`, `quiz("advanced.paper")`.
+
+# %%
+from hstu_tutorial.quizzes import quiz
+
+quiz("basics.recsys")
+
+# %% [markdown]
+# Without Jupyter (in a plain terminal) the same checklist prints as text.
 
 # %%
 text = progress.show_checklist()
 
 # %% tags=["nbval-check-output"]
-# which exercise check ticks which item (the ids are what progress.set_done takes)
-for item in progress.ITEMS:
-    if item.check:
-        print(f"{item.check:<32} -> {item.id}")
+# which exercise check ticks which item or step (a step's id is `<item id>.<step>`)
+for item_id in progress.all_ids():
+    check = getattr(progress.item(item_id), "check", None)
+    if check:
+        print(f"{check:<32} -> {item_id}")
 
 # %% [markdown]
 # ## Where to start

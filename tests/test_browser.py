@@ -2,9 +2,10 @@
 
 It starts JupyterLab on 127.0.0.1 (a free port, a random token, a temporary HOME and progress file,
 copies of the notebooks so nothing in the repository is modified), opens `notebooks/00_overview` in
-Debian's Chromium driven by Playwright (never a downloaded browser), runs all cells, ticks a checklist
-item in the rendered ipywidgets checklist and checks that the progress file changed; runs the
-learner and solution versions of an exercise notebook and checks their reports and ticks; runs
+Debian's Chromium driven by Playwright (never a downloaded browser), runs all cells, answers the quiz
+(one wrong answer, then all right) and checks that the progress file changed and the checklist table
+redrew; runs the learner and solution versions of an exercise notebook and checks their reports and that
+the passing checks ticked their steps in the progress file; runs
 `notebooks/02_attention_math` and moves the attention explorer's controls, checking the picture redraws.
 Screenshots go to `test-artifacts/browser/` (git-ignored).
 
@@ -162,31 +163,57 @@ def _outputs_text(page) -> str:
         '""" + VISIBLE + """ .jp-OutputArea-output')).map(e => e.innerText).join('\\n')""")
 
 
-def test_overview_checklist_widget_saves_a_tick(page, lab):
-    progress_file = lab["progress"]
-    before = progress_file.read_text() if progress_file.exists() else None
-    _open_and_run_all(page, lab, "notebooks/00_overview.ipynb", "check_ratings_table")
-    widget = page.locator(".hstu-checklist").first
-    widget.wait_for(state="visible", timeout=30_000)
-    boxes = widget.locator(".hstu-checklist-item input[type=checkbox]")
-    assert boxes.count() >= 20, f"expected the checklist's checkboxes, found {boxes.count()}"
-    first = boxes.first
-    first.scroll_into_view_if_needed()
-    assert not first.is_checked()
-    first.check()
-    deadline = time.monotonic() + 20
-    state = None
+def _wait_for_progress(progress_file, before, item_id, timeout=20.0):
+    """The saved state once the progress file has changed and holds `item_id` as done (None on time-out)."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if progress_file.exists() and progress_file.read_text() != before:
             state = json.loads(progress_file.read_text())
-            if state["items"].get("basics.generative_framing", {}).get("done"):
-                break
+            if state["items"].get(item_id, {}).get("done"):
+                return state
         time.sleep(0.2)
-    widget.screenshot(path=str(ARTIFACTS / "00_overview_checklist.png"))
+    return None
+
+
+def test_overview_quiz_ticks_an_item(page, lab):
+    from hstu_tutorial.quiz_bank import QUIZZES
+
+    progress_file = lab["progress"]
+    before = progress_file.read_text() if progress_file.exists() else None
+    _open_and_run_all(page, lab, "notebooks/00_overview.ipynb", "check_ratings_table")
+    table = page.locator(f"{VISIBLE} .hstu-checklist").first
+    table.wait_for(state="visible", timeout=30_000)
+    assert table.locator(".hstu-checklist-item").count() == 18  # the card's 17 items and one beyond it
+    assert table.locator("input").count() == 0  # nothing to tick by hand
+    row = table.locator('.hstu-checklist-item[data-id="basics.recsys"]')
+    assert row.get_attribute("data-done") == "0"
+
+    form = page.locator(f"{VISIBLE} .hstu-quiz").first
+    form.wait_for(state="visible", timeout=30_000)
+    form.scroll_into_view_if_needed()
+    questions = form.locator(".hstu-quiz-question")
+    key = [q.answer for q in QUIZZES["basics.recsys"]]
+    assert questions.count() == len(key)
+    feedback = form.locator(".hstu-quiz-feedback")
+    # one wrong answer first: explained, nothing ticked
+    for i, k in enumerate(key):
+        choice = k if i else (k + 1) % questions.nth(i).locator("input[type=radio]").count()
+        questions.nth(i).locator("input[type=radio]").nth(choice).check()
+    form.locator(".hstu-quiz-submit").click()
+    feedback.filter(has_text=f"{len(key) - 1} of {len(key)} right").wait_for(timeout=20_000)
+    assert (progress_file.read_text() if progress_file.exists() else None) == before
+    # then all right: the item is ticked, the file changes, the table above redraws
+    questions.nth(0).locator("input[type=radio]").nth(key[0]).check()
+    form.locator(".hstu-quiz-submit").click()
+    feedback.filter(has_text="checklist: ticked basics.recsys").wait_for(timeout=20_000)
+    state = _wait_for_progress(progress_file, before, "basics.recsys")
+    form.screenshot(path=str(ARTIFACTS / "00_overview_quiz.png"))
+    assert state is not None, "the progress file did not change after passing the quiz"
+    assert state["items"]["basics.recsys"]["by"] == "quiz"
+    page.locator(f'{VISIBLE} .hstu-checklist-item[data-id="basics.recsys"][data-done="1"]').first.wait_for(
+        timeout=20_000)
+    table.screenshot(path=str(ARTIFACTS / "00_overview_checklist.png"))
     page.screenshot(path=str(ARTIFACTS / "00_overview.png"))
-    assert state is not None, "the progress file did not change after ticking a checkbox"
-    entry = state["items"]["basics.generative_framing"]
-    assert entry["done"] is True and entry["by"] == "checkbox"
     text = _outputs_text(page)
     assert "not attempted yet" in text and "log10" in text  # the checks' demo cell ran in the browser
     assert "Traceback" not in text
@@ -199,12 +226,15 @@ def test_exercise_notebooks_run_in_the_browser(page, lab):
     assert text.count("not attempted yet") == 3, text[-2000:]
     assert "Traceback" not in text
 
+    before = lab["progress"].read_text() if lab["progress"].exists() else None
     _open_and_run_all(page, lab, f"exercises/solutions/{EXERCISE}.ipynb", "1 year: bucket")
     text = _outputs_text(page)
     page.screenshot(path=str(ARTIFACTS / f"{EXERCISE}_solution.png"))
     assert text.count("✓ check_") == 3, text[-2000:]
-    state = json.loads(lab["progress"].read_text())
-    for item_id in ("core.softmax_attention", "core.hstu_attention", "core.time_bucket"):
+    state = _wait_for_progress(lab["progress"], before, "core.attention.time_bucket")
+    assert state is not None, "the progress file did not change after the exercise checks passed"
+    for item_id in ("core.attention.softmax_attention", "core.attention.hstu_attention",
+                    "core.attention.time_bucket"):
         assert state["items"][item_id]["done"], item_id
         assert state["items"][item_id]["by"].startswith("check_")
 

@@ -30,6 +30,7 @@ from hstu_tutorial.data import movielens as ml
 from hstu_tutorial.data.errors import UnknownDatasetError
 from hstu_tutorial.data.paths import cache_root, data_root, owned_folder
 from hstu_tutorial.data.synthetic import generate_synthetic
+from hstu_tutorial.progress import hooks as progress_hooks
 
 PROTOCOLS = {"reference": 2, "validation": 3}  # protocol -> how many items the train split drops at the end
 SPLIT_DROP = {"valid": 2, "test": 1}
@@ -440,6 +441,8 @@ def get_reco_dataset(
         ratings, movies, users = ml.load_ml1m_folder(folder)
     else:
         raise UnknownDatasetError("dataset", name, ("ml-1m", "ml-100k", "synthetic"))
+    if name != "synthetic":  # a whole MovieLens data set, read and checked: ticks practice.download
+        progress_hooks.dataset_loaded(name, ratings, folder)
     ds = RecoDataset(
         name,
         ratings,

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from hstu_tutorial.errors import HSTUError
+from hstu_tutorial.progress import hooks as progress_hooks
 from hstu_tutorial.training.config import (
     TrainConfig,
     config_from_dict,
@@ -108,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(err).split())  # one line, whatever the message's layout
         print(f"error: {message}", file=sys.stderr)
         return 2
+    progress_hooks.training_finished(results)  # a completed run ticks practice.train_script (checklist)
     print(results_markdown(results))
     print(f"results: {results['run_dir']}/results.json")
     return 130 if results["status"] == "interrupted" else 0
