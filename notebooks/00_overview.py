@@ -24,6 +24,47 @@
 #
 # The first code cell of every notebook picks the **preset** and prints it: `small` (CPU, a synthetic dataset,
 # minutes) or `full` (CUDA, MovieLens-1M, the paper's settings). Same code path, two sizes.
+#
+# > **中文摘要**：本篇介绍 HSTU（Zhai 等，*Actions Speak Louder than Words*，ICML 2024）与生成式推荐的思路、整套教程的地图、
+# > 练习与检查的用法和学习清单；下一个单元格是中文速查卡的勘误。第一个代码单元格选定预设（`small`：CPU +
+# > 合成数据；`full`：GPU + MovieLens-1M）。你只需从上到下运行，并在清单里勾选已掌握的条目。
+# > 中文说明见 `README.zh-CN.md`，术语见 `docs/glossary.zh-CN.md`。
+
+# %% [markdown]
+# ## Errata for the quick-reference card · 速查卡勘误
+#
+# Many readers arrive from a Chinese quick-reference card for the official implementation
+# (`facebookresearch/generative-recommenders`). Three of its statements are wrong or need context:
+#
+# 1. **The STU has no FFN.** The card's STU diagram puts a feed-forward network after the attention. HSTU's layer
+#    has none: the gate $u$ multiplies the normalised attention output, $u \odot \mathrm{LayerNorm}(AV)$ (eq. 3,
+#    shown below), and a single linear map $f_2$ and the residual follow. The official research code does exactly
+#    this (`o_input = u * self._norm_attn_output(attn_output)`, then `self._o(...) + x`, in
+#    `SequentialTransductionUnitJagged.forward`, `generative_recommenders/research/modeling/sequential/hstu.py`).
+#    `03_stu_layer` §2 measures what leaving out the FFN saves.
+# 2. **The attention is not $\mathrm{softmax}(QK^\top/\sqrt{d})$.** HSTU applies SiLU pointwise to
+#    $QK^\top + \mathrm{rab}^{p,t}$ (paper §3.1, eq. 2): no softmax, no $1/\sqrt{d}$. The divisor is a constant
+#    $n$ taken from the official research code: `qk_attn = F.silu(qk_attn) / n` with
+#    `n = invalid_attn_mask.size(-1)`, i.e. max_sequence_len + max_output_len, 211 on ML-1M
+#    (`_hstu_attention_maybe_from_cache`, same file; `docs/model_and_training.md`). `02_attention_math` §2
+#    takes it apart.
+# 3. **"10-1000x" is one claim for two algorithms.** The README of the official repository (its current
+#    version, `meta-recsys/generative-recommenders`) says the paper proposes "efficient algorithms such as HSTU
+#    and M-FALCON to accelerate training and inference for large-scale sequential models by 10x-1000x": HSTU and
+#    M-FALCON together, training and inference together. For HSTU alone the paper's abstract states "5.3x to
+#    15.2x faster than FlashAttention2-based Transformers on 8192 length sequences". M-FALCON is the paper's
+#    algorithm for serving (inference); its throughput figures are not repeated here: read them in the paper.
+#    Neither figure describes ML-1M at length 200. There, on one NVIDIA H200 (2026-11-28), this package trains
+#    HSTU for 101 epochs in 12.4 s against the official code's 364 s (29x,
+#    `benchmarks/results/h200_2026-11-28/training.md`): a gain of engineering (`07_performance` measures each
+#    lever), not of HSTU against a Transformer.
+#
+# **中文**：(1) 速查卡的 STU 示意图画了前馈网络（FFN），但 HSTU 的 STU 层没有 FFN，由门控 u * LayerNorm(AV)
+# 代替，之后只有一个线性层 f2 和残差连接。(2) HSTU 的注意力不是 softmax(QKᵀ/√d)，而是对 QKᵀ + rab 逐点取 SiLU
+# （论文 §3.1 式 2），再除以常数 n；n 来自官方研究代码（ML-1M 上为 211）。(3) "10-1000x" 是官方 README 对
+# HSTU 与 M-FALCON、训练与推理合在一起的说法；论文摘要对 HSTU 本身给出的是"在长度 8192 的序列上比基于
+# FlashAttention2 的 Transformer 快 5.3 到 15.2 倍"。M-FALCON 是推理算法，其吞吐数字见论文原文，此处不转述。
+# 详见 `README.zh-CN.md` 的"速查卡勘误"一节。
 
 # %%
 import hstu_tutorial

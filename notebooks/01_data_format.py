@@ -28,6 +28,10 @@
 # 2. per-user sequences, and what the data looks like (lengths, popularity, time);
 # 3. the leave-one-out split and two pitfalls of the reference setup;
 # 4. jagged batches (values + offsets) versus padded ones.
+#
+# > **中文摘要**：从 MovieLens 原始文件到按时间排序的用户行为序列，再到锯齿批（values + offsets）；讲解留一法切分、
+# > 参考协议的两个陷阱，以及行为之间的时间间隔与时间分桶。你只需运行并读懂各单元格的表与图；
+# > 动手部分在练习 `exercises/01_data`。
 
 # %%
 import pandas as pd

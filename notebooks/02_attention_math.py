@@ -30,6 +30,10 @@
 # 3. **a relative attention bias** $\mathrm{rab}^{p,t}$ from the *position* offset and the *time gap*.
 #
 # At the end: attention maps of a trained HSTU for a real user, with the movie titles on the axes.
+#
+# > **中文摘要**：对比 softmax 注意力与 HSTU 的逐点注意力 SiLU(⟨q, k⟩ + rab) / n：为什么去掉 softmax（偏好强度得以保留）、
+# > 常数除数 n 的作用、由位置差与时间分桶组成的相对注意力偏置，最后看训练后模型对真实用户的注意力图。
+# > 动手部分在练习 `exercises/02_attention`。
 
 # %%
 import math

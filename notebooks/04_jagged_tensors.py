@@ -25,6 +25,9 @@
 # This notebook: (1) what padding costs on the real length distribution; (2) offsets and the conversions in
 # `hstu_tutorial.ops.jagged_tensors`; (3) jagged attention equals padded-and-masked attention (checked here);
 # (4) time and memory on this machine.
+#
+# > **中文摘要**：锯齿张量：在真实的长度分布上量出填充的代价，学习偏移量与锯齿 ↔ 填充的转换，验证锯齿注意力
+# > 等于填充加掩码的注意力，并在本机上测时间与内存。动手部分在练习 `exercises/04_jagged`。
 
 # %%
 import time

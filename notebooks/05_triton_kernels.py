@@ -37,6 +37,10 @@
 # Plan: Triton from zero (programs, blocks, masks) with two warm-up kernels; then the HSTU forward
 # kernel built step by step; why SiLU needs no "online softmax"; causal tile skipping and jagged
 # offsets; the backward pass; the bias formed inside the kernel; and the measured speed on an H200.
+#
+# > **中文摘要**：从零学 Triton（program、分块、掩码），再一步步写出融合的锯齿 HSTU 注意力内核：为什么 SiLU 注意力
+# > 不需要在线 softmax、因果分块跳过、反向传播、在内核里计算相对注意力偏置，以及在 H200 上实测的速度。
+# > 没有 GPU 时内核在 Triton 解释器中运行。动手部分在练习 `exercises/05_triton`。
 
 # %%
 import json

@@ -27,6 +27,10 @@
 #
 # On a CPU (preset `small`) everything runs on the synthetic dataset in a few minutes; on a GPU (preset
 # `full`) the same cells train the paper's configurations on ML-1M for 101 epochs.
+#
+# > **中文摘要**：训练与评估：采样 softmax 损失（128 个负样本）、基于全量排序的 HR@K / NDCG@K / MRR、训练器与配置
+# > （检查点、断点续训），并把 HSTU 与 SASRec 的结果与论文并列比较。CPU 上用合成数据几分钟跑完，
+# > GPU 上按论文设置训练 ML-1M。动手部分在练习 `exercises/06_training`。
 
 # %%
 import json

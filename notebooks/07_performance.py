@@ -27,6 +27,10 @@
 # benchmark scripts saved on an H200 (machine and date printed with them) and measure what a CPU can in
 # a minute or two. The same code runs in both cases: `hstu_tutorial.perf` drives the trainer of
 # `hstu_tutorial.train` and times its own training step.
+#
+# > **中文摘要**：逐一实测每个速度与内存手段（锯齿批、Triton 内核、TF32 / bf16、激活重计算、梯度累积、CUDA 图、
+# > `torch.compile`、批大小），再测代价随序列长度与层数如何增长。GPU 上现场测量；CPU 上展示在 H200 上
+# > 保存的结果（注明机器与日期）并做小规模测量。你只需运行并对照表格阅读。
 
 # %%
 import json

@@ -26,6 +26,9 @@
 # sum of parameters, gradients, AdamW state and the activations autograd keeps for the backward pass
 # (counted tensor by tensor with `torch.autograd.graph.saved_tensors_hooks`). On a GPU the same cells report
 # `torch.cuda.max_memory_allocated`.
+#
+# > **中文摘要**：训练出问题时怎么办：显存不足、训练太慢、效果不好，每种症状都实测各项对策的效果，最后介绍
+# > 可复现的实验记录。你只需运行并阅读；遇到问题时按症状查对应的小节。
 
 # %%
 import tempfile

@@ -24,6 +24,10 @@
 # Each check builds tables and sequences with edge cases (a user with a single rating, same-second ties,
 # histories longer than the window) and compares with `hstu_tutorial.data`. Unsolved stubs print
 # *not attempted yet*; hints unfold one at a time.
+#
+# > **中文摘要**：你要写两个函数：按时间排序的用户序列（同一秒内的评分保持稳定顺序），以及带历史窗口的留一法
+# > train / valid / test 切分。每个 `check_...` 单元格用边界用例对比 `hstu_tutorial.data` 并指出错在哪里，
+# > 通过后自动勾选学习清单。
 
 # %% [markdown]
 # <!-- SOLUTION ONLY -->

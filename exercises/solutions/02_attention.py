@@ -29,6 +29,10 @@
 #
 # Shapes follow the package: padded tensors `(B, N, H, d)` (batch, positions, heads, head dim) and
 # `lengths (B,)`. Positions `i >= lengths[b]` are padding; their output rows are not compared.
+#
+# > **中文摘要**：你要按公式写三个函数：因果且考虑填充的 softmax 注意力（SASRec 基线）、HSTU 逐点注意力
+# > SiLU(q kᵀ + rab) / n，以及相对注意力偏置的时间分桶函数。把 `raise NotImplementedError(...)` 换成
+# > 你的代码，再运行其后的检查；未完成的练习打印 *not attempted yet*，提示逐条展开。
 
 # %% [markdown]
 # <!-- SOLUTION ONLY -->

@@ -34,6 +34,9 @@
 # `ops.hstu_attention(q, k, v, offsets, rab=rab, norm=n)` with q, k `(T, H, dqk)`, v `(T, H, dv)`.
 # The check runs random batches (length 1, several heads, `dqk != dv`, with and without a bias), compares with
 # the package's `STULayer`, and also compares gradients. Unsolved, it prints *not attempted yet*.
+#
+# > **中文摘要**：你要写 STU 层的前向 `stu_forward`：LayerNorm，一次投影并经 SiLU 后切分为 u、v、q、k，逐点注意力，
+# > 门控 u * LayerNorm(AV)，输出投影与残差。检查把它与包中的 `STULayer` 对比，输出和梯度都比较。
 
 # %% [markdown]
 # <!-- SOLUTION ONLY -->

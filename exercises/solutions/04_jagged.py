@@ -26,6 +26,9 @@
 # edge cases (length 1, an **empty history**, every sequence at the maximum length, no sequences at all) and
 # compares with `hstu_tutorial.ops`. Unsolved stubs print *not attempted yet*; later cells use the package
 # unless you set `use_mine = True`. Hints unfold one at a time.
+#
+# > **中文摘要**：你要写三个函数：由长度得到偏移量、锯齿 → 填充的转换、直接在锯齿批上计算 HSTU 注意力。
+# > 检查覆盖空历史、长度 1、全部满长、没有序列等边界情况，并与 `hstu_tutorial.ops` 对比。
 
 # %% [markdown]
 # <!-- SOLUTION ONLY -->

@@ -25,6 +25,9 @@
 # large, compute in float32. On a GPU the same code compiles to a real kernel. Each check compares your kernel
 # with `hstu_tutorial.ops` on jagged batches whose lengths are not block multiples, with a length 1, an empty
 # history, several heads and `dqk != dv`.
+#
+# > **中文摘要**：你要写两个 Triton 内核：一个锯齿 → 填充的小内核（program id、分块、掩码、偏移量），以及 HSTU
+# > 融合注意力前向的分块循环。没有 GPU 时在 Triton 解释器中运行（用 float32 计算、形状取小）。
 
 # %% [markdown]
 # <!-- SOLUTION ONLY -->

@@ -24,6 +24,9 @@
 # You write both; then a short training run uses them (or the package's versions). Checks compare with
 # `hstu_tutorial.losses` and `hstu_tutorial.metrics`, including gradients, with edge cases (one row, one
 # negative, accidental hits, ties, empty histories, a target already in its history).
+#
+# > **中文摘要**：你要写采样 softmax 损失（L2 归一化、温度、屏蔽意外命中）以及 HR@K 与 NDCG@K；检查与
+# > `hstu_tutorial.losses` / `hstu_tutorial.metrics` 对比（包括梯度），随后用它们做一次短训练。
 
 # %% [markdown]
 # <!-- SOLUTION ONLY -->

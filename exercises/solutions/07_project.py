@@ -29,6 +29,9 @@
 # Steps: (1) read the raw file — an exercise with a check; (2) convert it to the layout the package reads and
 # load it as jagged batches; (3) train HSTU and SASRec and compare with popularity; (4) your turn: questions
 # to explore, and a record of what you ran.
+#
+# > **中文摘要**：开放项目：把 HSTU 用到一个新数据集（CPU 上是 ML-100K 格式的合成变体，有 `data/ml-100k/` 时用真实数据）。
+# > 你要读入原始文件（有检查），接入数据管线，训练 HSTU 与 SASRec 并与流行度基线比较，最后记录你做了什么。
 
 # %% [markdown]
 # <!-- SOLUTION ONLY -->
