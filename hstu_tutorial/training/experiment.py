@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from hstu_tutorial.training.report import plural
+
 __all__ = ["HYPERPARAMETERS", "experiment_record", "record_markdown", "save_record"]
 
 # The config keys shown as "hyperparameters" (the full config is kept as well).
@@ -140,10 +142,12 @@ def record_markdown(record: dict) -> str:
         "| field | value |",
         "|---|---|",
         f"| date | {record['date']} |",
-        f"| dataset | {d['name']} ({d['data_dir']}), protocol {d['protocol']}"
+        f"| dataset | {d['name']} ({'default folder' if d['data_dir'] == '(default)' else d['data_dir']}), "
+        f"protocol {d['protocol']}"
         + (f"; {sizes}" if sizes else "")
         + " |",
-        f"| model | {hp.get('model')}: {hp.get('num_blocks')} blocks, {hp.get('num_heads')} heads, "
+        f"| model | {hp.get('model')}: {plural(hp.get('num_blocks'), 'block')}, "
+        f"{plural(hp.get('num_heads'), 'head')}, "
         f"d={hp.get('embedding_dim')} |",
         "| hyperparameters | " + ", ".join(f"{k}={v}" for k, v in hp.items() if k not in ("model",)) + " |",
         "| speed settings | " + ", ".join(f"{k}={v}" for k, v in record["speed_settings"].items()) + " |",
@@ -152,7 +156,7 @@ def record_markdown(record: dict) -> str:
         f"| metrics from | {record['metrics_source']} |",
         f"| training time | {record['training_time_s']:.1f} s train "
         f"({record['train_eval_time_s']:.1f} s with "
-        f"evaluation), {record['epochs_run']} epochs, {record['s_per_epoch']:.2f} s/epoch |",
+        f"evaluation), {plural(record['epochs_run'], 'epoch')}, {record['s_per_epoch']:.2f} s/epoch |",
         f"| GPU / device | {record['device']} (torch {record['torch']}, Python {record['python']}) |",
     ]
     if record.get("peak_mem_gib") is not None:
