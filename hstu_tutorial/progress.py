@@ -347,7 +347,9 @@ def show_checklist(path: str | Path | None = None) -> str:
     """Print the checklist as text (works without ipywidgets) and return the text."""
     text = checklist_text(load(path))
     print(text)
-    print(f"(saved in {Path(path) if path else progress_path()}; tick by hand with "
+    from hstu_tutorial.data.paths import display_path  # lazily: the data package is heavier than this module
+
+    print(f"(saved in {display_path(Path(path) if path else progress_path())}; tick by hand with "
           "hstu_tutorial.progress.set_done('<item id>'), ids: hstu_tutorial.progress.ITEMS)")
     return text
 

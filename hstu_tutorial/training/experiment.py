@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from hstu_tutorial.data.paths import display_path
 from hstu_tutorial.training.report import plural
 
 __all__ = ["HYPERPARAMETERS", "experiment_record", "record_markdown", "save_record"]
@@ -162,7 +163,7 @@ def record_markdown(record: dict) -> str:
     if record.get("peak_mem_gib") is not None:
         lines.append(f"| peak GPU memory | {record['peak_mem_gib']:.2f} GiB |")
     if record.get("run_dir"):
-        lines.append(f"| run folder | {record['run_dir']} |")
+        lines.append(f"| run folder | {display_path(record['run_dir'])} |")
     if record.get("notes"):
         lines.append(f"| notes | {record['notes']} |")
     return "\n".join(lines) + "\n"
