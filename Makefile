@@ -19,9 +19,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (hstu-tutorial)"
 	touch $@
 
+# JupyterLab 4 asks whether to fetch Jupyter news on first start; the venv's overrides.json answers "never"
+# (setting fetchNews of @jupyterlab/apputils-extension:notification) and the server skips the update check.
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+
 lab: setup
-	@echo "Open the URL printed below (JupyterLab serves the notebooks in ./notebooks)."
+	@mkdir -p $(dir $(LAB_OVERRIDES))
+	@printf '%s\n' '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' \
+		> $(LAB_OVERRIDES)
+	@echo "Open the URL printed below: JupyterLab serves the repository root (notebooks/, exercises/) and opens notebooks/00_overview.ipynb."
 	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$${PORT:-8888} --notebook-dir=. \
+		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
 		$(if $(filter 0,$(shell id -u)),--allow-root,) notebooks/00_overview.ipynb
 
 test: setup lint test-unit test-notebooks test-browser

@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (hstu-tutorial)
 #     language: python
 #     name: python3
 # ---
@@ -83,16 +83,19 @@ preset = hstu_tutorial.get_preset()
 # improving as compute grows, as it does for language models.
 #
 # **Pointwise attention.** A Transformer normalises each attention row with a softmax. HSTU's layer (the
-# *STU*) replaces it with a pointwise SiLU divided by a constant $n$, adds a relative bias of positions and
-# *time gaps*, and gates the result with a fourth projection $u$:
+# *STU*) replaces it with a pointwise SiLU, adds a relative bias of positions and *time gaps*, and gates the
+# result with a fourth projection $u$ (the paper's eqs. 1-3):
 #
 # $$U, V, Q, K = \mathrm{split}(\phi_1(f_1(X))), \qquad
-# A(X)V(X) = \frac{\phi_2\!\left(Q K^\top + \mathrm{rab}^{p,t}\right)}{n} V, \qquad
+# A(X)V(X) = \phi_2\!\left(Q K^\top + \mathrm{rab}^{p,t}\right) V, \qquad
 # Y(X) = f_2\!\left(\mathrm{Norm}(A(X)V(X)) \odot U(X)\right)$$
 #
-# with $\phi_1 = \phi_2 = \mathrm{SiLU}$. Without the softmax, the *intensity* of a user's preferences survives
-# (ten matching past items weigh more than one), which suits the non-stationary, enormous vocabularies of
-# recommendation.
+# with $\phi_1 = \phi_2 = \mathrm{SiLU}$; the research code that reproduces the paper's public-dataset results
+# also divides the attention weights by a constant $n$ (the padded width, 211 on ML-1M; notebook 02 shows where).
+# Without the softmax, an unrelated item adds SiLU(0) = 0 to a row instead of diluting it, which suits the
+# non-stationary, enormous vocabularies of recommendation. The LayerNorm (the *Norm* of eq. 3) then removes the
+# row's overall scale, so "ten matching items weigh more than one" holds for the relative sizes of the heads, not
+# for the scale of one head: notebook 02 measures both.
 #
 # **Jagged batches.** Users' histories have very different lengths. Padding them to the longest wastes most
 # of the compute on zeros; HSTU keeps a batch *jagged* (all items concatenated, plus `offsets` marking where
@@ -148,6 +151,37 @@ print(f"\nHSTU vs SASRec: {gain['HR@10']:+.1f}% HR@10, {gain['NDCG@10']:+.1f}% N
 # | `05_triton` | a jagged Triton kernel, then HSTU's forward tile loop (Triton interpreter on CPU) | 05 |
 # | `06_training` | the sampled softmax loss, HR@K and NDCG@K | 06 |
 # | `07_project` | an open project: apply HSTU to a new dataset | all |
+
+# %% [markdown]
+# ## A map of the paper
+#
+# Zhai et al., *Actions Speak Louder than Words* (ICML 2024, arXiv 2402.17152), section by section, and where
+# this course takes it up:
+#
+# | paper | what it says | here |
+# | --- | --- | --- |
+# | §1 Introduction | DLRMs do not scale with compute; recommendation as sequential transduction | this page |
+# | §2 From DLRMs to Generative Recommenders | one time series of actions per user; ranking and retrieval as sequential transduction; generative training | `00_overview`, `01_data_format` (sequences, the split), `06_training_ml1m` (one pass trains every position) |
+# | §3.1 HSTU, eqs. 1-3 | pointwise projection, pointwise aggregated (SiLU) attention with a relative bias of positions and time, gating by $u$ | `02_attention_math`, `03_stu_layer`; exercises `02_attention`, `03_stu` |
+# | §3.2 Leveraging and increasing sparsity | an efficient jagged attention kernel; Stochastic Length | `04_jagged_tensors`, `05_triton_kernels`, `07_performance`; Stochastic Length: not implemented (below) |
+# | §3.3 Minimizing memory usage | fewer linear layers, no separate feed-forward network, fused operations | `03_stu_layer` (measured), `07_performance` |
+# | §3.4 Scaling up inference via cost amortization | M-FALCON | not implemented (below) |
+# | §4.1 Validating HSTU's design | synthetic data; public datasets (ML-1M, ML-20M, Amazon Books) against SASRec | `06_training_ml1m` (ML-1M, HSTU and SASRec) |
+# | §4.2 Encoder efficiency | HSTU's layer against FlashAttention2-based Transformers, up to 8192 long | `05_triton_kernels` (kernel only; see the reconciliation there), `07_performance` |
+# | §4.3 Industrial streaming settings, scaling law | online A/B results, M-FALCON throughput, quality as a power law of compute | not reproducible here (Meta's data and compute) |
+#
+# ### What the course does not implement
+#
+# * **Stochastic Length** (§3.2): during training, long histories are subsampled so that attention costs grow more
+#   slowly than quadratically with the history length, at a small cost in quality the paper measures on its own
+#   data. The trainer here always reads each history's last `max_seq_len` items.
+# * **M-FALCON** (§3.4): at ranking time, many candidate items are scored in one pass over a user's history, the
+#   history's keys and values computed once and shared across micro-batches of candidates. The course evaluates
+#   by scoring the whole catalogue against one output embedding per user (retrieval-style), which needs no such
+#   trick.
+# * **The scaling law** (§4.3): quality as a power law of training compute across three orders of magnitude,
+#   measured on industrial data at up to 1.5 trillion parameters. ML-1M (3,883 movies, about a million ratings)
+#   cannot show it; `07_performance` measures speed, not scaling.
 
 # %% [markdown]
 # ## How exercises and checks work

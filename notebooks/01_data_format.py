@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (hstu-tutorial)
 #     language: python
 #     name: python3
 # ---
@@ -36,7 +36,7 @@
 # %%
 import pandas as pd
 import torch
-from IPython.display import display
+from IPython.display import Markdown, display
 
 import hstu_tutorial
 from hstu_tutorial import viz
@@ -128,23 +128,40 @@ pd.DataFrame({"when": when, "movie": [ds.item_titles[i] for i in u["sequence_ite
 # %% [markdown]
 # ### What the sequences look like
 #
-# Four views that shape the model. Sequence lengths are long-tailed: most users have a few dozen ratings, a few
-# have thousands, so a batch padded to its longest member is mostly padding, and a window of `max_seq_len`
-# keeps only the most recent items of heavy users.
+# Four views that shape the model. First, how long the histories are: the spread between the median user and
+# the heaviest one decides how much of a padded batch is padding, and a window of `max_seq_len` keeps only the
+# most recent items of the users above it. The numbers under the plot are this dataset's.
 
 # %%
 fig, data = viz.plot_sequence_lengths(ds)
 print({k: round(v, 3) if isinstance(v, float) else v for k, v in data["summary"].items()})
+summary = data["summary"]
+spread = summary["max"] / summary["median"]
+display(Markdown(
+    f"On `{ds.name}`: {summary['users']:,} users, median history {summary['median']:.0f} ratings, longest "
+    f"{summary['max']:,} ({spread:.1f}x the median): "
+    + ("a long tail, a few heavy users far above the rest. " if spread >= 5 else
+       "a narrow spread, with no heavy users far above the rest. ")
+    + f"{summary['share_longer_than_window']:.0%} of the users have more than the window of {ds.max_seq_len} "
+    "items, and the model sees only their most recent ones."
+))
 
 # %% [markdown]
-# Popularity is a long tail: a small share of the items gets a large share of the ratings. This is why a
-# popularity ranking is a baseline worth beating, and why negatives for the sampled softmax are drawn uniformly
-# from the catalogue (not by popularity) in the reference setup.
+# Second, how concentrated the ratings are on a few items. When a small share of the items gets a large share of
+# the ratings, a popularity ranking is a baseline worth beating. Negatives for the sampled softmax are drawn
+# uniformly from the catalogue (not by popularity) in the reference setup, whatever the concentration.
 
 # %%
 fig, data = viz.plot_item_popularity(ds)
 print(f"top 1% of items: {data['top_1pct_share']:.1%} of ratings; top 10%: {data['top_10pct_share']:.1%}; "
       f"catalogue items never rated: {data['never_rated']}")
+top1, top10 = data["top_1pct_share"], data["top_10pct_share"]
+display(Markdown(
+    f"On `{ds.name}` the top 1% of the items get {top1:.1%} of the ratings and the top 10% get {top10:.1%}, "
+    f"{top10 / 0.10:.1f}x their share of a catalogue where every item is rated equally often: "
+    + ("a long tail, where popularity alone already ranks well." if top10 >= 0.3 else
+       "close to even, so popularity alone says little about the next item.")
+))
 
 # %%
 fig, per_week = viz.plot_ratings_over_time(ds)

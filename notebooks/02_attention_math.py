@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (hstu-tutorial)
 #     language: python
 #     name: python3
 # ---
@@ -48,6 +48,7 @@ from hstu_tutorial.data.movielens import has_ml1m_files
 from hstu_tutorial.ops import (RelativeAttentionBias, hstu_attention, jagged_to_padded, next_timestamps,
                                softmax_attention, time_bucket)
 from hstu_tutorial.train import load_config, train
+from IPython.display import Markdown, display
 
 preset = hstu_tutorial.get_preset()
 torch.manual_seed(0)
@@ -98,13 +99,16 @@ torch.testing.assert_close(hstu_attention(q[:, None], k[:, None], v[:, None], of
 print("row sums of the HSTU weights (x n):", [round(x, 3) for x in (weights_hstu.sum(-1) * n).tolist()])
 
 # %% [markdown]
-# ### Why drop the softmax? Intensity survives
+# ### Why drop the softmax? What reaches the next layer
 #
 # The paper's argument (§3.1): the softmax normalises *across* the history, so it can express *which* past
 # items matter but not *how much* evidence there is. Take a query and a history that holds $m$ items matching it
 # (score 8) among 20 unrelated ones (score 0). Softmax attention returns the same output whatever $m$ is (one
-# strong match already takes all the weight); pointwise attention's output grows with $m$: the strength of a
-# user's preference reaches the next layer.
+# strong match already takes all the weight); the pointwise row $AV$ grows with $m$.
+#
+# But $AV$ is not what the next layer sees. The STU layer (notebook 03) passes on $o = u \odot
+# \mathrm{LayerNorm}(AV)$, and a LayerNorm divides by the row's own scale. The second cell below follows $AV$
+# through that norm, with the STU's settings (no scale or shift, eps $10^{-6}$, over all heads jointly).
 
 # %% tags=["nbval-check-output"]
 d = 8
@@ -126,16 +130,85 @@ print("softmax output stays at most 1 for every m:", all(x <= 1 + 1e-6 for x in 
 print("HSTU output = m * SiLU(8) for every m (rel. tol 1e-5):",
       all(math.isclose(x, m * silu8, rel_tol=1e-5) for m, x in hstu_out.items()))
 
+# %%
+# What the next layer receives is o = u * LayerNorm(AV), the norm taken over all heads together (notebook 03).
+torch.manual_seed(0)
+dv, n = 8, 211
+v_match = torch.randn(dv)
+v_match -= v_match.mean()  # (dv,) value of a matching item (zero mean: the per-head norms below stay exact)
+v_other = torch.randn(dv)
+v_other -= v_other.mean()  # (dv,) value of an unrelated item
+u_gate = torch.rand(2 * dv) + 0.5  # (2 dv,) a fixed gate u for two heads
+
+
+def layer_norm(x):
+    return F.layer_norm(x, x.shape[-1:], eps=1e-6)  # as the STU: no scale or shift, eps 1e-6
+
+
+def one_head(m, unrelated, score=8.0):
+    """One query's (dv,) rows, pointwise (before LayerNorm) and softmax: m matches among `unrelated` others."""
+    s = torch.tensor([score] * m + [0.0] * unrelated)  # (m + unrelated,) scores
+    values = torch.stack([v_match] * m + [v_other] * unrelated)  # (m + unrelated, dv)
+    return F.silu(s) @ values / n, torch.softmax(s, 0) @ values
+
+
+# (a) the overall scale: both heads see m matches among 20 unrelated items
+ln_by_m = {m: layer_norm(torch.cat([one_head(m, 20)[0]] * 2)) for m in range(1, 21)}  # m -> (2 dv,)
+raw_by_m = {m: torch.cat([one_head(m, 20)[0]] * 2).norm().item() for m in (1, 20)}
+scale_gap = max((ln_by_m[m] - ln_by_m[1]).abs().max().item() for m in ln_by_m)
+print(f"(a) |AV| grows {raw_by_m[20] / raw_by_m[1]:.0f}x from m=1 to m=20; LN(AV) moves by at most {scale_gap:.0e}")
+
+# (b) unrelated items: one weaker match (score 2) among 0, 10 or 100 unrelated items
+print("(b) unrelated | softmax weight on the match | cos(LN(out), LN(v_match)): softmax  pointwise")
+cos = lambda a, b: F.cosine_similarity(layer_norm(a), layer_norm(b), dim=0).item()
+dilution = {}
+for unrelated in (0, 10, 100):
+    pointwise, soft = one_head(1, unrelated, score=2.0)
+    weight = math.exp(2) / (math.exp(2) + unrelated)
+    dilution[unrelated] = (weight, cos(soft, v_match), cos(pointwise, v_match))
+    print(f"    {unrelated:>9} | {weight:>26.2f} | {dilution[unrelated][1]:>28.2f} {dilution[unrelated][2]:>10.2f}")
+
+# (c) two heads, each with its own number of matches: the ratio of the heads' norms after the joint LN
+print("(c) matches (head 1, head 2) | |LN(AV)| head 1 / head 2 | o = u * LN(AV), first 3 coordinates")
+outs = {}
+for m1, m2 in ((1, 4), (5, 20), (4, 1), (2, 2)):
+    o = u_gate * layer_norm(torch.cat([one_head(m1, 20)[0], one_head(m2, 20)[0]]))  # (2 dv,)
+    ratio = o[:dv].div(u_gate[:dv]).norm() / o[dv:].div(u_gate[dv:]).norm()
+    outs[(m1, m2)] = (ratio.item(), o)
+    print(f"    {str((m1, m2)):>24} | {ratio.item():>24.2f} | {[round(x, 2) for x in o[:3].tolist()]}")
+same_o = torch.allclose(outs[(1, 4)][1], outs[(5, 20)][1], atol=1e-3)
+print("o for (1, 4) matches = o for (5, 20) matches (abs. tol 1e-3):", same_o)
+
+display(Markdown(
+    f"What survives $o = u \\odot \\mathrm{{LayerNorm}}(AV)$, measured above:\n\n"
+    f"* **the overall scale does not**: $|AV|$ grows {raw_by_m[20] / raw_by_m[1]:.0f}x from 1 to 20 matches, "
+    f"LayerNorm($AV$) moves by at most {scale_gap:.0e} (the eps of the norm). Counting matching items, the "
+    "intensity argument of the paper, does not reach the next layer through one head's scale;\n"
+    f"* **unrelated items do not dilute the row**: they add SiLU(0) = 0. With 100 unrelated items the softmax puts "
+    f"{dilution[100][0]:.0%} of its weight on the one match and its normalised output keeps a cosine of "
+    f"{dilution[100][1]:.2f} with the match's value; the pointwise row keeps {dilution[100][2]:.2f}. The softmax "
+    "is what mixes in the rest of the history;\n"
+    f"* **magnitudes across heads survive**: the norm is joint, so a head with 1 match next to a head with 4 "
+    f"comes out at {outs[(1, 4)][0]:.2f} of the other's size, and (5, 20) gives the same output as (1, 4): "
+    "relative evidence between heads is kept, absolute evidence is not."
+))
+
 # %% [markdown]
 # ### The divisor $n$
 #
-# With a softmax the row sum is the normaliser. HSTU divides by a **constant**: the reference uses
-# $n = $ max_seq_len + 11 (the padded width of its sequences: 200 items, 10 slots for generation, 1 for the
-# target), not the length of the user's history. So a user with 20 items and one with 200 get the same scale per
-# attended item, and a longer relevant history adds up to a larger output. (The package's `hstu_attention`
-# defaults `norm` to the longest length in the batch, as a generic kernel would; the model always passes the
-# reference's constant, `hstu_encoder(..., norm=None)` meaning max_seq_len + 11.) The LayerNorm that follows
-# in the STU layer (notebook 03) then rescales the result per position.
+# The paper's eq. 2 is $A(X)V(X) = \phi_2\big(Q(X)K(X)^\top + \mathrm{rab}^{p,t}\big)V(X)$: no divisor. The
+# $1/n$ comes from the research code that reproduces the paper's public-dataset results
+# (facebookresearch/generative-recommenders, `generative_recommenders/research/modeling/sequential/hstu.py`,
+# function `_hstu_attention_maybe_from_cache`): it sets `n = invalid_attn_mask.size(-1)`, the padded width of the
+# batch, and computes `F.silu(qk_attn) / n`. The mask is built in `HSTU.__init__` with side
+# `max_sequence_len + max_output_len`, and the trainer (`research/trainer/train.py`) passes
+# `max_output_len = gr_output_length + 1` = 11: so $n$ = 200 + 11 = 211 on ML-1M, whatever the user's length.
+# The package follows the code: `hstu_encoder(..., norm=None)` means max_seq_len + 11 (`hstu_attention` alone
+# defaults `norm` to the longest length in the batch, as a generic kernel would).
+#
+# A constant divisor is a pure scale (the cell below), and the LayerNorm that follows removes any scale (the
+# cells above): $n$ matters for the size of the numbers inside the layer (and so for bf16 and the gradients),
+# not for what the next layer receives.
 
 # %% tags=["nbval-check-output"]
 q2, k2, v2 = (torch.randn(10, 1, 4) for _ in range(3))  # one sequence of 10, (T, H, d)
@@ -237,9 +310,11 @@ fig, explorer = viz.attention_explorer(model, user_batch, item_titles=ds.item_ti
 # %% [markdown]
 # ## Summary
 #
-# * Softmax attention normalises each row; HSTU's pointwise $\mathrm{SiLU}(s)/n$ does not, so the amount of
-#   matching history shows in the output.
-# * $n$ is a constant (211 on ML-1M), not the row sum and not the user's length.
+# * Softmax attention normalises each row; HSTU's pointwise $\mathrm{SiLU}(s)/n$ does not, so unrelated items
+#   add nothing instead of diluting the row. The LayerNorm of the STU then removes the row's overall scale;
+#   the relative sizes of the heads survive it.
+# * $n$ is a constant (211 on ML-1M) from the research code, not from the paper's eq. 2: not the row sum and
+#   not the user's length.
 # * The relative attention bias adds a learned term for the position offset and one for the log-bucketed time
 #   gap measured from the **next** item's timestamp.
 # * `hstu_attention` (jagged) and `padded_hstu_attention` are the reference implementations; the tests check them

@@ -39,7 +39,8 @@ from jupytext.combine import combine_inputs_with_outputs
 ROOT = Path(__file__).resolve().parents[1]
 EXERCISES = ROOT / "exercises"
 SOLUTIONS = EXERCISES / "solutions"
-KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+# the kernel `make setup` installs: a notebook saved with another display name opens as "modified"
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (hstu-tutorial)", "language": "python"}
 
 BEGIN = re.compile(r"^(?P<indent>[ \t]*)# BEGIN SOLUTION\b.*$")
 END = re.compile(r"^[ \t]*# END SOLUTION\b.*$")

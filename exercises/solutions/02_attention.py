@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (hstu-tutorial)
 #     language: python
 #     name: python3
 # ---
@@ -118,8 +118,8 @@ ok = checks.check_softmax_attention(softmax_attention)
 # \qquad \mathrm{SiLU}(x) = x\,\sigma(x).$$
 #
 # Why: softmax makes the weights of a row sum to one, so it cannot say *how much* a user engaged, only with
-# what, relatively. Without the normalisation the intensity of preference survives (ten strongly matching
-# past items weigh more than one), which the paper argues suits non-stationary, huge vocabularies.
+# what, relatively. Without the normalisation an unrelated item adds SiLU(0) = 0 to the row instead of diluting
+# the weight of the matching ones, which the paper argues suits non-stationary, huge vocabularies.
 # Because there is no $-\infty$ trick here, masked positions are zeroed *after* SiLU (SiLU(0) is 0 but a
 # masked score is not 0).
 #
@@ -164,11 +164,17 @@ ok = checks.check_hstu_attention(hstu_attention)
 # </details>
 
 # %% [markdown]
-# ### Use it: the intensity of preference survives
+# ### Use it: what the softmax normalises away
 #
 # One query, eight past items. In the first history one item matches the query strongly, in the second four
-# do. Softmax gives both histories the same total weight (1); HSTU's weights grow with the evidence. The
-# next cell uses the package's attention unless you set `use_mine = True`.
+# do. Softmax gives both histories the same total weight (1); HSTU's weights grow with the evidence, and the
+# unrelated items add nothing (SiLU(0) = 0). The next cell uses the package's attention unless you set
+# `use_mine = True`.
+#
+# Keep in mind where this row goes: the STU layer (exercise 03) passes on $u \odot \mathrm{LayerNorm}(AV)$, and the
+# LayerNorm divides by the row's own scale. So the count of matching items does not survive as the scale of one
+# head; it survives as the size of one head *relative to the others* (the norm is taken over all heads together).
+# Notebook `02_attention_math` measures both.
 
 # %%
 use_mine = False  # set to True once check_hstu_attention passes, to run the rest with your functions

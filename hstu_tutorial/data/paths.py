@@ -55,3 +55,21 @@ def owned_folder(folder) -> Path:
         reason = e.strerror or e
         raise DataWriteError(f"cannot write generated data into {folder} ({reason}); {fix}") from None
     return folder
+
+
+def display_path(path) -> str:
+    """A path as printed to a learner: relative to the repository, else under `~`, else a temporary folder's
+    file named without the folder's random name; never the absolute path of the machine that ran it."""
+    import tempfile
+
+    p = Path(path).expanduser().absolute()
+    bases = ((REPO_ROOT, ""), (Path.home(), "~/"), (Path(tempfile.gettempdir()), "<temporary folder>/"))
+    for base, prefix in bases:
+        try:
+            rel = p.relative_to(base)
+        except ValueError:
+            continue
+        if prefix.startswith("<"):  # /tmp/tmpXYZ/p.json: the random folder name says nothing
+            rel = Path(*rel.parts[1:]) if len(rel.parts) > 1 else rel
+        return f"{prefix}{rel}" if str(rel) != "." else (prefix.rstrip("/") or ".")
+    return str(p)

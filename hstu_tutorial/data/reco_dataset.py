@@ -28,7 +28,7 @@ import torch
 from hstu_tutorial.data import fetch
 from hstu_tutorial.data import movielens as ml
 from hstu_tutorial.data.errors import UnknownDatasetError
-from hstu_tutorial.data.paths import cache_root, data_root, owned_folder
+from hstu_tutorial.data.paths import cache_root, data_root, display_path, owned_folder
 from hstu_tutorial.data.synthetic import generate_synthetic
 from hstu_tutorial.progress import hooks as progress_hooks
 
@@ -455,5 +455,5 @@ def get_reco_dataset(
     )
     ds.seconds = time.perf_counter() - t0
     if verbose:
-        print(f"[hstu_tutorial] {ds!r} from {folder} in {ds.seconds:.2f} s")
+        print(f"[hstu_tutorial] {ds!r} from {display_path(folder)} in {ds.seconds:.2f} s")
     return ds

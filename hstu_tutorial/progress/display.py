@@ -91,7 +91,7 @@ def checklist_html(state: dict | None = None, path: str | Path | None = None) ->
             "<thead><tr><th></th><th>中文</th><th>English</th><th>taught in</th><th>ticked by</th></tr>"
             "</thead>"
             f"<tbody>{body}</tbody></table>"
-            f"<small>saved in <code>{html.escape(str(where))}</code></small></div>")
+            f"<small>saved in <code>{html.escape(_display_path(where))}</code></small></div>")
 
 
 class Checklist:
@@ -150,7 +150,8 @@ def show_checklist(path: str | Path | None = None) -> str:
     """Print the checklist as text (works without Jupyter) and return the text."""
     text = checklist_text(load(path))
     print(text)
-    print(f"(saved in {Path(path) if path else progress_path()}; checks, quizzes and runs tick the items: "
+    where = _display_path(Path(path) if path else progress_path())
+    print(f"(saved in {where}; checks, quizzes and runs tick the items: "
           "hstu_tutorial.quizzes.quiz('<item id>') for the concept items)")
     return text
 
@@ -158,3 +159,9 @@ def show_checklist(path: str | Path | None = None) -> str:
 def checklist_widget(path: str | Path | None = None) -> Checklist:
     """Kept for old notebooks: the checklist is now a read-only display, `checklist()`."""
     return Checklist(path)
+
+
+def _display_path(path) -> str:
+    from hstu_tutorial.data.paths import display_path  # lazily: the data package is heavier than this module
+
+    return display_path(path)

@@ -27,6 +27,9 @@ from pathlib import Path
 
 import torch
 
+from hstu_tutorial.data.paths import display_path
+from hstu_tutorial.training.report import plural
+
 __all__ = [
     "CARD_FIELDS",
     "HYPERPARAMETERS",
@@ -190,7 +193,8 @@ def card_fields(record: dict, language: str = "en") -> dict:
     if zh:
         data = f"{d['name']}（{d['data_dir']}），协议 {d['protocol']}" + (f"；{sizes_text}" * bool(sizes))
     else:
-        data = f"{d['name']} ({d['data_dir']}), protocol {d['protocol']}" + (f"; {sizes_text}" * bool(sizes))
+        folder = "default folder" if d["data_dir"] == "(default)" else display_path(d["data_dir"])
+        data = f"{d['name']} ({folder}), protocol {d['protocol']}" + (f"; {sizes_text}" * bool(sizes))
     config = str(record.get("config_name") or record.get("name"))
     if record.get("description"):
         config += f"：{record['description']}" if zh else f": {record['description']}"
@@ -201,7 +205,7 @@ def card_fields(record: dict, language: str = "en") -> dict:
         time_text = f"训练 {t:.1f} s（含评估 {te:.1f} s），{n} 个 epoch，每 epoch {spe:.2f} s"
         gpu = record["gpu"] or f"无（{record['device']}）"
     else:
-        time_text = f"{t:.1f} s train ({te:.1f} s with evaluation), {n} epochs, {spe:.2f} s/epoch"
+        time_text = f"{t:.1f} s train ({te:.1f} s with evaluation), {plural(n, 'epoch')}, {spe:.2f} s/epoch"
         gpu = record["gpu"] or f"none ({record['device']})"
     values = (record["date"], data, config, hyper, f"{record['hr@10']:.4f}", f"{record['ndcg@10']:.4f}",
               time_text, gpu)
@@ -230,7 +234,7 @@ def record_markdown(record: dict, language: str | None = None) -> str:
     if record.get("peak_mem_gib") is not None:
         lines.append(f"| {words['memory']} | {record['peak_mem_gib']:.2f} GiB |")
     if record.get("run_dir"):
-        lines.append(f"| {words['run_dir']} | {record['run_dir']} |")
+        lines.append(f"| {words['run_dir']} | {display_path(record['run_dir'])} |")
     if record.get("notes"):
         lines.append(f"| {words['notes']} | {record['notes']} |")
     return "\n".join(lines) + "\n"

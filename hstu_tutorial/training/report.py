@@ -18,11 +18,17 @@ __all__ = [
     "device_name",
     "log_epoch",
     "open_tensorboard",
+    "plural",
     "results_markdown",
     "run_results",
     "tuning_seconds",
     "write_results",
 ]
+
+def plural(count, word: str) -> str:
+    """'1 epoch', '3 epochs': a count with its noun, pluralised by adding s."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
 
 REFERENCE_WINDOW = 10  # the reference protocol's summary: mean test metrics over the last 10 epochs
 
@@ -83,7 +89,7 @@ def results_markdown(results: dict, ks: Sequence[int] | None = None) -> str:
         lines += [results["description"], ""]
     lines += [
         f"dataset {results['config']['dataset']} ({results['config'].get('data_dir') or 'default folder'}), "
-        f"protocol {results['config']['protocol']}, {results['epochs_run']} epochs, status "
+        f"protocol {results['config']['protocol']}, {plural(results['epochs_run'], 'epoch')}, status "
         f"{results['status']}, device {results['device']}",
         "",
     ]
@@ -99,9 +105,12 @@ def results_markdown(results: dict, ks: Sequence[int] | None = None) -> str:
             "|---" * (len(names) + 1) + "|",
         ]
         e0, e1 = ref["epochs"]
+        # The summary is the reference's (mean of the last epochs), but the split is the run's own protocol.
+        protocol = results["config"]["protocol"]
+        span = f"epoch {e0}" if e0 == e1 else f"epochs {e0}-{e1}"
         rows = [
-            (f"reference protocol: mean of epochs {e0}-{e1}", ref["test_mean"]),
-            (f"reference protocol: final epoch {ref['final_epoch']}", ref["test_final"]),
+            (f"{protocol} protocol: mean of {span}", ref["test_mean"]),
+            (f"{protocol} protocol: final epoch {ref['final_epoch']}", ref["test_final"]),
         ]
         best = results.get("best_by_valid") or {}
         if "test" in best:
@@ -115,7 +124,8 @@ def results_markdown(results: dict, ks: Sequence[int] | None = None) -> str:
     if t:
         peak = t.get("peak_mem_gib")
         lines += [
-            f"Time: {t['train_eval_s']:.1f} s for {results['epochs_run']} epochs of training + evaluation "
+            f"Time: {t['train_eval_s']:.1f} s for {plural(results['epochs_run'], 'epoch')} "
+            "of training + evaluation "
             f"({t['s_per_epoch']:.3f} s/epoch; train {t['train_s']:.1f} s, eval {t['eval_s']:.1f} s), "
             f"setup {t['setup_s']:.1f} s{_setup_split(t)}; {t['train_tokens_per_s']:,.0f} train tokens/s"
             + (f"; peak GPU memory {peak:.2f} GiB" if peak is not None else "")

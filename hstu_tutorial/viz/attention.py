@@ -210,11 +210,16 @@ def plot_time_buckets(max_gap_seconds: float = 10**9, num_buckets: int = 128, ax
     ax.set_xscale("log")
     marks = {"1 min": 60, "1 hour": 3600, "1 day": 86400, "1 week": 604800, "1 month": 2592000,
              "1 year": 31536000}
-    for name, sec in marks.items():
+    for i, (name, sec) in enumerate(marks.items()):
         if sec <= max_gap_seconds:
             b = int(time_bucket(torch.tensor([sec]), num_buckets))
             ax.axvline(sec, color="grey", lw=0.5, ls=":")
-            ax.text(sec, b + 2, f"{name}\n(bucket {b})", fontsize=7, ha="center")
+            # Neighbouring marks (a week, a month) are close on the log axis: alternate the labels between
+            # above-left and below-right of the step, the two sides the rising curve leaves free.
+            if i % 2 == 0:
+                ax.text(sec / 1.15, b + 2, f"{name}\n(bucket {b})", fontsize=7, ha="right", va="bottom")
+            else:
+                ax.text(sec * 1.15, b - 2, f"{name}\n(bucket {b})", fontsize=7, ha="left", va="top")
     ax.set_xlabel("time gap |t_next(i) - t(j)| in seconds (log)")
     ax.set_ylabel("bucket (index into ts_w)")
     ax.set_title("relative attention bias: log time buckets", fontsize=9)
