@@ -36,6 +36,7 @@ test: setup lint test-unit test-notebooks test-browser
 
 lint: setup
 	$(VENV)/bin/ruff check hstu_tutorial tests benchmarks exercises tools
+	$(VENV)/bin/ruff format --check hstu_tutorial tests benchmarks exercises tools
 
 test-unit: setup
 	$(PY) -m pytest tests -m "not browser" -q

@@ -451,12 +451,19 @@ def bench_case(case, args, log, t_start):
             else:  # the timing failed: report it as a failed check
                 errs, nan, changed = {"out": float("inf")}, False, []
             ok = not nan and not changed and max(errs.values()) <= 1e-2
-            res[f"{name}_check"] = dict(ok=ok, max_rel_err=max(errs.values()), nan=nan,
-                                        inputs_changed=changed, on=f"{check_sub or case['B']} sequences",
-                                        errs=errs)
-            log(f"  {case['name']:>14} {name:>22}   check: {'PASS' if ok else 'FAIL'} max rel err "
+            res[f"{name}_check"] = dict(
+                ok=ok,
+                max_rel_err=max(errs.values()),
+                nan=nan,
+                inputs_changed=changed,
+                on=f"{check_sub or case['B']} sequences",
+                errs=errs,
+            )
+            log(
+                f"  {case['name']:>14} {name:>22}   check: {'PASS' if ok else 'FAIL'} max rel err "
                 f"{max(errs.values()):.1e}, inputs {'CHANGED ' + str(changed) if changed else 'unchanged'}, "
-                f"nan={nan}")
+                f"nan={nan}"
+            )
     for name, *_ in impls:
         for tag, mult in (("fwd", 1.0), ("fwdbwd", 3.5)):
             ms = res[f"{name}_{tag}_ms"]
@@ -498,12 +505,17 @@ def print_table(results, log):
             chk = [r.get(f"{c}_check") for c in ("triton", "triton_atomic_dq")]
             chk_s = " ".join(("PASS" if c["ok"] else "FAIL") + f" {c['max_rel_err']:.0e}" for c in chk if c)
             lines.append(
-                f"| {r['case']} | {'fwd+bwd' if mult else 'fwd'} | " + " | ".join(cells) + f" | {off_s} | "
-                + (chk_s or "-") + " |"
+                f"| {r['case']} | {'fwd+bwd' if mult else 'fwd'} | "
+                + " | ".join(cells)
+                + f" | {off_s} | "
+                + (chk_s or "-")
+                + " |"
             )
     table = "\n".join(lines)
-    log("\nms / TFLOP/s (bf16, causal; fwd+bwd FLOPs = 3.5x fwd); check: the timed tensors after timing\n"
-        + table)
+    log(
+        "\nms / TFLOP/s (bf16, causal; fwd+bwd FLOPs = 3.5x fwd); check: the timed tensors after timing\n"
+        + table
+    )
     return table
 
 
@@ -605,15 +617,19 @@ def main():
             case = make_case(f"{kind}-{N}", lengths, 4, 128, N, torch.bfloat16, device, gen)
             r = bench_case(case, args, log, t_start)
             results.append(r)
-            log(f"[bench] {case['name']}: triton fwd+bwd {r['triton_fwdbwd_ms']} ms at "
-                f"{time.time() - t_start:.0f} s")
+            log(
+                f"[bench] {case['name']}: triton fwd+bwd {r['triton_fwdbwd_ms']} ms at "
+                f"{time.time() - t_start:.0f} s"
+            )
             del case
             _empty_cache()
             save()
     results.sort(key=lambda r: (r["case"].startswith("ml1m"), r["N"], r["case"]))
     save(final=True)
     bad = [c["check"] for c in checks if not c["ok"]] + [
-        f"{r['case']} {name}" for r in results for name in ("triton", "triton_atomic_dq")
+        f"{r['case']} {name}"
+        for r in results
+        for name in ("triton", "triton_atomic_dq")
         if f"{name}_check" in r and not r[f"{name}_check"]["ok"]
     ]
     log(f"[bench] done in {meta['seconds']} s; failed checks: {bad or 'none'}")

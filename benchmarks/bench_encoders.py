@@ -80,12 +80,16 @@ def main():
     all_lengths = history_lengths(args.data, args.max_seq_len, 6040)
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(all_lengths.numel(), generator=g)
-    batches = [random_jagged_batch(all_lengths[perm[i:i + args.batch]], args.max_seq_len, 3952, dev, seed=i)
-               for i in range(0, min(all_lengths.numel(), 8 * args.batch), args.batch)]
+    batches = [
+        random_jagged_batch(all_lengths[perm[i : i + args.batch]], args.max_seq_len, 3952, dev, seed=i)
+        for i in range(0, min(all_lengths.numel(), 8 * args.batch), args.batch)
+    ]
     steps_per_epoch = -(-all_lengths.numel() // args.batch)
-    print(f"device: {torch.cuda.get_device_name() if dev.type == 'cuda' else 'cpu'}; {all_lengths.numel()} "
-          f"histories, mean length {all_lengths.float().mean():.1f}, pad width {args.max_seq_len}, "
-          f"batch {args.batch} ({steps_per_epoch} steps/epoch)")
+    print(
+        f"device: {torch.cuda.get_device_name() if dev.type == 'cuda' else 'cpu'}; {all_lengths.numel()} "
+        f"histories, mean length {all_lengths.float().mean():.1f}, pad width {args.max_seq_len}, "
+        f"batch {args.batch} ({steps_per_epoch} steps/epoch)"
+    )
     print(f"{'model':<28}{'precision':<11}{'ms/step':>9}{'tokens/s':>12}{'epoch fwd+bwd s':>17}  no-sync fwd")
     tokens = sum(int(b.lengths.sum()) for b in batches) / len(batches)
     configs = []
@@ -104,8 +108,10 @@ def main():
                 precision = "bf16" if dtype else "fp32"
                 print(f"{name:<28}{precision:<11} failed: {type(e).__name__}: {str(e)[:80]}")
                 continue
-            print(f"{name:<28}{'bf16' if dtype else 'fp32/tf32':<11}{sec * 1e3:>9.2f}{tokens / sec:>12.3g}"
-                  f"{sec * steps_per_epoch:>17.2f}  {sync_free}")
+            print(
+                f"{name:<28}{'bf16' if dtype else 'fp32/tf32':<11}{sec * 1e3:>9.2f}{tokens / sec:>12.3g}"
+                f"{sec * steps_per_epoch:>17.2f}  {sync_free}"
+            )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,12 @@ from hstu_tutorial.ops import RelativeAttentionBias, use_options  # noqa: E402
 from hstu_tutorial.ops.triton import triton_hstu_attention_rel_bias  # noqa: E402
 from hstu_tutorial.perf import machine_info  # noqa: E402
 
-SHAPES = [(128, 200, 1, 50, torch.float32), (128, 200, 1, 50, torch.bfloat16),
-          (32, 1024, 2, 64, torch.bfloat16), (4, 8192, 2, 64, torch.bfloat16)]
+SHAPES = [
+    (128, 200, 1, 50, torch.float32),
+    (128, 200, 1, 50, torch.bfloat16),
+    (32, 1024, 2, 64, torch.bfloat16),
+    (4, 8192, 2, 64, torch.bfloat16),
+]
 
 
 def case(B, N, H, d, dtype, seed=0):
@@ -33,8 +37,9 @@ def case(B, N, H, d, dtype, seed=0):
     lengths = torch.randint(N // 4, N + 1, (B,), generator=g)
     offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)]).cuda()
     T = int(lengths.sum())
-    q, k, v = (torch.randn(T, H, d, generator=g).mul(0.3).to("cuda", dtype).requires_grad_()
-               for _ in range(3))
+    q, k, v = (
+        torch.randn(T, H, d, generator=g).mul(0.3).to("cuda", dtype).requires_grad_() for _ in range(3)
+    )
     ts = torch.cumsum(torch.randint(1, 10**5, (T,), generator=g), 0).cuda()
     nts = ts + torch.randint(0, 10**6, (T,), generator=g).cuda()
     bias = RelativeAttentionBias(max_len=N + 11, num_buckets=128).cuda()
@@ -77,8 +82,14 @@ def measure(args) -> list[dict]:
         c = case(B, N, H, d, dtype)
         ga, gd = run("atomic", c), run("dense", c)
         errs = {n: rel(a, b) for n, a, b in zip(["dq", "dk", "dv", "dpos_w", "dts_w"], ga, gd)}
-        row = {"B": B, "N": N, "H": H, "d": d, "dtype": str(dtype).split(".")[-1],
-               "rel_err_atomic_vs_dense": errs}
+        row = {
+            "B": B,
+            "N": N,
+            "H": H,
+            "d": d,
+            "dtype": str(dtype).split(".")[-1],
+            "rel_err_atomic_vs_dense": errs,
+        }
         for mode in ("atomic", "dense"):
             for _ in range(3):
                 run(mode, c)
@@ -95,9 +106,12 @@ def measure(args) -> list[dict]:
                 times.append(s.elapsed_time(e))
             row[f"{mode}_ms"] = statistics.median(times)
             row[f"{mode}_peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
-        print(f"B={B} N={N} H={H} d={d} {row['dtype']}: atomic {row['atomic_ms']:.3f} ms "
-              f"{row['atomic_peak_mib']:.0f} MiB | dense {row['dense_ms']:.3f} ms "
-              f"{row['dense_peak_mib']:.0f} MiB | max rel err {max(errs.values()):.1e} ({errs})", flush=True)
+        print(
+            f"B={B} N={N} H={H} d={d} {row['dtype']}: atomic {row['atomic_ms']:.3f} ms "
+            f"{row['atomic_peak_mib']:.0f} MiB | dense {row['dense_ms']:.3f} ms "
+            f"{row['dense_peak_mib']:.0f} MiB | max rel err {max(errs.values()):.1e} ({errs})",
+            flush=True,
+        )
         rows.append(row)
         del c
         torch.cuda.empty_cache()

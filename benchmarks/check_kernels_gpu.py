@@ -53,8 +53,10 @@ class Case:
     @property
     def name(self) -> str:
         dt = "bf16" if self.dtype == torch.bfloat16 else "fp32"
-        return (f"{dt} {self.bias:<4} {'causal' if self.causal else 'full  '} {self.lengths:<6} "
-                f"B={self.B:<3} N={self.N:<4} H={self.H} d={self.d}")
+        return (
+            f"{dt} {self.bias:<4} {'causal' if self.causal else 'full  '} {self.lengths:<6} "
+            f"B={self.B:<3} N={self.N:<4} H={self.H} d={self.d}"
+        )
 
 
 def cases(small: bool) -> list[Case]:
@@ -98,8 +100,12 @@ def make_inputs(case: Case, device: str, seed: int = 0) -> dict:
     offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
     T = int(offsets[-1])
     scale = case.d**-0.25
-    x = {name: (torch.randn(T, case.H, case.d, generator=g) * (scale if name != "v" else 1.0))
-         .to(device, case.dtype).requires_grad_() for name in ("q", "k", "v")}
+    x = {
+        name: (torch.randn(T, case.H, case.d, generator=g) * (scale if name != "v" else 1.0))
+        .to(device, case.dtype)
+        .requires_grad_()
+        for name in ("q", "k", "v")
+    }
     x["offsets"] = offsets.to(device)
     if case.bias == "rab":
         x["rab"] = (torch.randn(case.B, case.H, case.N, case.N, generator=g) * 0.5).to(device, case.dtype)
@@ -127,8 +133,9 @@ def reference(case: Case, x: dict, dout: torch.Tensor, norm: float):
         ar = torch.arange(M, device=t.device)
         bucket = time_bucket(tn[:, :, None] - t[:, None, :], params["ts_w"].numel() - 1)  # (B, M, M)
         rab = params["pos_w"][P - 1 + ar[None, :] - ar[:, None]][None] + params["ts_w"][bucket]
-    out = hstu_attention(params["q"], params["k"], params["v"], x["offsets"], rab=rab, norm=norm,
-                         causal=case.causal)
+    out = hstu_attention(
+        params["q"], params["k"], params["v"], x["offsets"], rab=rab, norm=norm, causal=case.causal
+    )
     grads = torch.autograd.grad(out, list(params.values()), dout.double())
     return out, dict(zip(params, grads))
 
@@ -144,11 +151,22 @@ def run_case(case: Case, device: str, seed: int = 0) -> dict:
     changed = []
     with use_options(autotune=True, tuning="tune", poison_outputs=True):
         if case.bias == "rel":
-            out = triton_hstu_attention_rel_bias(x["q"], x["k"], x["v"], x["offsets"], x["ts"], x["nts"],
-                                                 x["pos_w"], x["ts_w"], norm=norm, causal=case.causal)
+            out = triton_hstu_attention_rel_bias(
+                x["q"],
+                x["k"],
+                x["v"],
+                x["offsets"],
+                x["ts"],
+                x["nts"],
+                x["pos_w"],
+                x["ts_w"],
+                norm=norm,
+                causal=case.causal,
+            )
         else:
-            out = triton_hstu_attention(x["q"], x["k"], x["v"], x["offsets"], rab=x.get("rab"), norm=norm,
-                                        causal=case.causal)
+            out = triton_hstu_attention(
+                x["q"], x["k"], x["v"], x["offsets"], rab=x.get("rab"), norm=norm, causal=case.causal
+            )
     changed += [f"{k}@fwd" for k, t in before.items() if not torch.equal(x[k].detach(), t)]
     g = torch.Generator().manual_seed(seed + 1)
     dout = torch.randn(out.shape, generator=g).to(device, out.dtype)
@@ -174,10 +192,14 @@ def check_time_buckets(device: str) -> dict:
 
     g = torch.Generator().manual_seed(0)
     edges = torch.tensor([math.exp(0.301 * b) for b in range(1, 140)], dtype=torch.float64).floor().long()
-    gaps = torch.cat([torch.tensor([0, 1, -1, 2, -2, 10**9, 2**40, 2**62, -(2**62)]),
-                      (edges[:, None] + torch.arange(-1, 3)).reshape(-1),
-                      torch.randint(-(10**6), 10**6, (4000,), generator=g),
-                      (torch.rand(4000, generator=g) * 40).exp().long()])
+    gaps = torch.cat(
+        [
+            torch.tensor([0, 1, -1, 2, -2, 10**9, 2**40, 2**62, -(2**62)]),
+            (edges[:, None] + torch.arange(-1, 3)).reshape(-1),
+            torch.randint(-(10**6), 10**6, (4000,), generator=g),
+            (torch.rand(4000, generator=g) * 40).exp().long(),
+        ]
+    )
     x = gaps.abs().clamp(min=1).double().log() / 0.301
     on_edge = ((x - x.round()).abs() < 1e-5) & (gaps.abs() > 1)
     out = torch.empty(gaps.numel(), dtype=torch.int32, device=device)
@@ -187,8 +209,13 @@ def check_time_buckets(device: str) -> dict:
     off_edge_mismatch = int(((got != want) & ~on_edge).sum())
     edge_mismatch = int(((got != want) & on_edge).sum())
     ok = off_edge_mismatch == 0 and bool(((got - want).abs() <= 1).all())
-    return dict(gaps=gaps.numel(), off_edge_mismatch=off_edge_mismatch, edge_mismatch=edge_mismatch,
-                on_edge=int(on_edge.sum()), ok=ok)
+    return dict(
+        gaps=gaps.numel(),
+        off_edge_mismatch=off_edge_mismatch,
+        edge_mismatch=edge_mismatch,
+        on_edge=int(on_edge.sum()),
+        ok=ok,
+    )
 
 
 def format_row(r: dict) -> str:
@@ -196,8 +223,10 @@ def format_row(r: dict) -> str:
     grads = " ".join(f"{k}={v:.1e}" for k, v in e.items() if k != "out")
     inputs = "unchanged" if not r["changed"] else "CHANGED " + ",".join(r["changed"])
     nan = "none" if not r["nan"] else ",".join(r["nan"])
-    return (f"| {r['case']} | {e['out']:.1e} | {grads} | {r['tol']:.0e} | {inputs} | {nan} | "
-            f"{'PASS' if r['ok'] else 'FAIL'} |")
+    return (
+        f"| {r['case']} | {e['out']:.1e} | {grads} | {r['tol']:.0e} | {inputs} | {nan} | "
+        f"{'PASS' if r['ok'] else 'FAIL'} |"
+    )
 
 
 def main() -> int:
@@ -221,8 +250,11 @@ def main() -> int:
         tha._tune = lambda opts: opts.autotune
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 dots in tf32x3, the kernels' accurate default
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU (Triton interpreter)"
-    print(f"# check_kernels_gpu: {name}, torch {torch.__version__}, triton {triton.__version__}, "
-          f"TRITON_CACHE_DIR={os.environ['TRITON_CACHE_DIR']}, autotune on, outputs NaN-poisoned", flush=True)
+    print(
+        f"# check_kernels_gpu: {name}, torch {torch.__version__}, triton {triton.__version__}, "
+        f"TRITON_CACHE_DIR={os.environ['TRITON_CACHE_DIR']}, autotune on, outputs NaN-poisoned",
+        flush=True,
+    )
     print("| case | out err | grad errs | tol | inputs | NaN | result |\n|" + " --- |" * 7, flush=True)
     t0, failed, skipped = time.time(), 0, 0
     i, j = (int(x) if x else None for x in args.slice.split(":"))
@@ -240,9 +272,11 @@ def main() -> int:
             torch.cuda.empty_cache()
     b = check_time_buckets(device)
     failed += not b["ok"]
-    print(f"\ntime buckets: {b['gaps']} gaps, {b['off_edge_mismatch']} differ off a bucket edge, "
-          f"{b['edge_mismatch']} of {b['on_edge']} within 1e-5 of an edge differ by one: "
-          f"{'PASS' if b['ok'] else 'FAIL'}")
+    print(
+        f"\ntime buckets: {b['gaps']} gaps, {b['off_edge_mismatch']} differ off a bucket edge, "
+        f"{b['edge_mismatch']} of {b['on_edge']} within 1e-5 of an edge differ by one: "
+        f"{'PASS' if b['ok'] else 'FAIL'}"
+    )
     print(f"\n{failed} FAIL, {skipped} skipped, {time.time() - t0:.0f} s")
     return 1 if failed else 0
 

@@ -52,8 +52,12 @@ def top_kernels(fn, device, top: int) -> tuple[list[dict], float]:
     total = sum(getattr(e, attr) for e in events) / 1e3
     events.sort(key=lambda e: getattr(e, attr), reverse=True)
     rows = [
-        {"name": e.key[:90], "ms": getattr(e, attr) / 1e3, "calls": e.count,
-         "share": getattr(e, attr) / 1e3 / total}
+        {
+            "name": e.key[:90],
+            "ms": getattr(e, attr) / 1e3,
+            "calls": e.count,
+            "share": getattr(e, attr) / 1e3 / total,
+        }
         for e in events[:top]
     ]
     return rows, total
@@ -75,9 +79,7 @@ def profile_run(name: str, config: str, overrides: dict, top: int) -> dict:
     out["layout"] = tr.layout
     out["eager_step_ms"] = _median_ms(lambda: tr.step(index, totals, use_graph=False), device, 3, 20)
     out["eval_ms"] = _median_ms(lambda: tr.evaluate(("valid", "test")), device, 2, 5)
-    out["eval_split_ms"] = {
-        s: _median_ms(lambda s=s: tr.ranks(s), device, 1, 5) for s in ("valid", "test")
-    }
+    out["eval_split_ms"] = {s: _median_ms(lambda s=s: tr.ranks(s), device, 1, 5) for s in ("valid", "test")}
     out["step_kernels"], out["step_kernel_ms"] = top_kernels(
         lambda: tr.step(index, totals, use_graph=False), device, top
     )
@@ -130,8 +132,12 @@ def main() -> int:
     ap.add_argument("--runs", default="sasrec,hstu,hstu-large")
     ap.add_argument("--data-dir", default="data/ml-1m-u2999")
     ap.add_argument("--extra", action="append", default=[], help="KEY=VALUE set on every run")
-    ap.add_argument("--variants", action="append", default=[],
-                    help="';'-separated KEY=VALUE lists; each runs every config once more with them")
+    ap.add_argument(
+        "--variants",
+        action="append",
+        default=[],
+        help="';'-separated KEY=VALUE lists; each runs every config once more with them",
+    )
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--no-autotune", action="store_true", help="Triton kernels: default tiles, no autotuning")
     ap.add_argument("--out", default="", help="folder for profile.json / profile.md")
@@ -141,8 +147,12 @@ def main() -> int:
     results = []
     for variant in [""] + args.variants:
         for run in args.runs.split(","):
-            overrides = {"progress": "false", "tensorboard": "false", "save_checkpoints": "false",
-                         "autotune": "false" if args.no_autotune else "true"}
+            overrides = {
+                "progress": "false",
+                "tensorboard": "false",
+                "save_checkpoints": "false",
+                "autotune": "false" if args.no_autotune else "true",
+            }
             if cuda:
                 config = CONFIGS[run]
                 overrides["data_dir"] = args.data_dir

@@ -38,7 +38,7 @@ DEFAULT_CONFIGS = [
 
 
 def parse_config_spec(spec: str) -> tuple[str, dict]:
-    """"name:key=value,key=value" -> (name, {key: value as a TOML-ish literal string})."""
+    """ "name:key=value,key=value" -> (name, {key: value as a TOML-ish literal string})."""
     name, _, rest = spec.partition(":")
     overrides = [kv for kv in rest.split(",") if kv]
     return name, overrides
@@ -50,11 +50,20 @@ def config_unit(spec: str, data_dir: str, device: torch.device, exp_dir: str, sm
     from hstu_tutorial.training.trainer import Trainer
 
     name, overrides = parse_config_spec(spec)
-    base = dict(device=device.type, progress=False, tensorboard=False, save_checkpoints=False,
-                exp_dir=exp_dir)
+    base = dict(
+        device=device.type, progress=False, tensorboard=False, save_checkpoints=False, exp_dir=exp_dir
+    )
     if small:  # tiny model and lengths: the interpreter runs every candidate tile
-        base.update(max_seq_len=20, embedding_dim=16, dqk=16, dv=16, ffn_hidden=16, attention_impl="triton",
-                    batch_size=8, eval_batch_size=64)
+        base.update(
+            max_seq_len=20,
+            embedding_dim=16,
+            dqk=16,
+            dv=16,
+            ffn_hidden=16,
+            attention_impl="triton",
+            batch_size=8,
+            eval_batch_size=64,
+        )
     cfg = load_config(name, overrides)
     if data_dir and cfg.dataset != "synthetic":
         base["data_dir"] = data_dir
@@ -98,9 +107,14 @@ def write_table(path: Path, store, keep: dict, device_name: str) -> int:
     from hstu_tutorial.ops.triton import tiles
 
     tuned = {k: t for k, (t, src) in store.chosen.items() if src == "tuned"}
-    header = {"gpu": store.gpu, "device": device_name, "triton": triton.__version__,
-              "torch": torch.__version__, "date": datetime.date.today().isoformat(),
-              "written_by": "benchmarks/tune_tiles.py"}
+    header = {
+        "gpu": store.gpu,
+        "device": device_name,
+        "triton": triton.__version__,
+        "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+        "written_by": "benchmarks/tune_tiles.py",
+    }
     tiles.write_tile_file(path, {**keep, **tuned}, header)
     return len(tuned)
 
@@ -109,14 +123,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="", help="table file (default: the package's tiles_<gpu>.json)")
     ap.add_argument("--data-dir", default="", help="data_dir of the ML-1M configs, e.g. data/ml-1m-u2999")
-    ap.add_argument("--configs", default=";".join(DEFAULT_CONFIGS),
-                    help="';'-separated config specs name[:key=value,...]")
+    ap.add_argument(
+        "--configs", default=";".join(DEFAULT_CONFIGS), help="';'-separated config specs name[:key=value,...]"
+    )
     ap.add_argument("--lengths", default="256,512,1024,2048,4096,8192", help="benchmark lengths ('' = none)")
     ap.add_argument("--tokens", type=int, default=65536, help="tokens per benchmark call")
     ap.add_argument("--budget", type=float, default=600.0, help="seconds; no unit starts after that")
     ap.add_argument("--fresh", action="store_true", help="drop the entries of an existing table")
-    ap.add_argument("--small", action="store_true", help="CPU, Triton interpreter: tiny shapes (checks "
-                    "this script; the tiles it writes mean nothing)")
+    ap.add_argument(
+        "--small",
+        action="store_true",
+        help="CPU, Triton interpreter: tiny shapes (checks this script; the tiles it writes mean nothing)",
+    )
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
 
@@ -149,8 +167,11 @@ def main(argv=None) -> int:
     if args.small:
         lengths = [min(n, 32) for n in lengths[:1]]
     units += [("bench", (n, mode)) for n in lengths for mode in ("kernel", "atomic")]
-    print(f"tune_tiles: {device_name}, triton {__import__('triton').__version__}, torch {torch.__version__}, "
-          f"budget {args.budget:.0f} s, {len(units)} units -> {out}", flush=True)
+    print(
+        f"tune_tiles: {device_name}, triton {__import__('triton').__version__}, torch {torch.__version__}, "
+        f"budget {args.budget:.0f} s, {len(units)} units -> {out}",
+        flush=True,
+    )
     print(f"{'unit':<62} {'tune s':>7} {'wall s':>7} {'new':>4}  note", flush=True)
     skipped = []
     with tempfile.TemporaryDirectory(prefix="tune_tiles_") as exp_dir:
@@ -168,13 +189,19 @@ def main(argv=None) -> int:
             except Exception as err:  # noqa: BLE001 - a unit that cannot run (no data) skips, loudly
                 note = f"SKIPPED: {type(err).__name__}: {' '.join(str(err).split())[:150]}"
             label = what if kind == "config" else f"bench N={what[0]} dq_mode={what[1]}"
-            print(f"{str(label)[:62]:<62} {tiles.tuning_seconds() - tune0:7.1f} "
-                  f"{time.perf_counter() - t0:7.1f} {len(store.chosen) - before:4d}  {note}", flush=True)
+            print(
+                f"{str(label)[:62]:<62} {tiles.tuning_seconds() - tune0:7.1f} "
+                f"{time.perf_counter() - t0:7.1f} {len(store.chosen) - before:4d}  {note}",
+                flush=True,
+            )
             n = write_table(out, store, keep, device_name)
     n = write_table(out, store, keep, device_name)
-    print(f"\n{n} shape classes tuned in {tiles.tuning_seconds():.1f} s of tuning "
-          f"({time.perf_counter() - t_start:.1f} s in all); table {out} holds "
-          f"{len(tiles.read_tile_file(out, 'tile table'))} entries", flush=True)
+    print(
+        f"\n{n} shape classes tuned in {tiles.tuning_seconds():.1f} s of tuning "
+        f"({time.perf_counter() - t_start:.1f} s in all); table {out} holds "
+        f"{len(tiles.read_tile_file(out, 'tile table'))} entries",
+        flush=True,
+    )
     if skipped:
         print(f"budget spent, not run: {', '.join(str(s) for s in skipped)}", flush=True)
     for key, (t, src) in sorted(store.chosen.items()):

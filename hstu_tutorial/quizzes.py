@@ -28,8 +28,10 @@ def quiz(item_id: str, path: str | Path | None = None) -> Quiz:
     """The quiz of a concept item (`basics.recsys`, `basics.transformer`, `basics.sequence_modeling`,
     `core.hstu`, `advanced.paper`). `path`: the progress file (default: `progress.progress_path()`)."""
     if item_id not in QUIZZES:
-        raise KeyError(f"no quiz for {item_id!r}: the concept items with a quiz are {sorted(QUIZZES)}; the "
-                       "other items are ticked by exercise checks or runs (see progress.checklist()).")
+        raise KeyError(
+            f"no quiz for {item_id!r}: the concept items with a quiz are {sorted(QUIZZES)}; the "
+            "other items are ticked by exercise checks or runs (see progress.checklist())."
+        )
     return Quiz(item_id, QUIZZES[item_id], path)
 
 
@@ -40,8 +42,10 @@ def _choice_index(choice, q_number: int, question: Question) -> int:
         return LETTERS.index(choice.strip().lower())
     if isinstance(choice, int) and not isinstance(choice, bool) and 0 <= choice < n:
         return choice
-    raise ValueError(f"question {q_number}: {choice!r} is not one of its options; give an index 0..{n - 1} "
-                     f"or a letter a..{LETTERS[n - 1]}.")
+    raise ValueError(
+        f"question {q_number}: {choice!r} is not one of its options; give an index 0..{n - 1} "
+        f"or a letter a..{LETTERS[n - 1]}."
+    )
 
 
 class Quiz:
@@ -64,16 +68,19 @@ class Quiz:
         """(all right, one feedback line per question). Raises ValueError for a malformed answer."""
         if isinstance(choices, str | bytes) or len(choices) != len(self.questions):
             got = len(choices) if not isinstance(choices, str | bytes) else repr(choices)
-            raise ValueError(f"{self.item_id}: give one choice per question, {len(self.questions)} in all "
-                             f"(a list such as [0, 2, 1, ...]); got {got}.")
+            raise ValueError(
+                f"{self.item_id}: give one choice per question, {len(self.questions)} in all "
+                f"(a list such as [0, 2, 1, ...]); got {got}."
+            )
         lines, right = [], 0
         for number, (q, choice) in enumerate(zip(self.questions, choices), start=1):
             k = _choice_index(choice, number, q)
             ok = k == q.answer
             right += ok
             mark = "✓" if ok else "✗"
-            lines.append(f"{mark} {number}. you chose {k} ({LETTERS[k]}) \"{q.options[k].text}\": "
-                         f"{q.options[k].why}")
+            lines.append(
+                f'{mark} {number}. you chose {k} ({LETTERS[k]}) "{q.options[k].text}": {q.options[k].why}'
+            )
         return right == len(self.questions), lines
 
     def answer(self, choices: Sequence) -> bool:
@@ -86,8 +93,10 @@ class Quiz:
             ticked = progress.mark_done(self.item_id, self.path, by="quiz")
             head = f"✓ quiz {self.item_id}: all {len(lines)} right; checklist: ticked {', '.join(ticked)}"
         else:
-            head = (f"✗ quiz {self.item_id}: {right} of {len(lines)} right. Read why, then answer again "
-                    "(nothing is ticked until all are right).")
+            head = (
+                f"✗ quiz {self.item_id}: {right} of {len(lines)} right. Read why, then answer again "
+                "(nothing is ticked until all are right)."
+            )
         last_report = "\n".join([head, *lines])
         print(last_report)
         return passed
@@ -112,11 +121,14 @@ class Quiz:
         """The questions as static HTML (class `hstu-quiz-static`), for a saved notebook."""
         parts = [f'<div class="hstu-quiz-static"><b>{html.escape(self.title)}</b><ol>']
         for q in self.questions:
-            opts = "".join(f"<li>{k} ({LETTERS[k]}) {html.escape(o.text)}</li>"
-                           for k, o in enumerate(q.options))
+            opts = "".join(
+                f"<li>{k} ({LETTERS[k]}) {html.escape(o.text)}</li>" for k, o in enumerate(q.options)
+            )
             parts.append(f'<li>{html.escape(q.prompt)}<ul style="list-style:none">{opts}</ul></li>')
-        parts.append(f"</ol><small>Run the cell to answer here, or in code: "
-                     f"<code>quiz(\"{html.escape(self.item_id)}\").answer([...])</code></small></div>")
+        parts.append(
+            f"</ol><small>Run the cell to answer here, or in code: "
+            f'<code>quiz("{html.escape(self.item_id)}").answer([...])</code></small></div>'
+        )
         return "".join(parts)
 
     def widget(self):
@@ -126,8 +138,11 @@ class Quiz:
         radios, rows = [], [w.HTML(f"<b>{html.escape(self.title)}</b>")]
         for number, q in enumerate(self.questions, start=1):
             rows.append(w.HTML(f"{number}. {html.escape(q.prompt)}"))
-            radio = w.RadioButtons(options=[(f"({LETTERS[k]}) {o.text}", k) for k, o in enumerate(q.options)],
-                                   value=None, layout=w.Layout(width="auto"))
+            radio = w.RadioButtons(
+                options=[(f"({LETTERS[k]}) {o.text}", k) for k, o in enumerate(q.options)],
+                value=None,
+                layout=w.Layout(width="auto"),
+            )
             radio.add_class("hstu-quiz-question")
             radios.append(radio)
             rows.append(radio)

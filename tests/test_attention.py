@@ -46,7 +46,7 @@ def naive_softmax(q, k, v, lengths, causal=True, scale=None):
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     outs, start = [], 0
     for L in lengths:
-        qb, kb, vb = (t[start:start + L].transpose(0, 1) for t in (q, k, v))  # (H, L, d)
+        qb, kb, vb = (t[start : start + L].transpose(0, 1) for t in (q, k, v))  # (H, L, d)
         s = qb @ kb.transpose(1, 2) * scale  # (H, L, L)
         if causal:
             s = s.masked_fill(torch.ones(L, L, dtype=torch.bool).triu(1), float("-inf"))

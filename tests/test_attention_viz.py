@@ -44,10 +44,13 @@ def test_plot_time_buckets_matches_op():
     np.testing.assert_array_equal(data["buckets"], time_bucket(torch.from_numpy(data["gaps"])).numpy())
 
 
-@pytest.mark.parametrize("build", [
-    lambda: hstu_encoder(30, embedding_dim=8, num_blocks=2, num_heads=2, dqk=4, dv=4, max_seq_len=8),
-    lambda: sasrec_encoder(30, embedding_dim=8, num_blocks=2, num_heads=2, max_seq_len=8),
-])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: hstu_encoder(30, embedding_dim=8, num_blocks=2, num_heads=2, dqk=4, dv=4, max_seq_len=8),
+        lambda: sasrec_encoder(30, embedding_dim=8, num_blocks=2, num_heads=2, max_seq_len=8),
+    ],
+)
 def test_attention_maps_for_one_user(build):
     torch.manual_seed(0)
     model = build()

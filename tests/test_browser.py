@@ -33,9 +33,16 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("HSTU_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 EXERCISE = "02_attention"
 VISIBLE = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook in the active tab
 
@@ -63,8 +70,10 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> N
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"Chromium not found at {CHROMIUM}: install Debian's package (apt-get install -y "
-                    "chromium) or set HSTU_CHROMIUM; .ci/run installs it")
+        pytest.skip(
+            f"Chromium not found at {CHROMIUM}: install Debian's package (apt-get install -y "
+            "chromium) or set HSTU_CHROMIUM; .ci/run installs it"
+        )
     pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
     pytest.importorskip("ipywidgets", reason="ipywidgets is not installed")
 
@@ -82,7 +91,8 @@ def lab(tmp_path_factory):
     settings = home / "lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
     # render every cell (JupyterLab 4 virtualises long notebooks), so that outputs can be read from the DOM
     tracker = home / "lab-settings" / "@jupyterlab" / "notebook-extension"
     tracker.mkdir(parents=True)
@@ -90,20 +100,40 @@ def lab(tmp_path_factory):
 
     progress_file = tmp / "progress.json"
     port, token = _free_port(), uuid.uuid4().hex
-    env = dict(os.environ, HOME=str(home), HSTU_PROGRESS_FILE=str(progress_file), HSTU_PRESET="small",
-               TRITON_INTERPRET="1", OMP_NUM_THREADS="2", MPLBACKEND="Agg",
-               JUPYTERLAB_SETTINGS_DIR=str(home / "lab-settings"),
-               JUPYTER_RUNTIME_DIR=str(home / "runtime"), PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        HOME=str(home),
+        HSTU_PROGRESS_FILE=str(progress_file),
+        HSTU_PRESET="small",
+        TRITON_INTERPRET="1",
+        OMP_NUM_THREADS="2",
+        MPLBACKEND="Agg",
+        JUPYTERLAB_SETTINGS_DIR=str(home / "lab-settings"),
+        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+        PYTHONPATH=str(ROOT),
+    )
     log = tmp / "jupyter.log"
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.open_browser=False",
-           "--ip=127.0.0.1", f"--port={port}", "--port-retries=0", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-           "--ServerApp.disable_check_xsrf=False"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ServerApp.open_browser=False",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--port-retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True",
+        "--ServerApp.disable_check_xsrf=False",
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and CI often run as root
         cmd.append("--allow-root")
     with open(log, "w") as logf:
-        proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=root,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=root, start_new_session=True
+        )
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_http(f"{base}/api/status?token={token}", 60, proc, log)
@@ -152,15 +182,20 @@ def _open_and_run_all(page, lab, rel_path: str, done_text: str, timeout_ms: int 
     # the stored outputs already hold `done_text`: clear them, so that waiting for it means something
     page.evaluate("window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
     page.wait_for_function(
-        f"() => !document.querySelector('{VISIBLE}').innerText.includes({json.dumps(done_text)})")
+        f"() => !document.querySelector('{VISIBLE}').innerText.includes({json.dumps(done_text)})"
+    )
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.locator(f"{VISIBLE} .jp-OutputArea-output", has_text=done_text).first.wait_for(timeout=timeout_ms)
     page.wait_for_function(idle, timeout=timeout_ms)
 
 
 def _outputs_text(page) -> str:
-    return page.evaluate("""() => Array.from(document.querySelectorAll(
-        '""" + VISIBLE + """ .jp-OutputArea-output')).map(e => e.innerText).join('\\n')""")
+    return page.evaluate(
+        """() => Array.from(document.querySelectorAll(
+        '"""
+        + VISIBLE
+        + """ .jp-OutputArea-output')).map(e => e.innerText).join('\\n')"""
+    )
 
 
 def _wait_for_progress(progress_file, before, item_id, timeout=20.0):
@@ -211,7 +246,8 @@ def test_overview_quiz_ticks_an_item(page, lab):
     assert state is not None, "the progress file did not change after passing the quiz"
     assert state["items"]["basics.recsys"]["by"] == "quiz"
     page.locator(f'{VISIBLE} .hstu-checklist-item[data-id="basics.recsys"][data-done="1"]').first.wait_for(
-        timeout=20_000)
+        timeout=20_000
+    )
     table.screenshot(path=str(ARTIFACTS / "00_overview_checklist.png"))
     page.screenshot(path=str(ARTIFACTS / "00_overview.png"))
     text = _outputs_text(page)
@@ -233,15 +269,23 @@ def test_exercise_notebooks_run_in_the_browser(page, lab):
     assert text.count("✓ check_") == 3, text[-2000:]
     state = _wait_for_progress(lab["progress"], before, "core.attention.time_bucket")
     assert state is not None, "the progress file did not change after the exercise checks passed"
-    for item_id in ("core.attention.softmax_attention", "core.attention.hstu_attention",
-                    "core.attention.time_bucket"):
+    for item_id in (
+        "core.attention.softmax_attention",
+        "core.attention.hstu_attention",
+        "core.attention.time_bucket",
+    ):
         assert state["items"][item_id]["done"], item_id
         assert state["items"][item_id]["by"].startswith("check_")
 
 
 def test_attention_explorer_redraws_in_the_browser(page, lab):
-    _open_and_run_all(page, lab, "notebooks/02_attention_math.ipynb", "keys): (",  # printed; not in the code
-                      timeout_ms=150_000)
+    _open_and_run_all(
+        page,
+        lab,
+        "notebooks/02_attention_math.ipynb",
+        "keys): (",  # printed; not in the code
+        timeout_ms=150_000,
+    )
     explorer = page.locator(f"{VISIBLE} .hstu-attention-explorer").first
     explorer.wait_for(state="visible", timeout=30_000)
     explorer.scroll_into_view_if_needed()

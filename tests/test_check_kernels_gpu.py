@@ -15,11 +15,15 @@ def tuned_in_interpreter(monkeypatch):
         monkeypatch.setattr(tuner, "cache", {})  # tune again: the timing runs (and resets) happen here
 
 
-@pytest.mark.parametrize("case", [
-    ck.Case(torch.float32, "rab", True, "jagged", 3, 24, 2, 8),
-    ck.Case(torch.float32, "none", False, "dense", 2, 20, 1, 10),
-    ck.Case(torch.bfloat16, "rel", True, "jagged", 3, 20, 1, 16),
-], ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "case",
+    [
+        ck.Case(torch.float32, "rab", True, "jagged", 3, 24, 2, 8),
+        ck.Case(torch.float32, "none", False, "dense", 2, 20, 1, 10),
+        ck.Case(torch.bfloat16, "rel", True, "jagged", 3, 20, 1, 16),
+    ],
+    ids=lambda c: c.name,
+)
 def test_run_case_passes_on_tiny_cases(case, tuned_in_interpreter):
     r = ck.run_case(case, "cpu")
     assert r["ok"], ck.format_row(r)

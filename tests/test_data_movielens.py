@@ -201,7 +201,12 @@ def test_download_checks_md5_and_extracts_into_the_cache(tmp_path):
     opener = FakeOpener(payload)
     cache = tmp_path / "cache"
     folder = fetch.find_or_fetch_ml1m(
-        tmp_path / "data" / "ml-1m", md5=md5, opener=opener, download_ok=True, timeout=3, verbose=False,
+        tmp_path / "data" / "ml-1m",
+        md5=md5,
+        opener=opener,
+        download_ok=True,
+        timeout=3,
+        verbose=False,
         cache_dir=cache,
     )
     assert folder == cache / "ml-1m" and ml.has_ml1m_files(folder)
@@ -219,7 +224,11 @@ def test_download_md5_mismatch_leaves_nothing(tmp_path):
     payload = make_zip(tmp_path / "src.zip", GOOD)
     with pytest.raises(DataFormatError, match="md5"):
         fetch.find_or_fetch_ml1m(
-            tmp_path / "d", md5="0" * 32, opener=FakeOpener(payload), download_ok=True, verbose=False,
+            tmp_path / "d",
+            md5="0" * 32,
+            opener=FakeOpener(payload),
+            download_ok=True,
+            verbose=False,
             cache_dir=tmp_path / "cache",
         )
     assert not (tmp_path / "d").exists()
@@ -230,7 +239,10 @@ def test_offline_fails_fast_with_instructions(tmp_path):
     err = urllib.error.URLError("no network")
     with pytest.raises(DataNotFoundError) as e:
         fetch.find_or_fetch_ml1m(
-            tmp_path / "ml-1m", opener=FakeOpener(error=err), download_ok=True, verbose=False,
+            tmp_path / "ml-1m",
+            opener=FakeOpener(error=err),
+            download_ok=True,
+            verbose=False,
             cache_dir=tmp_path / "cache",
         )
     msg = str(e.value)

@@ -43,8 +43,9 @@ def test_every_solution_block_became_a_stub(stem):
 @pytest.mark.parametrize("stem", STEMS)
 def test_learner_notebook_was_run_and_reports_not_attempted(stem):
     learner = nbformat.read(mx.EXERCISES / f"{stem}.ipynb", as_version=4)
-    outputs = "".join(o.get("text", "") for c in learner.cells if c.cell_type == "code"
-                      for o in c.get("outputs", []))
+    outputs = "".join(
+        o.get("text", "") for c in learner.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
     assert "not attempted yet" in outputs
     assert "Traceback" not in outputs and "✓" not in outputs
 

@@ -23,8 +23,11 @@ torch.set_num_threads(2)
 
 ROOT = Path(__file__).resolve().parents[1]
 GIN = ROOT / "tests" / "data" / "gin"
-ML1M = ("hstu-sampled-softmax-n128-final", "hstu-sampled-softmax-n128-large-final",
-        "sasrec-sampled-softmax-n128-final")
+ML1M = (
+    "hstu-sampled-softmax-n128-final",
+    "hstu-sampled-softmax-n128-large-final",
+    "sasrec-sampled-softmax-n128-final",
+)
 OFFICIAL = sorted(GIN.glob("*/*.gin"))
 
 
@@ -104,18 +107,36 @@ def _edited(tmp_path, old, new, name="x.gin"):
 @pytest.mark.parametrize(
     "old, new, message",
     [
-        ('sampling_strategy = "local"', 'sampling_strategy = "in-batch"',
-         "train_fn.sampling_strategy = 'in-batch' is not supported: the project supports 'local' only"),
-        ("train_fn.num_warmup_steps = 0", "train_fn.num_warmup_steps = 100",
-         "train_fn.num_warmup_steps = 100 is not supported"),
-        ('main_module = "HSTU"', 'main_module = "MoLHSTU"',
-         "train_fn.main_module = 'MoLHSTU' is not supported; supported values: 'HSTU', 'SASRec'"),
-        ("train_fn.item_l2_norm = True\n", "",
-         "train_fn.item_l2_norm = False is not supported"),  # unbound: the official default applies
-        ("linear_dropout_rate = 0.2", "linear_dropout_rate = 0.1",
-         "hstu_encoder.linear_dropout_rate = 0.1 differs from train_fn.dropout_rate = 0.2"),
-        ("train_fn.enable_tf32 = True", "train_fn.enable_tf32 = True\ntrain_fn.use_mol = True",
-         "gin binding train_fn.use_mol is not one this project translates. Supported: train_fn.{"),
+        (
+            'sampling_strategy = "local"',
+            'sampling_strategy = "in-batch"',
+            "train_fn.sampling_strategy = 'in-batch' is not supported: the project supports 'local' only",
+        ),
+        (
+            "train_fn.num_warmup_steps = 0",
+            "train_fn.num_warmup_steps = 100",
+            "train_fn.num_warmup_steps = 100 is not supported",
+        ),
+        (
+            'main_module = "HSTU"',
+            'main_module = "MoLHSTU"',
+            "train_fn.main_module = 'MoLHSTU' is not supported; supported values: 'HSTU', 'SASRec'",
+        ),
+        (
+            "train_fn.item_l2_norm = True\n",
+            "",
+            "train_fn.item_l2_norm = False is not supported",
+        ),  # unbound: the official default applies
+        (
+            "linear_dropout_rate = 0.2",
+            "linear_dropout_rate = 0.1",
+            "hstu_encoder.linear_dropout_rate = 0.1 differs from train_fn.dropout_rate = 0.2",
+        ),
+        (
+            "train_fn.enable_tf32 = True",
+            "train_fn.enable_tf32 = True\ntrain_fn.use_mol = True",
+            "gin binding train_fn.use_mol is not one this project translates. Supported: train_fn.{",
+        ),
         ("train_fn.enable_tf32 = True", "my_scope/train_fn.enable_tf32 = True", "scoped binding"),
     ],
 )
@@ -209,8 +230,15 @@ def test_a_gin_file_trains(tmp_path, capsys):
         )
     )
     argv = ["--gin_config_file", str(path)]
-    for kv in ("device=cpu", "progress=false", "tensorboard=false", "save_checkpoints=false",
-               f"exp_dir={tmp_path / 'exps'}", f"data_dir={tmp_path / 'data'}", "eval_batch_size=512"):
+    for kv in (
+        "device=cpu",
+        "progress=false",
+        "tensorboard=false",
+        "save_checkpoints=false",
+        f"exp_dir={tmp_path / 'exps'}",
+        f"data_dir={tmp_path / 'data'}",
+        "eval_batch_size=512",
+    ):
         argv += ["--set", kv]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -247,8 +275,10 @@ def test_record_has_the_cards_fields_in_english():
 
     rec = experiment_record(_results(), date="2026-11-28 18:00 UTC")
     card = rec["card"]
-    assert tuple(card) == CARD_FIELDS["en"] == (
-        "date", "data set", "config", "hyperparameters", "HR@10", "NDCG@10", "training time", "GPU"
+    assert (
+        tuple(card)
+        == CARD_FIELDS["en"]
+        == ("date", "data set", "config", "hyperparameters", "HR@10", "NDCG@10", "training time", "GPU")
     )
     assert card["date"] == "2026-11-28 18:00 UTC" and card["GPU"] == "NVIDIA H200"
     assert card["data set"].startswith("ml-1m (data/ml-1m-u2999), protocol validation; users 2,999")
@@ -302,9 +332,21 @@ def test_tensorboard_logdir_holds_the_runs_event_files(tmp_path):
     from hstu_tutorial.train import train
 
     res = train(
-        "synthetic/hstu-small", verbose=False, num_epochs=2, max_seq_len=20, embedding_dim=16, dqk=16, dv=16,
-        num_negatives=16, eval_batch_size=512, progress=False, device="cpu", save_checkpoints=False,
-        tensorboard=True, exp_dir=str(tmp_path / "exps"), data_dir=str(tmp_path / "data"),
+        "synthetic/hstu-small",
+        verbose=False,
+        num_epochs=2,
+        max_seq_len=20,
+        embedding_dim=16,
+        dqk=16,
+        dv=16,
+        num_negatives=16,
+        eval_batch_size=512,
+        progress=False,
+        device="cpu",
+        save_checkpoints=False,
+        tensorboard=True,
+        exp_dir=str(tmp_path / "exps"),
+        data_dir=str(tmp_path / "data"),
     )
     logdir = tmp_path / "exps" / "synthetic-l20"
     run = Path(res["run_dir"])
@@ -322,8 +364,9 @@ def test_tensorboard_logdir_holds_the_runs_event_files(tmp_path):
 
 
 @needs_gin
-@pytest.mark.parametrize("doc", ["coming_from_generative_recommenders.md",
-                                 "coming_from_generative_recommenders.zh-CN.md"])
+@pytest.mark.parametrize(
+    "doc", ["coming_from_generative_recommenders.md", "coming_from_generative_recommenders.zh-CN.md"]
+)
 def test_the_guide_has_a_row_for_every_binding(doc):
     text = (ROOT / "docs" / doc).read_text(encoding="utf-8")
     official = {name for path in OFFICIAL for name in read_gin_bindings(path)[0]}
@@ -333,8 +376,15 @@ def test_the_guide_has_a_row_for_every_binding(doc):
     for name in GIN_RULES:  # every other binding the translation knows, in some row
         if not name.endswith(".*"):
             assert any(f"`{name}`" in line for line in rows), name
-    for term in ("--gin_config_file", "hstu-train", "--print-config", "2,500", "stable_sort",
-                 "docs/reference_results.md", "benchmarks/results/h200_2026-11-28/"):
+    for term in (
+        "--gin_config_file",
+        "hstu-train",
+        "--print-config",
+        "2,500",
+        "stable_sort",
+        "docs/reference_results.md",
+        "benchmarks/results/h200_2026-11-28/",
+    ):
         assert term in text, term
     if doc.endswith("zh-CN.md"):
         for term in ("逐点注意力", "相对注意力偏置", "锯齿张量", "采样 softmax", "留一法", "命中率", "NDCG"):

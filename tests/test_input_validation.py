@@ -63,8 +63,10 @@ def test_attention_rejects_integer_inputs(fn):
         fn(q, k.long(), v, torch.tensor([0, 3, 7]))
 
 
-@pytest.mark.parametrize("fn", [ATTENTION[n] for n in ("hstu_attention", "triton_hstu_attention",
-                                                         "triton_hstu_attention_rel_bias")])
+@pytest.mark.parametrize(
+    "fn",
+    [ATTENTION[n] for n in ("hstu_attention", "triton_hstu_attention", "triton_hstu_attention_rel_bias")],
+)
 @pytest.mark.parametrize("norm", [0, -2.0, torch.tensor(0.0)])
 def test_attention_rejects_non_positive_norm(fn, norm):
     with pytest.raises(ValueError, match=r"norm .* must be > 0"):

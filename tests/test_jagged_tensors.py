@@ -104,7 +104,7 @@ def test_next_timestamps_matches_loop(lengths):
     want = []
     start = 0
     for b, n in enumerate(lengths):
-        seq = ts[start:start + n].tolist()
+        seq = ts[start : start + n].tolist()
         want += seq[1:] + [int(target[b])] if n else []
         start += n
     assert next_timestamps(ts, offsets, target).tolist() == want

@@ -96,8 +96,9 @@ def _inputs(bias, seed=0):
 
 def _forward_backward(x):
     if "pos_w" in x:
-        out = triton_hstu_attention_rel_bias(x["q"], x["k"], x["v"], x["offsets"], x["ts"], x["nts"],
-                                             x["pos_w"], x["ts_w"], norm=20.0)
+        out = triton_hstu_attention_rel_bias(
+            x["q"], x["k"], x["v"], x["offsets"], x["ts"], x["nts"], x["pos_w"], x["ts_w"], norm=20.0
+        )
     else:
         out = triton_hstu_attention(x["q"], x["k"], x["v"], x["offsets"], rab=x.get("rab"))
     dout = torch.randn_like(out)
@@ -132,7 +133,8 @@ def test_tuner_buffers_are_never_caller_tensors(bias, options, launch_path, laun
         for kernel, name, buf in buffers:
             assert not _shares_storage(buf, t), (
                 f"{kernel}: argument {name}, which the autotuner zeroes/restores between timing runs, "
-                f"shares storage with the caller's {kname}")
+                f"shares storage with the caller's {kname}"
+            )
 
 
 @pytest.mark.parametrize("bias,options", CASES)

@@ -11,8 +11,12 @@ from hstu_tutorial.ops import KernelOptions, get_options, set_options, use_optio
 
 
 def test_defaults_and_environment(monkeypatch):
-    for var in ("HSTU_FUSED_LAYER_NORM", "HSTU_TRITON_REL_BIAS_GRAD", "HSTU_TRITON_DQ_MODE",
-                "HSTU_TRITON_FP32_PRECISION"):
+    for var in (
+        "HSTU_FUSED_LAYER_NORM",
+        "HSTU_TRITON_REL_BIAS_GRAD",
+        "HSTU_TRITON_DQ_MODE",
+        "HSTU_TRITON_FP32_PRECISION",
+    ):
         monkeypatch.delenv(var, raising=False)
     assert KernelOptions.from_env() == KernelOptions()
     monkeypatch.setenv("HSTU_FUSED_LAYER_NORM", "0")
@@ -21,20 +25,27 @@ def test_defaults_and_environment(monkeypatch):
     monkeypatch.setenv("HSTU_TRITON_FP32_PRECISION", "ieee")
     opts = KernelOptions.from_env()
     assert (opts.fused_layer_norm, opts.rel_bias_grad, opts.dq_mode, opts.fp32_precision) == (
-        False, "auto", "atomic", "ieee")
+        False,
+        "auto",
+        "atomic",
+        "ieee",
+    )
     monkeypatch.setenv("HSTU_TRITON_DQ_MODE", "fast")
     with pytest.raises(ValueError, match="dq_mode .* got 'fast'.*HSTU_TRITON_DQ_MODE=fast"):
         KernelOptions.from_env()
 
 
-@pytest.mark.parametrize("changes,match", [
-    ({"autotune": 1}, "autotune must be True or False"),
-    ({"rel_bias_grad": "sparse"}, "rel_bias_grad must be one of"),
-    ({"dq_mode": None}, "dq_mode must be one of"),
-    ({"fp32_precision": "fp16"}, "fp32_precision must be one of"),
-    ({"interpreter_block": (64, 8)}, "interpreter_block must be two powers of two >= 16"),
-    ({"interpreter_block": (48, 64)}, "interpreter_block must be two powers of two >= 16"),
-])
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        ({"autotune": 1}, "autotune must be True or False"),
+        ({"rel_bias_grad": "sparse"}, "rel_bias_grad must be one of"),
+        ({"dq_mode": None}, "dq_mode must be one of"),
+        ({"fp32_precision": "fp16"}, "fp32_precision must be one of"),
+        ({"interpreter_block": (64, 8)}, "interpreter_block must be two powers of two >= 16"),
+        ({"interpreter_block": (48, 64)}, "interpreter_block must be two powers of two >= 16"),
+    ],
+)
 def test_bad_values_name_the_field(changes, match):
     with pytest.raises(ValueError, match=match):
         KernelOptions().replace(**changes)

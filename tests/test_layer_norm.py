@@ -34,8 +34,9 @@ def test_triton_layer_norm_strided_input_and_bf16():
     torch.manual_seed(1)
     base = torch.randn(20, 120, device=DEV)
     x = base[:, 10:60]  # rows of 50 with a row stride of 120
-    torch.testing.assert_close(tln.triton_layer_norm(x, 1e-6), F.layer_norm(x, (50,), eps=1e-6),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        tln.triton_layer_norm(x, 1e-6), F.layer_norm(x, (50,), eps=1e-6), rtol=1e-5, atol=1e-5
+    )
     xb = x.to(torch.bfloat16)
     y = tln.triton_layer_norm(xb, 1e-6)  # loads and stores bf16, computes in fp32
     assert y.dtype == torch.bfloat16

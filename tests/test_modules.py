@@ -41,11 +41,11 @@ def naive_stu(layer: STULayer, x, batch):
         for i in range(e - s):
             for h in range(H):
                 for j in range(i + 1):
-                    score = q[i, h * dqk:(h + 1) * dqk] @ k[j, h * dqk:(h + 1) * dqk]
+                    score = q[i, h * dqk : (h + 1) * dqk] @ k[j, h * dqk : (h + 1) * dqk]
                     if layer.rab is not None:
                         pos_w, ts_w, L = layer.rab.pos_w, layer.rab.ts_w, layer.rab.max_len
                         score = score + pos_w[L - 1 + j - i] + ts_w[bucket(nts[i] - ts[j])]
-                    av[i, h] += F.silu(score) / n * v[j, h * dv:(h + 1) * dv]
+                    av[i, h] += F.silu(score) / n * v[j, h * dv : (h + 1) * dv]
         o = u * layer_norm(av.reshape(e - s, H * dv), 1e-6)
         outs.append(xb + o @ layer.o.weight.T + layer.o.bias)
     return torch.cat(outs)
@@ -105,8 +105,11 @@ def naive_hstu_encoder(model, batch):
 
 def test_hstu_encoder_matches_naive_and_is_pad_invariant():
     torch.manual_seed(2)
-    model = hstu_encoder(30, embedding_dim=8, num_blocks=2, num_heads=2, dqk=3, dv=4, max_seq_len=6,
-                         dropout=0.2).double().eval()
+    model = (
+        hstu_encoder(30, embedding_dim=8, num_blocks=2, num_heads=2, dqk=3, dv=4, max_seq_len=6, dropout=0.2)
+        .double()
+        .eval()
+    )
     assert model.norm == 17.0 and model.blocks[0].rab.max_len == 17  # max_seq_len + 11
     batch = make_batch([3, 1, 6, 2], 6, seed=2)
     out = model(batch)
@@ -148,8 +151,13 @@ def test_parameter_counts_ml1m():
     """The reference ML-1M models: 3,952 movie ids + padding, D=50, max_seq_len 200 (tables of 211)."""
     hstu = hstu_encoder(3952).num_parameters()
     per_layer = 50 * 4 * 50 + (50 * 50 + 50) + (2 * 211 - 1) + 129  # W_uvqk, o, pos_w, ts_w
-    assert hstu == {"item_embedding": 3953 * 50, "position_embedding": 211 * 50, "block_0": per_layer,
-                    "block_1": per_layer, "total": 3953 * 50 + 211 * 50 + 2 * per_layer}
+    assert hstu == {
+        "item_embedding": 3953 * 50,
+        "position_embedding": 211 * 50,
+        "block_0": per_layer,
+        "block_1": per_layer,
+        "total": 3953 * 50 + 211 * 50 + 2 * per_layer,
+    }
     large = hstu_encoder(3952, num_blocks=8, num_heads=2, dqk=25, dv=25).num_parameters()
     assert large["block_7"] == per_layer and large["total"] == 3953 * 50 + 211 * 50 + 8 * per_layer
     sas = sasrec_encoder(3952).num_parameters()
@@ -198,8 +206,11 @@ def naive_sasrec(model, batch):
 @pytest.mark.parametrize("num_heads", [1, 2])
 def test_sasrec_matches_multihead_attention_per_sequence(num_heads):
     torch.manual_seed(6)
-    model = sasrec_encoder(30, embedding_dim=8, num_blocks=2, num_heads=num_heads, ffn_hidden=5,
-                           max_seq_len=6).double().eval()
+    model = (
+        sasrec_encoder(30, embedding_dim=8, num_blocks=2, num_heads=num_heads, ffn_hidden=5, max_seq_len=6)
+        .double()
+        .eval()
+    )
     batch = make_batch([3, 1, 6], 6)
     out, maps = model(batch, return_attention=True)
     torch.testing.assert_close(out, naive_sasrec(model, batch), rtol=0, atol=1e-10)

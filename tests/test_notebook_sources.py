@@ -36,17 +36,24 @@ def drift(notebook: Path) -> str | None:
     source = notebook.with_suffix(".py")
     fix = f"run: jupytext --sync {_rel(source)}"
     if not source.exists():
-        return (f"{_rel(notebook)} has no paired source {_rel(source)}; "
-                f"run: jupytext --set-formats ipynb,py:percent {_rel(notebook)}")
+        return (
+            f"{_rel(notebook)} has no paired source {_rel(source)}; "
+            f"run: jupytext --set-formats ipynb,py:percent {_rel(notebook)}"
+        )
     have, want = cells(notebook), cells(source)
     if len(have) != len(want):
         return f"{_rel(notebook)} has {len(have)} cells, its source {_rel(source)} {len(want)}; {fix}"
     for i, (h, w) in enumerate(zip(have, want)):
         if h != w:
-            what = "the cell type differs" if h[0] != w[0] else (
-                "the tags differ" if h[1] == w[1] else "the source differs")
-            return (f"{_rel(notebook)} cell {i}: {what} from {_rel(source)}; {fix}\n"
-                    f"--- notebook\n{h[1][:300]}\n--- source\n{w[1][:300]}")
+            what = (
+                "the cell type differs"
+                if h[0] != w[0]
+                else ("the tags differ" if h[1] == w[1] else "the source differs")
+            )
+            return (
+                f"{_rel(notebook)} cell {i}: {what} from {_rel(source)}; {fix}\n"
+                f"--- notebook\n{h[1][:300]}\n--- source\n{w[1][:300]}"
+            )
     return None
 
 
@@ -75,7 +82,8 @@ def test_notebook_matches_its_source(notebook):
 def test_pairing_metadata(notebook):
     meta = nbformat.read(notebook, as_version=4).metadata
     assert meta.get("jupytext", {}).get("formats") == "ipynb,py:percent", (
-        f"{_rel(notebook)}: set the pairing with jupytext --set-formats ipynb,py:percent {_rel(notebook)}")
+        f"{_rel(notebook)}: set the pairing with jupytext --set-formats ipynb,py:percent {_rel(notebook)}"
+    )
     assert meta.get("kernelspec", {}).get("name") == "python3"
 
 

@@ -47,8 +47,17 @@ def test_notebook_measuring_code_lives_in_the_package():
     """What notebooks 07/08 import comes from hstu_tutorial.perf, which imports nothing from benchmarks/."""
     import hstu_tutorial.perf as perf
 
-    for name in ("lever_config", "lever_dataset", "measure_trainer", "profile_loading", "run_levers",
-                 "run_scaling", "CPU_ROWS", "bench_levers", "bench_scaling"):
+    for name in (
+        "lever_config",
+        "lever_dataset",
+        "measure_trainer",
+        "profile_loading",
+        "run_levers",
+        "run_scaling",
+        "CPU_ROWS",
+        "bench_levers",
+        "bench_scaling",
+    ):
         assert hasattr(perf, name), f"hstu_tutorial.perf lacks {name}"
     for path in (ROOT / "hstu_tutorial" / "perf").glob("*.py"):
         assert "benchmarks" not in re.findall(r"^\s*(?:from|import)\s+(\w+)", path.read_text(), flags=re.M)

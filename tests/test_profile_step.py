@@ -9,8 +9,12 @@ import profile_step  # noqa: E402
 
 
 def test_profile_run_reports_step_eval_and_top_ops(tmp_path):
-    overrides = {"progress": "false", "tensorboard": "false", "save_checkpoints": "false",
-                 "exp_dir": str(tmp_path)}
+    overrides = {
+        "progress": "false",
+        "tensorboard": "false",
+        "save_checkpoints": "false",
+        "exp_dir": str(tmp_path),
+    }
     r = profile_step.profile_run("sasrec", profile_step.CPU_CONFIGS["sasrec"], overrides, top=5)
     assert r["eager_step_ms"] > 0 and r["eval_ms"] > 0 and set(r["eval_split_ms"]) == {"valid", "test"}
     assert "graph_step_ms" not in r  # no CUDA graph on a CPU

@@ -47,8 +47,11 @@ def test_tick_round_trips_and_creates_the_folder(pfile):
     assert pfile.exists()
     saved = json.loads(pfile.read_text())
     assert saved["version"] == 2
-    assert saved["items"]["core.jagged.offsets"] == {"done": True, "by": "check_lengths_to_offsets",
-                                                     "at": saved["items"]["core.jagged.offsets"]["at"]}
+    assert saved["items"]["core.jagged.offsets"] == {
+        "done": True,
+        "by": "check_lengths_to_offsets",
+        "at": saved["items"]["core.jagged.offsets"]["at"],
+    }
     assert progress.is_done("core.jagged.offsets")
     progress.reset()
     assert not progress.is_done("core.jagged.offsets")
@@ -93,10 +96,17 @@ def test_save_goes_through_os_replace(pfile, monkeypatch):
     assert calls and calls[-1][1] == str(pfile) and calls[-1][0] != str(pfile)
 
 
-@pytest.mark.parametrize("garbage", [
-    b"{not json", b"\xff\xfe\x00", b"[1, 2]", b'{"version": 99, "items": {}}',
-    b'{"version": 1, "items": {"a": {"done": "yes"}}}', b"",
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"{not json",
+        b"\xff\xfe\x00",
+        b"[1, 2]",
+        b'{"version": 99, "items": {}}',
+        b'{"version": 1, "items": {"a": {"done": "yes"}}}',
+        b"",
+    ],
+)
 def test_corrupted_file_is_reported_backed_up_and_rebuilt(pfile, garbage):
     pfile.parent.mkdir(parents=True)
     pfile.write_bytes(garbage)
@@ -131,11 +141,16 @@ def test_two_corruptions_leave_two_backups_with_their_own_contents(pfile):
 @pytest.mark.parametrize("hard_links", [True, False])
 def test_a_backup_never_overwrites_an_existing_file(pfile, monkeypatch, hard_links):
     frozen = dt.datetime(2026, 11, 28, 18, 0, 0, tzinfo=dt.UTC)  # every backup gets the same time stamp
-    monkeypatch.setattr(store, "_dt", types.SimpleNamespace(
-        UTC=dt.UTC, datetime=types.SimpleNamespace(now=lambda tz=None: frozen)))
+    monkeypatch.setattr(
+        store,
+        "_dt",
+        types.SimpleNamespace(UTC=dt.UTC, datetime=types.SimpleNamespace(now=lambda tz=None: frozen)),
+    )
     if not hard_links:  # a file system without hard links: the copy path
+
         def no_link(src, dst):
             raise OSError(errno.EPERM, "Operation not permitted")
+
         monkeypatch.setattr(store.os, "link", no_link)
     pfile.parent.mkdir(parents=True)
     taken = pfile.with_name("progress.json.bak-20261128T180000Z-0")
@@ -174,6 +189,7 @@ def test_an_interrupted_write_leaves_no_partial_file(pfile, monkeypatch):
 
 def _read_only(monkeypatch):
     """What a read-only folder does to every way of creating a file in it."""
+
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
@@ -202,8 +218,9 @@ def test_a_damaged_file_in_a_read_only_folder_is_left_untouched(pfile, monkeypat
     assert pfile.read_bytes() == b"{damaged" and not _backups(pfile)
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
-                    reason="root writes to read-only folders")
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes to read-only folders"
+)
 def test_a_really_read_only_folder(pfile):
     pfile.parent.mkdir(parents=True)
     pfile.write_bytes(b"{damaged")
@@ -226,11 +243,25 @@ CARD = {  # the card's checklist, in its order and words
     "practice": ["成功下载数据集", "运行训练脚本", "理解配置文件", "调整超参数", "分析实验结果"],
     "advanced": ["阅读 HSTU 论文", "理解性能优化", "修改模型架构", "应用到新数据集"],
 }
-CARD_IDS = ["basics.recsys", "basics.transformer", "basics.sequence_modeling", "basics.pytorch",
-            "core.hstu", "core.attention", "core.sampled_softmax", "core.jagged",
-            "practice.download", "practice.train_script", "practice.config", "practice.tuning",
-            "practice.analysis", "advanced.paper", "advanced.performance", "advanced.modify_arch",
-            "advanced.new_dataset"]
+CARD_IDS = [
+    "basics.recsys",
+    "basics.transformer",
+    "basics.sequence_modeling",
+    "basics.pytorch",
+    "core.hstu",
+    "core.attention",
+    "core.sampled_softmax",
+    "core.jagged",
+    "practice.download",
+    "practice.train_script",
+    "practice.config",
+    "practice.tuning",
+    "practice.analysis",
+    "advanced.paper",
+    "advanced.performance",
+    "advanced.modify_arch",
+    "advanced.new_dataset",
+]
 
 
 def test_the_card_is_the_checklist():
@@ -255,8 +286,9 @@ def test_every_taught_section_exists():
     for x in [*progress.ITEMS, *(st for it in progress.ITEMS for st in it.steps)]:
         for nb, section in x.taught:
             src = root / (nb.replace("exercises/", "exercises/solutions/") + ".py")
-            headings = [line.lstrip("# ").strip() for line in src.read_text().splitlines()
-                        if re.match(r"# #+ ", line)]
+            headings = [
+                line.lstrip("# ").strip() for line in src.read_text().splitlines() if re.match(r"# #+ ", line)
+            ]
             assert section in headings, f"{x.id}: {nb} has no section {section!r}"
 
 
@@ -311,18 +343,35 @@ def test_failing_or_unattempted_check_ticks_nothing(pfile):
 
 # ---- migration from the earlier 20-item checklist ------------------------------------------------------
 
-OLD_FILE = {"version": 1, "items": {
-    "basics.generative_framing": {"done": True, "by": "checkbox", "at": "2026-11-01T10:00:00+00:00"},
-    "core.hstu_attention": {"done": True, "by": "check_hstu_attention", "at": "2026-11-02T10:00:00+00:00"},
-    "basics.pointwise_attention": {"done": True, "by": "check_hstu_attention",
-                                   "at": "2026-11-02T10:00:00+00:00"},
-    "core.time_bucket": {"done": False, "by": "checkbox", "at": "2026-11-03T10:00:00+00:00"},
-    "core.jagged_to_padded": {"done": True, "by": "check_jagged_to_padded",
-                              "at": "2026-11-04T10:00:00+00:00"},
-    "practical.metrics": {"done": True, "by": "check_hr_ndcg", "at": "2026-11-05T10:00:00+00:00"},
-    "advanced.new_dataset": {"done": True, "by": "check_project_results", "at": "2026-11-06T10:00:00+00:00"},
-    "some.future_item": {"done": True, "by": "check_x", "at": "2026-11-07T10:00:00+00:00"},
-}}
+OLD_FILE = {
+    "version": 1,
+    "items": {
+        "basics.generative_framing": {"done": True, "by": "checkbox", "at": "2026-11-01T10:00:00+00:00"},
+        "core.hstu_attention": {
+            "done": True,
+            "by": "check_hstu_attention",
+            "at": "2026-11-02T10:00:00+00:00",
+        },
+        "basics.pointwise_attention": {
+            "done": True,
+            "by": "check_hstu_attention",
+            "at": "2026-11-02T10:00:00+00:00",
+        },
+        "core.time_bucket": {"done": False, "by": "checkbox", "at": "2026-11-03T10:00:00+00:00"},
+        "core.jagged_to_padded": {
+            "done": True,
+            "by": "check_jagged_to_padded",
+            "at": "2026-11-04T10:00:00+00:00",
+        },
+        "practical.metrics": {"done": True, "by": "check_hr_ndcg", "at": "2026-11-05T10:00:00+00:00"},
+        "advanced.new_dataset": {
+            "done": True,
+            "by": "check_project_results",
+            "at": "2026-11-06T10:00:00+00:00",
+        },
+        "some.future_item": {"done": True, "by": "check_x", "at": "2026-11-07T10:00:00+00:00"},
+    },
+}
 
 
 def test_an_old_file_is_migrated_not_lost(pfile):
@@ -348,13 +397,29 @@ def test_an_old_file_is_migrated_not_lost(pfile):
 
 
 def test_every_old_id_has_a_home():
-    old_ids = ["basics.generative_framing", "basics.pointwise_attention", "basics.jagged_layout",
-               "basics.leave_one_out", "basics.relative_bias", "core.softmax_attention",
-               "core.hstu_attention", "core.time_bucket", "core.stu_forward", "core.jagged_to_padded",
-               "core.jagged_attention", "practical.user_sequences", "practical.split",
-               "practical.sampled_softmax", "practical.metrics", "practical.read_new_format",
-               "practical.train_model", "advanced.triton_jagged", "advanced.triton_hstu_forward",
-               "advanced.performance", "advanced.new_dataset"]
+    old_ids = [
+        "basics.generative_framing",
+        "basics.pointwise_attention",
+        "basics.jagged_layout",
+        "basics.leave_one_out",
+        "basics.relative_bias",
+        "core.softmax_attention",
+        "core.hstu_attention",
+        "core.time_bucket",
+        "core.stu_forward",
+        "core.jagged_to_padded",
+        "core.jagged_attention",
+        "practical.user_sequences",
+        "practical.split",
+        "practical.sampled_softmax",
+        "practical.metrics",
+        "practical.read_new_format",
+        "practical.train_model",
+        "advanced.triton_jagged",
+        "advanced.triton_hstu_forward",
+        "advanced.performance",
+        "advanced.new_dataset",
+    ]
     assert sorted(progress.MIGRATION) == sorted(old_ids)
     for old in old_ids:
         assert progress.MIGRATION[old] in progress.all_ids(), old
@@ -366,6 +431,7 @@ def test_old_ids_still_answer_is_done(pfile):
 
 
 # ---- display -------------------------------------------------------------------------------------------
+
 
 def test_text_and_html_show_groups_items_and_ticks(pfile, capsys):
     progress.mark_done("check_triton_jagged_to_padded")
@@ -393,6 +459,7 @@ def test_the_display_bundle_has_html_and_text(pfile):
 
 # ---- ticks from runs: the data loader and the training CLI ---------------------------------------------
 
+
 def test_a_whole_movielens_folder_ticks_download(pfile):
     import numpy as np
     import pandas as pd
@@ -408,7 +475,8 @@ def test_a_whole_movielens_folder_ticks_download(pfile):
     assert hooks.dataset_loaded("ml-100k", ratings(100_000, 943), "data/ml-100k")
     assert progress.is_done("practice.download")
     assert json.loads(pfile.read_text())["items"]["practice.download"]["by"].startswith(
-        "get_reco_dataset('ml-100k')")
+        "get_reco_dataset('ml-100k')"
+    )
 
 
 def test_loading_synthetic_data_ticks_nothing(pfile, tmp_path):
@@ -419,8 +487,10 @@ def test_loading_synthetic_data_ticks_nothing(pfile, tmp_path):
     assert not progress.is_done("practice.download") and not pfile.exists()
 
 
-@pytest.mark.parametrize("status, ticks", [("completed", True), ("early_stopped", True),
-                                           ("interrupted", False), ("stopped", False)])
+@pytest.mark.parametrize(
+    "status, ticks",
+    [("completed", True), ("early_stopped", True), ("interrupted", False), ("stopped", False)],
+)
 def test_only_a_completed_run_ticks_the_training_script(pfile, status, ticks):
     from hstu_tutorial.progress import hooks
 
@@ -431,9 +501,22 @@ def test_only_a_completed_run_ticks_the_training_script(pfile, status, ticks):
 def test_a_cli_run_ticks_the_training_script(pfile, tmp_path, capsys):
     from hstu_tutorial.training.cli import main
 
-    sets = ["num_epochs=1", "max_seq_len=20", "embedding_dim=16", "dqk=16", "dv=16", "ffn_hidden=16",
-            "num_negatives=16", "batch_size=64", "eval_batch_size=512", "device=cpu", "tensorboard=false",
-            "timestamp_run_dir=false", f"data_dir={tmp_path / 'data'}", f"exp_dir={tmp_path / 'exps'}"]
+    sets = [
+        "num_epochs=1",
+        "max_seq_len=20",
+        "embedding_dim=16",
+        "dqk=16",
+        "dv=16",
+        "ffn_hidden=16",
+        "num_negatives=16",
+        "batch_size=64",
+        "eval_batch_size=512",
+        "device=cpu",
+        "tensorboard=false",
+        "timestamp_run_dir=false",
+        f"data_dir={tmp_path / 'data'}",
+        f"exp_dir={tmp_path / 'exps'}",
+    ]
     assert main(["--config", "synthetic/hstu-small", *[a for s in sets for a in ("--set", s)]]) == 0
     assert progress.is_done("practice.train_script")
     assert json.loads(pfile.read_text())["items"]["practice.train_script"]["by"].startswith("hstu-train: ")

@@ -9,8 +9,13 @@ import pytest
 from hstu_tutorial import progress, quizzes
 from hstu_tutorial.quiz_bank import QUIZZES
 
-CONCEPT_ITEMS = ["basics.recsys", "basics.transformer", "basics.sequence_modeling", "core.hstu",
-                 "advanced.paper"]
+CONCEPT_ITEMS = [
+    "basics.recsys",
+    "basics.transformer",
+    "basics.sequence_modeling",
+    "core.hstu",
+    "advanced.paper",
+]
 
 
 @pytest.fixture()
@@ -39,14 +44,17 @@ def test_every_concept_item_has_a_short_quiz():
         assert len(set(key(item_id))) > 1, item_id
 
 
-@pytest.mark.parametrize("item_id, words", [
-    ("core.hstu", "A softmax over the keys"),                 # HSTU uses softmax
-    ("core.hstu", "After the attention, as in a Transformer"),  # the STU has an FFN
-    ("core.hstu", "query item's own timestamp"),              # the time bias uses the current item's time
-    ("basics.recsys", "it is unbiased"),                      # sampled softmax is unbiased
-    ("basics.sequence_modeling", "Nothing: masked positions are skipped"),  # padding is free
-    ("basics.transformer", "positions j < i only"),           # the diagonal dropped
-])
+@pytest.mark.parametrize(
+    "item_id, words",
+    [
+        ("core.hstu", "A softmax over the keys"),  # HSTU uses softmax
+        ("core.hstu", "After the attention, as in a Transformer"),  # the STU has an FFN
+        ("core.hstu", "query item's own timestamp"),  # the time bias uses the current item's time
+        ("basics.recsys", "it is unbiased"),  # sampled softmax is unbiased
+        ("basics.sequence_modeling", "Nothing: masked positions are skipped"),  # padding is free
+        ("basics.transformer", "positions j < i only"),  # the diagonal dropped
+    ],
+)
 def test_the_usual_misconceptions_are_wrong_options(item_id, words):
     hits = [(q, k) for q in QUIZZES[item_id] for k, o in enumerate(q.options) if words in o.text]
     assert len(hits) == 1, words
@@ -84,13 +92,16 @@ def test_one_wrong_answer_ticks_nothing_and_explains_that_choice(pfile, capsys):
     assert quizzes.last_report == out.rstrip("\n")
 
 
-@pytest.mark.parametrize("answers, words", [
-    ([0, 1], "one choice per question, 4 in all"),
-    ("1203", "one choice per question"),
-    ([0, 1, 2, 7], "question 4: 7 is not one of its options"),
-    ([0, 1, 2, "z"], "question 4: 'z' is not one of its options"),
-    ([0, 1, 2, True], "question 4: True"),
-])
+@pytest.mark.parametrize(
+    "answers, words",
+    [
+        ([0, 1], "one choice per question, 4 in all"),
+        ("1203", "one choice per question"),
+        ([0, 1, 2, 7], "question 4: 7 is not one of its options"),
+        ([0, 1, 2, "z"], "question 4: 'z' is not one of its options"),
+        ([0, 1, 2, True], "question 4: True"),
+    ],
+)
 def test_malformed_answers_say_what_to_give(pfile, answers, words):
     with pytest.raises(ValueError, match=words.replace("(", r"\(")):
         quizzes.quiz("core.hstu").answer(answers)

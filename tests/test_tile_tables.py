@@ -20,8 +20,9 @@ CONSTS = dict(BLOCK_D_QK=64, BLOCK_D_V=64, DOT_PREC="tf32", CAUSAL=True, BIAS=2)
 def _store(tmp_path, table=None, version="3.6.0"):
     if table is not None:
         tiles.write_tile_file(tmp_path / "table" / "tiles_sm90.json", table, {"gpu": "sm90"})
-    return tiles.TileStore("sm90", "NVIDIA H200", version, table_dir=tmp_path / "table",
-                           cache_dir=tmp_path / "cache")
+    return tiles.TileStore(
+        "sm90", "NVIDIA H200", version, table_dir=tmp_path / "table", cache_dir=tmp_path / "cache"
+    )
 
 
 def test_shape_class_names_every_part_of_the_key():
@@ -77,8 +78,14 @@ def test_save_keeps_entries_other_processes_wrote(tmp_path):
     assert tiles.read_tile_file(a.cache_path, "tile cache") == {"x": T1, "y": T2}
 
 
-@pytest.mark.parametrize("text", ["{not json", json.dumps({"format": 99, "tiles": {}}),
-                                  json.dumps({"format": 1, "tiles": {"k": {"BLOCK_M": 48}}})])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{not json",
+        json.dumps({"format": 99, "tiles": {}}),
+        json.dumps({"format": 1, "tiles": {"k": {"BLOCK_M": 48}}}),
+    ],
+)
 def test_corrupt_cache_is_ignored_with_a_warning_and_replaced(tmp_path, text):
     store = _store(tmp_path)
     store.cache_path.parent.mkdir(parents=True)
@@ -110,9 +117,17 @@ def test_launch_uses_table_then_cache_then_tunes_and_saves(tmp_path, monkeypatch
     monkeypatch.setattr(tha, "_tune", lambda opts: opts.autotune)
     for tuner in tha._TUNED.values():
         monkeypatch.setattr(tuner, "cache", {})
-    key = {kind: tiles.shape_class(kind, torch.float32, dict(
-        BLOCK_D_QK=16, BLOCK_D_V=16, DOT_PREC="tf32x3", CAUSAL=True, BIAS=0, RAB_GRAD=0, ATOMIC_DQ=0), 12)
-        for kind in ("fwd", "dkdv", "dq")}
+    key = {
+        kind: tiles.shape_class(
+            kind,
+            torch.float32,
+            dict(
+                BLOCK_D_QK=16, BLOCK_D_V=16, DOT_PREC="tf32x3", CAUSAL=True, BIAS=0, RAB_GRAD=0, ATOMIC_DQ=0
+            ),
+            12,
+        )
+        for kind in ("fwd", "dkdv", "dq")
+    }
     small = {"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 4, "num_stages": 2}
     store = _store(tmp_path, table={key["fwd"]: small})
     tiles.write_tile_file(store.cache_path, {key["dkdv"]: small}, store.header())
@@ -156,10 +171,24 @@ def test_trainer_results_carry_the_setup_split(tmp_path):
     from hstu_tutorial.training.report import results_markdown
     from hstu_tutorial.training.trainer import Trainer
 
-    cfg = load_config("synthetic/hstu-small", dict(
-        max_seq_len=20, embedding_dim=16, dqk=16, dv=16, ffn_hidden=16, num_epochs=1, max_steps=2,
-        exp_dir=str(tmp_path), progress=False, tensorboard=False, save_checkpoints=False,
-        eval_batch_size=4096, attention_impl="pytorch"))
+    cfg = load_config(
+        "synthetic/hstu-small",
+        dict(
+            max_seq_len=20,
+            embedding_dim=16,
+            dqk=16,
+            dv=16,
+            ffn_hidden=16,
+            num_epochs=1,
+            max_steps=2,
+            exp_dir=str(tmp_path),
+            progress=False,
+            tensorboard=False,
+            save_checkpoints=False,
+            eval_batch_size=4096,
+            attention_impl="pytorch",
+        ),
+    )
     results = Trainer(cfg, verbose=False).fit()
     t = results["timing"]
     assert t["data_s"] > 0 and t["compile_s"] > 0 and t["tune_s"] == 0.0
@@ -174,16 +203,18 @@ def test_cache_marks_the_project_cache_folder_so_data_can_still_be_written_there
     from hstu_tutorial.data.paths import CACHE_MARKER, owned_folder
 
     root = tmp_path / "hstu_cache"
-    store = tiles.TileStore("sm90", "NVIDIA H200", "3.6.0", table_dir=None, cache_dir=root / "triton_tiles",
-                            cache_root=root)
+    store = tiles.TileStore(
+        "sm90", "NVIDIA H200", "3.6.0", table_dir=None, cache_dir=root / "triton_tiles", cache_root=root
+    )
     store.save("k", T1)
     assert (root / CACHE_MARKER).is_file()
     assert owned_folder(root) == root  # the data loaders may still write generated data here
     foreign = tmp_path / "not_ours"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("x")
-    store = tiles.TileStore("sm90", "NVIDIA H200", "3.6.0", table_dir=None,
-                            cache_dir=foreign / "triton_tiles", cache_root=foreign)
+    store = tiles.TileStore(
+        "sm90", "NVIDIA H200", "3.6.0", table_dir=None, cache_dir=foreign / "triton_tiles", cache_root=foreign
+    )
     with pytest.warns(UserWarning, match="could not save tuned tiles"):
         store.save("k", T1)
     assert not (foreign / "triton_tiles").exists() and store.lookup("k") == (T1, "tuned")

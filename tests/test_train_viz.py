@@ -57,20 +57,28 @@ def test_results_frame_puts_ours_next_to_the_references():
 
 
 def test_seed_spread_draws_every_run_and_the_reference():
-    runs = pd.DataFrame({
-        "model": ["HSTU", "HSTU", "HSTU", "SASRec"], "precision": ["tf32", "tf32", "bf16", "tf32"],
-        "seed": [1, 2, 1, 1], "HR@10": [0.30, 0.29, 0.31, 0.28], "NDCG@10": [0.17, 0.16, 0.18, 0.15],
-        "reference HR@10": [0.2957] * 3 + [0.2832], "reference NDCG@10": [0.1666] * 3 + [0.1597],
-    })
+    runs = pd.DataFrame(
+        {
+            "model": ["HSTU", "HSTU", "HSTU", "SASRec"],
+            "precision": ["tf32", "tf32", "bf16", "tf32"],
+            "seed": [1, 2, 1, 1],
+            "HR@10": [0.30, 0.29, 0.31, 0.28],
+            "NDCG@10": [0.17, 0.16, 0.18, 0.15],
+            "reference HR@10": [0.2957] * 3 + [0.2832],
+            "reference NDCG@10": [0.1666] * 3 + [0.1597],
+        }
+    )
     fig = viz.plot_seed_spread(runs)
     ax = fig.axes[0]
     from matplotlib.collections import LineCollection, PathCollection
 
-    dots = sorted(float(y) for c in ax.collections if isinstance(c, PathCollection)
-                  for _, y in c.get_offsets())
+    dots = sorted(
+        float(y) for c in ax.collections if isinstance(c, PathCollection) for _, y in c.get_offsets()
+    )
     assert dots == pytest.approx([0.28, 0.29, 0.30, 0.31])  # every run is a dot
-    refs = sorted(float(seg[0][1]) for c in ax.collections if isinstance(c, LineCollection)
-                  for seg in c.get_segments())
+    refs = sorted(
+        float(seg[0][1]) for c in ax.collections if isinstance(c, LineCollection) for seg in c.get_segments()
+    )
     assert refs == pytest.approx([0.2832, 0.2957])  # one reference bar per model
 
 

@@ -160,8 +160,9 @@ def _check_in_kernel_relative_bias(causal):
     with torch.no_grad():
         bias.pos_w.normal_(0, 0.5)
         bias.ts_w.normal_(0, 0.5)
-    out = triton_hstu_attention_rel_bias(q, k, v, offsets, ts, nts, bias.pos_w, bias.ts_w, norm=50.0,
-                                         causal=causal)
+    out = triton_hstu_attention_rel_bias(
+        q, k, v, offsets, ts, nts, bias.pos_w, bias.ts_w, norm=50.0, causal=causal
+    )
     grad_out = torch.randn_like(out)
     params = (q, k, v, bias.pos_w, bias.ts_w)
     grads = torch.autograd.grad(out, params, grad_out)
@@ -225,10 +226,18 @@ def test_errors_speak_to_the_learner():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
 def test_package_sets_interpreter_before_importing_triton():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = ("import os, hstu_tutorial.ops.triton as t; "
-            "print(os.environ.get('TRITON_INTERPRET'), t.is_interpreter())")
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = (
+        "import os, hstu_tutorial.ops.triton as t; "
+        "print(os.environ.get('TRITON_INTERPRET'), t.is_interpreter())"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["1", "True"]
 
@@ -247,13 +256,22 @@ def bucket_gaps(seed=9):
     """Time gaps for the bucket comparison: 0, +-1, huge, random, and integers next to every bucket edge
     e^(0.301 b); the second tensor marks the gaps whose ln(|d|)/0.301 lies within 1e-5 of an integer."""
     g = torch.Generator().manual_seed(seed)
-    special = torch.tensor([0, 1, -1, 2, -2, 3, 4, 59, 60, 61, 3600, 86400, 10**9, -(10**9), 2**40, 2**62,
-                            -(2**62)], dtype=torch.int64)
+    special = torch.tensor(
+        [0, 1, -1, 2, -2, 3, 4, 59, 60, 61, 3600, 86400, 10**9, -(10**9), 2**40, 2**62, -(2**62)],
+        dtype=torch.int64,
+    )
     edges = torch.tensor([math.exp(0.301 * b) for b in range(1, 140)], dtype=torch.float64)
     near_edges = (edges.floor().long()[:, None] + torch.arange(-1, 3)[None, :]).reshape(-1)
     signs = torch.randint(0, 2, (2000,), generator=g) * 2 - 1
-    gaps = torch.cat([special, near_edges, -near_edges, torch.randint(-(10**6), 10**6, (2000,), generator=g),
-                      (torch.rand(2000, generator=g) * 40).exp().long() * signs])
+    gaps = torch.cat(
+        [
+            special,
+            near_edges,
+            -near_edges,
+            torch.randint(-(10**6), 10**6, (2000,), generator=g),
+            (torch.rand(2000, generator=g) * 40).exp().long() * signs,
+        ]
+    )
     x = gaps.abs().clamp(min=1).double().log() / 0.301
     return gaps, ((x - x.round()).abs() < 1e-5) & (gaps.abs() > 1)  # |d| <= 1 is bucket 0 exactly
 
@@ -271,7 +289,9 @@ def test_kernel_time_buckets_equal_pytorch_time_bucket(num_buckets):
     # different libraries (numpy in the interpreter, libdevice on a GPU, PyTorch's) may differ by one
     # ulp, so one bucket either way.
     mismatch = (got != want) & ~on_edge
-    assert not mismatch.any(), f"gaps {gaps[mismatch][:5].tolist()}: kernel {got[mismatch][:5].tolist()}, " \
-                               f"time_bucket {want[mismatch][:5].tolist()}"
+    assert not mismatch.any(), (
+        f"gaps {gaps[mismatch][:5].tolist()}: kernel {got[mismatch][:5].tolist()}, "
+        f"time_bucket {want[mismatch][:5].tolist()}"
+    )
     assert ((got - want).abs() <= 1).all()
     assert (~on_edge).sum() > 4000  # most gaps are compared exactly

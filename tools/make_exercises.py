@@ -118,12 +118,28 @@ def read_solution(stem: str):
 def execute(path: Path, timeout: int = 900) -> None:
     """Run a notebook in place with the small preset, as CI does, keeping the author's checklist untouched."""
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, TRITON_INTERPRET="1", HSTU_PRESET=os.environ.get("HSTU_PRESET", "small"),
-                   HSTU_PROGRESS_FILE=str(Path(tmp) / "progress.json"))
+        env = dict(
+            os.environ,
+            TRITON_INTERPRET="1",
+            HSTU_PRESET=os.environ.get("HSTU_PRESET", "small"),
+            HSTU_PROGRESS_FILE=str(Path(tmp) / "progress.json"),
+        )
         subprocess.run(
-            [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "--inplace",
-             f"--ExecutePreprocessor.timeout={timeout}", path.name],
-            check=True, env=env, cwd=path.parent,
+            [
+                sys.executable,
+                "-m",
+                "jupyter",
+                "nbconvert",
+                "--to",
+                "notebook",
+                "--execute",
+                "--inplace",
+                f"--ExecutePreprocessor.timeout={timeout}",
+                path.name,
+            ],
+            check=True,
+            env=env,
+            cwd=path.parent,
         )
 
 
@@ -164,16 +180,21 @@ def drift(stem: str) -> str | None:
         return f"{stem}: the learner notebook has {len(have)} cells, the solution generates {len(want)}"
     for i, (w, h) in enumerate(zip(want, have)):
         if w != h:
-            return (f"{stem}: cell {i} differs from the generated version (tags {w[2]} vs {h[2]}):\n"
-                    f"--- generated\n{w[1][:400]}\n--- found\n{h[1][:400]}")
+            return (
+                f"{stem}: cell {i} differs from the generated version (tags {w[2]} vs {h[2]}):\n"
+                f"--- generated\n{w[1][:400]}\n--- found\n{h[1][:400]}"
+            )
     return None
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stems", nargs="*", help="exercise notebooks (e.g. 02_attention); default: all")
-    p.add_argument("--solutions", action="store_true",
-                   help="first write the solution notebooks from their .py sources and execute them")
+    p.add_argument(
+        "--solutions",
+        action="store_true",
+        help="first write the solution notebooks from their .py sources and execute them",
+    )
     p.add_argument("--no-execute", action="store_true", help="write without executing")
     p.add_argument("--check", action="store_true", help="only report drift (exit 1 if any)")
     args = p.parse_args(argv)

@@ -49,8 +49,11 @@ def _is_not_implemented(exc: BaseException) -> bool:
 
 def _where(exc: BaseException) -> str:
     """The innermost frame outside this package and torch: usually the learner's line."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if os.path.dirname(os.path.abspath(f.filename)) != _HERE and "site-packages" not in f.filename]
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if os.path.dirname(os.path.abspath(f.filename)) != _HERE and "site-packages" not in f.filename
+    ]
     if not frames:
         return ""
     f = frames[-1]
@@ -67,8 +70,10 @@ def _report(text: str) -> None:
 def _run(name: str, fn: Callable, body: Callable[[Callable], int]) -> bool:
     """Run `body(fn)` (which raises CheckFailed with a message) and turn the outcome into a report."""
     if not callable(fn):
-        _report(f"✗ {name}: expected a function, got {type(fn).__name__}. Pass the function itself "
-                f"(`{name}(my_function)`), without calling it.")
+        _report(
+            f"✗ {name}: expected a function, got {type(fn).__name__}. Pass the function itself "
+            f"(`{name}(my_function)`), without calling it."
+        )
         return False
     try:
         n_cases = body(fn)
@@ -80,8 +85,10 @@ def _run(name: str, fn: Callable, body: Callable[[Callable], int]) -> bool:
         return False
     except Exception as exc:  # noqa: BLE001 - a learner's bug must not stop the notebook
         if _is_not_implemented(exc):
-            _report(f"○ {name}: {NOT_ATTEMPTED} (the stub still raises NotImplementedError). "
-                    "Fill it in and re-run the cell; the notebook goes on with the package's version.")
+            _report(
+                f"○ {name}: {NOT_ATTEMPTED} (the stub still raises NotImplementedError). "
+                "Fill it in and re-run the cell; the notebook goes on with the package's version."
+            )
             return False
         case = getattr(exc, "check_case", "")
         _report(f"✗ {name}: your function raised {type(exc).__name__}: {exc}{_where(exc)}{case}")
@@ -95,6 +102,7 @@ def _run(name: str, fn: Callable, body: Callable[[Callable], int]) -> bool:
 
 
 # ---- calling the learner's function on copies ------------------------------------------------------------
+
 
 def _copy(x):
     if isinstance(x, torch.Tensor):
@@ -110,8 +118,12 @@ def _copy(x):
 
 def _same(a, b) -> bool:
     if isinstance(a, torch.Tensor):
-        return (isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype
-                and torch.equal(a.nan_to_num(0.5), b.detach().nan_to_num(0.5)))
+        return (
+            isinstance(b, torch.Tensor)
+            and a.shape == b.shape
+            and a.dtype == b.dtype
+            and torch.equal(a.nan_to_num(0.5), b.detach().nan_to_num(0.5))
+        )
     if type(a).__module__.split(".")[0] == "pandas":
         return a.equals(b) and list(a.index) == list(b.index)
     try:
@@ -140,21 +152,26 @@ def _call(fn: Callable, args: dict, kwargs: dict | None = None, case: str = ""):
             if isinstance(original, torch.Tensor) and passed[name].shape == original.shape:
                 diff = (original.nan_to_num(0.5) != passed[name].detach().nan_to_num(0.5)).nonzero()
                 where = f" (first change at index {diff[0].tolist()})" if len(diff) else ""
-            raise CheckFailed(f"your function modified its input `{name}` in place{where}: the caller's data "
-                              "is changed behind its back. Work on a copy (x = x.clone(), or out-of-place "
-                              "ops "
-                              "such as masked_fill instead of masked_fill_ / x[...] = ...)." + case)
+            raise CheckFailed(
+                f"your function modified its input `{name}` in place{where}: the caller's data "
+                "is changed behind its back. Work on a copy (x = x.clone(), or out-of-place "
+                "ops "
+                "such as masked_fill instead of masked_fill_ / x[...] = ...)." + case
+            )
     outs = out if isinstance(out, tuple | list) else (out,)
     for o in outs:
         for name, x in passed.items():
             if _storage(o) and _storage(o) == _storage(x):
-                raise CheckFailed(f"your output is a view of the input `{name}` (they share memory), so "
-                                  "writing into one changes the other. Return a new tensor (.clone(), or "
-                                  "build the result with torch.zeros / new_full and fill it)." + case)
+                raise CheckFailed(
+                    f"your output is a view of the input `{name}` (they share memory), so "
+                    "writing into one changes the other. Return a new tensor (.clone(), or "
+                    "build the result with torch.zeros / new_full and fill it)." + case
+                )
     return out
 
 
 # ---- comparison helpers ----------------------------------------------------------------------------------
+
 
 def _shape(t) -> tuple:
     return tuple(t.shape)
@@ -185,37 +202,51 @@ def _fmt_pair(expected, got) -> str:
 def _check_tensor(got, what: str, expected: torch.Tensor, names: tuple | None = None) -> torch.Tensor:
     """Type and shape, with the names of the dimensions in the message."""
     if isinstance(got, tuple | list) and len(got) == 1 and isinstance(got[0], torch.Tensor):
-        raise CheckFailed(f"{what} should be a tensor, got a {type(got).__name__} holding one tensor: "
-                          "return the tensor itself.")
+        raise CheckFailed(
+            f"{what} should be a tensor, got a {type(got).__name__} holding one tensor: "
+            "return the tensor itself."
+        )
     if type(got).__module__ == "numpy" and hasattr(got, "dtype"):  # a numpy answer is fine for values
         got = torch.as_tensor(got)
     if not isinstance(got, torch.Tensor):
         raise CheckFailed(f"{what} should be a torch.Tensor, got {type(got).__name__}.")
     if getattr(got, "is_nested", False):
-        raise CheckFailed(f"{what} is a nested tensor; convert it to a regular tensor "
-                          "(e.g. .to_padded_tensor(...) or torch.cat of its pieces).")
+        raise CheckFailed(
+            f"{what} is a nested tensor; convert it to a regular tensor "
+            "(e.g. .to_padded_tensor(...) or torch.cat of its pieces)."
+        )
     if _shape(got) != _shape(expected):
         dims = f" = ({', '.join(names)})" if names and len(names) == expected.dim() else ""
         hint = ""
         if sorted(_shape(got)) == sorted(_shape(expected)) and expected.dim() > 1:
             hint = " The same sizes in another order: a transpose or permute is missing or extra."
-        raise CheckFailed(f"wrong shape of {what}: expected {_shape(expected)}{dims}, got {_shape(got)}."
-                          f"{hint}")
+        raise CheckFailed(
+            f"wrong shape of {what}: expected {_shape(expected)}{dims}, got {_shape(got)}.{hint}"
+        )
     if expected.is_floating_point():
         if not (got.is_floating_point() or got.is_complex()):
-            raise CheckFailed(f"{what} has dtype {got.dtype}; it holds real numbers, so keep a floating "
-                              f"dtype ({expected.dtype} like the inputs): did an integer tensor start the "
-                              "computation, or a .long() / .int() slip in?")
+            raise CheckFailed(
+                f"{what} has dtype {got.dtype}; it holds real numbers, so keep a floating "
+                f"dtype ({expected.dtype} like the inputs): did an integer tensor start the "
+                "computation, or a .long() / .int() slip in?"
+            )
         half = (torch.float16, torch.bfloat16)
         if got.dtype in half and expected.dtype not in half:
-            raise CheckFailed(f"{what} has dtype {got.dtype}, the inputs are {expected.dtype}: half "
-                              "precision "
-                              "loses the digits the comparison needs; compute in float32 or float64.")
+            raise CheckFailed(
+                f"{what} has dtype {got.dtype}, the inputs are {expected.dtype}: half "
+                "precision "
+                "loses the digits the comparison needs; compute in float32 or float64."
+            )
     return got
 
 
-def _close(got: torch.Tensor, expected: torch.Tensor, mask: torch.Tensor | None = None,
-           atol: float = 1e-5, rtol: float = 1e-4) -> torch.Tensor:
+def _close(
+    got: torch.Tensor,
+    expected: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+) -> torch.Tensor:
     """Boolean tensor of the entries that differ (restricted to `mask`)."""
     g = got.detach().to(torch.float64)
     e = expected.detach().to(torch.float64)
@@ -229,20 +260,32 @@ def _close(got: torch.Tensor, expected: torch.Tensor, mask: torch.Tensor | None 
 
 
 def _matches(got, expected, mask=None, atol=1e-5, rtol=1e-4) -> bool:
-    return (isinstance(got, torch.Tensor) and _shape(got) == _shape(expected)
-            and not bool(_close(got, expected, mask, atol, rtol).any()))
+    return (
+        isinstance(got, torch.Tensor)
+        and _shape(got) == _shape(expected)
+        and not bool(_close(got, expected, mask, atol, rtol).any())
+    )
 
 
-def _mismatch(got: torch.Tensor, expected: torch.Tensor, what: str, names: tuple | None = None,
-              mask: torch.Tensor | None = None, atol: float = 1e-5, rtol: float = 1e-4) -> str | None:
+def _mismatch(
+    got: torch.Tensor,
+    expected: torch.Tensor,
+    what: str,
+    names: tuple | None = None,
+    mask: torch.Tensor | None = None,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+) -> str | None:
     """None when equal, else 'what differs at [b=0, i=3]: expected x, got y (k of n entries differ)'."""
     bad = _close(got, expected, mask, atol, rtol)
     if not bad.any():
         return None
     idx = tuple(bad.nonzero()[0].tolist())
     total = int(mask.expand_as(bad).sum()) if mask is not None else bad.numel()
-    return (f"{what} differs at {_fmt_index(idx, names)}: {_fmt_pair(expected[idx], got.detach()[idx])} "
-            f"({int(bad.sum())} of {total} entries differ).")
+    return (
+        f"{what} differs at {_fmt_index(idx, names)}: {_fmt_pair(expected[idx], got.detach()[idx])} "
+        f"({int(bad.sum())} of {total} entries differ)."
+    )
 
 
 def _nan_message(got: torch.Tensor, expected: torch.Tensor, what: str, names, mask, hint: str) -> str | None:
@@ -257,16 +300,21 @@ def _nan_message(got: torch.Tensor, expected: torch.Tensor, what: str, names, ma
         return None
     idx = tuple(bad.nonzero()[0].tolist())
     kind = "NaN" if bool(g[idx].isnan()) else "inf"
-    return (f"{kind} in {what} at {_fmt_index(idx, names)} (expected {_fmt_val(expected[idx])}; "
-            f"{int(bad.sum())} non-finite entries). {hint}")
+    return (
+        f"{kind} in {what} at {_fmt_index(idx, names)} (expected {_fmt_val(expected[idx])}; "
+        f"{int(bad.sum())} non-finite entries). {hint}"
+    )
 
 
-_NAN_HINT = ("Look for a division by zero, a log or sqrt of a non-positive number, or -inf meeting a 0 "
-             "(-inf * 0 = NaN).")
+_NAN_HINT = (
+    "Look for a division by zero, a log or sqrt of a non-positive number, or -inf meeting a 0 "
+    "(-inf * 0 = NaN)."
+)
 
 
-def _diagnose(got, expected, what, names, mask, variants, probes=(), atol=1e-5, rtol=1e-4, case="",
-              nan_hint=_NAN_HINT):
+def _diagnose(
+    got, expected, what, names, mask, variants, probes=(), atol=1e-5, rtol=1e-4, case="", nan_hint=_NAN_HINT
+):
     """Raise CheckFailed with the most specific message: non-finite values, a known mistake, a probe, else
     the first index."""
     msg = _mismatch(got, expected, what, names, mask, atol, rtol)
@@ -286,32 +334,45 @@ def _diagnose(got, expected, what, names, mask, variants, probes=(), atol=1e-5, 
     raise CheckFailed(f"{msg}{case}")
 
 
-def _grads_match(fn_out: torch.Tensor, ref_out: torch.Tensor, ours: dict, theirs: dict,
-                 mask: torch.Tensor | None, case: str, seed: int = 0) -> None:
+def _grads_match(
+    fn_out: torch.Tensor,
+    ref_out: torch.Tensor,
+    ours: dict,
+    theirs: dict,
+    mask: torch.Tensor | None,
+    case: str,
+    seed: int = 0,
+) -> None:
     """Backpropagate the same random upstream gradient through both outputs and compare input grads."""
     g = torch.Generator().manual_seed(seed)
     up = torch.randn(ref_out.shape, generator=g, dtype=ref_out.dtype)
     if mask is not None:
         up = up * mask.expand_as(up).to(up.dtype)
     if not isinstance(fn_out, torch.Tensor):
-        raise CheckFailed(f"your output is a {type(fn_out).__name__}, not a torch tensor, so no gradient can "
-                          "flow back to the inputs: compute with torch operations (numpy cuts the graph)."
-                          + case)
+        raise CheckFailed(
+            f"your output is a {type(fn_out).__name__}, not a torch tensor, so no gradient can "
+            "flow back to the inputs: compute with torch operations (numpy cuts the graph)." + case
+        )
     if not fn_out.requires_grad:
-        raise CheckFailed("your output does not require grad, so no gradient can flow back to the inputs: "
-                          "did you use .detach(), .item(), .numpy() or torch.no_grad()?" + case)
+        raise CheckFailed(
+            "your output does not require grad, so no gradient can flow back to the inputs: "
+            "did you use .detach(), .item(), .numpy() or torch.no_grad()?" + case
+        )
     got_grads = torch.autograd.grad(fn_out, list(ours.values()), up.to(fn_out.dtype), allow_unused=True)
     ref_grads = torch.autograd.grad(ref_out, list(theirs.values()), up, allow_unused=True)
     for (name, _), gg, rg in zip(ours.items(), got_grads, ref_grads):
         if rg is None:
             continue
         if gg is None:
-            raise CheckFailed(f"no gradient reaches {name}: your output does not depend on it through "
-                              "autograd (a .detach() or a copy through Python numbers?)" + case)
+            raise CheckFailed(
+                f"no gradient reaches {name}: your output does not depend on it through "
+                "autograd (a .detach() or a copy through Python numbers?)" + case
+            )
         msg = _mismatch(gg, rg, f"the gradient of {name}", None, None, atol=1e-4, rtol=1e-3)
         if msg:
-            raise CheckFailed(msg + " The forward values match, so look for in-place edits or a "
-                              "detached piece." + case)
+            raise CheckFailed(
+                msg + " The forward values match, so look for in-place edits or a detached piece." + case
+            )
 
 
 def _case_text(**kw) -> str:
@@ -324,6 +385,7 @@ def _case_text(**kw) -> str:
 
 
 # ---- padded / jagged conversions used to call the package's jagged references ----------------------------
+
 
 def _offsets(lengths: torch.Tensor) -> torch.Tensor:
     return torch.cat([lengths.new_zeros(1), lengths.cumsum(0)]).to(torch.int64)
@@ -338,7 +400,7 @@ def _to_padded(values: torch.Tensor, lengths: torch.Tensor, n: int) -> torch.Ten
     out = values.new_zeros((len(lengths), n) + tuple(values.shape[1:]))
     start = 0
     for b, ln in enumerate(lengths.tolist()):
-        out[b, :ln] = values[start: start + ln]
+        out[b, :ln] = values[start : start + ln]
         start += ln
     return out
 

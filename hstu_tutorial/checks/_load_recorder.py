@@ -16,8 +16,11 @@ class LoadRecorder:
     interpreter (a GPU run): nothing is recorded then."""
 
     def __init__(self, tensors: dict[str, torch.Tensor]):
-        self.regions = {name: (t.data_ptr(), t.data_ptr() + t.numel() * t.element_size(),
-                               t.stride(0) * t.element_size()) for name, t in tensors.items() if t.numel()}
+        self.regions = {
+            name: (t.data_ptr(), t.data_ptr() + t.numel() * t.element_size(), t.stride(0) * t.element_size())
+            for name, t in tensors.items()
+            if t.numel()
+        }
         self.events: list[tuple[tuple, str, int, int]] = []
         self.active = False
         self._builder = None

@@ -42,6 +42,7 @@ _LENGTH_CASES = [
 def check_lengths_to_offsets(fn: Callable) -> bool:
     """Check `fn(lengths) -> offsets`: lengths `(B,)` int64 -> offsets `(B+1,)` int64, offsets[0] = 0,
     offsets[b+1] = lengths[0] + ... + lengths[b]."""
+
     def body(fn):
         lengths_to_offsets = _reference("hstu_tutorial.ops", "lengths_to_offsets")
         g = torch.Generator().manual_seed(0)
@@ -55,21 +56,28 @@ def check_lengths_to_offsets(fn: Callable) -> bool:
                 got = torch.as_tensor(got)  # a numpy answer is fine
             if isinstance(got, torch.Tensor) and got.shape == lengths.shape and len(ls):
                 if torch.equal(got.long(), lengths.cumsum(0)):
-                    raise CheckFailed("you returned cumsum(lengths), which has B entries; offsets have B+1: "
-                                      "a leading 0, then the running sums (offsets[-1] = T)." + ct)
+                    raise CheckFailed(
+                        "you returned cumsum(lengths), which has B entries; offsets have B+1: "
+                        "a leading 0, then the running sums (offsets[-1] = T)." + ct
+                    )
                 if torch.equal(got.long(), lengths.cumsum(0) - lengths):
-                    raise CheckFailed("you returned the B start offsets; offsets also end with T = "
-                                      "sum(lengths), so that sequence b is values[offsets[b]:offsets[b+1]]."
-                                      + ct)
+                    raise CheckFailed(
+                        "you returned the B start offsets; offsets also end with T = "
+                        "sum(lengths), so that sequence b is values[offsets[b]:offsets[b+1]]." + ct
+                    )
             got = _check_tensor(got, "offsets", expected, ("B+1",))
             if got.dtype != torch.int64:
-                raise CheckFailed(f"offsets have dtype {got.dtype}; use torch.int64 (they index tensors, and "
-                                  "T can exceed 2^31 at scale)." + ct)
+                raise CheckFailed(
+                    f"offsets have dtype {got.dtype}; use torch.int64 (they index tensors, and "
+                    "T can exceed 2^31 at scale)." + ct
+                )
             msg = _mismatch(got, expected, "offsets", ("b",), atol=0, rtol=0)
             if msg:
                 if len(ls) and int(got[0]) != 0:
-                    raise CheckFailed(f"offsets[0] is {int(got[0])}; it must be 0 (the first sequence starts "
-                                      "at row 0)." + ct)
+                    raise CheckFailed(
+                        f"offsets[0] is {int(got[0])}; it must be 0 (the first sequence starts "
+                        "at row 0)." + ct
+                    )
                 raise CheckFailed(msg + ct)
         return len(cases)
 
@@ -103,28 +111,43 @@ def _jagged_to_padded_cases(fn: Callable, dtype=torch.float64, device: str = "cp
             values, offsets, lengths = _jagged_values(ls, d, seed, dtype)
             expected = jagged_to_padded(values, offsets, max_len, padding_value=pad)
             ct = _case_text(case=label, lengths=ls, max_len=max_len, padding_value=pad, D=d)
-            got = _call(fn, {"values": values.to(device), "offsets": offsets.to(device), "max_len": max_len},
-                        {"padding_value": pad}, ct)
+            got = _call(
+                fn,
+                {"values": values.to(device), "offsets": offsets.to(device), "max_len": max_len},
+                {"padding_value": pad},
+                ct,
+            )
             if isinstance(got, torch.Tensor):
                 got = got.cpu()
             if isinstance(got, torch.Tensor) and got.dim() == 3 and got.shape[1] == max(ls) > max_len:
-                raise CheckFailed(f"the output is {tuple(got.shape)}: it must be max_len = {max_len} wide "
-                                  "even when a sequence is longer (keep its first max_len rows)." + ct)
+                raise CheckFailed(
+                    f"the output is {tuple(got.shape)}: it must be max_len = {max_len} wide "
+                    "even when a sequence is longer (keep its first max_len rows)." + ct
+                )
             got = _check_tensor(got, "the padded tensor", expected, ("B", "max_len", "D"))
             if got.dtype != values.dtype:
-                raise CheckFailed(f"the padded tensor is {got.dtype} but values are {values.dtype}: keep the "
-                                  "dtype of values (values.new_full(...) or dtype=values.dtype)." + ct)
+                raise CheckFailed(
+                    f"the padded tensor is {got.dtype} but values are {values.dtype}: keep the "
+                    "dtype of values (values.new_full(...) or dtype=values.dtype)." + ct
+                )
             clipped = lengths.clamp(max=max_len)
             real = (torch.arange(max_len)[None, :] < clipped[:, None])[:, :, None]  # (B, N, 1)
             variants = [
-                ("the padding is 0 but padding_value was given: fill the padded positions with "
-                 "padding_value.", jagged_to_padded(values, offsets, max_len) if pad != 0.0 else None),
-                ("long sequences kept their *last* max_len rows; jagged_to_padded keeps the first max_len "
-                 "(truncate histories before, when building them).",
-                 _last_rows_padded(values, lengths, max_len, pad) if max(ls) > max_len else None),
-                ("row b holds sequence b+1: an off-by-one in the offsets (sequence b is "
-                 "values[offsets[b]:offsets[b+1]]).",
-                 _shifted_rows(values, lengths, max_len, pad)),
+                (
+                    "the padding is 0 but padding_value was given: fill the padded positions with "
+                    "padding_value.",
+                    jagged_to_padded(values, offsets, max_len) if pad != 0.0 else None,
+                ),
+                (
+                    "long sequences kept their *last* max_len rows; jagged_to_padded keeps the first max_len "
+                    "(truncate histories before, when building them).",
+                    _last_rows_padded(values, lengths, max_len, pad) if max(ls) > max_len else None,
+                ),
+                (
+                    "row b holds sequence b+1: an off-by-one in the offsets (sequence b is "
+                    "values[offsets[b]:offsets[b+1]]).",
+                    _shifted_rows(values, lengths, max_len, pad),
+                ),
             ]
             msg = _mismatch(got, expected, "the padded tensor", names, atol=0, rtol=0)
             if msg:
@@ -134,9 +157,11 @@ def _jagged_to_padded_cases(fn: Callable, dtype=torch.float64, device: str = "cp
                 wrong_pad = _close(got, expected, ~real, atol=0, rtol=0)
                 if wrong_pad.any() and not _close(got, expected, real, atol=0, rtol=0).any():
                     idx = tuple(wrong_pad.nonzero()[0].tolist())
-                    raise CheckFailed("the real rows are right but the padding is not: at "
-                                      f"{_fmt_index(idx, names)} {_fmt_pair(expected[idx], got[idx])} (every "
-                                      "padded slot must be written)." + ct)
+                    raise CheckFailed(
+                        "the real rows are right but the padding is not: at "
+                        f"{_fmt_index(idx, names)} {_fmt_pair(expected[idx], got[idx])} (every "
+                        "padded slot must be written)." + ct
+                    )
                 raise CheckFailed((_row_source(got, values, offsets, lengths, max_len, real) or msg) + ct)
             count += 1
     return count
@@ -146,7 +171,7 @@ def _row_source(got, values, offsets, lengths, max_len, real) -> str | None:
     """Name where the first wrong real slot [b, i] was read from: values[offsets[b] + i] is right."""
     bad = torch.zeros(got.shape[:2], dtype=torch.bool)
     for b, ln in enumerate(lengths.clamp(max=max_len).tolist()):
-        want = values[int(offsets[b]): int(offsets[b]) + ln]  # (ln, D)
+        want = values[int(offsets[b]) : int(offsets[b]) + ln]  # (ln, D)
         bad[b, :ln] = (got[b, :ln] != want).any(-1)
     if not bad.any():
         return None
@@ -156,29 +181,42 @@ def _row_source(got, values, offsets, lengths, max_len, real) -> str | None:
     where = f"slot [b={b}, i={i}] must hold values[offsets[{b}] + {i}] = values[{right}]"
     if not hits:
         if bool((got[b, i] == got[b, i].flatten()[0]).all()) and len(values):
-            return (f"{where} (sequence {b} has {int(lengths[b])} items), but it holds the constant "
-                    f"{_fmt_val(got[b, i].flatten()[0])}: a real position was treated as padding.")
+            return (
+                f"{where} (sequence {b} has {int(lengths[b])} items), but it holds the constant "
+                f"{_fmt_val(got[b, i].flatten()[0])}: a real position was treated as padding."
+            )
         return None
     if b * max_len + i in hits:
-        return (f"the offsets were ignored: {where}, but it holds values[{b * max_len + i}] = "
-                f"values[b * max_len + i], as if every sequence were max_len = {max_len} rows long. "
-                f"Sequence b is values[offsets[b]:offsets[b+1]] (offsets[{b}] = {int(offsets[b])}).")
-    return (f"{where} (sequence {b} starts at offsets[{b}] = {int(offsets[b])}), but it holds "
-            f"values[{hits[0]}]: read sequence b from values[offsets[b]:offsets[b+1]].")
+        return (
+            f"the offsets were ignored: {where}, but it holds values[{b * max_len + i}] = "
+            f"values[b * max_len + i], as if every sequence were max_len = {max_len} rows long. "
+            f"Sequence b is values[offsets[b]:offsets[b+1]] (offsets[{b}] = {int(offsets[b])})."
+        )
+    return (
+        f"{where} (sequence {b} starts at offsets[{b}] = {int(offsets[b])}), but it holds "
+        f"values[{hits[0]}]: read sequence b from values[offsets[b]:offsets[b+1]]."
+    )
 
 
 def check_jagged_to_padded(fn: Callable) -> bool:
     """Check `fn(values, offsets, max_len, padding_value=0.0) -> padded`: values `(T, D)`, offsets `(B+1,)`
     -> `(B, max_len, D)`, sequence b left-aligned in row b, then `padding_value`; a sequence longer than
     max_len keeps its first max_len rows."""
+
     def body(fn):
         jagged_to_padded = _reference("hstu_tutorial.ops", "jagged_to_padded")
         count = _jagged_to_padded_cases(fn)
         # differentiable in values
         values, offsets, _ = _jagged_values([3, 1, 4], 2, 99)
         v1, v2 = values.clone().requires_grad_(), values.clone().requires_grad_()
-        _grads_match(fn(v1, offsets.clone(), 5), jagged_to_padded(v2, offsets, 5), {"values": v1},
-                     {"values": v2}, None, _case_text(case="gradient"))
+        _grads_match(
+            fn(v1, offsets.clone(), 5),
+            jagged_to_padded(v2, offsets, 5),
+            {"values": v1},
+            {"values": v2},
+            None,
+            _case_text(case="gradient"),
+        )
         return count + 1
 
     return _run("check_jagged_to_padded", fn, body)
@@ -188,7 +226,7 @@ def _last_rows_padded(values, lengths, max_len, pad):
     out = values.new_full((len(lengths), max_len, values.shape[1]), pad)
     start = 0
     for b, ln in enumerate(lengths.tolist()):
-        seq = values[start: start + ln][-max_len:] if ln else values[:0]
+        seq = values[start : start + ln][-max_len:] if ln else values[:0]
         out[b, : len(seq)] = seq
         start += ln
     return out
@@ -201,7 +239,7 @@ def _shifted_rows(values, lengths, max_len, pad):
     offsets = _offsets(lengths)
     out = values.new_full((len(lengths), max_len, values.shape[1]), pad)
     for b in range(len(lengths) - 1):
-        seq = values[int(offsets[b + 1]): int(offsets[b + 2])][:max_len]
+        seq = values[int(offsets[b + 1]) : int(offsets[b + 2])][:max_len]
         out[b, : len(seq)] = seq
     return out
 
@@ -233,15 +271,29 @@ def check_jagged_hstu_attention(fn: Callable) -> bool:
                 n = max(ls) + 5
                 ct = _case_text(case=label, lengths=ls, H=h, dqk=dqk, dv=dv, n=n, causal=causal)
                 expected = hstu_attention(q, k, v, offsets, norm=n, causal=causal)
-                got = _check_tensor(_call(fn, {"q": q, "k": k, "v": v, "offsets": offsets, "n": n},
-                                          {"causal": causal}, ct), "the output", expected, names)
+                got = _check_tensor(
+                    _call(fn, {"q": q, "k": k, "v": v, "offsets": offsets, "n": n}, {"causal": causal}, ct),
+                    "the output",
+                    expected,
+                    names,
+                )
                 call = lambda q_, k_, v_, c=causal: fn(q_, k_, v_, offsets.clone(), n, causal=c)
-                _diagnose(got, expected, "the output", names, None,
-                          variants=_jagged_variants(q, k, v, offsets, n, causal, expected, hstu_attention,
-                                                    softmax_attention),
-                          probes=[_boundary_probe(call, q, k, v, offsets),
-                                  _jagged_future_probe(call, q, k, v, offsets) if causal else lambda: None],
-                          case=ct, nan_hint=HSTU_NAN_HINT)
+                _diagnose(
+                    got,
+                    expected,
+                    "the output",
+                    names,
+                    None,
+                    variants=_jagged_variants(
+                        q, k, v, offsets, n, causal, expected, hstu_attention, softmax_attention
+                    ),
+                    probes=[
+                        _boundary_probe(call, q, k, v, offsets),
+                        _jagged_future_probe(call, q, k, v, offsets) if causal else lambda: None,
+                    ],
+                    case=ct,
+                    nan_hint=HSTU_NAN_HINT,
+                )
                 count += 1
         lengths = torch.tensor([3, 5, 1])
         offsets = _offsets(lengths)
@@ -249,9 +301,14 @@ def check_jagged_hstu_attention(fn: Callable) -> bool:
         q, k, v = (torch.randn(9, 2, 4, generator=g, dtype=torch.float64) for _ in range(3))
         q2, k2, v2 = (t.clone().requires_grad_() for t in (q, k, v))
         q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
-        _grads_match(fn(q2, k2, v2, offsets.clone(), 8), hstu_attention(q, k, v, offsets, norm=8),
-                     {"q": q2, "k": k2, "v": v2}, {"q": q, "k": k, "v": v}, None,
-                     _case_text(case="gradients"))
+        _grads_match(
+            fn(q2, k2, v2, offsets.clone(), 8),
+            hstu_attention(q, k, v, offsets, norm=8),
+            {"q": q2, "k": k2, "v": v2},
+            {"q": q, "k": k, "v": v},
+            None,
+            _case_text(case="gradients"),
+        )
         return count + 1
 
     return _run("check_jagged_hstu_attention", fn, body)

@@ -43,6 +43,7 @@ def check_triton_jagged_to_padded(fn: Callable, device: str | None = None) -> bo
     """Check a Triton jagged -> padded: `fn(values, offsets, max_len, padding_value=0.0) -> padded`, values
     `(T, D)` float32 (D not always a power of two), the same contract as `check_jagged_to_padded`. Runs
     on CUDA, or on the CPU through the Triton interpreter (TRITON_INTERPRET=1)."""
+
     def body(fn):
         return _jagged_to_padded_cases(fn, torch.float32, _triton_device(device), dims=(3, 16))
 
@@ -62,10 +63,12 @@ def check_triton_hstu_forward(fn: Callable, device: str | None = None) -> bool:
         dev = _triton_device(device)
         # the interpreter computes tl.dot in float32 exactly; a GPU uses tf32 for float32 tl.dot by default
         tol = 1e-4 if dev == "cpu" else 1e-2
-        cases = [("lengths that are not block multiples", [37, 5, 20], 1, 16, 16),
-                 ("length 1", [1], 1, 16, 16),
-                 ("several heads, dqk != dv", [12, 30], 2, 16, 32),
-                 ("an empty history, a long one", [0, 70, 3], 1, 8, 8)]
+        cases = [
+            ("lengths that are not block multiples", [37, 5, 20], 1, 16, 16),
+            ("length 1", [1], 1, 16, 16),
+            ("several heads, dqk != dv", [12, 30], 2, 16, 32),
+            ("an empty history, a long one", [0, 70, 3], 1, 8, 8),
+        ]
         count = 0
         for seed, (label, ls, h, dqk, dv) in enumerate(cases):
             for causal in (True, False):
@@ -73,27 +76,51 @@ def check_triton_hstu_forward(fn: Callable, device: str | None = None) -> bool:
                 expected = hstu_attention(q.double(), k.double(), v.double(), offsets, norm=n, causal=causal)
                 ct = _case_text(case=label, lengths=ls, H=h, dqk=dqk, dv=dv, n=n, causal=causal)
                 run_fn = lambda q_, k_, v_, c=causal, offsets=offsets, n=n: fn(
-                    q_.to(dev).contiguous(), k_.to(dev).contiguous(), v_.to(dev).contiguous(),
-                    offsets.to(dev), n, causal=c).cpu()
-                got = _call(fn, {"q": q.to(dev), "k": k.to(dev), "v": v.to(dev), "offsets": offsets.to(dev),
-                                 "n": n}, {"causal": causal}, ct)
-                got = _check_tensor(got.cpu() if isinstance(got, torch.Tensor) else got, "the output",
-                                    expected, names)
+                    q_.to(dev).contiguous(),
+                    k_.to(dev).contiguous(),
+                    v_.to(dev).contiguous(),
+                    offsets.to(dev),
+                    n,
+                    causal=c,
+                ).cpu()
+                got = _call(
+                    fn,
+                    {"q": q.to(dev), "k": k.to(dev), "v": v.to(dev), "offsets": offsets.to(dev), "n": n},
+                    {"causal": causal},
+                    ct,
+                )
+                got = _check_tensor(
+                    got.cpu() if isinstance(got, torch.Tensor) else got, "the output", expected, names
+                )
                 qd, kd, vd = q.double(), k.double(), v.double()
-                _diagnose(got, expected, "the output", names, None,
-                          variants=_jagged_variants(qd, kd, vd, offsets, n, causal, expected, hstu_attention,
-                                                    softmax_attention),
-                          probes=[_boundary_probe(run_fn, q, k, v, offsets),
-                                  _jagged_future_probe(run_fn, q, k, v, offsets) if causal else lambda: None],
-                          atol=tol, rtol=tol, case=ct, nan_hint=_TRITON_NAN_HINT)
+                _diagnose(
+                    got,
+                    expected,
+                    "the output",
+                    names,
+                    None,
+                    variants=_jagged_variants(
+                        qd, kd, vd, offsets, n, causal, expected, hstu_attention, softmax_attention
+                    ),
+                    probes=[
+                        _boundary_probe(run_fn, q, k, v, offsets),
+                        _jagged_future_probe(run_fn, q, k, v, offsets) if causal else lambda: None,
+                    ],
+                    atol=tol,
+                    rtol=tol,
+                    case=ct,
+                    nan_hint=_TRITON_NAN_HINT,
+                )
                 count += 1
         return count + _check_tile_skipping(fn, dev, tol, hstu_attention)
 
     return _run("check_triton_hstu_forward", fn, body)
 
 
-_TRITON_NAN_HINT = ("Either a load without a mask (or without other=0.0) read outside the sequence, or "
-                    "-inf met SiLU: " + HSTU_NAN_HINT)
+_TRITON_NAN_HINT = (
+    "Either a load without a mask (or without other=0.0) read outside the sequence, or "
+    "-inf met SiLU: " + HSTU_NAN_HINT
+)
 
 
 def _triton_inputs(ls, h, dqk, dv, seed):
@@ -118,8 +145,9 @@ def _check_tile_skipping(fn, dev, tol, hstu_attention) -> int:
     with LoadRecorder({"q": q, "k": k, "v": v}) as rec:
         got = fn(q, k, v, offsets, n, causal=True)
     expected = hstu_attention(q.cpu().double(), k.cpu().double(), v.cpu().double(), offsets.cpu(), norm=n)
-    got = _check_tensor(got.cpu() if isinstance(got, torch.Tensor) else got, "the output", expected,
-                        ("t", "h", "d"))
+    got = _check_tensor(
+        got.cpu() if isinstance(got, torch.Tensor) else got, "the output", expected, ("t", "h", "d")
+    )
     msg = _mismatch(got, expected, "the output", ("t", "h", "d"), atol=tol, rtol=tol)
     if msg:
         raise CheckFailed(msg + ct)
@@ -131,5 +159,6 @@ def _check_tile_skipping(fn, dev, tol, hstu_attention) -> int:
             f"{k0}..{k1}, a tile that starts after its last query row, so every score in it is masked. The "
             "output is right, but about half of the work is wasted: with CAUSAL, stop the key loop at the "
             "query block's end, "
-            "hi = tl.minimum(length, (block_m + 1) * BLOCK_M)." + ct)
+            "hi = tl.minimum(length, (block_m + 1) * BLOCK_M)." + ct
+        )
     return 1

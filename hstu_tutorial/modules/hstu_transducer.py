@@ -43,8 +43,15 @@ class HSTUEncoder(SequentialEncoder):
     ):
         super().__init__()
         check_encoder_args(
-            "hstu_encoder", dropout, num_items=num_items, embedding_dim=embedding_dim, num_blocks=num_blocks,
-            num_heads=num_heads, dqk=dqk, dv=dv, max_seq_len=max_seq_len,
+            "hstu_encoder",
+            dropout,
+            num_items=num_items,
+            embedding_dim=embedding_dim,
+            num_blocks=num_blocks,
+            num_heads=num_heads,
+            dqk=dqk,
+            dv=dv,
+            max_seq_len=max_seq_len,
         )
         self.num_items, self.embedding_dim, self.max_seq_len = num_items, embedding_dim, max_seq_len
         # The reference sizes position and bias tables, and n, as max_seq_len + 10 (generation
@@ -56,8 +63,17 @@ class HSTUEncoder(SequentialEncoder):
             num_items, embedding_dim, self.num_positions, dropout, position_init="xavier_normal"
         )
         self.blocks = nn.ModuleList(
-            STULayer(embedding_dim, num_heads, dqk, dv, dropout, norm=self.norm,
-                     num_positions=self.num_positions, use_rab=use_rab, attention_impl=attention_impl)
+            STULayer(
+                embedding_dim,
+                num_heads,
+                dqk,
+                dv,
+                dropout,
+                norm=self.norm,
+                num_positions=self.num_positions,
+                use_rab=use_rab,
+                attention_impl=attention_impl,
+            )
             for _ in range(num_blocks)
         )
         self.register_load_state_dict_pre_hook(_rename_layers_to_blocks)
@@ -113,7 +129,7 @@ def _rename_layers_to_blocks(module, state_dict, prefix, *args) -> None:
     # Checkpoints written before the stack was called `blocks` name it `layers.<i>...`: load them too.
     old = prefix + "layers."
     for key in [k for k in state_dict if k.startswith(old)]:
-        state_dict[prefix + "blocks." + key[len(old):]] = state_dict.pop(key)
+        state_dict[prefix + "blocks." + key[len(old) :]] = state_dict.pop(key)
 
 
 def hstu_encoder(
@@ -139,7 +155,15 @@ def hstu_encoder(
     dqk=dv=25.
     """
     return HSTUEncoder(
-        num_items, embedding_dim=embedding_dim, num_blocks=num_blocks, num_heads=num_heads, dqk=dqk, dv=dv,
-        max_seq_len=max_seq_len, dropout=dropout, attention_impl=attention_impl, norm=norm,
+        num_items,
+        embedding_dim=embedding_dim,
+        num_blocks=num_blocks,
+        num_heads=num_heads,
+        dqk=dqk,
+        dv=dv,
+        max_seq_len=max_seq_len,
+        dropout=dropout,
+        attention_impl=attention_impl,
+        norm=norm,
         use_rab=use_rab,
     )

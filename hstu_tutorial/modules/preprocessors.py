@@ -85,9 +85,7 @@ def check_encoder_args(factory: str, dropout, **sizes) -> None:
     """Raise a `ValueError` naming the first argument of `factory` that cannot build a model."""
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-            raise ValueError(
-                f"{factory}: {name} ({_SIZES[name]}) must be an integer >= 1, got {value!r}"
-            )
+            raise ValueError(f"{factory}: {name} ({_SIZES[name]}) must be an integer >= 1, got {value!r}")
     if isinstance(dropout, bool) or not isinstance(dropout, Real) or not 0.0 <= dropout < 1.0:
         raise ValueError(
             f"{factory}: dropout must be a probability in [0, 1) (0 turns it off), got {dropout!r}"

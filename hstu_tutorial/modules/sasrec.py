@@ -104,8 +104,14 @@ class SASRecEncoder(SequentialEncoder):
     ):
         super().__init__()
         check_encoder_args(
-            "sasrec_encoder", dropout, num_items=num_items, embedding_dim=embedding_dim,
-            num_blocks=num_blocks, num_heads=num_heads, ffn_hidden=ffn_hidden, max_seq_len=max_seq_len,
+            "sasrec_encoder",
+            dropout,
+            num_items=num_items,
+            embedding_dim=embedding_dim,
+            num_blocks=num_blocks,
+            num_heads=num_heads,
+            ffn_hidden=ffn_hidden,
+            max_seq_len=max_seq_len,
         )
         if embedding_dim % num_heads:
             raise ValueError(
@@ -165,7 +171,12 @@ def sasrec_encoder(
     """Build the SASRec baseline (defaults: the reference's ML-1M config: D=50, 2 blocks, 1 head, FFN 50).
     `attention_impl`: "sdpa" (PyTorch's fused attention kernel) or "pytorch" (spelled out)."""
     return SASRecEncoder(
-        num_items, embedding_dim=embedding_dim, num_blocks=num_blocks, num_heads=num_heads,
-        ffn_hidden=ffn_hidden, max_seq_len=max_seq_len, dropout=dropout, attention_impl=attention_impl,
+        num_items,
+        embedding_dim=embedding_dim,
+        num_blocks=num_blocks,
+        num_heads=num_heads,
+        ffn_hidden=ffn_hidden,
+        max_seq_len=max_seq_len,
+        dropout=dropout,
+        attention_impl=attention_impl,
     )
-

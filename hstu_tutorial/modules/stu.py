@@ -79,14 +79,27 @@ class STULayer(nn.Module):
                 from hstu_tutorial.ops.triton import triton_hstu_attention
 
                 out = triton_hstu_attention(
-                    q.view(T, H, self.dqk), k.view(T, H, self.dqk), v.view(T, H, self.dv), layout.offsets,
-                    norm=self.norm, causal=True, max_len=layout.pad_width,
+                    q.view(T, H, self.dqk),
+                    k.view(T, H, self.dqk),
+                    v.view(T, H, self.dv),
+                    layout.offsets,
+                    norm=self.norm,
+                    causal=True,
+                    max_len=layout.pad_width,
                 )
             else:
                 out = triton_hstu_attention_rel_bias(
-                    q.view(T, H, self.dqk), k.view(T, H, self.dqk), v.view(T, H, self.dv), layout.offsets,
-                    layout.timestamps, layout.next_timestamps, self.rab.pos_w, self.rab.ts_w,
-                    norm=self.norm, causal=True, max_len=layout.pad_width,
+                    q.view(T, H, self.dqk),
+                    k.view(T, H, self.dqk),
+                    v.view(T, H, self.dv),
+                    layout.offsets,
+                    layout.timestamps,
+                    layout.next_timestamps,
+                    self.rab.pos_w,
+                    self.rab.ts_w,
+                    norm=self.norm,
+                    causal=True,
+                    max_len=layout.pad_width,
                 )  # (T, H, dv)
             return out.reshape(T, H * self.dv), None
         # PyTorch path: pad v, q, k together with one scatter, attend with masks, gather back.
@@ -102,8 +115,14 @@ class STULayer(nn.Module):
                 )
             rab = self.rab.from_buckets(layout.buckets)  # (B, N, N)
         out, attn = padded_hstu_attention(
-            qp.reshape(B, N, H, self.dqk), kp.reshape(B, N, H, self.dqk), vp.reshape(B, N, H, self.dv),
-            layout.lengths, rab=rab, norm=self.norm, causal=True, return_attention=True,
+            qp.reshape(B, N, H, self.dqk),
+            kp.reshape(B, N, H, self.dqk),
+            vp.reshape(B, N, H, self.dv),
+            layout.lengths,
+            rab=rab,
+            norm=self.norm,
+            causal=True,
+            return_attention=True,
         )  # (B, N, H, dv), (B, H, N, N)
         return layout.unpad(out.reshape(B, N, H * self.dv)), (attn if return_attention else None)
 

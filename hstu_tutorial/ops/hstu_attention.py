@@ -70,8 +70,10 @@ def check_norm(norm) -> None:
     else:
         bad = not norm > 0
     if bad:
-        raise ValueError(f"norm (the divisor n of the attention) must be > 0; got {norm}. Leave it None for "
-                         "the longest length in the batch, or pass e.g. max_seq_len + 11 as the reference.")
+        raise ValueError(
+            f"norm (the divisor n of the attention) must be > 0; got {norm}. Leave it None for "
+            "the longest length in the batch, or pass e.g. max_seq_len + 11 as the reference."
+        )
 
 
 def _rab_bhnn(rab: torch.Tensor, B: int, H: int, N: int) -> torch.Tensor:
@@ -231,8 +233,12 @@ def softmax_attention(
     N = max(check_offsets(offsets, T, read_values=True), 1)  # one host sync
     lengths = offsets_to_lengths(offsets)  # (B,)
     out = padded_softmax_attention(
-        jagged_to_padded(q, offsets, N), jagged_to_padded(k, offsets, N), jagged_to_padded(v, offsets, N),
-        lengths, causal=causal, scale=scale,
+        jagged_to_padded(q, offsets, N),
+        jagged_to_padded(k, offsets, N),
+        jagged_to_padded(v, offsets, N),
+        lengths,
+        causal=causal,
+        scale=scale,
     )  # (B, N, H, dv)
     return padded_to_jagged(out, offsets, T)  # (T, H, dv)
 

@@ -19,8 +19,10 @@ def check_floating(t: torch.Tensor, name: str) -> None:
     """TypeError unless `t` is a floating-point tensor (integer q, k, v would silently compute nonsense)."""
     if not isinstance(t, torch.Tensor) or not t.is_floating_point():
         got = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
-        raise TypeError(f"{name} must be a floating-point tensor (float32, bfloat16, ...); got {got}. "
-                        f"Convert it first, e.g. {name}.float().")
+        raise TypeError(
+            f"{name} must be a floating-point tensor (float32, bfloat16, ...); got {got}. "
+            f"Convert it first, e.g. {name}.float()."
+        )
 
 
 def _check_index_tensor(t: torch.Tensor, name: str, shape: str) -> None:
@@ -30,8 +32,10 @@ def _check_index_tensor(t: torch.Tensor, name: str, shape: str) -> None:
     if t.dim() != 1:
         raise ValueError(f"{name} must be 1-D {shape}; got shape {tuple(t.shape)}")
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integers (int64 or int32), since they count rows; got {t.dtype}. "
-                        f"Convert with {name}.long().")
+        raise TypeError(
+            f"{name} must hold integers (int64 or int32), since they count rows; got {t.dtype}. "
+            f"Convert with {name}.long()."
+        )
 
 
 def check_offsets(
@@ -59,14 +63,20 @@ def check_offsets(
         first = last = int(offsets[0])
         shortest = longest = 0
     if first != 0:
-        raise ValueError(f"{name}[0] must be 0 (the first sequence starts at row 0); got {first}. "
-                         "Build offsets from lengths with lengths_to_offsets(lengths).")
+        raise ValueError(
+            f"{name}[0] must be 0 (the first sequence starts at row 0); got {first}. "
+            "Build offsets from lengths with lengths_to_offsets(lengths)."
+        )
     if shortest < 0:
-        raise ValueError(f"{name} must not decrease (every length offsets[b+1] - offsets[b] is >= 0); got "
-                         f"a length of {shortest}. Build offsets with lengths_to_offsets(lengths).")
+        raise ValueError(
+            f"{name} must not decrease (every length offsets[b+1] - offsets[b] is >= 0); got "
+            f"a length of {shortest}. Build offsets with lengths_to_offsets(lengths)."
+        )
     if total is not None and last != total:
-        raise ValueError(f"{name}[-1] = {last} must equal the number of jagged rows T = {total} (the "
-                         "lengths sum to the rows of the values); are offsets and values of the same batch?")
+        raise ValueError(
+            f"{name}[-1] = {last} must equal the number of jagged rows T = {total} (the "
+            "lengths sum to the rows of the values); are offsets and values of the same batch?"
+        )
     return longest
 
 
@@ -84,8 +94,11 @@ def check_lengths(
     shortest, longest, total = torch.stack([n.min(), n.max(), n.sum()]).tolist()
     if shortest < 0 or (max_seq_len is not None and longest > max_seq_len):
         bound = ">= 0" if max_seq_len is None else f"[0, N={max_seq_len}] (the padded width)"
-        fix = ("A length counts items." if max_seq_len is None
-               else "Pad to a wider N or truncate the sequences first.")
+        fix = (
+            "A length counts items."
+            if max_seq_len is None
+            else "Pad to a wider N or truncate the sequences first."
+        )
         raise ValueError(f"{name} must lie in {bound}; got min {shortest}, max {longest}. {fix}")
     return longest, total
 

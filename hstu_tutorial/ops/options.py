@@ -78,11 +78,16 @@ class KernelOptions:
                 got = getattr(self, name)
                 raise ValueError(f"KernelOptions.{name} must be one of {allowed}; got {got!r}")
         block = self.interpreter_block
-        ok = (isinstance(block, (tuple, list)) and len(block) == 2
-              and all(isinstance(b, int) and b >= 16 and b & (b - 1) == 0 for b in block))
+        ok = (
+            isinstance(block, (tuple, list))
+            and len(block) == 2
+            and all(isinstance(b, int) and b >= 16 and b & (b - 1) == 0 for b in block)
+        )
         if not ok:
-            raise ValueError("KernelOptions.interpreter_block must be two powers of two >= 16 (tl.dot's "
-                             f"smallest tile), (BLOCK_M, BLOCK_N); got {block!r}")
+            raise ValueError(
+                "KernelOptions.interpreter_block must be two powers of two >= 16 (tl.dot's "
+                f"smallest tile), (BLOCK_M, BLOCK_N); got {block!r}"
+            )
         object.__setattr__(self, "interpreter_block", tuple(block))
 
     @classmethod
@@ -97,22 +102,27 @@ class KernelOptions:
         try:
             return cls(**changes)
         except ValueError as e:
-            raise ValueError(f"{e} (from the environment: "
-                             f"{', '.join(f'{_ENV[n]}={os.environ[_ENV[n]]}' for n in changes)})") from None
+            raise ValueError(
+                f"{e} (from the environment: "
+                f"{', '.join(f'{_ENV[n]}={os.environ[_ENV[n]]}' for n in changes)})"
+            ) from None
 
     def replace(self, **changes) -> KernelOptions:
         """A copy with `changes` applied; an unknown name is a TypeError, a bad value a ValueError."""
         fields = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - fields)
         if unknown:
-            raise TypeError(f"KernelOptions has no option {', '.join(unknown)}; the options are "
-                            f"{', '.join(sorted(fields))}")
+            raise TypeError(
+                f"KernelOptions has no option {', '.join(unknown)}; the options are "
+                f"{', '.join(sorted(fields))}"
+            )
         return dataclasses.replace(self, **changes)
 
 
 _process_default: KernelOptions | None = None  # read from the environment on first use
-_scoped: contextvars.ContextVar[KernelOptions | None] = contextvars.ContextVar("hstu_kernel_options",
-                                                                                default=None)
+_scoped: contextvars.ContextVar[KernelOptions | None] = contextvars.ContextVar(
+    "hstu_kernel_options", default=None
+)
 
 
 def _default() -> KernelOptions:

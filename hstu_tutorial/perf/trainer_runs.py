@@ -273,7 +273,6 @@ def measure_trainer(
     return out
 
 
-
 def profile_loading(
     cfg, dataset, host_loader_workers=None, steps: int = 4, row_limit: int = 8, python_loop: bool = False
 ) -> dict:

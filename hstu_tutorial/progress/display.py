@@ -50,8 +50,11 @@ def _href(notebook: str, section: str) -> str:
 
 
 def _links(taught: tuple[Section, ...]) -> str:
-    return "<br>".join(f'<a href="{html.escape(_href(nb, sec))}">{html.escape(nb.rsplit("/", 1)[-1])}</a> '
-                       f"§ {html.escape(sec)}" for nb, sec in taught)
+    return "<br>".join(
+        f'<a href="{html.escape(_href(nb, sec))}">{html.escape(nb.rsplit("/", 1)[-1])}</a> '
+        f"§ {html.escape(sec)}"
+        for nb, sec in taught
+    )
 
 
 def _mark(x: Item | Step, state: dict) -> str:
@@ -68,15 +71,18 @@ def checklist_html(state: dict | None = None, path: str | Path | None = None) ->
     for key, (zh, en) in GROUPS.items():
         group = [it for it in ITEMS if it.group == key]
         done = sum(is_done(it.id, state) for it in group)
-        rows.append(f'<tr class="hstu-checklist-group"><th colspan="5" style="text-align:left">{zh} · {en} '
-                    f"&nbsp; {done}/{len(group)}</th></tr>")
+        rows.append(
+            f'<tr class="hstu-checklist-group"><th colspan="5" style="text-align:left">{zh} · {en} '
+            f"&nbsp; {done}/{len(group)}</th></tr>"
+        )
         for it in group:
             rows.append(
                 f'<tr class="hstu-checklist-item" data-id="{it.id}" data-done="{int(is_done(it.id, state))}">'
                 f"<td>{_mark(it, state)}</td><td>{html.escape(it.zh)}</td>"
                 f"<td>{html.escape(it.en)}<br><small><code>{it.id}</code></small></td>"
                 f"<td><small>{_links(it.taught)}</small></td><td><small>{html.escape(it.ticked_by)}</small></td>"
-                "</tr>")
+                "</tr>"
+            )
             for st in it.steps:
                 rows.append(
                     f'<tr class="hstu-checklist-step" data-id="{st.id}" '
@@ -84,14 +90,17 @@ def checklist_html(state: dict | None = None, path: str | Path | None = None) ->
                     f'<td style="text-align:right">{_mark(st, state)}</td><td></td>'
                     f"<td><small>↳ {html.escape(st.en)} <code>{st.id.rsplit('.', 1)[-1]}</code></small></td>"
                     f"<td><small>{_links(st.taught)}</small></td><td><small>{html.escape(st.ticked_by)}</small>"
-                    "</td></tr>")
+                    "</td></tr>"
+                )
     where = Path(path) if path is not None else progress_path()
     body = "".join(rows).replace("<td>", '<td style="text-align:left">')  # JupyterLab right-aligns cells
-    return ('<div class="hstu-checklist"><table>'
-            "<thead><tr><th></th><th>中文</th><th>English</th><th>taught in</th><th>ticked by</th></tr>"
-            "</thead>"
-            f"<tbody>{body}</tbody></table>"
-            f"<small>saved in <code>{html.escape(_display_path(where))}</code></small></div>")
+    return (
+        '<div class="hstu-checklist"><table>'
+        "<thead><tr><th></th><th>中文</th><th>English</th><th>taught in</th><th>ticked by</th></tr>"
+        "</thead>"
+        f"<tbody>{body}</tbody></table>"
+        f"<small>saved in <code>{html.escape(_display_path(where))}</code></small></div>"
+    )
 
 
 class Checklist:
@@ -151,8 +160,10 @@ def show_checklist(path: str | Path | None = None) -> str:
     text = checklist_text(load(path))
     print(text)
     where = _display_path(Path(path) if path else progress_path())
-    print(f"(saved in {where}; checks, quizzes and runs tick the items: "
-          "hstu_tutorial.quizzes.quiz('<item id>') for the concept items)")
+    print(
+        f"(saved in {where}; checks, quizzes and runs tick the items: "
+        "hstu_tutorial.quizzes.quiz('<item id>') for the concept items)"
+    )
     return text
 
 

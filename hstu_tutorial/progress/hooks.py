@@ -17,8 +17,11 @@ def _tick(item_id: str, by: str) -> bool:
     try:
         tick(item_id, by=by)
     except Exception as exc:  # noqa: BLE001 - see the module docstring
-        warnings.warn(f"hstu_tutorial: could not save your progress ({exc}); nothing else is affected.",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"hstu_tutorial: could not save your progress ({exc}); nothing else is affected.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return False
     return True
 

@@ -61,8 +61,12 @@ class Item:
     @property
     def ticked_by(self) -> str:
         """What ticks the item, in words: its own tick, then "or all of its steps"."""
-        own = [f"quiz('{self.id}')" if self.quiz else None, self.check, self.by,
-               f"planned: {self.planned}" if self.planned else None]
+        own = [
+            f"quiz('{self.id}')" if self.quiz else None,
+            self.check,
+            self.by,
+            f"planned: {self.planned}" if self.planned else None,
+        ]
         words = " or ".join(w for w in own if w)
         if self.steps:
             words = f"{words}, or all its steps" if words else "all its steps"
@@ -70,8 +74,9 @@ class Item:
 
 
 def _steps(item_id: str, *steps: tuple) -> tuple[Step, ...]:
-    return tuple(Step(f"{item_id}.{sid}", en, taught, check, planned) for sid, en, taught, check, planned
-                 in steps)
+    return tuple(
+        Step(f"{item_id}.{sid}", en, taught, check, planned) for sid, en, taught, check, planned in steps
+    )
 
 
 _EX01, _EX02, _EX03 = "exercises/01_data", "exercises/02_attention", "exercises/03_stu"
@@ -83,113 +88,288 @@ _WHAT_HSTU = (_NB00, "What HSTU is, and why it matters")
 
 ITEMS: tuple[Item, ...] = (
     # 基础概念 Basic concepts
-    Item("basics.recsys", "basics", "理解推荐系统基本原理",
-         "Understand the basic principles of recommender systems",
-         (_WHAT_HSTU, (_NB01, "3. The split protocol: leave-one-out"),
-          (_NB06, "2 · The metrics: full ranking")),
-         quiz=True),
-    Item("basics.transformer", "basics", "掌握 Transformer 架构", "Master the Transformer architecture",
-         ((_NB02, "1. Softmax attention, from the formula"),
-          (_NB03, "2. STU layer vs Transformer block: parameters, FLOPs, activation memory")),
-         quiz=True),
-    Item("basics.sequence_modeling", "basics", "了解序列建模问题", "Know the sequence-modelling problem",
-         (_WHAT_HSTU, (_NB01, "2. Per-user sequences"), (_NB01, "3. The split protocol: leave-one-out")),
-         quiz=True,
-         steps=_steps("basics.sequence_modeling",
-                      ("user_sequences", "Build time-sorted per-user sequences from a ratings table",
-                       ((_EX01, "1. Per-user sequences"),), "check_user_sequences", None),
-                      ("leave_one_out", "Build the leave-one-out train / valid / test examples",
-                       ((_EX01, "2. The leave-one-out split"),), "check_leave_one_out", None))),
-    Item("basics.pytorch", "basics", "熟悉 PyTorch 基础", "Be familiar with PyTorch basics",
-         ((_NB02, "1. Softmax attention, from the formula"), (_NB04, "2. Offsets and conversions")),
-         planned="a PyTorch warm-up exercise (broadcasting, masking, autograd, a training loop) with a "
-                 "check"),
+    Item(
+        "basics.recsys",
+        "basics",
+        "理解推荐系统基本原理",
+        "Understand the basic principles of recommender systems",
+        (
+            _WHAT_HSTU,
+            (_NB01, "3. The split protocol: leave-one-out"),
+            (_NB06, "2 · The metrics: full ranking"),
+        ),
+        quiz=True,
+    ),
+    Item(
+        "basics.transformer",
+        "basics",
+        "掌握 Transformer 架构",
+        "Master the Transformer architecture",
+        (
+            (_NB02, "1. Softmax attention, from the formula"),
+            (_NB03, "2. STU layer vs Transformer block: parameters, FLOPs, activation memory"),
+        ),
+        quiz=True,
+    ),
+    Item(
+        "basics.sequence_modeling",
+        "basics",
+        "了解序列建模问题",
+        "Know the sequence-modelling problem",
+        (_WHAT_HSTU, (_NB01, "2. Per-user sequences"), (_NB01, "3. The split protocol: leave-one-out")),
+        quiz=True,
+        steps=_steps(
+            "basics.sequence_modeling",
+            (
+                "user_sequences",
+                "Build time-sorted per-user sequences from a ratings table",
+                ((_EX01, "1. Per-user sequences"),),
+                "check_user_sequences",
+                None,
+            ),
+            (
+                "leave_one_out",
+                "Build the leave-one-out train / valid / test examples",
+                ((_EX01, "2. The leave-one-out split"),),
+                "check_leave_one_out",
+                None,
+            ),
+        ),
+    ),
+    Item(
+        "basics.pytorch",
+        "basics",
+        "熟悉 PyTorch 基础",
+        "Be familiar with PyTorch basics",
+        ((_NB02, "1. Softmax attention, from the formula"), (_NB04, "2. Offsets and conversions")),
+        planned="a PyTorch warm-up exercise (broadcasting, masking, autograd, a training loop) with a check",
+    ),
     # 核心算法 Core algorithms
-    Item("core.hstu", "core", "理解 HSTU 架构", "Understand the HSTU architecture",
-         (_WHAT_HSTU, (_NB03, "1. The layer, one line at a time")),
-         quiz=True,
-         steps=_steps("core.hstu",
-                      ("stu_forward",
-                       "Implement the STU layer's forward pass (projections, u-gating, Norm(A v))",
-                       ((_EX03, "Exercises 03: the STU layer"),), "check_stu_forward", None))),
-    Item("core.attention", "core", "掌握注意力机制", "Master the attention mechanism",
-         ((_NB02, "1. Softmax attention, from the formula"), (_NB02, "2. HSTU's pointwise attention"),
-          (_NB02, "3. The relative attention bias: positions and time")),
-         steps=_steps("core.attention",
-                      ("softmax_attention", "Implement causal, padding-aware softmax attention (SASRec)",
-                       ((_EX02, "1. Softmax attention (the SASRec baseline)"),), "check_softmax_attention",
-                       None),
-                      ("hstu_attention", "Implement HSTU pointwise attention: SiLU(q k^T + rab) / n, causal",
-                       ((_EX02, "2. HSTU pointwise attention"),), "check_hstu_attention", None),
-                      ("time_bucket", "Implement the log time bucket of the relative attention bias",
-                       ((_EX02, "3. The time bucket of the relative attention bias"),), "check_time_bucket",
-                       None),
-                      ("relative_bias", "Build the relative attention bias: pos_w[N-1+j-i] plus the time "
-                       "part from the next item's timestamp",
-                       ((_NB02, "3. The relative attention bias: positions and time"),), None,
-                       "the relative-attention-bias exercise"))),
-    Item("core.sampled_softmax", "core", "了解 Sampled Softmax", "Know sampled softmax",
-         ((_NB06, "1 · The loss: sampled softmax"),),
-         steps=_steps("core.sampled_softmax",
-                      ("loss", "Implement the sampled softmax loss (L2-normalised, temperature, hits masked)",
-                       ((_EX06, "1. Sampled softmax"),), "check_sampled_softmax_loss", None))),
-    Item("core.jagged", "core", "理解 Jagged Tensors", "Understand jagged tensors",
-         ((_NB04, "2. Offsets and conversions"),
-          (_NB04, "3. Jagged attention equals padded + masked attention")),
-         steps=_steps("core.jagged",
-                      ("offsets", "Compute offsets from lengths", ((_EX04, "1. Offsets from lengths"),),
-                       "check_lengths_to_offsets", None),
-                      ("jagged_to_padded", "Convert a jagged batch to a padded one with its offsets",
-                       ((_EX04, "2. Jagged → padded"),), "check_jagged_to_padded", None),
-                      ("jagged_attention", "Compute HSTU attention on a jagged batch, with no padded copy",
-                       ((_EX04, "3. HSTU attention on a jagged batch"),), "check_jagged_hstu_attention",
-                       None))),
+    Item(
+        "core.hstu",
+        "core",
+        "理解 HSTU 架构",
+        "Understand the HSTU architecture",
+        (_WHAT_HSTU, (_NB03, "1. The layer, one line at a time")),
+        quiz=True,
+        steps=_steps(
+            "core.hstu",
+            (
+                "stu_forward",
+                "Implement the STU layer's forward pass (projections, u-gating, Norm(A v))",
+                ((_EX03, "Exercises 03: the STU layer"),),
+                "check_stu_forward",
+                None,
+            ),
+        ),
+    ),
+    Item(
+        "core.attention",
+        "core",
+        "掌握注意力机制",
+        "Master the attention mechanism",
+        (
+            (_NB02, "1. Softmax attention, from the formula"),
+            (_NB02, "2. HSTU's pointwise attention"),
+            (_NB02, "3. The relative attention bias: positions and time"),
+        ),
+        steps=_steps(
+            "core.attention",
+            (
+                "softmax_attention",
+                "Implement causal, padding-aware softmax attention (SASRec)",
+                ((_EX02, "1. Softmax attention (the SASRec baseline)"),),
+                "check_softmax_attention",
+                None,
+            ),
+            (
+                "hstu_attention",
+                "Implement HSTU pointwise attention: SiLU(q k^T + rab) / n, causal",
+                ((_EX02, "2. HSTU pointwise attention"),),
+                "check_hstu_attention",
+                None,
+            ),
+            (
+                "time_bucket",
+                "Implement the log time bucket of the relative attention bias",
+                ((_EX02, "3. The time bucket of the relative attention bias"),),
+                "check_time_bucket",
+                None,
+            ),
+            (
+                "relative_bias",
+                "Build the relative attention bias: pos_w[N-1+j-i] plus the time "
+                "part from the next item's timestamp",
+                ((_NB02, "3. The relative attention bias: positions and time"),),
+                None,
+                "the relative-attention-bias exercise",
+            ),
+        ),
+    ),
+    Item(
+        "core.sampled_softmax",
+        "core",
+        "了解 Sampled Softmax",
+        "Know sampled softmax",
+        ((_NB06, "1 · The loss: sampled softmax"),),
+        steps=_steps(
+            "core.sampled_softmax",
+            (
+                "loss",
+                "Implement the sampled softmax loss (L2-normalised, temperature, hits masked)",
+                ((_EX06, "1. Sampled softmax"),),
+                "check_sampled_softmax_loss",
+                None,
+            ),
+        ),
+    ),
+    Item(
+        "core.jagged",
+        "core",
+        "理解 Jagged Tensors",
+        "Understand jagged tensors",
+        (
+            (_NB04, "2. Offsets and conversions"),
+            (_NB04, "3. Jagged attention equals padded + masked attention"),
+        ),
+        steps=_steps(
+            "core.jagged",
+            (
+                "offsets",
+                "Compute offsets from lengths",
+                ((_EX04, "1. Offsets from lengths"),),
+                "check_lengths_to_offsets",
+                None,
+            ),
+            (
+                "jagged_to_padded",
+                "Convert a jagged batch to a padded one with its offsets",
+                ((_EX04, "2. Jagged → padded"),),
+                "check_jagged_to_padded",
+                None,
+            ),
+            (
+                "jagged_attention",
+                "Compute HSTU attention on a jagged batch, with no padded copy",
+                ((_EX04, "3. HSTU attention on a jagged batch"),),
+                "check_jagged_hstu_attention",
+                None,
+            ),
+        ),
+    ),
     # 实践能力 Practical skills
-    Item("practice.download", "practice", "成功下载数据集", "Download the data set successfully",
-         ((_NB01, "1. The raw files"),),
-         by="the data loader: get_reco_dataset('ml-1m') after the md5 of ml-1m.zip matched, or a complete "
-            "ML-1M / ML-100K folder accepted (synthetic data does not count)"),
-    Item("practice.train_script", "practice", "运行训练脚本", "Run the training script",
-         ((_NB06, "3 · The trainer and its configs"),),
-         by="a completed run of `hstu-train --config ...` (python -m hstu_tutorial.train)"),
-    Item("practice.config", "practice", "理解配置文件", "Understand the config files",
-         ((_NB06, "3 · The trainer and its configs"),),
-         planned="an exercise that writes a TOML config"),
-    Item("practice.tuning", "practice", "调整超参数", "Tune hyperparameters",
-         ((_NB08, "3. Poor results"),),
-         planned="a small sweep that must beat the default on validation, never on test"),
-    Item("practice.analysis", "practice", "分析实验结果", "Analyse experiment results",
-         ((_NB06, "5 · Results next to the paper"), (_NB06, "7 · Where does HSTU win?")),
-         steps=_steps("practice.analysis",
-                      ("metrics", "Compute HR@K and NDCG@K from full-ranking scores",
-                       ((_EX06, "2. HR@K and NDCG@K"),), "check_hr_ndcg", None),
-                      ("per_bucket", "Compute per-bucket metrics from a run's saved per-user ranks",
-                       ((_NB06, "7 · Where does HSTU win?"),), None, "the per-bucket analysis exercise"))),
+    Item(
+        "practice.download",
+        "practice",
+        "成功下载数据集",
+        "Download the data set successfully",
+        ((_NB01, "1. The raw files"),),
+        by="the data loader: get_reco_dataset('ml-1m') after the md5 of ml-1m.zip matched, or a complete "
+        "ML-1M / ML-100K folder accepted (synthetic data does not count)",
+    ),
+    Item(
+        "practice.train_script",
+        "practice",
+        "运行训练脚本",
+        "Run the training script",
+        ((_NB06, "3 · The trainer and its configs"),),
+        by="a completed run of `hstu-train --config ...` (python -m hstu_tutorial.train)",
+    ),
+    Item(
+        "practice.config",
+        "practice",
+        "理解配置文件",
+        "Understand the config files",
+        ((_NB06, "3 · The trainer and its configs"),),
+        planned="an exercise that writes a TOML config",
+    ),
+    Item(
+        "practice.tuning",
+        "practice",
+        "调整超参数",
+        "Tune hyperparameters",
+        ((_NB08, "3. Poor results"),),
+        planned="a small sweep that must beat the default on validation, never on test",
+    ),
+    Item(
+        "practice.analysis",
+        "practice",
+        "分析实验结果",
+        "Analyse experiment results",
+        ((_NB06, "5 · Results next to the paper"), (_NB06, "7 · Where does HSTU win?")),
+        steps=_steps(
+            "practice.analysis",
+            (
+                "metrics",
+                "Compute HR@K and NDCG@K from full-ranking scores",
+                ((_EX06, "2. HR@K and NDCG@K"),),
+                "check_hr_ndcg",
+                None,
+            ),
+            (
+                "per_bucket",
+                "Compute per-bucket metrics from a run's saved per-user ranks",
+                ((_NB06, "7 · Where does HSTU win?"),),
+                None,
+                "the per-bucket analysis exercise",
+            ),
+        ),
+    ),
     # 进阶技能 Advanced skills
-    Item("advanced.paper", "advanced", "阅读 HSTU 论文", "Read the HSTU paper",
-         (_WHAT_HSTU,), quiz=True),
-    Item("advanced.performance", "advanced", "理解性能优化", "Understand performance optimisation",
-         ((_NB04, "4. Time and memory on this machine"),
-          (_NB05, "4 · Causal tile skipping and jagged offsets, in a picture"),
-          (_NB07, "2. Measuring the levers here")),
-         steps=_steps("advanced.performance",
-                      ("triton_jagged",
-                       "Write a Triton kernel over a jagged batch (program ids, blocks, masks)",
-                       ((_EX05, "1. A jagged kernel: jagged → padded"),), "check_triton_jagged_to_padded",
-                       None),
-                      ("triton_forward", "Write HSTU attention's forward tile loop in Triton (causal tile "
-                       "skipping)", ((_EX05, "2. The HSTU forward tile loop"),), "check_triton_hstu_forward",
-                       None))),
-    Item("advanced.modify_arch", "advanced", "修改模型架构", "Modify the model architecture",
-         ((_NB03, "1. The layer, one line at a time"),),
-         planned="an ablation exercise on real data (no positional bias, no time bias, no gate, softmax)"),
-    Item("advanced.new_dataset", "advanced", "应用到新数据集", "Apply it to a new data set",
-         (("exercises/07_project", "Exercises 07 · Project: apply HSTU to a new dataset"),),
-         check="check_project_results"),
+    Item("advanced.paper", "advanced", "阅读 HSTU 论文", "Read the HSTU paper", (_WHAT_HSTU,), quiz=True),
+    Item(
+        "advanced.performance",
+        "advanced",
+        "理解性能优化",
+        "Understand performance optimisation",
+        (
+            (_NB04, "4. Time and memory on this machine"),
+            (_NB05, "4 · Causal tile skipping and jagged offsets, in a picture"),
+            (_NB07, "2. Measuring the levers here"),
+        ),
+        steps=_steps(
+            "advanced.performance",
+            (
+                "triton_jagged",
+                "Write a Triton kernel over a jagged batch (program ids, blocks, masks)",
+                ((_EX05, "1. A jagged kernel: jagged → padded"),),
+                "check_triton_jagged_to_padded",
+                None,
+            ),
+            (
+                "triton_forward",
+                "Write HSTU attention's forward tile loop in Triton (causal tile skipping)",
+                ((_EX05, "2. The HSTU forward tile loop"),),
+                "check_triton_hstu_forward",
+                None,
+            ),
+        ),
+    ),
+    Item(
+        "advanced.modify_arch",
+        "advanced",
+        "修改模型架构",
+        "Modify the model architecture",
+        ((_NB03, "1. The layer, one line at a time"),),
+        planned="an ablation exercise on real data (no positional bias, no time bias, no gate, softmax)",
+    ),
+    Item(
+        "advanced.new_dataset",
+        "advanced",
+        "应用到新数据集",
+        "Apply it to a new data set",
+        (("exercises/07_project", "Exercises 07 · Project: apply HSTU to a new dataset"),),
+        check="check_project_results",
+    ),
     # 超出卡片 Beyond the card
-    Item("beyond.read_new_format", "beyond", "把新数据集的原始格式读成评分表",
-         "Read a new data set's raw format into the ratings table the pipeline expects",
-         (("exercises/07_project", "1. Read the raw file"),), check="check_ratings_table"),
+    Item(
+        "beyond.read_new_format",
+        "beyond",
+        "把新数据集的原始格式读成评分表",
+        "Read a new data set's raw format into the ratings table the pipeline expects",
+        (("exercises/07_project", "1. Read the raw file"),),
+        check="check_ratings_table",
+    ),
 )
 
 # the earlier 20-item checklist's ids -> the id (item or step) that now holds the same tick
@@ -235,8 +415,10 @@ def resolve(some_id: str) -> str:
         return some_id
     if some_id in MIGRATION:
         return MIGRATION[some_id]
-    raise KeyError(f"unknown checklist id {some_id!r}: the items are {[it.id for it in ITEMS]} (steps: "
-                   "`<item id>.<step>`, listed by hstu_tutorial.progress.all_ids())")
+    raise KeyError(
+        f"unknown checklist id {some_id!r}: the items are {[it.id for it in ITEMS]} (steps: "
+        "`<item id>.<step>`, listed by hstu_tutorial.progress.all_ids())"
+    )
 
 
 def item(some_id: str) -> Item | Step:

@@ -50,7 +50,8 @@ def _read_only_error(path: Path, exc: OSError) -> ProgressFileError:
         f"cannot write the progress file {path}: its folder {path.parent} is read-only or not yours "
         f"({type(exc).__name__}: {exc.strerror or exc}). Point HSTU_PROGRESS_FILE at a writable file, e.g. "
         "`export HSTU_PROGRESS_FILE=/tmp/hstu_progress.json` (or os.environ[...] in the notebook), then "
-        "re-run the cell.")
+        "re-run the cell."
+    )
 
 
 def progress_path() -> Path:
@@ -101,13 +102,16 @@ def load(path: str | Path | None = None) -> dict:
         warnings.warn(
             f"hstu_tutorial: the progress file {path} could not be read ({problem}) and could not be backed "
             f"up, so it is left untouched: {hint} For now the checklist starts empty.",
-            RuntimeWarning, stacklevel=2,
+            RuntimeWarning,
+            stacklevel=2,
         )
         return _empty()
     warnings.warn(
         f"hstu_tutorial: the progress file {path} could not be read ({problem}); the unreadable file was "
         f"kept as {backup}. Starting a fresh checklist: re-run your checks and quizzes, or restore "
-        "the file from the backup.", RuntimeWarning, stacklevel=2,
+        "the file from the backup.",
+        RuntimeWarning,
+        stacklevel=2,
     )
     state = _empty()
     try:
@@ -176,8 +180,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
-
-
 def _migrate(old: dict, path: Path) -> dict:
     """A version-1 state (the earlier 20-item checklist) -> today's state, saved after a backup of the old.
 
@@ -195,9 +197,12 @@ def _migrate(old: dict, path: Path) -> dict:
         save(state, path)
     except OSError:  # read-only: use the migrated state now, migrate again next time
         return state
-    warnings.warn(f"hstu_tutorial: your progress file {path} was from the earlier 20-item checklist; its "
-                  f"ticks now sit on the card's items (the old file is kept as {backup}).",
-                  UserWarning, stacklevel=3)
+    warnings.warn(
+        f"hstu_tutorial: your progress file {path} was from the earlier 20-item checklist; its "
+        f"ticks now sit on the card's items (the old file is kept as {backup}).",
+        UserWarning,
+        stacklevel=3,
+    )
     return state
 
 
@@ -206,8 +211,10 @@ def tick(item_id: str, *, by: str, path: str | Path | None = None) -> dict:
     Saves atomically and returns the new state. Raises ProgressFileError where the folder is read-only."""
     item_id = resolve(item_id)
     if not by or by in ("manual", "checkbox"):
-        raise ValueError(f"a tick needs the evidence that ticked it (a check, a quiz, a run), got by={by!r}: "
-                         "pass the quiz or the check instead of ticking by hand.")
+        raise ValueError(
+            f"a tick needs the evidence that ticked it (a check, a quiz, a run), got by={by!r}: "
+            "pass the quiz or the check instead of ticking by hand."
+        )
     state = load(path)
     state["items"][item_id] = {"done": True, "by": by, "at": _now()}
     save(state, path)
@@ -233,8 +240,11 @@ def mark_done(name: str, path: str | Path | None = None, *, by: str | None = Non
             state["items"][item_id] = {"done": True, "by": by, "at": _now()}
         save(state, path)
     except OSError as exc:
-        warnings.warn(f"hstu_tutorial: could not save your progress ({exc}); the check still passed.",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"hstu_tutorial: could not save your progress ({exc}); the check still passed.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return ids
     _refresh_displays()
     return ids

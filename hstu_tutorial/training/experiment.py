@@ -70,11 +70,28 @@ CARD_FIELDS = {
 }
 # The record's other rows in Markdown, per language.
 _EXTRA = {
-    "en": {"title": "Experiment", "field": "field", "value": "value", "speed": "speed settings",
-           "source": "metrics from", "software": "software", "memory": "peak GPU memory",
-           "run_dir": "run folder", "notes": "notes"},
-    "zh": {"title": "实验记录", "field": "字段", "value": "值", "speed": "速度设置", "source": "指标来源",
-           "software": "软件", "memory": "显存峰值", "run_dir": "运行目录", "notes": "备注"},
+    "en": {
+        "title": "Experiment",
+        "field": "field",
+        "value": "value",
+        "speed": "speed settings",
+        "source": "metrics from",
+        "software": "software",
+        "memory": "peak GPU memory",
+        "run_dir": "run folder",
+        "notes": "notes",
+    },
+    "zh": {
+        "title": "实验记录",
+        "field": "字段",
+        "value": "值",
+        "speed": "速度设置",
+        "source": "指标来源",
+        "software": "软件",
+        "memory": "显存峰值",
+        "run_dir": "运行目录",
+        "notes": "备注",
+    },
 }
 
 
@@ -199,16 +216,28 @@ def card_fields(record: dict, language: str = "en") -> dict:
     if record.get("description"):
         config += f"：{record['description']}" if zh else f": {record['description']}"
     hyper = ", ".join(f"{k}={v}" for k, v in hp.items())
-    t, te, n, spe = (record["training_time_s"], record["train_eval_time_s"], record["epochs_run"],
-                     record["s_per_epoch"])
+    t, te, n, spe = (
+        record["training_time_s"],
+        record["train_eval_time_s"],
+        record["epochs_run"],
+        record["s_per_epoch"],
+    )
     if zh:
         time_text = f"训练 {t:.1f} s（含评估 {te:.1f} s），{n} 个 epoch，每 epoch {spe:.2f} s"
         gpu = record["gpu"] or f"无（{record['device']}）"
     else:
         time_text = f"{t:.1f} s train ({te:.1f} s with evaluation), {plural(n, 'epoch')}, {spe:.2f} s/epoch"
         gpu = record["gpu"] or f"none ({record['device']})"
-    values = (record["date"], data, config, hyper, f"{record['hr@10']:.4f}", f"{record['ndcg@10']:.4f}",
-              time_text, gpu)
+    values = (
+        record["date"],
+        data,
+        config,
+        hyper,
+        f"{record['hr@10']:.4f}",
+        f"{record['ndcg@10']:.4f}",
+        time_text,
+        gpu,
+    )
     return dict(zip(CARD_FIELDS["zh" if zh else "en"], values))
 
 
@@ -225,12 +254,14 @@ def record_markdown(record: dict, language: str | None = None) -> str:
         "|---|---|",
     ]
     lines += [f"| {label} | {text} |" for label, text in card_fields(record, language).items()]
-    lines.append(f"| {words['speed']} | " + ", ".join(f"{k}={v}" for k, v in record["speed_settings"].items())
-                 + " |")
+    lines.append(
+        f"| {words['speed']} | " + ", ".join(f"{k}={v}" for k, v in record["speed_settings"].items()) + " |"
+    )
     source = record["metrics_source"]
     lines.append(f"| {words['source']} | {_source_zh(source) if language == 'zh' else source} |")
-    lines.append(f"| {words['software']} | {record['device']}, torch {record['torch']}, "
-                 f"Python {record['python']} |")
+    lines.append(
+        f"| {words['software']} | {record['device']}, torch {record['torch']}, Python {record['python']} |"
+    )
     if record.get("peak_mem_gib") is not None:
         lines.append(f"| {words['memory']} | {record['peak_mem_gib']:.2f} GiB |")
     if record.get("run_dir"):

@@ -88,8 +88,10 @@ GIN_RULES: dict[str, GinRule] = {
     "train_fn.eval_user_max_batch_size": _ignored("evaluation chunking: memory only"),
     "train_fn.main_module": _key("model", "SASRec", {"HSTU": "hstu", "SASRec": "sasrec"}),
     "train_fn.main_module_bf16": _fixed(
-        False, False, "the official casts every weight to bf16; our bf16 = true is autocast over fp32 "
-        "weights, another recipe (set it with --set bf16=true if that is what you want)"
+        False,
+        False,
+        "the official casts every weight to bf16; our bf16 = true is autocast over fp32 "
+        "weights, another recipe (set it with --set bf16=true if that is what you want)",
     ),
     "train_fn.dropout_rate": _key("dropout", 0.2),
     "train_fn.user_embedding_norm": _fixed("l2_norm", "l2_norm", "the encoders L2-normalise their output"),
@@ -271,8 +273,7 @@ def _supported() -> str:
         sel, arg = name.split(".", 1)
         groups.setdefault(sel, []).append(arg)
     return "; ".join(
-        f"{sel}.{{{', '.join(args)}}}" if args != ["*"] else f"{sel}.*"
-        for sel, args in groups.items()
+        f"{sel}.{{{', '.join(args)}}}" if args != ["*"] else f"{sel}.*" for sel, args in groups.items()
     )
 
 
@@ -299,8 +300,10 @@ def translate_gin(path: str | os.PathLike) -> tuple[dict, list[str]]:
             )
 
     def value_of(name):  # the bound value, else the official default
-        return (bindings[name].value, bindings[name].where) if name in bindings else (
-            GIN_RULES[name].default, f"{path} (unbound: the official default)"
+        return (
+            (bindings[name].value, bindings[name].where)
+            if name in bindings
+            else (GIN_RULES[name].default, f"{path} (unbound: the official default)")
         )
 
     model_value, _ = value_of("train_fn.main_module")
@@ -358,7 +361,7 @@ def _bundled_name(name: str) -> str:
     if name.startswith("./"):
         name = name[2:]
     if name.startswith("configs/"):
-        name = name[len("configs/"):]
+        name = name[len("configs/") :]
     return name[: -len(".gin")] if name.endswith(".gin") else name
 
 

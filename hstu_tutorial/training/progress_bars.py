@@ -1,12 +1,12 @@
 """What a run shows while it works: the epoch bar (or one line per epoch in a log) and a step bar.
 
-  * In a terminal: a tqdm bar over epochs (loss and metrics as its postfix) and, below it, a bar over the
-    steps of the current epoch with its ETA. The step bar appears only once an epoch has run for
-    `STEP_BAR_DELAY_S` seconds (a CPU epoch of ML-100K takes tens of seconds; a GPU epoch never shows it)
-    and vanishes when the epoch ends (`leave=False`).
-  * In a notebook: the epoch bar only (a widget); no step bar, so saved outputs stay short.
-  * In a log file (stderr is not a terminal): no bar, whose carriage returns would garble the file, but
-    one flushed line per epoch on stdout, written after that epoch's checkpoint.
+* In a terminal: a tqdm bar over epochs (loss and metrics as its postfix) and, below it, a bar over the
+  steps of the current epoch with its ETA. The step bar appears only once an epoch has run for
+  `STEP_BAR_DELAY_S` seconds (a CPU epoch of ML-100K takes tens of seconds; a GPU epoch never shows it)
+  and vanishes when the epoch ends (`leave=False`).
+* In a notebook: the epoch bar only (a widget); no step bar, so saved outputs stay short.
+* In a log file (stderr is not a terminal): no bar, whose carriage returns would garble the file, but
+  one flushed line per epoch on stdout, written after that epoch's checkpoint.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ __all__ = [
     "write_results",
 ]
 
+
 def plural(count, word: str) -> str:
     """'1 epoch', '3 epochs': a count with its noun, pluralised by adding s."""
     return f"{count} {word}" if count == 1 else f"{count} {word}s"

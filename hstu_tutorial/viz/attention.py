@@ -40,7 +40,7 @@ def user_attention_maps(model, batch, user_index: int = 0, max_items: int | None
     user_ids = getattr(batch, "user_ids", None)
     return {
         "maps": stacked.numpy(),
-        "item_ids": batch.item_ids[s + first:e].cpu().numpy(),
+        "item_ids": batch.item_ids[s + first : e].cpu().numpy(),
         "user_id": int(user_ids[user_index]) if user_ids is not None else user_index,
         "length": L,
         "first_position": first,
@@ -76,8 +76,9 @@ def plot_attention_map(attn, labels=None, title: str = "", ax=None, diverging: b
     return fig, {"attention": attn, "vmin": vmin, "vmax": vmax}
 
 
-def plot_attention_maps(model, batch, user_index: int = 0, item_titles=None, max_items: int = 20,
-                        diverging: bool | None = None):
+def plot_attention_maps(
+    model, batch, user_index: int = 0, item_titles=None, max_items: int = 20, diverging: bool | None = None
+):
     """Attention of every layer and head for one user, movie titles on the axes (last `max_items` items).
 
     `model`: an encoder whose forward accepts `return_attention=True` (HSTU or SASRec). data: the dict of
@@ -96,8 +97,13 @@ def plot_attention_maps(model, batch, user_index: int = 0, item_titles=None, max
     for layer in range(n_layers):
         for h in range(H):
             ax = axes[layer][h]
-            plot_attention_map(maps[layer, h], labels if l <= 40 else None,
-                               f"layer {layer}, head {h}", ax=ax, diverging=diverging)
+            plot_attention_map(
+                maps[layer, h],
+                labels if l <= 40 else None,
+                f"layer {layer}, head {h}",
+                ax=ax,
+                diverging=diverging,
+            )
             if h:
                 ax.set_ylabel("")
                 ax.set_yticks([])
@@ -132,13 +138,17 @@ def plot_masks(lengths, max_len: int | None = None):
     axes[0].imshow(causal, cmap="Blues", vmin=0, vmax=1.3, interpolation="nearest")
     axes[0].set_title(f"causal mask (N={N}): j <= i", fontsize=9)
     # Padded masks side by side: allowed (blue), padding (grey) per sequence.
-    strip = np.concatenate([np.where(valid[b][:, None] & valid[b][None, :], padded[b] * 1.0, 0.35)
-                            for b in range(B)], axis=1)
+    strip = np.concatenate(
+        [np.where(valid[b][:, None] & valid[b][None, :], padded[b] * 1.0, 0.35) for b in range(B)], axis=1
+    )
     axes[1].imshow(strip, cmap="Blues", vmin=0, vmax=1.3, interpolation="nearest", aspect="auto")
     for b in range(1, B):
         axes[1].axvline(b * N - 0.5, color="black", lw=0.8)
-    axes[1].set_title(f"padded: B={B} masks of N x N\n{1 - padded.sum() / (B * causal.sum()):.0%} of the "
-                      "causal cells are padding", fontsize=9)
+    axes[1].set_title(
+        f"padded: B={B} masks of N x N\n{1 - padded.sum() / (B * causal.sum()):.0%} of the "
+        "causal cells are padding",
+        fontsize=9,
+    )
     axes[2].imshow(jagged, cmap="Blues", vmin=0, vmax=1.3, interpolation="nearest")
     for o in np.cumsum(lengths)[:-1]:
         axes[2].axvline(o - 0.5, color="tab:red", lw=0.6)
@@ -175,15 +185,30 @@ def plot_jagged_layout(lengths, max_len: int | None = None):
         ax.add_patch(Rectangle((t, top), 1, 1, facecolor=colors(b % 10), alpha=0.6, edgecolor="black"))
         ax.text(t + 0.5, top + 0.5, str(t), ha="center", va="center", fontsize=7)
     for b, o in enumerate(offsets):
-        ax.annotate(f"offsets[{b}]={o}", (o, top + 1), (o, top + 1.7), fontsize=7, ha="center",
-                    arrowprops=dict(arrowstyle="->", lw=0.6))
+        ax.annotate(
+            f"offsets[{b}]={o}",
+            (o, top + 1),
+            (o, top + 1.7),
+            fontsize=7,
+            ha="center",
+            arrowprops=dict(arrowstyle="->", lw=0.6),
+        )
     for b in range(B):
         y = B - 1 - b
         for i in range(N):
             t = index[b, i]
             pad = t < 0
-            ax.add_patch(Rectangle((i, y), 1, 1, facecolor="lightgrey" if pad else colors(b % 10),
-                                   alpha=0.6, edgecolor="black", hatch="//" if pad else None))
+            ax.add_patch(
+                Rectangle(
+                    (i, y),
+                    1,
+                    1,
+                    facecolor="lightgrey" if pad else colors(b % 10),
+                    alpha=0.6,
+                    edgecolor="black",
+                    hatch="//" if pad else None,
+                )
+            )
             ax.text(i + 0.5, y + 0.5, "pad" if pad else str(t), ha="center", va="center", fontsize=6)
         ax.text(-0.3, y + 0.5, f"b={b}", ha="right", va="center", fontsize=7)
     ax.text(0, top - 0.5, f"jagged values (T={T})", fontsize=8)
@@ -208,8 +233,14 @@ def plot_time_buckets(max_gap_seconds: float = 10**9, num_buckets: int = 128, ax
     fig, ax = new_axes(ax)
     ax.step(gaps, buckets, where="post", color="tab:blue")
     ax.set_xscale("log")
-    marks = {"1 min": 60, "1 hour": 3600, "1 day": 86400, "1 week": 604800, "1 month": 2592000,
-             "1 year": 31536000}
+    marks = {
+        "1 min": 60,
+        "1 hour": 3600,
+        "1 day": 86400,
+        "1 week": 604800,
+        "1 month": 2592000,
+        "1 year": 31536000,
+    }
     for i, (name, sec) in enumerate(marks.items()):
         if sec <= max_gap_seconds:
             b = int(time_bucket(torch.tensor([sec]), num_buckets))
@@ -250,9 +281,12 @@ def attention_explorer(model, batch, item_titles=None, max_items: int = 20):
     def draw(user_index=0, layer=0, head=0):
         d = maps_of(user_index)
         labels = _item_labels(d["item_ids"], item_titles)
-        fig, _ = plot_attention_map(d["maps"][layer, head], labels,
-                                    f"user {d['user_id']}, layer {layer}, head {head}",
-                                    diverging=bool((d["maps"] < 0).any()))
+        fig, _ = plot_attention_map(
+            d["maps"][layer, head],
+            labels,
+            f"user {d['user_id']}, layer {layer}, head {head}",
+            diverging=bool((d["maps"] < 0).any()),
+        )
         return fig
 
     first = maps_of(0)
@@ -262,8 +296,10 @@ def attention_explorer(model, batch, item_titles=None, max_items: int = 20):
         import ipywidgets as widgets
         from IPython.display import display
     except ImportError:
-        print("ipywidgets is not installed (pip install ipywidgets): showing user 0, layer 0, head 0; "
-              "call data['draw'](user_index, layer, head) for others.")
+        print(
+            "ipywidgets is not installed (pip install ipywidgets): showing user 0, layer 0, head 0; "
+            "call data['draw'](user_index, layer, head) for others."
+        )
         fig = draw(0, 0, 0)
         return fig, {"widget": None, "draw": draw, "maps": first}
     user_ids = getattr(batch, "user_ids", None)
@@ -281,8 +317,10 @@ def attention_explorer(model, batch, item_titles=None, max_items: int = 20):
         plt.close(fig)
         image.value = buf.getvalue()
         d = maps_of(user_w.value)
-        caption.value = (f"user {d['user_id']} · layer {layer_w.value} · head {head_w.value} · "
-                         f"last {d['maps'].shape[-1]} of {d['length']} items")
+        caption.value = (
+            f"user {d['user_id']} · layer {layer_w.value} · head {head_w.value} · "
+            f"last {d['maps'].shape[-1]} of {d['length']} items"
+        )
 
     for w in (user_w, layer_w, head_w):
         w.observe(redraw, names="value")

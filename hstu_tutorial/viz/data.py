@@ -45,9 +45,14 @@ def plot_sequence_lengths(dataset, bins: int = 50, max_seq_len: int | None = Non
     ax.set_title(f"{dataset.name}: sequence lengths")
     ax.legend()
     fig.tight_layout()
-    summary = {"users": len(lengths), "min": int(lengths.min()), "median": float(np.median(lengths)),
-               "mean": float(lengths.mean()), "max": int(lengths.max()), "share_longer_than_window":
-               float((lengths > n).mean())}
+    summary = {
+        "users": len(lengths),
+        "min": int(lengths.min()),
+        "median": float(np.median(lengths)),
+        "mean": float(lengths.mean()),
+        "max": int(lengths.max()),
+        "share_longer_than_window": float((lengths > n).mean()),
+    }
     return fig, {"lengths": lengths, "summary": summary}
 
 
@@ -65,8 +70,9 @@ def plot_item_popularity(dataset, ax=None):
     ax.set_xlabel("item rank (most rated first)")
     ax.set_ylabel("ratings")
     total = counts.sum()
-    top = {f"top_{p}pct_share": float(counts[: max(1, len(counts) * p // 100)].sum() / total)
-           for p in (1, 10)}
+    top = {
+        f"top_{p}pct_share": float(counts[: max(1, len(counts) * p // 100)].sum() / total) for p in (1, 10)
+    }
     share = top["top_10pct_share"]
     ax.set_title(f"{dataset.name}: item popularity (top 10% of items: {share:.0%} of ratings)")
     fig.tight_layout()
@@ -110,8 +116,13 @@ def plot_time_gaps(dataset, ax=None):
     for sec, name in ((60, "1 min"), (3600, "1 h"), (86400, "1 day"), (30 * 86400, "30 days")):
         ax.axvline(sec, color="grey", lw=0.8, ls=":")
         ax.text(sec, ax.get_ylim()[1] * 0.9, name, fontsize=7, ha="center", color="grey")
-    top = ax.secondary_xaxis("top", functions=(lambda s: np.log(np.maximum(s, 1e-9)) / 0.301,
-                                               lambda b: np.exp(np.clip(b, -100, 200) * 0.301)))
+    top = ax.secondary_xaxis(
+        "top",
+        functions=(
+            lambda s: np.log(np.maximum(s, 1e-9)) / 0.301,
+            lambda b: np.exp(np.clip(b, -100, 200) * 0.301),
+        ),
+    )
     top.set_xlabel("HSTU time bucket", fontsize=8)
     zero = float((gaps == 0).mean())
     ax.set_title(f"{dataset.name}: time between actions ({zero:.0%} in the same second)", fontsize=10)

@@ -53,8 +53,14 @@ def plot_tile_map(lengths, block_m: int = 16, block_n: int = 16, causal: bool = 
         ax.set_xlabel("key j", fontsize=8)
     axes[0][0].set_ylabel("query i", fontsize=8)
     handles = [plt.Rectangle((0, 0), 1, 1, facecolor=cmap(i), edgecolor="grey") for i in (3, 2, 1, 0)]
-    fig.legend(handles, [f"{names[i]} ({counts[names[i]]})" for i in (3, 2, 1, 0)], loc="lower center",
-               ncol=4, fontsize=8, frameon=False)
+    fig.legend(
+        handles,
+        [f"{names[i]} ({counts[names[i]]})" for i in (3, 2, 1, 0)],
+        loc="lower center",
+        ncol=4,
+        fontsize=8,
+        frameon=False,
+    )
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig, {"status": status, "counts": counts}
 
@@ -64,8 +70,13 @@ def plot_kernel_benchmark(payload, kind: str = "jagged", passes=("fwd", "fwdbwd"
     panel per pass; the title names the machine and date. data: {pass: {impl: [(N, TFLOP/s), ...]}}."""
     import matplotlib.pyplot as plt
 
-    impls = impls or ["triton", "pytorch_padded", "pytorch_jagged", "torch_compile_padded",
-                      "sdpa_softmax_padded"]
+    impls = impls or [
+        "triton",
+        "pytorch_padded",
+        "pytorch_jagged",
+        "torch_compile_padded",
+        "sdpa_softmax_padded",
+    ]
     rows = [r for r in payload["results"] if r["case"].startswith(kind + "-")]
     fig, axes = plt.subplots(1, len(passes), figsize=(5.0 * len(passes), 3.3), dpi=80, squeeze=False)
     data = {}
@@ -83,7 +94,10 @@ def plot_kernel_benchmark(payload, kind: str = "jagged", passes=("fwd", "fwdbwd"
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     meta = payload.get("meta", {})
-    fig.suptitle(f"{kind} batches, bf16, causal, H=4, d=128 - {meta.get('device', '?')}, "
-                 f"{str(meta.get('date', '?'))[:10]}", fontsize=10)
+    fig.suptitle(
+        f"{kind} batches, bf16, causal, H=4, d=128 - {meta.get('device', '?')}, "
+        f"{str(meta.get('date', '?'))[:10]}",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig, data

@@ -47,8 +47,9 @@ def plot_levers(payload: dict, speed: str = "tokens_per_s", ax=None):
     axes[1].set_xlabel("MiB")
     axes[1].legend(fontsize=7, loc="lower right")
     m = payload.get("machine", {})
-    fig.suptitle(f"Levers on {payload.get('data', '?')}: {m.get('device', '?')}, {m.get('date_utc', '?')}",
-                 fontsize=9)
+    fig.suptitle(
+        f"Levers on {payload.get('data', '?')}: {m.get('device', '?')}, {m.get('date_utc', '?')}", fontsize=9
+    )
     fig.tight_layout()
     return fig, {"labels": labels, "speed": sp, "memory": mem, "activations": act}
 
@@ -75,8 +76,10 @@ def plot_scaling(
     data = {}
     fits = payload.get("fits", {})
     for i, series in enumerate(dict.fromkeys(p["series"] for p in payload["points"])):
-        pts = sorted((p for p in payload["points"] if p["series"] == series and p["sweep"] == sweep),
-                     key=lambda p: p[key])
+        pts = sorted(
+            (p for p in payload["points"] if p["series"] == series and p["sweep"] == sweep),
+            key=lambda p: p[key],
+        )
         if not pts:
             continue
         x = np.array([p[key] for p in pts], dtype=float)
@@ -95,8 +98,13 @@ def plot_scaling(
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("sequence length N" if sweep == "length" else "blocks")
-    ax.set_ylabel({"ms": "ms per step (fwd + bwd)", "peak_mib": "peak memory (MiB)",
-                   "activations_mib": "activations (MiB)"}.get(quantity, quantity))
+    ax.set_ylabel(
+        {
+            "ms": "ms per step (fwd + bwd)",
+            "peak_mib": "peak memory (MiB)",
+            "activations_mib": "activations (MiB)",
+        }.get(quantity, quantity)
+    )
     m = payload.get("machine", {})
     extra = "  (dashed: fitted N^2 d term, dotted: N d term)" if show_terms and quantity == "ms" else ""
     ax.set_title(f"{m.get('device', '?')}, {m.get('date_utc', '?')}{extra}", fontsize=8)
@@ -105,8 +113,14 @@ def plot_scaling(
     return fig, data
 
 
-def plot_remedies(rows: list[dict], value: str, label: str = "remedy", ax=None, xlabel: str | None = None,
-                  baseline: str | None = None):
+def plot_remedies(
+    rows: list[dict],
+    value: str,
+    label: str = "remedy",
+    ax=None,
+    xlabel: str | None = None,
+    baseline: str | None = None,
+):
     """Bar chart of one measured `value` per remedy (rows of dicts), with the ratio to `baseline` written
     next to each bar. Returns (fig, data) with data = {"labels", "values", "ratios"}."""
     import numpy as np

@@ -23,8 +23,9 @@ def _histories(runs) -> dict:
     return out
 
 
-def plot_training_curves(runs, metrics=("loss", "hr@10", "ndcg@10"), splits=("valid", "test"), anchors=None,
-                         axes=None):
+def plot_training_curves(
+    runs, metrics=("loss", "hr@10", "ndcg@10"), splits=("valid", "test"), anchors=None, axes=None
+):
     """Training curves, one panel per metric: the mean training loss and per-split metrics after each epoch.
 
     `runs`: {name: history} where a history is the list of per-epoch records of `train` (or its results
@@ -56,8 +57,13 @@ def plot_training_curves(runs, metrics=("loss", "hr@10", "ndcg@10"), splits=("va
                 ax.plot(epochs, series["loss"], color=color, label=name)
                 continue
             for split in splits:
-                ax.plot(epochs, series[f"{split}/{m}"], styles.get(split, "-"), color=color,
-                        label=f"{name} {split}")
+                ax.plot(
+                    epochs,
+                    series[f"{split}/{m}"],
+                    styles.get(split, "-"),
+                    color=color,
+                    label=f"{name} {split}",
+                )
             if anchors and name in anchors and m in anchors[name]:
                 ax.axhline(anchors[name][m], color=color, ls=":", lw=1, label=f"{name} reference")
     for ax, m in zip(axes, metrics):
@@ -76,8 +82,9 @@ class LiveCurves:
     the records. `live.runs` holds {name: history}; start a new curve with `live.new_run(name)`.
     """
 
-    def __init__(self, name: str = "run", metrics=("loss", "hr@10", "ndcg@10"), splits=("valid", "test"),
-                 anchors=None):
+    def __init__(
+        self, name: str = "run", metrics=("loss", "hr@10", "ndcg@10"), splits=("valid", "test"), anchors=None
+    ):
         self.metrics, self.splits, self.anchors = metrics, splits, anchors
         self.runs: dict = {}
         self.current = name
@@ -111,8 +118,9 @@ class LiveCurves:
             plt.close(self.fig)
 
 
-def results_frame(results: dict, metrics=("hr@10", "ndcg@10", "hr@50", "ndcg@50", "mrr"), reference=None,
-                  paper=None):
+def results_frame(
+    results: dict, metrics=("hr@10", "ndcg@10", "hr@50", "ndcg@50", "mrr"), reference=None, paper=None
+):
     """A pandas table of runs next to reference figures, one row per (model, source).
 
     `results`: {model name: results dict of `train`} (reference-protocol mean and best-by-validation rows
@@ -127,14 +135,26 @@ def results_frame(results: dict, metrics=("hr@10", "ndcg@10", "hr@50", "ndcg@50"
         ref = res.get("reference_protocol") if isinstance(res, dict) else None
         if ref:
             e0, e1 = ref["epochs"]
-            rows.append({"model": model, "source": f"ours: test, mean of epochs {e0}-{e1}",
-                         **{m: ref["test_mean"].get(m) for m in metrics}})
+            rows.append(
+                {
+                    "model": model,
+                    "source": f"ours: test, mean of epochs {e0}-{e1}",
+                    **{m: ref["test_mean"].get(m) for m in metrics},
+                }
+            )
         best = (res.get("best_by_valid") or {}) if isinstance(res, dict) else {}
         if "test" in best:
-            rows.append({"model": model, "source": f"ours: test at best validation epoch {best['epoch']}",
-                         **{m: best["test"].get(m) for m in metrics}})
-        for label, table in (("official implementation, same data (NVIDIA H200, 2026-11-28)", reference),
-                             ("paper (full ML-1M)", paper)):
+            rows.append(
+                {
+                    "model": model,
+                    "source": f"ours: test at best validation epoch {best['epoch']}",
+                    **{m: best["test"].get(m) for m in metrics},
+                }
+            )
+        for label, table in (
+            ("official implementation, same data (NVIDIA H200, 2026-11-28)", reference),
+            ("paper (full ML-1M)", paper),
+        ):
             if table and model in table:
                 rows.append({"model": model, "source": label, **{m: table[model].get(m) for m in metrics}})
     return pd.DataFrame(rows, columns=["model", "source", *metrics])
@@ -184,8 +204,15 @@ def plot_seed_spread(runs, metrics=("HR@10", "NDCG@10"), axes=None):
             ax.hlines(ref, i - 0.35, i + 0.35, colors="black", linewidth=2, label=label)
             for j, (precision, group) in enumerate(rows.groupby("precision", sort=False)):
                 x = i - 0.15 + 0.3 * j + np.linspace(-0.06, 0.06, len(group))
-                ax.scatter(x, group[metric], marker=markers.get(precision, "o"), s=28,
-                           color=f"C{j}", label=f"ours, {precision}" if i == 0 else None, zorder=3)
+                ax.scatter(
+                    x,
+                    group[metric],
+                    marker=markers.get(precision, "o"),
+                    s=28,
+                    color=f"C{j}",
+                    label=f"ours, {precision}" if i == 0 else None,
+                    zorder=3,
+                )
         ax.set_xticks(range(len(models)), models)
         ax.set_ylabel(metric)
         ax.set_title(f"test {metric}: every run vs the reference", fontsize=10)
@@ -195,8 +222,13 @@ def plot_seed_spread(runs, metrics=("HR@10", "NDCG@10"), axes=None):
     return fig
 
 
-def where_model_wins(per_user: dict, popularity, k: int = 10, length_bins=(0, 20, 50, 100, 200, 10**9),
-                     popularity_quantiles=(0.0, 0.5, 0.8, 0.95, 1.0)):
+def where_model_wins(
+    per_user: dict,
+    popularity,
+    k: int = 10,
+    length_bins=(0, 20, 50, 100, 200, 10**9),
+    popularity_quantiles=(0.0, 0.5, 0.8, 0.95, 1.0),
+):
     """HR@k per model, by history length and by the target's popularity (from per-user ranks).
 
     `per_user`: {model name: DataFrame with history_length, target_item_id, rank} (`Trainer.per_user_ranks`

@@ -64,10 +64,12 @@ def _cfg(bm, bn, warps, stages):
 # Small config sets for Hopper-class GPUs; (BLOCK_M, BLOCK_N, num_warps, num_stages).
 # The last entry of each list is small enough for fp32 operands with head dims up to 128 (the others can
 # ask for more than the 227 KiB of shared memory a Hopper SM has; the autotuner skips those).
-_FWD_CONFIGS = [_cfg(*c) for c in [(64, 64, 4, 3), (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3),
-                                   (64, 32, 4, 2)]]
-_DKDV_CONFIGS = [_cfg(*c) for c in [(32, 64, 4, 3), (64, 64, 4, 3), (64, 128, 8, 3), (32, 128, 8, 3),
-                                    (32, 32, 4, 2)]]
+_FWD_CONFIGS = [
+    _cfg(*c) for c in [(64, 64, 4, 3), (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 32, 4, 2)]
+]
+_DKDV_CONFIGS = [
+    _cfg(*c) for c in [(32, 64, 4, 3), (64, 64, 4, 3), (64, 128, 8, 3), (32, 128, 8, 3), (32, 32, 4, 2)]
+]
 _DQ_CONFIGS = [_cfg(*c) for c in [(64, 64, 4, 3), (128, 32, 4, 3), (128, 64, 8, 3), (64, 32, 4, 2)]]
 _KEY = ["MAX_SEQ_LEN_KEY", "D_QK", "D_V", "CAUSAL", "BIAS", "DOT_PREC"]
 
@@ -88,8 +90,9 @@ def _bench(fn, quantiles):
 _fwd_tuned = triton.autotune(_FWD_CONFIGS, key=_KEY, do_bench=_bench)(hstu_fwd_kernel)
 # DQ_G (atomic dQ) and DRAB (bias gradients) accumulate with atomics, so every timing run starts from
 # zero. Both are always buffers allocated by the backward for this call (see the module docstring).
-_dkdv_tuned = triton.autotune(_DKDV_CONFIGS, key=_KEY + ["RAB_GRAD", "ATOMIC_DQ"], do_bench=_bench,
-                              reset_to_zero=["DQ_G", "DRAB"])(hstu_bwd_dkdv_kernel)
+_dkdv_tuned = triton.autotune(
+    _DKDV_CONFIGS, key=_KEY + ["RAB_GRAD", "ATOMIC_DQ"], do_bench=_bench, reset_to_zero=["DQ_G", "DRAB"]
+)(hstu_bwd_dkdv_kernel)
 _dq_tuned = triton.autotune(_DQ_CONFIGS, key=_KEY, do_bench=_bench)(hstu_bwd_dq_kernel)
 _TUNED = {"fwd": _fwd_tuned, "dkdv": _dkdv_tuned, "dq": _dq_tuned}
 
@@ -124,8 +127,11 @@ def _launch(kind, grid_dim, max_seq_len, num_bh, args, consts, opts: KernelOptio
                     kernel[grid_of(found)](*args, **consts, **found)
                     return
                 except OutOfResources as err:  # raised before the kernel runs: nothing written yet
-                    warnings.warn(f"tiles {found} of the {source} for {key} do not fit this GPU ({err}); "
-                                  "tuning this shape class instead", stacklevel=2)
+                    warnings.warn(
+                        f"tiles {found} of the {source} for {key} do not fit this GPU ({err}); "
+                        "tuning this shape class instead",
+                        stacklevel=2,
+                    )
                     store.forget(key)
         t0 = time.perf_counter()
         tuned[grid_of](*args, **consts)  # times the candidates (first use of this shape), then runs the best
@@ -208,8 +214,12 @@ class _Bias:
             self.mode = 1
             r = rab if rab.dim() == 4 else rab.unsqueeze(1)  # (B|1, H|1, N, N)
             self.rab4_shape = r.shape
-            self.strides = (r.stride(0) if r.size(0) > 1 else 0, r.stride(1) if r.size(1) > 1 else 0,
-                            r.stride(2), r.stride(3))
+            self.strides = (
+                r.stride(0) if r.size(0) > 1 else 0,
+                r.stride(1) if r.size(1) > 1 else 0,
+                r.stride(2),
+                r.stride(3),
+            )
             self.pad_width = r.size(-1)  # N of the padded bias (and of its dense gradient)
         elif pos_w is not None:
             self.mode = 2
@@ -235,12 +245,38 @@ class _HSTUAttentionFunction(torch.autograd.Function):
         bias = _Bias(rab, ts, nts, pos_w, ts_w, max_seq_len, _placeholder(q.device))
         out = _new((T, H, D_V), q.dtype, q.device, opts)  # (T, H, D_V)
         if T > 0:
-            args = (q, k, v, out, offsets, *bias.args,
-                    q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-                    out.stride(0), out.stride(1), *bias.strides, H, bias.P, bias.NB, float(alpha),
-                    float(inv_n), _seq_len_key(max_seq_len))
-            consts = dict(D_QK=D_QK, D_V=D_V, BLOCK_D_QK=_block_dim(D_QK), BLOCK_D_V=_block_dim(D_V),
-                          CAUSAL=causal, BIAS=bias.mode, DOT_PREC=_dot_precision(q, opts))
+            args = (
+                q,
+                k,
+                v,
+                out,
+                offsets,
+                *bias.args,
+                q.stride(0),
+                q.stride(1),
+                k.stride(0),
+                k.stride(1),
+                v.stride(0),
+                v.stride(1),
+                out.stride(0),
+                out.stride(1),
+                *bias.strides,
+                H,
+                bias.P,
+                bias.NB,
+                float(alpha),
+                float(inv_n),
+                _seq_len_key(max_seq_len),
+            )
+            consts = dict(
+                D_QK=D_QK,
+                D_V=D_V,
+                BLOCK_D_QK=_block_dim(D_QK),
+                BLOCK_D_V=_block_dim(D_V),
+                CAUSAL=causal,
+                BIAS=bias.mode,
+                DOT_PREC=_dot_precision(q, opts),
+            )
             _launch("fwd", "BLOCK_M", max_seq_len, B * H, args, consts, opts)
         ctx.save_for_backward(q, k, v, offsets, rab, ts, nts, pos_w, ts_w)
         ctx.alpha, ctx.inv_n, ctx.causal, ctx.max_seq_len, ctx.opts = alpha, inv_n, causal, max_seq_len, opts
@@ -265,7 +301,8 @@ class _HSTUAttentionFunction(torch.autograd.Function):
         dk = _new(k.shape, k.dtype, k.device, opts)  # (T, H, D_QK)
         dv = _new(v.shape, v.dtype, v.device, opts)  # (T, H, D_V)
         rab_grad = (rab is not None and ctx.needs_input_grad[4]) or (
-            pos_w is not None and (ctx.needs_input_grad[7] or ctx.needs_input_grad[8]))
+            pos_w is not None and (ctx.needs_input_grad[7] or ctx.needs_input_grad[8])
+        )
         short = max_seq_len <= REL_BIAS_ATOMIC_MAX_SEQ_LEN
         atomic_weights = opts.rel_bias_grad == "atomic" or (opts.rel_bias_grad == "auto" and short)
         weights_in_kernel = rab_grad and bias.mode == 2 and atomic_weights
@@ -279,20 +316,71 @@ class _HSTUAttentionFunction(torch.autograd.Function):
             drab_w, drab = 1, unused
         rab_grad_mode = 2 if weights_in_kernel else int(rab_grad)
         if T > 0:
-            common = dict(D_QK=D_QK, D_V=D_V, BLOCK_D_QK=_block_dim(D_QK), BLOCK_D_V=_block_dim(D_V),
-                          CAUSAL=ctx.causal, BIAS=bias.mode, DOT_PREC=_dot_precision(q, opts))
+            common = dict(
+                D_QK=D_QK,
+                D_V=D_V,
+                BLOCK_D_QK=_block_dim(D_QK),
+                BLOCK_D_V=_block_dim(D_V),
+                CAUSAL=ctx.causal,
+                BIAS=bias.mode,
+                DOT_PREC=_dot_precision(q, opts),
+            )
             tail = (H, bias.P, bias.NB, float(ctx.alpha), float(ctx.inv_n), _seq_len_key(max_seq_len))
-            qkv_strides = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-                           dout.stride(0), dout.stride(1))
+            qkv_strides = (
+                q.stride(0),
+                q.stride(1),
+                k.stride(0),
+                k.stride(1),
+                v.stride(0),
+                v.stride(1),
+                dout.stride(0),
+                dout.stride(1),
+            )
             dq_strides = (H * D_QK, D_QK)  # dq and dq_acc are both contiguous (T, H, D_QK)
-            args = (q, k, v, dout, dq_acc, dk, dv, drab, offsets, *bias.args, *qkv_strides,
-                    *dq_strides, dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
-                    *bias.strides, drab_w, *tail)
-            _launch("dkdv", "BLOCK_N", max_seq_len, B * H, args,
-                    dict(common, RAB_GRAD=rab_grad_mode, ATOMIC_DQ=atomic_dq), opts)
+            args = (
+                q,
+                k,
+                v,
+                dout,
+                dq_acc,
+                dk,
+                dv,
+                drab,
+                offsets,
+                *bias.args,
+                *qkv_strides,
+                *dq_strides,
+                dk.stride(0),
+                dk.stride(1),
+                dv.stride(0),
+                dv.stride(1),
+                *bias.strides,
+                drab_w,
+                *tail,
+            )
+            _launch(
+                "dkdv",
+                "BLOCK_N",
+                max_seq_len,
+                B * H,
+                args,
+                dict(common, RAB_GRAD=rab_grad_mode, ATOMIC_DQ=atomic_dq),
+                opts,
+            )
             if not atomic_dq:
-                args = (q, k, v, dout, dq, offsets, *bias.args, *qkv_strides, *dq_strides, *bias.strides,
-                        *tail)
+                args = (
+                    q,
+                    k,
+                    v,
+                    dout,
+                    dq,
+                    offsets,
+                    *bias.args,
+                    *qkv_strides,
+                    *dq_strides,
+                    *bias.strides,
+                    *tail,
+                )
                 _launch("dq", "BLOCK_M", max_seq_len, B * H, args, common, opts)
         if atomic_dq:
             dq = _hand_over(dq_acc, q.dtype)
@@ -339,14 +427,17 @@ def _prepare(q, k, v, offsets, norm, max_seq_len):
         raise ValueError(
             f"triton_hstu_attention expects jagged q, k of shape (T, H, dqk) and v of shape (T, H, dv); "
             f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}. Flatten a padded (B, N, H, d) "
-            "batch with hstu_tutorial.ops.dense_to_jagged first.")
+            "batch with hstu_tutorial.ops.dense_to_jagged first."
+        )
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_floating(t, name)
     check_norm(norm)
     if not (q.is_cuda or is_interpreter()):
-        raise RuntimeError("the Triton kernel needs CUDA tensors, or TRITON_INTERPRET=1 set before triton is "
-                           "imported (hstu_tutorial.ops.triton does this on machines without CUDA); "
-                           f"got tensors on {q.device}")
+        raise RuntimeError(
+            "the Triton kernel needs CUDA tensors, or TRITON_INTERPRET=1 set before triton is "
+            "imported (hstu_tutorial.ops.triton does this on machines without CUDA); "
+            f"got tensors on {q.device}"
+        )
     if max_seq_len is None:
         # One host sync: the grid size needs the longest sequence; the offsets are checked on the way.
         max_seq_len = check_offsets(offsets, q.shape[0], read_values=True)
@@ -395,12 +486,15 @@ def triton_hstu_attention(
     if rab is not None:
         check_floating(rab, "rab")
         if rab.dim() not in (3, 4) or rab.shape[-1] < max_seq_len or rab.shape[-2] != rab.shape[-1]:
-            raise ValueError(f"rab must be padded (B, N, N) or (B, H, N, N) with N >= the longest length "
-                             f"{max_seq_len}; got shape {tuple(rab.shape)}")
+            raise ValueError(
+                f"rab must be padded (B, N, N) or (B, H, N, N) with N >= the longest length "
+                f"{max_seq_len}; got shape {tuple(rab.shape)}"
+            )
         rab = _last_dim_contiguous(rab) if rab.stride(-1) not in (0, 1) else rab
     (q, k, v, rab), cast_back = _fp32_in_interpreter([q, k, v, rab])
-    out = _HSTUAttentionFunction.apply(q, k, v, offsets, rab, None, None, None, None, alpha, inv_n, causal,
-                                       max_seq_len)
+    out = _HSTUAttentionFunction.apply(
+        q, k, v, offsets, rab, None, None, None, None, alpha, inv_n, causal, max_seq_len
+    )
     return out if cast_back is None else out.to(cast_back)
 
 
@@ -432,13 +526,18 @@ def triton_hstu_attention_rel_bias(
     check_floating(pos_w, "pos_w")
     check_floating(ts_w, "ts_w")
     if pos_w.dim() != 1 or pos_w.numel() % 2 != 1 or ts_w.dim() != 1:
-        raise ValueError(f"pos_w must be 1-D with 2P-1 entries and ts_w 1-D; got {tuple(pos_w.shape)} and "
-                         f"{tuple(ts_w.shape)}")
+        raise ValueError(
+            f"pos_w must be 1-D with 2P-1 entries and ts_w 1-D; got {tuple(pos_w.shape)} and "
+            f"{tuple(ts_w.shape)}"
+        )
     if timestamps.shape != (q.shape[0],) or next_timestamps.shape != (q.shape[0],):
-        raise ValueError(f"timestamps and next_timestamps must be jagged (T,) = ({q.shape[0]},); got "
-                         f"{tuple(timestamps.shape)} and {tuple(next_timestamps.shape)}")
+        raise ValueError(
+            f"timestamps and next_timestamps must be jagged (T,) = ({q.shape[0]},); got "
+            f"{tuple(timestamps.shape)} and {tuple(next_timestamps.shape)}"
+        )
     ts, nts = timestamps.to(torch.int64).contiguous(), next_timestamps.to(torch.int64).contiguous()
     (q, k, v, pos_w, ts_w), cast_back = _fp32_in_interpreter([q, k, v, pos_w.contiguous(), ts_w.contiguous()])
-    out = _HSTUAttentionFunction.apply(q, k, v, offsets, None, ts, nts, pos_w, ts_w, alpha, inv_n, causal,
-                                       max_seq_len)
+    out = _HSTUAttentionFunction.apply(
+        q, k, v, offsets, None, ts, nts, pos_w, ts_w, alpha, inv_n, causal, max_seq_len
+    )
     return out if cast_back is None else out.to(cast_back)

@@ -35,9 +35,13 @@ _TIME_LOG_BASE = tl.constexpr(TIME_BUCKET_LOG_BASE)
 
 @triton.jit
 def _rel_bias_index(
-    TS, NTS,  # this sequence's timestamps and next-item timestamps (already offset to its start)
-    P, NB,  # pos_w has 2P-1 entries, ts_w has NB
-    i, j, L,  # query and key positions (broadcastable 2-D), sequence length
+    TS,
+    NTS,  # this sequence's timestamps and next-item timestamps (already offset to its start)
+    P,
+    NB,  # pos_w has 2P-1 entries, ts_w has NB
+    i,
+    j,
+    L,  # query and key positions (broadcastable 2-D), sequence length
 ):
     """Where the relative bias of (query i, key j) reads its two weights: pos_w[pos] and ts_w[bucket].
 
@@ -53,7 +57,8 @@ def _rel_bias_index(
 
 @triton.jit
 def time_bucket_kernel(
-    TS, NTS,  # (N,) int64 timestamps and next timestamps: bucket i is that of the gap NTS[i] - TS[i]
+    TS,
+    NTS,  # (N,) int64 timestamps and next timestamps: bucket i is that of the gap NTS[i] - TS[i]
     OUT,  # (N,) int32 buckets, written
     N,  # number of gaps
     NB,  # number of buckets (ts_w's length): buckets clamp to [0, NB - 1]
@@ -68,10 +73,18 @@ def time_bucket_kernel(
 
 @triton.jit
 def _bias_tile(
-    RAB, s_ri, s_rj,  # bias tensor of this (sequence, head), already offset; its row and column strides
-    TS, NTS, POS_W, TS_W,  # timestamps and next-timestamps of this sequence (offset), the two weight vectors
-    P, NB,  # P: pos_w has 2P-1 entries; NB: number of time buckets (len(ts_w))
-    i, j, L,  # query positions and key positions (broadcastable 2-D), sequence length
+    RAB,
+    s_ri,
+    s_rj,  # bias tensor of this (sequence, head), already offset; its row and column strides
+    TS,
+    NTS,
+    POS_W,
+    TS_W,  # timestamps and next-timestamps of this sequence (offset), the two weight vectors
+    P,
+    NB,  # P: pos_w has 2P-1 entries; NB: number of time buckets (len(ts_w))
+    i,
+    j,
+    L,  # query positions and key positions (broadcastable 2-D), sequence length
     BIAS: tl.constexpr,  # 1: read RAB; 2: form the bias from the weights
 ):
     """Bias tile (fp32), for whatever broadcast shape i and j have: (BM, 1) x (1, BN) or transposed."""
@@ -86,13 +99,31 @@ def _bias_tile(
 
 @triton.jit
 def _fwd_key_tiles(
-    acc, q,  # accumulator (BM, D_V) fp32, query tile (BM, D_QK)
-    k_ptrs, v_ptrs, s_kt, s_vt,  # key/value pointers of the sequence's first tile; their token strides
-    lo, hi,  # key range [lo, hi) to visit, in steps of BLOCK_N
-    offs_m, offs_n, offs_d_qk, offs_d_v,  # query positions (BM,), key offsets in a tile (BN,), head dims
-    L, alpha,  # sequence length, score scale
-    rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB,  # bias inputs (see _bias_tile)
-    D_QK: tl.constexpr, D_V: tl.constexpr,  # head sizes of q/k and of v
+    acc,
+    q,  # accumulator (BM, D_V) fp32, query tile (BM, D_QK)
+    k_ptrs,
+    v_ptrs,
+    s_kt,
+    s_vt,  # key/value pointers of the sequence's first tile; their token strides
+    lo,
+    hi,  # key range [lo, hi) to visit, in steps of BLOCK_N
+    offs_m,
+    offs_n,
+    offs_d_qk,
+    offs_d_v,  # query positions (BM,), key offsets in a tile (BN,), head dims
+    L,
+    alpha,  # sequence length, score scale
+    rab_base,
+    s_ri,
+    s_rj,
+    TS,
+    NTS,
+    POS_W,
+    TS_W,
+    P,
+    NB,  # bias inputs (see _bias_tile)
+    D_QK: tl.constexpr,
+    D_V: tl.constexpr,  # head sizes of q/k and of v
     BLOCK_N: tl.constexpr,  # keys per tile
     DIAGONAL: tl.constexpr,  # these tiles straddle the diagonal: apply the causal mask
     BIAS: tl.constexpr,
@@ -102,13 +133,15 @@ def _fwd_key_tiles(
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n  # (BN,) key positions
         kv_mask = cols[:, None] < L
-        k = tl.load(k_ptrs + start_n * s_kt, mask=kv_mask & (offs_d_qk[None, :] < D_QK),
-                    other=0.0)  # (BN, D_QK)
+        k = tl.load(
+            k_ptrs + start_n * s_kt, mask=kv_mask & (offs_d_qk[None, :] < D_QK), other=0.0
+        )  # (BN, D_QK)
         v = tl.load(v_ptrs + start_n * s_vt, mask=kv_mask & (offs_d_v[None, :] < D_V), other=0.0)  # (BN, D_V)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * alpha  # (BM, BN), fp32 accumulation
         if BIAS != 0:
-            s += _bias_tile(rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB,
-                            offs_m[:, None], cols[None, :], L, BIAS)
+            s += _bias_tile(
+                rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB, offs_m[:, None], cols[None, :], L, BIAS
+            )
         p = s * tl.sigmoid(s)  # SiLU: depends on s_ij alone, so no running max and no rescaling
         if DIAGONAL:
             p = tl.where(cols[None, :] <= offs_m[:, None], p, 0.0)
@@ -118,18 +151,40 @@ def _fwd_key_tiles(
 
 @triton.jit
 def hstu_fwd_kernel(
-    Q, K, V, OUT,  # (T, H, D_QK), (T, H, D_QK), (T, H, D_V), (T, H, D_V); last dim contiguous
+    Q,
+    K,
+    V,
+    OUT,  # (T, H, D_QK), (T, H, D_QK), (T, H, D_V), (T, H, D_V); last dim contiguous
     OFFSETS,  # (B+1,) int64 sequence starts
     RAB,  # BIAS=1: padded bias rab[b, h, i, j] given by strides (s_rb, s_rh may be 0); else unused
-    TS, NTS, POS_W, TS_W,  # BIAS=2: jagged timestamps (T,), next timestamps (T,), pos_w (2P-1,), ts_w (NB,)
-    s_qt, s_qh, s_kt, s_kh, s_vt, s_vh, s_ot, s_oh,  # token and head strides of q, k, v, out
-    s_rb, s_rh, s_ri, s_rj,  # strides of rab (batch, head, row, column)
-    H, P, NB,  # heads; pos_w has 2P-1 entries; ts_w has NB (time buckets)
-    alpha, inv_n,  # score scale and 1/n
+    TS,
+    NTS,
+    POS_W,
+    TS_W,  # BIAS=2: jagged timestamps (T,), next timestamps (T,), pos_w (2P-1,), ts_w (NB,)
+    s_qt,
+    s_qh,
+    s_kt,
+    s_kh,
+    s_vt,
+    s_vh,
+    s_ot,
+    s_oh,  # token and head strides of q, k, v, out
+    s_rb,
+    s_rh,
+    s_ri,
+    s_rj,  # strides of rab (batch, head, row, column)
+    H,
+    P,
+    NB,  # heads; pos_w has 2P-1 entries; ts_w has NB (time buckets)
+    alpha,
+    inv_n,  # score scale and 1/n
     MAX_SEQ_LEN_KEY,  # next power of two of the longest sequence: read by the autotuner only
-    D_QK: tl.constexpr, D_V: tl.constexpr,  # head dims of q/k and of v
-    BLOCK_D_QK: tl.constexpr, BLOCK_D_V: tl.constexpr,  # head dims rounded up to a power of two (>= 16)
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # query rows and key columns per tile
+    D_QK: tl.constexpr,
+    D_V: tl.constexpr,  # head dims of q/k and of v
+    BLOCK_D_QK: tl.constexpr,
+    BLOCK_D_V: tl.constexpr,  # head dims rounded up to a power of two (>= 16)
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,  # query rows and key columns per tile
     CAUSAL: tl.constexpr,  # keys j <= i only
     BIAS: tl.constexpr,  # 0 none, 1 the tensor RAB, 2 formed from POS_W, TS_W (module docstring)
     DOT_PREC: tl.constexpr,  # tl.dot input precision for fp32 operands: "tf32", "tf32x3" or "ieee"
@@ -153,8 +208,11 @@ def hstu_fwd_kernel(
     offs_d_v = tl.arange(0, BLOCK_D_V)
     # Masked loads fill rows past L (and head-dim padding) with zeros. A zero value row adds nothing to
     # the output, so outside the diagonal tiles no `where` is needed.
-    q = tl.load(Q + start * s_qt + h * s_qh + offs_m[:, None] * s_qt + offs_d_qk[None, :],
-                mask=(offs_m[:, None] < L) & (offs_d_qk[None, :] < D_QK), other=0.0)  # (BM, D_QK)
+    q = tl.load(
+        Q + start * s_qt + h * s_qh + offs_m[:, None] * s_qt + offs_d_qk[None, :],
+        mask=(offs_m[:, None] < L) & (offs_d_qk[None, :] < D_QK),
+        other=0.0,
+    )  # (BM, D_QK)
     k_ptrs = K + start * s_kt + h * s_kh + offs_n[:, None] * s_kt + offs_d_qk[None, :]  # (BN, D_QK)
     v_ptrs = V + start * s_vt + h * s_vh + offs_n[:, None] * s_vt + offs_d_v[None, :]  # (BN, D_V)
     rab_base = RAB + b.to(tl.int64) * s_rb + h.to(tl.int64) * s_rh
@@ -164,33 +222,142 @@ def hstu_fwd_kernel(
         # Tiles wholly left of the diagonal: no mask. Tiles wholly right of it (start_n >= start_m +
         # BLOCK_M) would be all zeros: never visited, which halves the work.
         full_end = tl.minimum(((start_m + 1) // BLOCK_N) * BLOCK_N, L)
-        acc = _fwd_key_tiles(acc, q, k_ptrs, v_ptrs, s_kt, s_vt, 0, full_end, offs_m, offs_n, offs_d_qk,
-                             offs_d_v, L, alpha, rab_base, s_ri, s_rj, TS + start, NTS + start, POS_W, TS_W,
-                             P, NB, D_QK, D_V, BLOCK_N, False, BIAS, DOT_PREC)
-        acc = _fwd_key_tiles(acc, q, k_ptrs, v_ptrs, s_kt, s_vt, full_end, tl.minimum(L, start_m + BLOCK_M),
-                             offs_m, offs_n, offs_d_qk, offs_d_v, L, alpha, rab_base, s_ri, s_rj, TS + start,
-                             NTS + start, POS_W, TS_W, P, NB, D_QK, D_V, BLOCK_N, True, BIAS, DOT_PREC)
+        acc = _fwd_key_tiles(
+            acc,
+            q,
+            k_ptrs,
+            v_ptrs,
+            s_kt,
+            s_vt,
+            0,
+            full_end,
+            offs_m,
+            offs_n,
+            offs_d_qk,
+            offs_d_v,
+            L,
+            alpha,
+            rab_base,
+            s_ri,
+            s_rj,
+            TS + start,
+            NTS + start,
+            POS_W,
+            TS_W,
+            P,
+            NB,
+            D_QK,
+            D_V,
+            BLOCK_N,
+            False,
+            BIAS,
+            DOT_PREC,
+        )
+        acc = _fwd_key_tiles(
+            acc,
+            q,
+            k_ptrs,
+            v_ptrs,
+            s_kt,
+            s_vt,
+            full_end,
+            tl.minimum(L, start_m + BLOCK_M),
+            offs_m,
+            offs_n,
+            offs_d_qk,
+            offs_d_v,
+            L,
+            alpha,
+            rab_base,
+            s_ri,
+            s_rj,
+            TS + start,
+            NTS + start,
+            POS_W,
+            TS_W,
+            P,
+            NB,
+            D_QK,
+            D_V,
+            BLOCK_N,
+            True,
+            BIAS,
+            DOT_PREC,
+        )
     else:
-        acc = _fwd_key_tiles(acc, q, k_ptrs, v_ptrs, s_kt, s_vt, 0, L, offs_m, offs_n, offs_d_qk, offs_d_v, L,
-                             alpha, rab_base, s_ri, s_rj, TS + start, NTS + start, POS_W, TS_W, P, NB,
-                             D_QK, D_V, BLOCK_N, False, BIAS, DOT_PREC)
+        acc = _fwd_key_tiles(
+            acc,
+            q,
+            k_ptrs,
+            v_ptrs,
+            s_kt,
+            s_vt,
+            0,
+            L,
+            offs_m,
+            offs_n,
+            offs_d_qk,
+            offs_d_v,
+            L,
+            alpha,
+            rab_base,
+            s_ri,
+            s_rj,
+            TS + start,
+            NTS + start,
+            POS_W,
+            TS_W,
+            P,
+            NB,
+            D_QK,
+            D_V,
+            BLOCK_N,
+            False,
+            BIAS,
+            DOT_PREC,
+        )
     acc = acc * inv_n
-    tl.store(OUT + start * s_ot + h * s_oh + offs_m[:, None] * s_ot + offs_d_v[None, :],
-             acc.to(OUT.dtype.element_ty), mask=(offs_m[:, None] < L) & (offs_d_v[None, :] < D_V))
+    tl.store(
+        OUT + start * s_ot + h * s_oh + offs_m[:, None] * s_ot + offs_d_v[None, :],
+        acc.to(OUT.dtype.element_ty),
+        mask=(offs_m[:, None] < L) & (offs_d_v[None, :] < D_V),
+    )
 
 
 @triton.jit
 def _dkdv_query_tiles(
-    dk, dv,  # accumulators (BN, D_QK), (BN, D_V) fp32
-    k, v,  # this program's key and value tiles (BN, D_QK), (BN, D_V)
-    q_ptrs, do_ptrs, dq_ptrs,  # pointers of the first query tile of q, dO and (atomic mode) dQ
-    s_qt, s_dot, s_gqt,  # token strides of q, dO, dQ
-    lo, hi,  # query range [lo, hi) to visit, in steps of BLOCK_M
-    offs_n, offs_m, offs_d_qk, offs_d_v,  # key positions (BN,), query offsets in a tile (BM,), head dims
-    L, alpha, inv_n,  # sequence length, score scale, 1/n
-    rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB,  # bias inputs (see _bias_tile)
-    drab_base, DRAB_W,  # this (sequence, head)'s bias-gradient rows; row length
-    D_QK: tl.constexpr, D_V: tl.constexpr,  # head sizes of q/k and of v
+    dk,
+    dv,  # accumulators (BN, D_QK), (BN, D_V) fp32
+    k,
+    v,  # this program's key and value tiles (BN, D_QK), (BN, D_V)
+    q_ptrs,
+    do_ptrs,
+    dq_ptrs,  # pointers of the first query tile of q, dO and (atomic mode) dQ
+    s_qt,
+    s_dot,
+    s_gqt,  # token strides of q, dO, dQ
+    lo,
+    hi,  # query range [lo, hi) to visit, in steps of BLOCK_M
+    offs_n,
+    offs_m,
+    offs_d_qk,
+    offs_d_v,  # key positions (BN,), query offsets in a tile (BM,), head dims
+    L,
+    alpha,
+    inv_n,  # sequence length, score scale, 1/n
+    rab_base,
+    s_ri,
+    s_rj,
+    TS,
+    NTS,
+    POS_W,
+    TS_W,
+    P,
+    NB,  # bias inputs (see _bias_tile)
+    drab_base,
+    DRAB_W,  # this (sequence, head)'s bias-gradient rows; row length
+    D_QK: tl.constexpr,
+    D_V: tl.constexpr,  # head sizes of q/k and of v
     BLOCK_M: tl.constexpr,  # queries per tile
     DIAGONAL: tl.constexpr,  # these tiles straddle the diagonal: apply the causal mask
     BIAS: tl.constexpr,  # bias mode (module docstring)
@@ -202,14 +369,17 @@ def _dkdv_query_tiles(
     for start_m in range(lo, hi, BLOCK_M):
         rows = start_m + offs_m  # (BM,) query positions
         m_mask = rows[:, None] < L
-        q = tl.load(q_ptrs + start_m * s_qt, mask=m_mask & (offs_d_qk[None, :] < D_QK),
-                    other=0.0)  # (BM, D_QK)
-        do = tl.load(do_ptrs + start_m * s_dot, mask=m_mask & (offs_d_v[None, :] < D_V),
-                     other=0.0)  # (BM, D_V)
+        q = tl.load(
+            q_ptrs + start_m * s_qt, mask=m_mask & (offs_d_qk[None, :] < D_QK), other=0.0
+        )  # (BM, D_QK)
+        do = tl.load(
+            do_ptrs + start_m * s_dot, mask=m_mask & (offs_d_v[None, :] < D_V), other=0.0
+        )  # (BM, D_V)
         sT = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * alpha  # (BN, BM)
         if BIAS != 0:
-            sT += _bias_tile(rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB,
-                             rows[None, :], offs_n[:, None], L, BIAS)
+            sT += _bias_tile(
+                rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB, rows[None, :], offs_n[:, None], L, BIAS
+            )
         sig = tl.sigmoid(sT)
         pT = sT * sig  # SiLU(s)^T
         dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)  # (BN, BM) = (dO v^T)^T
@@ -221,8 +391,11 @@ def _dkdv_query_tiles(
         dv += tl.dot(pT.to(do.dtype), do, input_precision=DOT_PREC)  # (BN, D_V)
         dk += tl.dot(dsT.to(q.dtype), q, input_precision=DOT_PREC)  # (BN, D_QK)
         if RAB_GRAD == 1:  # the dense bias gradient of this (sequence, head)
-            tl.store(drab_base + rows[None, :] * DRAB_W + offs_n[:, None], dsT * inv_n,
-                     mask=(rows[None, :] < L) & (offs_n[:, None] < L))
+            tl.store(
+                drab_base + rows[None, :] * DRAB_W + offs_n[:, None],
+                dsT * inv_n,
+                mask=(rows[None, :] < L) & (offs_n[:, None] < L),
+            )
         elif RAB_GRAD == 2:  # straight onto this (sequence, head)'s gradient of [pos_w | ts_w]
             pos, bucket = _rel_bias_index(TS, NTS, P, NB, rows[None, :], offs_n[:, None], L)
             valid = (rows[None, :] < L) & (offs_n[:, None] < L)
@@ -238,24 +411,52 @@ def _dkdv_query_tiles(
 
 @triton.jit
 def hstu_bwd_dkdv_kernel(
-    Q, K, V,  # forward inputs (T, H, D_QK), (T, H, D_QK), (T, H, D_V); last dim contiguous
+    Q,
+    K,
+    V,  # forward inputs (T, H, D_QK), (T, H, D_QK), (T, H, D_V); last dim contiguous
     DO,  # output gradient dO (T, H, D_V)
     DQ_G,  # ATOMIC_DQ: dQ (T, H, D_QK) fp32, zeroed, accumulated with atomics; else unused
-    DK_G, DV_G,  # gradients out: dK (T, H, D_QK), dV (T, H, D_V)
+    DK_G,
+    DV_G,  # gradients out: dK (T, H, D_QK), dV (T, H, D_V)
     DRAB,  # fp32, zeroed. RAB_GRAD=1: bias gradient (B, H, DRAB_W, DRAB_W); 2: rows [dpos_w | dts_w]
     #        of DRAB_W = 2P-1 + NB per (sequence, head); 0: unused
     OFFSETS,  # (B+1,) int64 sequence starts
-    RAB, TS, NTS, POS_W, TS_W,  # bias inputs, as in the forward
-    s_qt, s_qh, s_kt, s_kh, s_vt, s_vh, s_dot, s_doh,  # token and head strides of q, k, v, dO
-    s_gqt, s_gqh, s_gkt, s_gkh, s_gvt, s_gvh,  # token and head strides of dQ, dK, dV
-    s_rb, s_rh, s_ri, s_rj,  # strides of rab (batch, head, row, column)
+    RAB,
+    TS,
+    NTS,
+    POS_W,
+    TS_W,  # bias inputs, as in the forward
+    s_qt,
+    s_qh,
+    s_kt,
+    s_kh,
+    s_vt,
+    s_vh,
+    s_dot,
+    s_doh,  # token and head strides of q, k, v, dO
+    s_gqt,
+    s_gqh,
+    s_gkt,
+    s_gkh,
+    s_gvt,
+    s_gvh,  # token and head strides of dQ, dK, dV
+    s_rb,
+    s_rh,
+    s_ri,
+    s_rj,  # strides of rab (batch, head, row, column)
     DRAB_W,  # row length of DRAB (see above)
-    H, P, NB,  # heads; pos_w has 2P-1 entries; ts_w has NB
-    alpha, inv_n,  # score scale and 1/n
+    H,
+    P,
+    NB,  # heads; pos_w has 2P-1 entries; ts_w has NB
+    alpha,
+    inv_n,  # score scale and 1/n
     MAX_SEQ_LEN_KEY,  # next power of two of the longest sequence: read by the autotuner only
-    D_QK: tl.constexpr, D_V: tl.constexpr,  # head sizes of q/k and of v
-    BLOCK_D_QK: tl.constexpr, BLOCK_D_V: tl.constexpr,  # head sizes rounded up to a power of two (>= 16)
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # query rows and key columns per tile
+    D_QK: tl.constexpr,
+    D_V: tl.constexpr,  # head sizes of q/k and of v
+    BLOCK_D_QK: tl.constexpr,
+    BLOCK_D_V: tl.constexpr,  # head sizes rounded up to a power of two (>= 16)
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,  # query rows and key columns per tile
     CAUSAL: tl.constexpr,  # keys j <= i only
     BIAS: tl.constexpr,  # bias mode (module docstring)
     RAB_GRAD: tl.constexpr,  # 0 no bias gradient, 1 dense into DRAB, 2 atomics onto the weights' rows
@@ -284,10 +485,16 @@ def hstu_bwd_dkdv_kernel(
     offs_d_qk = tl.arange(0, BLOCK_D_QK)
     offs_d_v = tl.arange(0, BLOCK_D_V)
     n_mask = offs_n[:, None] < L
-    k = tl.load(K + start * s_kt + h * s_kh + offs_n[:, None] * s_kt + offs_d_qk[None, :],
-                mask=n_mask & (offs_d_qk[None, :] < D_QK), other=0.0)  # (BN, D_QK)
-    v = tl.load(V + start * s_vt + h * s_vh + offs_n[:, None] * s_vt + offs_d_v[None, :],
-                mask=n_mask & (offs_d_v[None, :] < D_V), other=0.0)  # (BN, D_V)
+    k = tl.load(
+        K + start * s_kt + h * s_kh + offs_n[:, None] * s_kt + offs_d_qk[None, :],
+        mask=n_mask & (offs_d_qk[None, :] < D_QK),
+        other=0.0,
+    )  # (BN, D_QK)
+    v = tl.load(
+        V + start * s_vt + h * s_vh + offs_n[:, None] * s_vt + offs_d_v[None, :],
+        mask=n_mask & (offs_d_v[None, :] < D_V),
+        other=0.0,
+    )  # (BN, D_V)
     q_ptrs = Q + start * s_qt + h * s_qh + offs_m[:, None] * s_qt + offs_d_qk[None, :]  # (BM, D_QK)
     do_ptrs = DO + start * s_dot + h * s_doh + offs_m[:, None] * s_dot + offs_d_v[None, :]  # (BM, D_V)
     dq_ptrs = DQ_G + start * s_gqt + h * s_gqh + offs_m[:, None] * s_gqt + offs_d_qk[None, :]
@@ -304,35 +511,167 @@ def hstu_bwd_dkdv_kernel(
         lo = (start_n // BLOCK_M) * BLOCK_M
         # First query tile wholly below the diagonal (its first row >= the last key of this tile).
         full_lo = tl.minimum(((start_n + BLOCK_N - 1 + BLOCK_M - 1) // BLOCK_M) * BLOCK_M, L)
-        dk, dv = _dkdv_query_tiles(dk, dv, k, v, q_ptrs, do_ptrs, dq_ptrs, s_qt, s_dot, s_gqt, lo, full_lo,
-                                   offs_n, offs_m, offs_d_qk, offs_d_v, L, alpha, inv_n, rab_base, s_ri, s_rj,
-                                   TS + start, NTS + start, POS_W, TS_W, P, NB, drab_base, DRAB_W,
-                                   D_QK, D_V, BLOCK_M, True, BIAS, RAB_GRAD, ATOMIC_DQ, DOT_PREC)
-        dk, dv = _dkdv_query_tiles(dk, dv, k, v, q_ptrs, do_ptrs, dq_ptrs, s_qt, s_dot, s_gqt, full_lo, L,
-                                   offs_n, offs_m, offs_d_qk, offs_d_v, L, alpha, inv_n, rab_base, s_ri, s_rj,
-                                   TS + start, NTS + start, POS_W, TS_W, P, NB, drab_base, DRAB_W,
-                                   D_QK, D_V, BLOCK_M, False, BIAS, RAB_GRAD, ATOMIC_DQ, DOT_PREC)
+        dk, dv = _dkdv_query_tiles(
+            dk,
+            dv,
+            k,
+            v,
+            q_ptrs,
+            do_ptrs,
+            dq_ptrs,
+            s_qt,
+            s_dot,
+            s_gqt,
+            lo,
+            full_lo,
+            offs_n,
+            offs_m,
+            offs_d_qk,
+            offs_d_v,
+            L,
+            alpha,
+            inv_n,
+            rab_base,
+            s_ri,
+            s_rj,
+            TS + start,
+            NTS + start,
+            POS_W,
+            TS_W,
+            P,
+            NB,
+            drab_base,
+            DRAB_W,
+            D_QK,
+            D_V,
+            BLOCK_M,
+            True,
+            BIAS,
+            RAB_GRAD,
+            ATOMIC_DQ,
+            DOT_PREC,
+        )
+        dk, dv = _dkdv_query_tiles(
+            dk,
+            dv,
+            k,
+            v,
+            q_ptrs,
+            do_ptrs,
+            dq_ptrs,
+            s_qt,
+            s_dot,
+            s_gqt,
+            full_lo,
+            L,
+            offs_n,
+            offs_m,
+            offs_d_qk,
+            offs_d_v,
+            L,
+            alpha,
+            inv_n,
+            rab_base,
+            s_ri,
+            s_rj,
+            TS + start,
+            NTS + start,
+            POS_W,
+            TS_W,
+            P,
+            NB,
+            drab_base,
+            DRAB_W,
+            D_QK,
+            D_V,
+            BLOCK_M,
+            False,
+            BIAS,
+            RAB_GRAD,
+            ATOMIC_DQ,
+            DOT_PREC,
+        )
     else:
-        dk, dv = _dkdv_query_tiles(dk, dv, k, v, q_ptrs, do_ptrs, dq_ptrs, s_qt, s_dot, s_gqt, 0, L,
-                                   offs_n, offs_m, offs_d_qk, offs_d_v, L, alpha, inv_n, rab_base, s_ri, s_rj,
-                                   TS + start, NTS + start, POS_W, TS_W, P, NB, drab_base, DRAB_W,
-                                   D_QK, D_V, BLOCK_M, False, BIAS, RAB_GRAD, ATOMIC_DQ, DOT_PREC)
-    tl.store(DK_G + start * s_gkt + h * s_gkh + offs_n[:, None] * s_gkt + offs_d_qk[None, :],
-             (dk * (alpha * inv_n)).to(DK_G.dtype.element_ty), mask=n_mask & (offs_d_qk[None, :] < D_QK))
-    tl.store(DV_G + start * s_gvt + h * s_gvh + offs_n[:, None] * s_gvt + offs_d_v[None, :],
-             (dv * inv_n).to(DV_G.dtype.element_ty), mask=n_mask & (offs_d_v[None, :] < D_V))
+        dk, dv = _dkdv_query_tiles(
+            dk,
+            dv,
+            k,
+            v,
+            q_ptrs,
+            do_ptrs,
+            dq_ptrs,
+            s_qt,
+            s_dot,
+            s_gqt,
+            0,
+            L,
+            offs_n,
+            offs_m,
+            offs_d_qk,
+            offs_d_v,
+            L,
+            alpha,
+            inv_n,
+            rab_base,
+            s_ri,
+            s_rj,
+            TS + start,
+            NTS + start,
+            POS_W,
+            TS_W,
+            P,
+            NB,
+            drab_base,
+            DRAB_W,
+            D_QK,
+            D_V,
+            BLOCK_M,
+            False,
+            BIAS,
+            RAB_GRAD,
+            ATOMIC_DQ,
+            DOT_PREC,
+        )
+    tl.store(
+        DK_G + start * s_gkt + h * s_gkh + offs_n[:, None] * s_gkt + offs_d_qk[None, :],
+        (dk * (alpha * inv_n)).to(DK_G.dtype.element_ty),
+        mask=n_mask & (offs_d_qk[None, :] < D_QK),
+    )
+    tl.store(
+        DV_G + start * s_gvt + h * s_gvh + offs_n[:, None] * s_gvt + offs_d_v[None, :],
+        (dv * inv_n).to(DV_G.dtype.element_ty),
+        mask=n_mask & (offs_d_v[None, :] < D_V),
+    )
 
 
 @triton.jit
 def _dq_key_tiles(
     dq,  # accumulator (BM, D_QK) fp32
-    q, do,  # this program's query and output-gradient tiles (BM, D_QK), (BM, D_V)
-    k_ptrs, v_ptrs, s_kt, s_vt,  # key/value pointers of the sequence's first tile; their token strides
-    lo, hi,  # key range [lo, hi) to visit, in steps of BLOCK_N
-    offs_m, offs_n, offs_d_qk, offs_d_v,  # query positions (BM,), key offsets in a tile (BN,), head dims
-    L, alpha,  # sequence length, score scale
-    rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB,  # bias inputs (see _bias_tile)
-    D_QK: tl.constexpr, D_V: tl.constexpr,  # head sizes of q/k and of v
+    q,
+    do,  # this program's query and output-gradient tiles (BM, D_QK), (BM, D_V)
+    k_ptrs,
+    v_ptrs,
+    s_kt,
+    s_vt,  # key/value pointers of the sequence's first tile; their token strides
+    lo,
+    hi,  # key range [lo, hi) to visit, in steps of BLOCK_N
+    offs_m,
+    offs_n,
+    offs_d_qk,
+    offs_d_v,  # query positions (BM,), key offsets in a tile (BN,), head dims
+    L,
+    alpha,  # sequence length, score scale
+    rab_base,
+    s_ri,
+    s_rj,
+    TS,
+    NTS,
+    POS_W,
+    TS_W,
+    P,
+    NB,  # bias inputs (see _bias_tile)
+    D_QK: tl.constexpr,
+    D_V: tl.constexpr,  # head sizes of q/k and of v
     BLOCK_N: tl.constexpr,  # keys per tile
     DIAGONAL: tl.constexpr,  # these tiles straddle the diagonal: apply the causal mask
     BIAS: tl.constexpr,  # bias mode (module docstring)
@@ -342,13 +681,15 @@ def _dq_key_tiles(
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         kv_mask = cols[:, None] < L
-        k = tl.load(k_ptrs + start_n * s_kt, mask=kv_mask & (offs_d_qk[None, :] < D_QK),
-                    other=0.0)  # (BN, D_QK)
+        k = tl.load(
+            k_ptrs + start_n * s_kt, mask=kv_mask & (offs_d_qk[None, :] < D_QK), other=0.0
+        )  # (BN, D_QK)
         v = tl.load(v_ptrs + start_n * s_vt, mask=kv_mask & (offs_d_v[None, :] < D_V), other=0.0)  # (BN, D_V)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * alpha  # (BM, BN), recomputed, not saved
         if BIAS != 0:
-            s += _bias_tile(rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB,
-                            offs_m[:, None], cols[None, :], L, BIAS)
+            s += _bias_tile(
+                rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB, offs_m[:, None], cols[None, :], L, BIAS
+            )
         sig = tl.sigmoid(s)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)  # (BM, BN)
         ds = dp * (sig * (1.0 + s * (1.0 - sig)))
@@ -360,20 +701,43 @@ def _dq_key_tiles(
 
 @triton.jit
 def hstu_bwd_dq_kernel(
-    Q, K, V,  # forward inputs (T, H, D_QK), (T, H, D_QK), (T, H, D_V); last dim contiguous
+    Q,
+    K,
+    V,  # forward inputs (T, H, D_QK), (T, H, D_QK), (T, H, D_V); last dim contiguous
     DO,  # output gradient dO (T, H, D_V)
     DQ_G,  # dQ out (T, H, D_QK)
     OFFSETS,  # (B+1,) int64 sequence starts
-    RAB, TS, NTS, POS_W, TS_W,  # bias inputs, as in the forward
-    s_qt, s_qh, s_kt, s_kh, s_vt, s_vh, s_dot, s_doh,  # token and head strides of q, k, v, dO
-    s_gqt, s_gqh,  # token and head strides of dQ
-    s_rb, s_rh, s_ri, s_rj,  # strides of rab (batch, head, row, column)
-    H, P, NB,  # heads; pos_w has 2P-1 entries; ts_w has NB
-    alpha, inv_n,  # score scale and 1/n
+    RAB,
+    TS,
+    NTS,
+    POS_W,
+    TS_W,  # bias inputs, as in the forward
+    s_qt,
+    s_qh,
+    s_kt,
+    s_kh,
+    s_vt,
+    s_vh,
+    s_dot,
+    s_doh,  # token and head strides of q, k, v, dO
+    s_gqt,
+    s_gqh,  # token and head strides of dQ
+    s_rb,
+    s_rh,
+    s_ri,
+    s_rj,  # strides of rab (batch, head, row, column)
+    H,
+    P,
+    NB,  # heads; pos_w has 2P-1 entries; ts_w has NB
+    alpha,
+    inv_n,  # score scale and 1/n
     MAX_SEQ_LEN_KEY,  # next power of two of the longest sequence: read by the autotuner only
-    D_QK: tl.constexpr, D_V: tl.constexpr,  # head sizes of q/k and of v
-    BLOCK_D_QK: tl.constexpr, BLOCK_D_V: tl.constexpr,  # head sizes rounded up to a power of two (>= 16)
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # query rows and key columns per tile
+    D_QK: tl.constexpr,
+    D_V: tl.constexpr,  # head sizes of q/k and of v
+    BLOCK_D_QK: tl.constexpr,
+    BLOCK_D_V: tl.constexpr,  # head sizes rounded up to a power of two (>= 16)
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,  # query rows and key columns per tile
     CAUSAL: tl.constexpr,  # keys j <= i only
     BIAS: tl.constexpr,  # bias mode (module docstring)
     DOT_PREC: tl.constexpr,  # tl.dot input precision for fp32 operands
@@ -394,10 +758,16 @@ def hstu_bwd_dq_kernel(
     offs_d_qk = tl.arange(0, BLOCK_D_QK)
     offs_d_v = tl.arange(0, BLOCK_D_V)
     m_mask = offs_m[:, None] < L
-    q = tl.load(Q + start * s_qt + h * s_qh + offs_m[:, None] * s_qt + offs_d_qk[None, :],
-                mask=m_mask & (offs_d_qk[None, :] < D_QK), other=0.0)  # (BM, D_QK)
-    do = tl.load(DO + start * s_dot + h * s_doh + offs_m[:, None] * s_dot + offs_d_v[None, :],
-                 mask=m_mask & (offs_d_v[None, :] < D_V), other=0.0)  # (BM, D_V)
+    q = tl.load(
+        Q + start * s_qt + h * s_qh + offs_m[:, None] * s_qt + offs_d_qk[None, :],
+        mask=m_mask & (offs_d_qk[None, :] < D_QK),
+        other=0.0,
+    )  # (BM, D_QK)
+    do = tl.load(
+        DO + start * s_dot + h * s_doh + offs_m[:, None] * s_dot + offs_d_v[None, :],
+        mask=m_mask & (offs_d_v[None, :] < D_V),
+        other=0.0,
+    )  # (BM, D_V)
     k_ptrs = K + start * s_kt + h * s_kh + offs_n[:, None] * s_kt + offs_d_qk[None, :]
     v_ptrs = V + start * s_vt + h * s_vh + offs_n[:, None] * s_vt + offs_d_v[None, :]
     rab_base = RAB + b.to(tl.int64) * s_rb + h.to(tl.int64) * s_rh
@@ -405,15 +775,105 @@ def hstu_bwd_dq_kernel(
 
     if CAUSAL:
         full_end = tl.minimum(((start_m + 1) // BLOCK_N) * BLOCK_N, L)
-        dq = _dq_key_tiles(dq, q, do, k_ptrs, v_ptrs, s_kt, s_vt, 0, full_end, offs_m, offs_n, offs_d_qk,
-                           offs_d_v, L, alpha, rab_base, s_ri, s_rj, TS + start, NTS + start, POS_W, TS_W,
-                           P, NB, D_QK, D_V, BLOCK_N, False, BIAS, DOT_PREC)
-        dq = _dq_key_tiles(dq, q, do, k_ptrs, v_ptrs, s_kt, s_vt, full_end, tl.minimum(L, start_m + BLOCK_M),
-                           offs_m, offs_n, offs_d_qk, offs_d_v, L, alpha, rab_base, s_ri, s_rj, TS + start,
-                           NTS + start, POS_W, TS_W, P, NB, D_QK, D_V, BLOCK_N, True, BIAS, DOT_PREC)
+        dq = _dq_key_tiles(
+            dq,
+            q,
+            do,
+            k_ptrs,
+            v_ptrs,
+            s_kt,
+            s_vt,
+            0,
+            full_end,
+            offs_m,
+            offs_n,
+            offs_d_qk,
+            offs_d_v,
+            L,
+            alpha,
+            rab_base,
+            s_ri,
+            s_rj,
+            TS + start,
+            NTS + start,
+            POS_W,
+            TS_W,
+            P,
+            NB,
+            D_QK,
+            D_V,
+            BLOCK_N,
+            False,
+            BIAS,
+            DOT_PREC,
+        )
+        dq = _dq_key_tiles(
+            dq,
+            q,
+            do,
+            k_ptrs,
+            v_ptrs,
+            s_kt,
+            s_vt,
+            full_end,
+            tl.minimum(L, start_m + BLOCK_M),
+            offs_m,
+            offs_n,
+            offs_d_qk,
+            offs_d_v,
+            L,
+            alpha,
+            rab_base,
+            s_ri,
+            s_rj,
+            TS + start,
+            NTS + start,
+            POS_W,
+            TS_W,
+            P,
+            NB,
+            D_QK,
+            D_V,
+            BLOCK_N,
+            True,
+            BIAS,
+            DOT_PREC,
+        )
     else:
-        dq = _dq_key_tiles(dq, q, do, k_ptrs, v_ptrs, s_kt, s_vt, 0, L, offs_m, offs_n, offs_d_qk, offs_d_v,
-                           L, alpha, rab_base, s_ri, s_rj, TS + start, NTS + start, POS_W, TS_W, P, NB,
-                           D_QK, D_V, BLOCK_N, False, BIAS, DOT_PREC)
-    tl.store(DQ_G + start * s_gqt + h * s_gqh + offs_m[:, None] * s_gqt + offs_d_qk[None, :],
-             (dq * (alpha * inv_n)).to(DQ_G.dtype.element_ty), mask=m_mask & (offs_d_qk[None, :] < D_QK))
+        dq = _dq_key_tiles(
+            dq,
+            q,
+            do,
+            k_ptrs,
+            v_ptrs,
+            s_kt,
+            s_vt,
+            0,
+            L,
+            offs_m,
+            offs_n,
+            offs_d_qk,
+            offs_d_v,
+            L,
+            alpha,
+            rab_base,
+            s_ri,
+            s_rj,
+            TS + start,
+            NTS + start,
+            POS_W,
+            TS_W,
+            P,
+            NB,
+            D_QK,
+            D_V,
+            BLOCK_N,
+            False,
+            BIAS,
+            DOT_PREC,
+        )
+    tl.store(
+        DQ_G + start * s_gqt + h * s_gqh + offs_m[:, None] * s_gqt + offs_d_qk[None, :],
+        (dq * (alpha * inv_n)).to(DQ_G.dtype.element_ty),
+        mask=m_mask & (offs_d_qk[None, :] < D_QK),
+    )

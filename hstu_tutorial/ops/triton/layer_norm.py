@@ -33,8 +33,10 @@ def layer_norm_fwd_kernel(
     X,  # input rows (M, D), any row stride, unit column stride
     Y,  # output rows (M, D), written
     RSTD,  # (M,) fp32, written: 1 / sqrt(var + eps) of each row, kept for the backward
-    M, D,  # number of rows, row width
-    stride_x, stride_y,  # row strides of X and Y
+    M,
+    D,  # number of rows, row width
+    stride_x,
+    stride_y,  # row strides of X and Y
     eps,  # added to the variance
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_D: tl.constexpr,  # D rounded up to a power of two
@@ -60,8 +62,11 @@ def layer_norm_bwd_kernel(
     DY,  # gradient of the output (M, D)
     DX,  # gradient of the input (M, D), written
     RSTD,  # (M,) fp32 from the forward
-    M, D,  # number of rows, row width
-    stride_x, stride_dy, stride_dx,  # row strides of X, DY, DX
+    M,
+    D,  # number of rows, row width
+    stride_x,
+    stride_dy,
+    stride_dx,  # row strides of X, DY, DX
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_D: tl.constexpr,  # D rounded up to a power of two
 ):
@@ -102,8 +107,9 @@ class _LayerNorm(torch.autograd.Function):
         rstd = torch.empty(M, dtype=torch.float32, device=x.device)
         bm, bd, grid = _tiles(M, D)
         if M:
-            layer_norm_fwd_kernel[grid](x2, y, rstd, M, D, x2.stride(0), y.stride(0), eps,
-                                        BLOCK_M=bm, BLOCK_D=bd)
+            layer_norm_fwd_kernel[grid](
+                x2, y, rstd, M, D, x2.stride(0), y.stride(0), eps, BLOCK_M=bm, BLOCK_D=bd
+            )
         ctx.save_for_backward(x2, rstd)
         ctx.shape = x.shape
         return y.view(x.shape)
@@ -116,8 +122,9 @@ class _LayerNorm(torch.autograd.Function):
         dx = torch.empty_like(x2)
         bm, bd, grid = _tiles(M, D)
         if M:
-            layer_norm_bwd_kernel[grid](x2, dy2, dx, rstd, M, D, x2.stride(0), dy2.stride(0), dx.stride(0),
-                                        BLOCK_M=bm, BLOCK_D=bd)
+            layer_norm_bwd_kernel[grid](
+                x2, dy2, dx, rstd, M, D, x2.stride(0), dy2.stride(0), dx.stride(0), BLOCK_M=bm, BLOCK_D=bd
+            )
         return dx.view(ctx.shape), None, None
 
 

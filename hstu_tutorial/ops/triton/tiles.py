@@ -75,15 +75,23 @@ def check_tiles(tiles) -> dict:
     bm, bn, warps, stages = (tiles[k] for k in _TILE_KEYS)
     ok_block = all(isinstance(b, int) and b >= 16 and b & (b - 1) == 0 for b in (bm, bn))
     if not (ok_block and warps in (1, 2, 4, 8, 16) and isinstance(stages, int) and 1 <= stages <= 8):
-        raise ValueError(f"tiles need BLOCK_M, BLOCK_N powers of two >= 16, num_warps in 1..16 (a power of "
-                         f"two) and num_stages in 1..8; got {tiles!r}")
+        raise ValueError(
+            f"tiles need BLOCK_M, BLOCK_N powers of two >= 16, num_warps in 1..16 (a power of "
+            f"two) and num_stages in 1..8; got {tiles!r}"
+        )
     return {k: int(tiles[k]) for k in _TILE_KEYS}
 
 
 def tiles_of_config(config) -> dict:
     """The four launch settings of a `triton.Config` (what the autotuner chose)."""
-    return check_tiles({"BLOCK_M": config.kwargs["BLOCK_M"], "BLOCK_N": config.kwargs["BLOCK_N"],
-                        "num_warps": config.num_warps, "num_stages": config.num_stages})
+    return check_tiles(
+        {
+            "BLOCK_M": config.kwargs["BLOCK_M"],
+            "BLOCK_N": config.kwargs["BLOCK_N"],
+            "num_warps": config.num_warps,
+            "num_stages": config.num_stages,
+        }
+    )
 
 
 def read_tile_file(path: Path, what: str) -> dict:
@@ -98,8 +106,11 @@ def read_tile_file(path: Path, what: str) -> dict:
             raise ValueError(f"not a format-{FORMAT} tile file (a dict with 'format' and 'tiles')")
         return {str(key): check_tiles(tiles) for key, tiles in data["tiles"].items()}
     except (OSError, ValueError) as err:  # json.JSONDecodeError is a ValueError
-        warnings.warn(f"ignoring the {what} {path}: {err}. Delete the file (a tuning run writes a new "
-                      "one) or set HSTU_CACHE_DIR to another folder.", stacklevel=2)
+        warnings.warn(
+            f"ignoring the {what} {path}: {err}. Delete the file (a tuning run writes a new "
+            "one) or set HSTU_CACHE_DIR to another folder.",
+            stacklevel=2,
+        )
         return {}
 
 
@@ -143,16 +154,25 @@ class TileStore:
     """Where the tiles of one GPU come from: the shipped table, the project's cache, tunings of this
     process (`lookup`), and where new tunings go (`save`)."""
 
-    def __init__(self, gpu: str, device_name: str, triton_version: str,
-                 table_dir: Path | None = TABLE_DIR, cache_dir: Path | None = None,
-                 cache_root: Path | None = None):
+    def __init__(
+        self,
+        gpu: str,
+        device_name: str,
+        triton_version: str,
+        table_dir: Path | None = TABLE_DIR,
+        cache_dir: Path | None = None,
+        cache_root: Path | None = None,
+    ):
         # cache_root: the project's cache folder that holds cache_dir; marked as the project's before the
         # first write, as the data loaders expect of it (hstu_tutorial.data.paths.owned_folder)
         self.cache_root = cache_root
         self.gpu, self.device_name, self.triton_version = gpu, device_name, triton_version
         self.table_path = None if table_dir is None else Path(table_dir) / f"tiles_{gpu}.json"
-        self.cache_path = None if cache_dir is None else (
-            Path(cache_dir) / f"{gpu}-{_slug(device_name)}-triton{_slug(triton_version)}.json")
+        self.cache_path = (
+            None
+            if cache_dir is None
+            else (Path(cache_dir) / f"{gpu}-{_slug(device_name)}-triton{_slug(triton_version)}.json")
+        )
         self._table: dict | None = None  # read on first lookup
         self._cache: dict | None = None
         self.chosen: dict[str, tuple[dict, str]] = {}  # shape class -> (tiles, "table"|"cache"|"tuned")
@@ -205,8 +225,11 @@ class TileStore:
                 owned_folder(self.cache_root)
             write_tile_file(self.cache_path, entries, self.header())
         except OSError as err:  # DataWriteError (a folder holding files not ours) is an OSError too
-            warnings.warn(f"could not save tuned tiles to {self.cache_path} ({err}); this process keeps "
-                          "them. Set HSTU_CACHE_DIR to a folder you can write.", stacklevel=2)
+            warnings.warn(
+                f"could not save tuned tiles to {self.cache_path} ({err}); this process keeps "
+                "them. Set HSTU_CACHE_DIR to a folder you can write.",
+                stacklevel=2,
+            )
             self.cache_path = None  # say it once
 
     def header(self) -> dict:
@@ -233,11 +256,26 @@ def store_for(device) -> TileStore:
     index = torch.cuda.current_device() if index is None else index
     store = _stores.get(index)
     if store is None:
-        store = _stores[index] = TileStore(gpu_family(index), torch.cuda.get_device_name(index),
-                                           triton.__version__, cache_dir=default_cache_dir(),
-                                           cache_root=_cache_root())
+        store = _stores[index] = TileStore(
+            gpu_family(index),
+            torch.cuda.get_device_name(index),
+            triton.__version__,
+            cache_dir=default_cache_dir(),
+            cache_root=_cache_root(),
+        )
     return store
 
 
-__all__ = ["TileStore", "add_tuning_time", "check_tiles", "gpu_family", "length_class", "read_tile_file",
-           "shape_class", "store_for", "tiles_of_config", "tuning_seconds", "write_tile_file"]
+__all__ = [
+    "TileStore",
+    "add_tuning_time",
+    "check_tiles",
+    "gpu_family",
+    "length_class",
+    "read_tile_file",
+    "shape_class",
+    "store_for",
+    "tiles_of_config",
+    "tuning_seconds",
+    "write_tile_file",
+]
