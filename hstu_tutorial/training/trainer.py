@@ -8,7 +8,6 @@ import functools
 import os
 import random
 import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,14 +33,9 @@ from hstu_tutorial.training.distributed import (
 from hstu_tutorial.training.log import note
 from hstu_tutorial.training.model import build_model, resolve_device
 from hstu_tutorial.training.resident import ResidentSplit
+from hstu_tutorial.training.signals import StopRun, install_sigint_handler
 
 __all__ = ["Trainer", "train"]
-
-
-class _StopRun(Exception):
-    def __init__(self, status: str):
-        super().__init__(status)
-        self.status = status
 
 
 def _with_kernel_options(method):
@@ -358,7 +352,7 @@ class Trainer:
         show = cfg.progress and self.verbose
         bar = progress_bars.epoch_bar(cfg, self.epoch) if show else None
         steps_bar = None
-        old_handler = self._install_sigint_handler()
+        old_handler = install_sigint_handler(self)
         if self._patience_spent():  # resumed from a checkpoint written as early stopping struck
             status = "early_stopped"
         try:
@@ -380,9 +374,9 @@ class Trainer:
                     steps_bar = progress_bars.step_bar(len(steps), self.step_in_epoch, self.epoch)
                 while self.step_in_epoch < len(steps):
                     if self._interrupted:
-                        raise _StopRun("interrupted")
+                        raise StopRun("interrupted")
                     if cfg.max_steps and steps_this_call >= cfg.max_steps:
-                        raise _StopRun("stopped")
+                        raise StopRun("stopped")
                     s = steps[self.step_in_epoch]
                     index = order[s * B : (s + 1) * B]  # (B,)
                     part = None if totals is None else totals[s * per : (s + 1) * per]
@@ -427,12 +421,12 @@ class Trainer:
                 if callback is not None:
                     callback(record)
                 if self._interrupted:
-                    raise _StopRun("interrupted")
+                    raise StopRun("interrupted")
                 if self._patience_spent():
                     status = "early_stopped"
         except KeyboardInterrupt:
             status = "interrupted"
-        except _StopRun as stop:
+        except StopRun as stop:
             status = stop.status
         finally:
             if steps_bar is not None:
@@ -464,20 +458,6 @@ class Trainer:
             f"{self.bad_epochs} epochs (best at epoch {self.best['epoch']})"
         )
         return True
-
-    def _install_sigint_handler(self):
-        """Ctrl-C finishes the current step, then saves a resumable checkpoint (a second Ctrl-C aborts)."""
-        self._interrupted = False
-        if threading.current_thread() is not threading.main_thread():
-            return None
-
-        def handler(signum, frame):
-            if self._interrupted:
-                raise KeyboardInterrupt
-            self._interrupted = True
-            note("Ctrl-C: finishing this step, then saving a checkpoint (press again to abort)")
-
-        return signal.signal(signal.SIGINT, handler)
 
     def _after_epoch(self, record: dict, bar) -> None:
         cfg = self.cfg
