@@ -14,6 +14,8 @@ if not torch.cuda.is_available():
 triton = pytest.importorskip("triton")
 tl = pytest.importorskip("triton.language")
 
+from learner_triton_forward import fwd  # noqa: E402
+
 from hstu_tutorial import checks  # noqa: E402
 
 
@@ -93,110 +95,6 @@ def test_triton_jagged_to_padded():
 def test_triton_jagged_to_padded_wrong(fn, fragment):
     assert not checks.check_triton_jagged_to_padded(fn)
     assert fragment in checks.last_report, checks.last_report
-
-
-@triton.jit
-def _fwd_kernel(
-    q_ptr,
-    k_ptr,
-    v_ptr,
-    out_ptr,
-    offsets_ptr,
-    n,
-    H,
-    DQK,
-    DV,
-    CAUSAL: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_DQK: tl.constexpr,
-    BLOCK_DV: tl.constexpr,
-    STRICT: tl.constexpr,
-    NO_DIV: tl.constexpr,
-    NO_KEY_MASK: tl.constexpr,
-):
-    block_m = tl.program_id(0)
-    b = tl.program_id(1)
-    h = tl.program_id(2)
-    start = tl.load(offsets_ptr + b)
-    length = tl.load(offsets_ptr + b + 1) - start
-    rows = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    dq = tl.arange(0, BLOCK_DQK)
-    dv = tl.arange(0, BLOCK_DV)
-    q = tl.load(
-        q_ptr + (start + rows)[:, None] * (H * DQK) + h * DQK + dq[None, :],
-        mask=(rows[:, None] < length) & (dq[None, :] < DQK),
-        other=0.0,
-    )
-    acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
-    hi = length
-    if CAUSAL:
-        hi = tl.minimum(length, (block_m + 1) * BLOCK_M)
-    if NO_KEY_MASK:
-        hi = hi + BLOCK_N  # reads (and uses) the rows after the sequence: the next user's
-    for j0 in range(0, hi, BLOCK_N):
-        cols = j0 + tl.arange(0, BLOCK_N)
-        col_ok = cols < length
-        if NO_KEY_MASK:
-            col_ok = (start + cols) < tl.load(offsets_ptr + tl.num_programs(1))
-        k = tl.load(
-            k_ptr + (start + cols)[:, None] * (H * DQK) + h * DQK + dq[None, :],
-            mask=col_ok[:, None] & (dq[None, :] < DQK),
-            other=0.0,
-        )
-        v = tl.load(
-            v_ptr + (start + cols)[:, None] * (H * DV) + h * DV + dv[None, :],
-            mask=col_ok[:, None] & (dv[None, :] < DV),
-            other=0.0,
-        )
-        s = tl.dot(q, tl.trans(k))
-        a = s * tl.sigmoid(s)
-        if not NO_DIV:
-            a = a / n
-        keep = col_ok[None, :] & (rows[:, None] < length)
-        if CAUSAL:
-            if STRICT:
-                keep = keep & (cols[None, :] < rows[:, None])
-            else:
-                keep = keep & (cols[None, :] <= rows[:, None])
-        acc += tl.dot(tl.where(keep, a, 0.0), v)
-    tl.store(
-        out_ptr + (start + rows)[:, None] * (H * DV) + h * DV + dv[None, :],
-        acc,
-        mask=(rows[:, None] < length) & (dv[None, :] < DV),
-    )
-
-
-def fwd(strict=False, no_div=False, no_key_mask=False, ignore_causal=False):
-    def fn(q, k, v, offsets, n, causal=True):
-        T, H, dqk = q.shape
-        dv = v.shape[2]
-        lengths = offsets[1:] - offsets[:-1]
-        max_len = int(lengths.max())
-        out = torch.empty(T, H, dv, dtype=torch.float32, device=q.device)
-        grid = (max(triton.cdiv(max_len, 32), 1), offsets.numel() - 1, H)
-        _fwd_kernel[grid](
-            q,
-            k,
-            v,
-            out,
-            offsets,
-            float(n),
-            H,
-            dqk,
-            dv,
-            CAUSAL=causal and not ignore_causal,
-            BLOCK_M=32,
-            BLOCK_N=32,
-            BLOCK_DQK=max(16, triton.next_power_of_2(dqk)),
-            BLOCK_DV=max(16, triton.next_power_of_2(dv)),
-            STRICT=strict,
-            NO_DIV=no_div,
-            NO_KEY_MASK=no_key_mask,
-        )
-        return out
-
-    return fn
 
 
 def test_triton_hstu_forward():
