@@ -12,6 +12,7 @@ from hstu_tutorial.viz.attention import (  # _short_title: notebook 02 shortens 
     plot_attention_maps,
     plot_jagged_layout,
     plot_masks,
+    plot_saved_attention,
     plot_time_buckets,
     user_attention_maps,
 )
@@ -27,7 +28,9 @@ from hstu_tutorial.viz.kernels import plot_kernel_benchmark, plot_tile_map
 from hstu_tutorial.viz.perf import plot_levers, plot_remedies, plot_scaling, scaling_terms
 from hstu_tutorial.viz.training import (
     LiveCurves,
+    plot_bucket_bars,
     plot_results_bars,
+    plot_seed_curves,
     plot_seed_spread,
     plot_training_curves,
     plot_where_model_wins,
@@ -38,6 +41,9 @@ from hstu_tutorial.viz.training import (
 __all__ = [
     "LiveCurves",
     "attention_explorer",
+    "plot_bucket_bars",
+    "plot_saved_attention",
+    "plot_seed_curves",
     "hstu_time_bucket",
     "plot_attention_map",
     "plot_attention_maps",

@@ -332,3 +332,33 @@ def attention_explorer(model, batch, item_titles=None, max_items: int = 20):
     fig = draw(0, 0, 0)
     plt.close(fig)  # the widget shows the live figure; this one is returned for inspection
     return fig, {"widget": box, "draw": draw, "maps": first}
+
+
+def plot_saved_attention(user: dict, title: str = "", diverging: bool = True):
+    """Attention maps saved by `results.attention_record` for one user: every layer and head, titles on the
+    axes. `user`: one entry of its "users" list (maps [layer][head] (L, L), items, next_item). data: the
+    maps as an array (layers, H, L, L) and the labels."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    maps = np.asarray(user["maps"], dtype=np.float64)  # (layers, H, L, L)
+    n_layers, H, L = maps.shape[0], maps.shape[1], maps.shape[2]
+    labels = [_short_title(str(t)) for t in user["items"]]
+    size = max(3.0, 0.2 * L + 1.6)
+    fig, axes = plt.subplots(
+        1, n_layers * H, figsize=(size * n_layers * H + 1.0, size + 0.6), dpi=80, squeeze=False
+    )
+    for layer in range(n_layers):
+        for h in range(H):
+            ax = axes[0][layer * H + h]
+            plot_attention_map(maps[layer, h], labels, f"layer {layer}, head {h}", ax=ax, diverging=diverging)
+            if layer or h:
+                ax.set_ylabel("")
+                ax.set_yticks([])
+    fig.suptitle(
+        title
+        or f"user {user['user_id']}: last {L} of {user['history_length']} items; next: {user['next_item']}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig, {"maps": maps, "labels": labels}

@@ -279,3 +279,80 @@ def plot_where_model_wins(per_user: dict, popularity, k: int = 10, **kwargs):
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig, {"by_length": by_len, "by_popularity": by_pop}
+
+
+def plot_seed_curves(
+    curves, metrics=("loss", "hr@10", "ndcg@10"), split: str = "test", label: str = "", axes=None
+):
+    """Per-epoch curves of saved runs: the mean over seeds as a line, the min-max over seeds as a band.
+
+    `curves`: one row per (model, seed, epoch) with columns loss and "<split>/<metric>" (the curves frame of
+    `results.load_ml1m_results`). `axes`: one per metric, e.g. those of `plot_training_curves`, to overlay
+    live runs on the same axes. data: {model: DataFrame of mean, min, max per epoch and column}.
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.0), dpi=80, squeeze=False)
+        axes = axes[0]
+    fig = axes[0].figure
+    cols = [m if m == "loss" else f"{split}/{m}" for m in metrics]
+    data = {}
+    for i, (model, g) in enumerate(curves.groupby("model", sort=False)):
+        stats = g.groupby("epoch")[cols].agg(["mean", "min", "max"])
+        data[model] = stats
+        n = g["seed"].nunique()
+        color = f"C{i + 4}"  # apart from the live runs' first colours
+        for ax, m, c in zip(axes, metrics, cols):
+            ax.plot(
+                stats.index,
+                stats[(c, "mean")],
+                color=color,
+                lw=1.2,
+                label=f"{model} {'' if m == 'loss' else split} ({label or f'{n} seeds'}), mean",
+            )
+            ax.fill_between(stats.index, stats[(c, "min")], stats[(c, "max")], color=color, alpha=0.25, lw=0)
+    for ax, m in zip(axes, metrics):
+        ax.set_xlabel("epoch")
+        ax.set_title("training loss" if m == "loss" else m.upper(), fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=6)
+    fig.tight_layout()
+    return fig, data
+
+
+def plot_bucket_bars(buckets, metric: str = "hr@10", title: str = ""):
+    """Bars of `metric` per bucket and model, the error bar the standard deviation over seeds (seaborn).
+
+    `buckets`: rows of model, seed, kind, bucket, lo, users and `metric` (buckets.csv). One panel per bucket
+    kind. data: the mean and std per kind, bucket and model.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    kinds = list(dict.fromkeys(buckets["kind"]))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 3.4), dpi=80, squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        part = buckets[buckets["kind"] == kind].sort_values("lo", kind="stable")
+        order = list(dict.fromkeys(part["bucket"]))
+        sns.barplot(
+            data=part,
+            x="bucket",
+            y=metric,
+            hue="model",
+            order=order,
+            errorbar="sd",
+            capsize=0.15,
+            ax=ax,
+            err_kws={"linewidth": 1},
+        )
+        users = part.groupby("bucket", sort=False)["users"].first()
+        ax.set_xticks(range(len(order)), [f"{b}\n({users[b]} users)" for b in order], fontsize=7)
+        ax.set_xlabel(kind.replace("_", " ") + (" (training count)" if kind == "target_popularity" else ""))
+        ax.set_ylabel(f"test {metric.upper()}")
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title or f"test {metric.upper()} by bucket; error bars: std over seeds", fontsize=10)
+    fig.tight_layout()
+    table = buckets.groupby(["kind", "bucket", "model"], sort=False)[metric].agg(["mean", "std", "count"])
+    return fig, table
