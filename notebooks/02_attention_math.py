@@ -299,6 +299,36 @@ fig, maps = viz.plot_attention_maps(model, user_batch, user_index=0, item_titles
 print("maps (layers, heads, queries, keys):", maps["maps"].shape, "| user", maps["user_id"])
 
 # %% [markdown]
+# ### The fully trained HSTU on MovieLens-1M
+#
+# The model above trained for a few epochs. The maps below are the paper's ML-1M HSTU after the full recipe
+# (101 epochs, seed 42) for three real users, over the last 12 items of each history, with the film each user
+# rated next; and, under them, statistics of every layer's weights over **all** test users, from which the text
+# reads what each head attends to. On a CPU they come from `benchmarks/results/h200_2026-12-01/ml1m/attention.json`
+# (NVIDIA H200, 2026-12-01); on a GPU they are computed here, with the same functions, from the model trained
+# above.
+
+# %%
+from hstu_tutorial import results as gpu_results
+
+if preset.gpu:
+    live_model = model.to("cuda")
+    attention = {"record": gpu_results.attention_record(live_model, ds, gpu_results.attention_users(ds)),
+                 "summary": gpu_results.attention_summary(live_model, ds, "test")}
+    model = live_model.cpu()  # the explorer below runs on the CPU batch
+    source = f"live: the HSTU trained above ({results['epochs_run']} epochs on {ds.name})"
+else:
+    saved = gpu_results.load_ml1m_results()
+    attention = saved.attention if saved is not None else None
+    if saved is not None:
+        source = f"saved: the seed-{attention['seed']} HSTU after 101 epochs ({saved.machine}, {saved.date})"
+if attention is not None:
+    for user in attention["record"]["users"]:
+        fig, _ = viz.plot_saved_attention(user)
+    display(Markdown(f"{source}; users: {attention['record']['rule']}.\n\n"
+                     + gpu_results.attention_markdown(attention["summary"])))
+
+# %% [markdown]
 # ### Explore
 #
 # Pick a user, a layer and a head (needs `ipywidgets` in JupyterLab; without it the cell prints how to get it and

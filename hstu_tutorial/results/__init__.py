@@ -32,6 +32,7 @@ from hstu_tutorial.results.runs import (
     collect,
     load_ml1m_results,
     machine,
+    results_from_runs,
     run_record,
     runs_frames,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "collect",
     "load_ml1m_results",
     "machine",
+    "results_from_runs",
     "popularity_edges",
     "run_record",
     "runs_frames",

@@ -152,7 +152,8 @@ def runs_frames(runs: list[dict]):
     rows, curves = [], []
     for r in runs:
         ref = r["reference_protocol"]
-        row = {"model": r["model"], "seed": r["seed"], "epochs": r["epochs_run"]}
+        e0, e1 = ref.get("epochs") or (None, None)
+        row = {"model": r["model"], "seed": r["seed"], "epochs": r["epochs_run"], "window": f"{e0}-{e1}"}
         row.update({f"{k}": v for k, v in (ref.get("test_mean") or {}).items()})
         row.update({f"final {k}": v for k, v in (ref.get("test_final") or {}).items()})
         row["best valid epoch"] = r["best_by_valid"].get("epoch")
@@ -161,6 +162,15 @@ def runs_frames(runs: list[dict]):
         c = pd.DataFrame(r["curves"]).assign(model=r["model"], seed=r["seed"])
         curves.append(c)
     return pd.DataFrame(rows), pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+
+
+def results_from_runs(runs: list[dict], buckets, attention=None, sampled=None, folder=None) -> ML1MResults:
+    """Runs recorded in this process (`collect`, `run_record`) as an ML1MResults, like the saved files."""
+    runs_df, curves = runs_frames(runs)
+    device = runs[0]["machine"]["device"] if runs else "?"
+    return ML1MResults(
+        Path(folder or "."), runs_df, curves, buckets, attention, sampled, device, time.strftime("%Y-%m-%d")
+    )
 
 
 def load_ml1m_results(folder=None, verbose: bool = True) -> ML1MResults | None:

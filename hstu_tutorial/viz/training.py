@@ -46,6 +46,7 @@ def plot_training_curves(
     for i, (name, h) in enumerate(hist.items()):
         color = colors[i % len(colors)]
         epochs = [r["epoch"] for r in h]
+        mk = "o" if len(epochs) <= 5 else None  # a run of one or a few epochs is a few points: show them
         series = {"epoch": epochs, "loss": [r["loss"] for r in h]}
         for split in splits:
             for m in metrics:
@@ -54,7 +55,7 @@ def plot_training_curves(
         data[name] = series
         for ax, m in zip(axes, metrics):
             if m == "loss":
-                ax.plot(epochs, series["loss"], color=color, label=name)
+                ax.plot(epochs, series["loss"], color=color, marker=mk, label=name)
                 continue
             for split in splits:
                 ax.plot(
@@ -62,6 +63,7 @@ def plot_training_curves(
                     series[f"{split}/{m}"],
                     styles.get(split, "-"),
                     color=color,
+                    marker=mk,
                     label=f"{name} {split}",
                 )
             if anchors and name in anchors and m in anchors[name]:
