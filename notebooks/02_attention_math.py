@@ -321,7 +321,7 @@ else:
     saved = gpu_results.load_ml1m_results()
     attention = saved.attention if saved is not None else None
     if saved is not None:
-        source = f"saved: the seed-{attention['seed']} HSTU after 101 epochs ({saved.machine}, {saved.date})"
+        source = f"saved: the seed-{attention['seed']} HSTU after {int(saved.runs['epochs'].max())} epochs ({saved.machine}, {saved.date})"
 if attention is not None:
     for user in attention["record"]["users"]:
         fig, _ = viz.plot_saved_attention(user)

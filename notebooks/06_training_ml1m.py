@@ -217,7 +217,7 @@ display(Markdown(gpu_results.sampled_markdown(svf, ds.name, where=f"Live, after 
 if SAVED is not None and SAVED.sampled_vs_full:
     saved_svf = SAVED.sampled_vs_full
     display(Markdown(gpu_results.sampled_markdown(
-        saved_svf, "ml-1m", where=f"The HSTU trained for 101 epochs (seed {saved_svf['seed']}, {SAVED.machine}, "
+        saved_svf, "ml-1m", where=f"The HSTU trained for {int(SAVED.runs['epochs'].max())} epochs (seed {saved_svf['seed']}, {SAVED.machine}, "
         f"{SAVED.date}): ")))
 
 # %% [markdown]
@@ -325,7 +325,7 @@ if preset.gpu:
     source = f"live: the HSTU trained above ({plural(EPOCHS, 'epoch')}, {results['HSTU']['device']})"
 elif SAVED is not None and SAVED.attention:
     attention = SAVED.attention
-    source = f"saved: the seed-{attention['seed']} HSTU, 101 epochs ({SAVED.machine}, {SAVED.date})"
+    source = f"saved: the seed-{attention['seed']} HSTU, {int(SAVED.runs['epochs'].max())} epochs ({SAVED.machine}, {SAVED.date})"
 else:
     attention = None
     print("no attention maps of a trained HSTU to show (no saved GPU results, and no GPU here)")
