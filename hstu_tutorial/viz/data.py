@@ -8,6 +8,24 @@ from __future__ import annotations
 from hstu_tutorial.viz._style import new_axes
 
 
+def dataset_label(dataset) -> str:
+    """What a notebook runs on, from the dataset's folder: "MovieLens-1M, users 1-2999
+    (data/ml-1m-u2999)", "MovieLens-1M, all 6,040 users (data/ml-1m)" or "synthetic look-alike ..."."""
+    from hstu_tutorial.data import data_root
+
+    folder = dataset.folder
+    try:
+        where = f"data/{folder.relative_to(data_root())}"
+    except ValueError:  # outside data/: the synthetic cache, or a folder given explicitly
+        where = folder.name
+    users = dataset.ratings_df["user_id"]
+    lo, hi, n = int(users.min()), int(users.max()), int(users.nunique())
+    if dataset.name != "ml-1m":
+        return f"synthetic look-alike of MovieLens ({n:,} users, {where})"
+    who = f"all {n:,} users" if n == 6040 else f"users {lo}-{hi}" if hi - lo + 1 == n else f"{n:,} users"
+    return f"MovieLens-1M, {who} ({where})"
+
+
 def _user_of_position(offsets):
     import numpy as np
 
