@@ -127,3 +127,24 @@ def test_kernel_tile_walk_uses_the_shipped_tiles_and_counts_in_the_title():
     text = " ".join(_texts(fig))
     assert "(3, 0)" in text and "(0, 3)" in text  # program ids: query tiles in reverse, then b * H + h
     plt.close(fig)
+
+
+def test_seaborn_distributions_and_padding_fraction(ds):
+    import matplotlib.pyplot as plt
+
+    pytest.importorskip("seaborn", reason="seaborn comes with the notebooks extra")
+    fig, data = viz.plot_distributions(ds)
+    _render(fig)
+    assert len(data["lengths"]) == len(ds.sequences) and data["lengths"].sum() == len(ds.ratings_df)
+    assert len(data["gaps"]) == len(ds.ratings_df) - len(ds.sequences) and (data["gaps"] >= 0).all()
+    assert data["per_item"].sum() == len(ds.ratings_df) and len(data["per_item"]) == len(ds.catalogue)
+    assert viz.dataset_label(ds) in fig._suptitle.get_text()
+    plt.close(fig)
+    fig, frame = viz.plot_padding_fraction(ds, batch_sizes=(8, 64))
+    _render(fig)
+    for size, part in frame.groupby("batch size"):
+        assert part["tokens"].sum() == sum(len(h) for h in ds.train.histories())  # one epoch per size
+    assert (
+        (frame["to the longest"] >= 0) & (frame["to the longest"] <= frame["to the window"] + 1e-12)
+    ).all()
+    plt.close(fig)
