@@ -142,7 +142,7 @@ def test_seaborn_distributions_and_padding_fraction(ds):
     plt.close(fig)
     fig, frame = viz.plot_padding_fraction(ds, batch_sizes=(8, 64))
     _render(fig)
-    for size, part in frame.groupby("batch size"):
+    for _size, part in frame.groupby("batch size"):
         assert part["tokens"].sum() == sum(len(h) for h in ds.train.histories())  # one epoch per size
     assert (
         (frame["to the longest"] >= 0) & (frame["to the longest"] <= frame["to the window"] + 1e-12)
