@@ -20,10 +20,12 @@
 # work of a Transformer's attention block *and* its feed-forward network, with three equations:
 #
 # $$U(X), V(X), Q(X), K(X) = \mathrm{Split}\big(\phi_1(f_1(X))\big) \tag{1}$$
-# $$A(X)V(X) = \frac{\phi_2\big(Q(X)K(X)^\top + \mathrm{rab}^{p,t}\big)}{n}\,V(X) \tag{2}$$
+# $$A(X)V(X) = \phi_2\big(Q(X)K(X)^\top + \mathrm{rab}^{p,t}\big)\,V(X) \tag{2}$$
 # $$Y(X) = f_2\big(\mathrm{Norm}(A(X)V(X)) \odot U(X)\big) \tag{3}$$
 #
 # $f_1$ is one linear map to four projections, $\phi_1 = \phi_2 = \mathrm{SiLU}$, $f_2$ a linear map back to $D$.
+# The official research code also divides the attention weights of eq. 2 by a constant $n$ (max_seq_len + 11);
+# the table below, like the package, follows it.
 # As the reference implementation trains it (and `hstu_tutorial.modules.STULayer` implements it), with $x$ jagged
 # $(T, D)$:
 #
