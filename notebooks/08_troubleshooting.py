@@ -222,8 +222,8 @@ loader_ms = naive["data_ms"] / 3
 print(f"naive loader here: {loader_ms:.1f} ms per batch; H200 training step (CUDA graph): {graph_ms:.1f} ms "
       f"-> the loader would take {loader_ms / (loader_ms + graph_ms):.0%} of each step on the GPU")
 display(Markdown(
-    f"Here, on {DEVICE.upper()}, the naive host loader is {naive['data_share']:.0%} of a step and the "
-    f"device-resident batches {resident['data_share']:.0%}; next to the H200's {graph_ms:.1f} ms step the naive "
+    f"Here, on {DEVICE.upper()}, the naive host loader is {naive['data_share']:.1%} of a step and the "
+    f"device-resident batches {resident['data_share']:.1%}; next to the H200's {graph_ms:.1f} ms step the naive "
     f"loader would be {loader_ms / (loader_ms + graph_ms):.0%} of it."
 ))
 
