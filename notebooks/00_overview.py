@@ -22,12 +22,14 @@
 # `hstu_tutorial` that every notebook imports is the code that trains the model, on a laptop CPU in the small
 # preset and on a GPU at the paper's size.
 #
-# The first code cell of every notebook picks the **preset** and prints it: `small` (CPU, a synthetic dataset,
-# minutes) or `full` (CUDA, MovieLens-1M, the paper's settings). Same code path, two sizes.
+# The first code cell of every notebook picks the **preset**, prints it and says which data it runs on: `small`
+# (CPU, a synthetic MovieLens look-alike, minutes; what CI runs), `real-cpu` (CPU with MovieLens-1M on disk:
+# the real data, training cut to a few minutes) or `full` (CUDA, MovieLens-1M, the paper's settings). Same code
+# path, three sizes; set `HSTU_PRESET` to choose one yourself.
 #
 # > **中文摘要**：本篇介绍 HSTU（Zhai 等，*Actions Speak Louder than Words*，ICML 2024）与生成式推荐的思路、整套教程的地图、
 # > 练习与检查的用法和学习清单；下一个单元格是中文速查卡的勘误。第一个代码单元格选定预设（`small`：CPU +
-# > 合成数据；`full`：GPU + MovieLens-1M）。你只需从上到下运行，并在清单里勾选已掌握的条目。
+# > 合成数据；`real-cpu`：CPU + 磁盘上的 MovieLens-1M；`full`：GPU + MovieLens-1M）并说明所用数据。你只需从上到下运行，并在清单里勾选已掌握的条目。
 # > 中文说明见 `README.zh-CN.md`，术语见 `docs/glossary.zh-CN.md`。
 
 # %% [markdown]
@@ -68,9 +70,10 @@
 
 # %%
 import hstu_tutorial
-from hstu_tutorial import checks, progress
+from hstu_tutorial import checks, progress, viz
 
 preset = hstu_tutorial.get_preset()
+print("Data the notebooks use:", viz.dataset_label(preset.load_dataset(verbose=False)))
 
 # %% [markdown]
 # ## What HSTU is, and why it matters
@@ -90,13 +93,18 @@ preset = hstu_tutorial.get_preset()
 # A(X)V(X) = \phi_2\!\left(Q K^\top + \mathrm{rab}^{p,t}\right) V, \qquad
 # Y(X) = f_2\!\left(\mathrm{Norm}(A(X)V(X)) \odot U(X)\right)$$
 #
-# with $\phi_1 = \phi_2 = \mathrm{SiLU}$; the research code that reproduces the paper's public-dataset results
+# with $\phi_1 = \phi_2 = \mathrm{SiLU}$ (the diagram below draws one layer; notebook 03 takes it line by line);
+# the research code that reproduces the paper's public-dataset results
 # also divides the attention weights by a constant $n$ (the padded width, 211 on ML-1M; notebook 02 shows where).
 # Without the softmax, an unrelated item adds SiLU(0) = 0 to a row instead of diluting it, which suits the
 # non-stationary, enormous vocabularies of recommendation. The LayerNorm (the *Norm* of eq. 3) then removes the
 # row's overall scale, so "ten matching items weigh more than one" holds for the relative sizes of the heads, not
 # for the scale of one head: notebook 02 measures both.
-#
+
+# %%
+fig, stu = viz.plot_stu_layer()
+
+# %% [markdown]
 # **Jagged batches.** Users' histories have very different lengths. Padding them to the longest wastes most
 # of the compute on zeros; HSTU keeps a batch *jagged* (all items concatenated, plus `offsets` marking where
 # each user starts) and its fused Triton kernel computes attention only where there are items, with no
@@ -123,7 +131,7 @@ print(f"\nHSTU vs SASRec: {gain['HR@10']:+.1f}% HR@10, {gain['NDCG@10']:+.1f}% N
 
 # %% [markdown]
 # Notebook `06_training_ml1m` trains these three models with this package and puts our numbers next to these
-# (on a GPU; on a CPU it trains the small preset on synthetic data). Leave-one-out evaluation: each user's
+# (at the paper's size on a GPU; on a CPU, a run cut to a few minutes). Leave-one-out evaluation: each user's
 # last item is held out and ranked against the whole catalogue (3,883 movies).
 #
 # ## The map

@@ -29,6 +29,10 @@
 # 3. the leave-one-out split and two pitfalls of the reference setup;
 # 4. jagged batches (values + offsets) versus padded ones.
 #
+# The first code cell picks the preset and says which data it loaded: MovieLens-1M when it is on disk (presets
+# `real-cpu` on a CPU, `full` on a GPU), else the synthetic look-alike (`small`, what CI runs). The picture
+# below is the whole path on the first users of the loaded data (item ids only).
+#
 # > **中文摘要**：从 MovieLens 原始文件到按时间排序的用户行为序列，再到锯齿批（values + offsets）；讲解留一法切分、
 # > 参考协议的两个陷阱，以及行为之间的时间间隔与时间分桶。你只需运行并读懂各单元格的表与图；
 # > 动手部分在练习 `exercises/01_data`。
@@ -40,18 +44,15 @@ from IPython.display import Markdown, display
 
 import hstu_tutorial
 from hstu_tutorial import viz
-from hstu_tutorial.data import data_root, get_reco_dataset
-from hstu_tutorial.data.movielens import has_ml1m_files
+from hstu_tutorial.data import get_reco_dataset
 
 preset = hstu_tutorial.get_preset()
-if preset.dataset == "ml-1m":
-    # Full preset: MovieLens-1M from data/ml-1m (downloaded if absent), or a copy placed in data/ml-1m-u2999.
-    placed = [f for f in (data_root() / "ml-1m", data_root() / "ml-1m-u2999") if has_ml1m_files(f)]
-    ds = get_reco_dataset("ml-1m", preset.max_seq_len, placed[0] if placed else None)
-else:
-    # Small preset (CI, laptops): the synthetic MovieLens look-alike, generated in a fraction of a second.
-    ds = get_reco_dataset("synthetic", preset.max_seq_len, synthetic_size=preset.synthetic_size, seed=0)
-print(f"This notebook runs on: {ds.name!r} from {ds.folder.name}")
+# real-cpu and full: MovieLens-1M from data/ml-1m (or data/ml-1m-u2999); small (CI): the synthetic look-alike
+ds = preset.load_dataset()
+print("Data:", viz.dataset_label(ds))
+
+# %%
+fig, pipeline = viz.plot_jagged_pipeline(ds, num_users=3)
 
 # %% [markdown]
 # ## 1. The raw files
@@ -98,7 +99,7 @@ display(ds.users_df.head(3))
 # `num_items` is the largest id (the size of the embedding table: ids are kept raw, 0 is padding). They differ
 # because ids have gaps, and some catalogue movies are never rated.
 
-# %% tags=["nbval-check-output"]
+# %%
 stats = ds.stats()
 pd.Series({k: stats[k] for k in ("users", "rated_items", "interactions", "catalogue", "num_items")})
 
@@ -110,7 +111,7 @@ pd.Series({k: stats[k] for k in ("users", "rated_items", "interactions", "catalo
 # reference implementation, which writes the result as `sasrec_format.csv` (`ds.write_sasrec_format()` writes
 # the same file). Lists, oldest first:
 
-# %% tags=["nbval-check-output"]
+# %%
 def short(xs, n=6):
     return ", ".join(map(str, xs[:n])) + (f", ... ({len(xs)} in all)" if len(xs) > n else "")
 
@@ -122,8 +123,9 @@ view
 # %%
 u = ds.sequences.iloc[0]
 when = pd.to_datetime(u["sequence_timestamps"], unit="s")
-pd.DataFrame({"when": when, "movie": [ds.item_titles[i] for i in u["sequence_item_ids"]],
-              "rating": u["sequence_ratings"]}).head(8)
+# the first three ratings of the first user, with titles (the histories above stay ids)
+pd.DataFrame({"when": when[:3], "movie": [ds.item_titles[i] for i in u["sequence_item_ids"][:3]],
+              "rating": u["sequence_ratings"][:3]})
 
 # %% [markdown]
 # ### What the sequences look like
@@ -131,6 +133,15 @@ pd.DataFrame({"when": when, "movie": [ds.item_titles[i] for i in u["sequence_ite
 # Four views that shape the model. First, how long the histories are: the spread between the median user and
 # the heaviest one decides how much of a padded batch is padding, and a window of `max_seq_len` keeps only the
 # most recent items of the users above it. The numbers under the plot are this dataset's.
+
+# %%
+fig, dists = viz.plot_distributions(ds)  # seaborn: lengths, gaps between a user's ratings, ratings per item
+med = dists["medians"]
+display(Markdown(
+    f"On {viz.dataset_label(ds)}: the median user has {med['length']:.0f} ratings, the median gap between two "
+    f"ratings of the same user is {med['gap_s']:.0f} s, and the median item has {med['per_item']:.0f} ratings. "
+    "The panels below take each view in turn."
+))
 
 # %%
 fig, data = viz.plot_sequence_lengths(ds)
@@ -203,7 +214,7 @@ pd.DataFrame({"gap": list(examples), "bucket": viz.hstu_time_bucket(list(example
 # Every position of a training history is supervised (position $i$ predicts item $i+1$, the last one predicts
 # the target), and a history keeps its most recent `max_seq_len` items.
 
-# %% tags=["nbval-check-output"]
+# %%
 uid = int(ds.test.user_ids[0])
 honest = get_reco_dataset(ds.name, ds.max_seq_len, ds.folder, protocol="validation", verbose=False)
 rows = {}
@@ -229,8 +240,13 @@ def shared_targets(train, valid):
     t = dict(zip(train.user_ids.tolist(), train.target_item_ids.tolist()))
     return sum(t.get(u) == v for u, v in zip(valid.user_ids.tolist(), valid.target_item_ids.tolist()))
 
-print(f"reference protocol:  valid target is also a train target for {shared_targets(ds.train, ds.valid)} of {len(ds.valid)} users")
-print(f"validation protocol: valid target is also a train target for {shared_targets(honest.train, honest.valid)} of {len(honest.valid)} users")
+ref_shared, honest_shared = shared_targets(ds.train, ds.valid), shared_targets(honest.train, honest.valid)
+print("reference protocol:  every user's valid target is also a train target:", ref_shared == len(ds.valid))
+print("validation protocol: no user's valid target is a train target:", honest_shared == 0)
+
+# %%
+print(f"{viz.dataset_label(ds)}: {ref_shared:,} of {len(ds.valid):,} users share it in the reference protocol, "
+      f"{honest_shared:,} in the validation protocol")
 
 # %% [markdown]
 # **Pitfall 2: unstable sorting of ties.** Many ratings share a timestamp (users rate several movies in the same
@@ -273,7 +289,7 @@ pd.DataFrame({"timestamp": ts[lo:hi], "stable (file order)": a[u][lo:hi], "refer
 # a batch is a vectorised gather (no Python loop over users), so the same code feeds a GPU: with
 # `device="cuda"` the whole split lives on the GPU and batches are gathered there.
 
-# %% tags=["nbval-check-output"]
+# %%
 loader = ds.loader("train", batch_size=4, shuffle=True, seed=0)
 batch = next(iter(loader))
 for name in ("user_ids", "item_ids", "timestamps", "offsets", "lengths", "target_item_ids"):
@@ -285,7 +301,7 @@ print("max_len (pad width N):", batch.max_len, "| batches per epoch:", len(ds.lo
 # `batch.padded(field)` gives the `(B, N)` view for code that wants it (and `batch.mask()` the valid cells);
 # `batch.padded(tensor)` pads any per-position tensor, e.g. the model's `(T, D)` outputs, to `(B, N, D)`.
 
-# %% tags=["nbval-check-output"]
+# %%
 p = batch.padded("item_ids")  # (B, N)
 print(tuple(p.shape), "\n", p[:, :10])
 k = 1
@@ -295,10 +311,10 @@ torch.testing.assert_close(p[k, : batch.lengths[k]], batch.item_ids[batch.offset
 fig, layout = viz.plot_padded_vs_jagged(next(iter(ds.loader("train", batch_size=16, shuffle=True, seed=1))))
 
 # %% [markdown]
-# Over a whole epoch, how much of a padded batch would be padding? (On ML-1M with `max_seq_len=200`, most of it:
-# the median user has fewer than 100 ratings.)
+# Over a whole epoch, how much of a padded batch would be padding? The median history sits far below the
+# window on ML-1M, so a large share (computed below).
 
-# %% tags=["nbval-check-output"]
+# %%
 real = to_longest = to_window = 0
 for b in ds.loader("train", preset.batch_size, shuffle=True):
     real += b.num_tokens

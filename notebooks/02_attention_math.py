@@ -17,7 +17,10 @@
 # # 02 · Attention math: softmax attention vs HSTU's pointwise attention
 #
 # A Transformer (and SASRec, the Transformer recommender HSTU is compared with) mixes a history with
-# **softmax attention**. HSTU (Zhai et al., ICML 2024, §3.1, eq. 2) replaces it with **pointwise** attention:
+# **softmax attention**. HSTU (Zhai et al., ICML 2024, §3.1) replaces it with **pointwise** attention, the
+# paper's eq. 2 $A(X)V(X) = \phi_2\big(Q(X)K(X)^\top + \mathrm{rab}^{p,t}\big)V(X)$ with $\phi_2 = \mathrm{SiLU}$;
+# the division by a constant $n$ below is not in the paper but comes from its official research code, which
+# this package follows:
 #
 # $$\text{softmax:}\quad o_i = \sum_{j \le i} \frac{\exp(\langle q_i, k_j\rangle / \sqrt{d})}{\sum_{j' \le i} \exp(\langle q_i, k_{j'}\rangle/\sqrt{d})}\, v_j
 # \qquad\qquad

@@ -20,10 +20,12 @@
 # work of a Transformer's attention block *and* its feed-forward network, with three equations:
 #
 # $$U(X), V(X), Q(X), K(X) = \mathrm{Split}\big(\phi_1(f_1(X))\big) \tag{1}$$
-# $$A(X)V(X) = \frac{\phi_2\big(Q(X)K(X)^\top + \mathrm{rab}^{p,t}\big)}{n}\,V(X) \tag{2}$$
+# $$A(X)V(X) = \phi_2\big(Q(X)K(X)^\top + \mathrm{rab}^{p,t}\big)\,V(X) \tag{2}$$
 # $$Y(X) = f_2\big(\mathrm{Norm}(A(X)V(X)) \odot U(X)\big) \tag{3}$$
 #
 # $f_1$ is one linear map to four projections, $\phi_1 = \phi_2 = \mathrm{SiLU}$, $f_2$ a linear map back to $D$.
+# The official research code also divides the attention weights of eq. 2 by a constant $n$ (max_seq_len + 11);
+# the table below, like the package, follows it.
 # As the reference implementation trains it (and `hstu_tutorial.modules.STULayer` implements it), with $x$ jagged
 # $(T, D)$:
 #
@@ -46,20 +48,16 @@ from IPython.display import Markdown, display
 from torch.utils.flop_counter import FlopCounterMode
 
 import hstu_tutorial
-from hstu_tutorial.data import data_root, get_reco_dataset
-from hstu_tutorial.data.movielens import has_ml1m_files
+from hstu_tutorial import viz
 from hstu_tutorial.modules import (JaggedLayout, count_parameters, hstu_encoder, saved_activation_bytes,
                                    sasrec_encoder)
 
 preset = hstu_tutorial.get_preset()
 torch.manual_seed(0)
-if preset.dataset == "ml-1m":
-    placed = [f for f in (data_root() / "ml-1m", data_root() / "ml-1m-u2999") if has_ml1m_files(f)]
-    ds = get_reco_dataset("ml-1m", preset.max_seq_len, placed[0] if placed else None)
-else:
-    ds = get_reco_dataset("synthetic", preset.max_seq_len, synthetic_size=preset.synthetic_size)
+ds = preset.load_dataset()  # MovieLens-1M on real-cpu and full, the synthetic look-alike on small
+print("Data:", viz.dataset_label(ds))
 batch = next(iter(ds.loader("train", preset.batch_size)))  # a JaggedBatch
-# The paper's ML-1M sizes (D = 50, 2 blocks, 1 head, dqk = dv = 50) in both presets: only the data shrinks.
+# The paper's ML-1M sizes (D = 50, 2 blocks, 1 head, dqk = dv = 50) in every preset: only the data changes.
 model = hstu_encoder(ds.num_items, max_seq_len=ds.max_seq_len).eval()
 layer = model.blocks[0]
 print(f"batch: B={batch.batch_size} histories, T={batch.num_tokens} tokens, pad width N={batch.max_len}")
@@ -68,6 +66,12 @@ print(layer)
 # %% [markdown]
 # ## 1. The layer, one line at a time
 #
+# The whole layer first, as a picture (the relative bias enters at the scores; there is no feed-forward box):
+
+# %%
+fig, stu = viz.plot_stu_layer()
+
+# %% [markdown]
 # The input of the first layer is the preprocessor's $x_0 = E[\text{item}]\sqrt D + P[\text{position}]$ (dropout is
 # off in eval mode). The layout holds what every layer shares: offsets, the pad width, and the time buckets
 # of the relative attention bias.
@@ -117,7 +121,7 @@ print(f"sequence {b}: L={L}, n={layer.norm:g}, A has {int((A < 0).sum())} negati
 #   layers on the $T$ real tokens only);
 # * **activation memory**: bytes autograd keeps for the backward pass (`saved_activation_bytes`), training mode.
 
-# %% tags=["nbval-check-output"]
+# %%
 sasrec = sasrec_encoder(ds.num_items, max_seq_len=ds.max_seq_len, attention_impl="pytorch")  # spelled out, as the STU
 Dm = model.embedding_dim
 transformer = torch.nn.TransformerEncoderLayer(Dm, nhead=1, dim_feedforward=4 * Dm, dropout=0.2, activation="gelu",
@@ -217,7 +221,7 @@ print("last positions:", tuple(last.shape), "| scores against the catalogue:", t
 # Parameters per part. We count trainable scalars (`requires_grad`), including the padding row of the item table
 # (item ids are the raw MovieLens ids, so the table has `num_items + 1` rows) and the per-layer bias tables.
 
-# %% tags=["nbval-check-output"]
+# %%
 def show(counts, title):
     print(title)
     for key, n in counts.items():

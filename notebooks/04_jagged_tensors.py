@@ -37,29 +37,32 @@ from IPython.display import Markdown, display
 
 import hstu_tutorial
 from hstu_tutorial import viz
-from hstu_tutorial.data import data_root, get_reco_dataset
-from hstu_tutorial.data.movielens import has_ml1m_files
 from hstu_tutorial.ops import (dense_to_jagged, hstu_attention, jagged_positions, jagged_to_padded,
                                lengths_to_offsets, next_timestamps, offsets_to_lengths,
                                padded_hstu_attention, padded_to_jagged)
 
 preset = hstu_tutorial.get_preset()
 torch.manual_seed(0)
-if preset.dataset == "ml-1m":
-    placed = [f for f in (data_root() / "ml-1m", data_root() / "ml-1m-u2999") if has_ml1m_files(f)]
-    ds = get_reco_dataset("ml-1m", preset.max_seq_len, placed[0] if placed else None)
-else:
-    ds = get_reco_dataset("synthetic", preset.max_seq_len, synthetic_size=preset.synthetic_size)
+ds = preset.load_dataset()  # MovieLens-1M on real-cpu and full, the synthetic look-alike on small
+print("Data:", viz.dataset_label(ds))
+
+# %% [markdown]
+# Where jagged batches come from (notebook 01), drawn with the first users of the loaded data: the raw lines,
+# one time-sorted sequence per user, the leave-one-out split, and the first training batch as `values` +
+# `offsets`.
+
+# %%
+fig, pipeline = viz.plot_jagged_pipeline(ds, num_users=3)
 
 # %% [markdown]
 # ## 1. How much padding costs
 #
-# Training histories are cut to the last `max_seq_len` items (200 for ML-1M in the full preset; 50 on the
-# synthetic data of the small preset). Padding every history to the window wastes the share of cells that are
+# Training histories are cut to the last `max_seq_len` items (200 for ML-1M in the `real-cpu` and `full`
+# presets; 50 on the synthetic data of the `small` preset). Padding every history to the window wastes the share of cells that are
 # padding, in every linear layer; in attention the waste is quadratic: a padded batch computes $B N^2$ scores,
 # a jagged one $\sum_b L_b^2$.
 
-# %% tags=["nbval-check-output"]
+# %%
 lengths = torch.cat([b.lengths for b in ds.loader("train", 1024)])  # (users,) every training history
 N = ds.max_seq_len
 tokens, padded_tokens = lengths.sum().item(), lengths.numel() * N
@@ -80,9 +83,22 @@ display(Markdown(
 # %% [markdown]
 # The share of waste depends on how the lengths spread below the window: histories far shorter than
 # `max_seq_len` leave most of a padded row empty, and the attention scores waste more than the tokens because
-# they grow with the square of the length. The cell above measures it on the dataset this notebook loaded
-# (ML-1M in the full preset, the synthetic data in the small one); the next cell states it.
+# they grow with the square of the length. The cells above measure it on the dataset this notebook loaded.
 #
+# Padding to each batch's *longest* history instead of the window saves less than one might hope: in a batch of
+# a few dozen histories, one long history is enough to set the width. The seaborn picture shows the share of
+# padding per batch, for three batch sizes, over one shuffled epoch each:
+
+# %%
+fig, pad = viz.plot_padding_fraction(ds, batch_sizes=(8, 32, preset.batch_size))
+by_size = pad.groupby("batch size")["to the longest"].median()
+display(Markdown(
+    "Median share of padding per batch, padded to the batch's longest history: "
+    + ", ".join(f"{share:.0%} at batch size {size}" for size, share in by_size.items())
+    + f"; padded to the window of {ds.max_seq_len}: {pad['to the window'].median():.0%}."
+))
+
+# %% [markdown]
 # ## 2. Offsets and conversions
 #
 # A jagged tensor is a pair: `values (T, ...)` and `offsets (B+1,)`, with sequence $b$ in

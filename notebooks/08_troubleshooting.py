@@ -22,7 +22,8 @@
 # ends with the **experiment record** that the package fills in from any run, so that a result can be
 # reproduced and compared.
 #
-# On a CPU (preset `small`) everything runs on the synthetic dataset in a few minutes; memory is then the
+# On a CPU everything runs in a few minutes: on MovieLens-1M when it is on disk (preset `real-cpu`), else on the
+# synthetic look-alike (`small`, what CI runs); memory is then the
 # sum of parameters, gradients, AdamW state and the activations autograd keeps for the backward pass
 # (counted tensor by tensor with `torch.autograd.graph.saved_tensors_hooks`). On a GPU the same cells report
 # `torch.cuda.max_memory_allocated`.
@@ -53,8 +54,12 @@ ROOT = Path.cwd().resolve().parent if Path.cwd().name == "notebooks" else Path.c
 ON_GPU = preset.device == "cuda"
 DEVICE = "cuda" if ON_GPU else "cpu"
 WORK = Path(tempfile.mkdtemp(prefix="hstu08-"))  # run folders of this notebook (thrown away)
-dataset, data_desc, data_keys = lever_dataset(preset)
-print(f"data: {data_desc}, {len(dataset.train)} training histories")
+if preset.name == "real-cpu":  # the real data, at the preset's window
+    dataset = preset.load_dataset(verbose=False)
+    data_keys = {"dataset": "ml-1m", "data_dir": str(dataset.folder)}
+else:  # full: ML-1M users 1-2999 as in the committed H200 lever runs; small: the synthetic look-alike
+    dataset, _, data_keys = lever_dataset(preset)
+print(f"Data: {viz.dataset_label(dataset)}, {len(dataset.train):,} training histories")
 
 # %% [markdown]
 # ## 1. Out of memory
@@ -159,13 +164,22 @@ print(h200[["setting", "step_ms", "epoch_s", "speedup", "vs"]].round(3).to_strin
 # %% [markdown]
 # * **TF32** (`tf32 = true`, the default) lets fp32 matrix products use the tensor cores with a 10-bit
 #   mantissa; **bf16 autocast** (`bf16 = true`) halves activation traffic. Both help when the step is
-#   arithmetic-bound. For the paper's ML-1M model ($d = 50$) it is not: an eager step costs about the same
-#   in fp32, TF32 and bf16, because it is bound by launching hundreds of small kernels.
+#   arithmetic-bound. For the paper's ML-1M model ($d = 50$) it is not (the cell below compares the three):
+#   an eager step there is bound by launching many small kernels.
 # * **The Triton kernel** (`attention_impl = "triton"`) removes the $N \times N$ intermediates of the
 #   PyTorch attention; it pays in memory at every length and, once it is tuned, in time at long $N$
 #   (notebook 07 measures where it stands today).
 # * What removes launch overhead: **CUDA graphs** (`cuda_graphs = "auto"`, the trainer's default on a GPU),
-#   **`torch.compile`** (`compile = true`, tens of seconds of compilation first) and **larger batches**.
+#   **`torch.compile`** (`compile = true`, after a compilation of its own) and **larger batches**.
+
+# %%
+eager = h200.loc[["fp32", "tf32", "bf16"], "step_ms"]
+display(Markdown(
+    f"On the {saved['machine']['device']}: an eager step takes {eager['fp32']:.2f} ms in fp32, {eager['tf32']:.2f} ms "
+    f"in TF32 and {eager['bf16']:.2f} ms in bf16 (largest/smallest {eager.max() / eager.min():.2f}x); "
+    f"the CUDA graph takes {h200.loc['graph', 'step_ms']:.2f} ms ({eager['tf32'] / h200.loc['graph', 'step_ms']:.1f}x "
+    "faster than eager TF32)."
+))
 #
 # Larger batches on this machine, measured (tokens per second of a training step; each batch size also
 # changes the optimisation, so re-check the metrics when you change it):
@@ -196,9 +210,9 @@ for name, p in (("device-resident batches", resident), ("naive host loader", nai
 print(naive["table"])
 
 # %% [markdown]
-# Read the share, not the absolute time. On a CPU the compute dominates and even the naive loader is a
-# small share. On a GPU the same loader is measured against a step of a few milliseconds: a loader that
-# costs as much as the step halves the speed. The cure, in that order: build batches with tensor operations
+# Read the share, not the absolute time (the cell after next puts this machine's figures in words). On a GPU
+# the same loader is measured against a step of a few milliseconds: a loader that costs as much as the step
+# halves the speed. The cure, in that order: build batches with tensor operations
 # instead of Python loops, keep the data on the device (as the trainer does), or use `num_workers > 0` and
 # `pin_memory=True` so that loading overlaps with compute.
 
@@ -207,21 +221,35 @@ graph_ms = next(r["step_ms"] for r in saved["rows"] if r["id"] == "graph")
 loader_ms = naive["data_ms"] / 3
 print(f"naive loader here: {loader_ms:.1f} ms per batch; H200 training step (CUDA graph): {graph_ms:.1f} ms "
       f"-> the loader would take {loader_ms / (loader_ms + graph_ms):.0%} of each step on the GPU")
+display(Markdown(
+    f"Here, on {DEVICE.upper()}, the naive host loader is {naive['data_share']:.1%} of a step and the "
+    f"device-resident batches {resident['data_share']:.1%}; next to the H200's {graph_ms:.1f} ms step the naive "
+    f"loader would be {loader_ms / (loader_ms + graph_ms):.0%} of it."
+))
 
 # %% [markdown]
 # ## 3. Poor results
 #
-# When the metrics are low, vary one thing at a time and measure. Four common causes, each shown on the
-# synthetic dataset (which has learnable structure) with a short run: **too few epochs**, a **learning rate**
+# When the metrics are low, vary one thing at a time and measure. Four common causes, each shown on this
+# notebook's data (MovieLens-1M on `real-cpu` and `full`, cut to its last 50 ratings per user on a CPU; the
+# synthetic look-alike on `small`) with a short run: **too few epochs**, a **learning rate**
 # that is too low, too little **capacity** (embedding width), and too few **negatives** in the sampled
 # softmax (the loss then sees too few competitors to learn a ranking over the whole catalogue). The baseline
 # is the small HSTU config; every run trains for the same number of epochs and reports test NDCG@10 at the
 # best validation epoch (protocol `validation`).
 
 # %%
-EPOCHS = 3
-syn = get_reco_dataset("synthetic", max_seq_len=50, protocol="validation", verbose=False)
-common = dict(dataset=syn, verbose=False, num_epochs=EPOCHS, tensorboard=False, progress=False,
+EPOCHS = preset.pick(3, 2, 3)  # real-cpu: about a minute per run on a 2-core CPU
+window = preset.pick(50, 50, 200)
+if preset.real_data:
+    runs_data = get_reco_dataset("ml-1m", window, dataset.folder, protocol="validation", verbose=False)
+    runs_keys = {"dataset": "ml-1m", "data_dir": str(dataset.folder), "max_seq_len": window, "batch_size": 128}
+else:
+    runs_data = get_reco_dataset("synthetic", max_seq_len=window, protocol="validation", verbose=False)
+    runs_keys = {}
+print(f"runs on {viz.dataset_label(runs_data)}, window {window}, {EPOCHS} epochs each")
+run_cfg = load_config("synthetic/hstu-small", runs_keys)
+common = dict(dataset=runs_data, verbose=False, num_epochs=EPOCHS, tensorboard=False, progress=False,
               save_checkpoints=False, exp_dir=str(WORK), device=DEVICE, protocol="validation")
 runs = {
     "baseline (lr 1e-3, d=32, 64 negatives)": {},
@@ -231,7 +259,7 @@ runs = {
 }
 results = {}
 for name, change in runs.items():
-    results[name] = train("synthetic/hstu-small", **common, **change)
+    results[name] = train(run_cfg, **common, **change)
     print(f"{name:40s} NDCG@10 {results[name]['best_by_valid']['test']['ndcg@10']:.4f}  "
           f"HR@10 {results[name]['best_by_valid']['test']['hr@10']:.4f}")
 
@@ -243,12 +271,20 @@ print("more epochs (baseline run, test NDCG@10 after each epoch):",
 poor = [{"remedy": k, "ndcg@10": v["best_by_valid"]["test"]["ndcg@10"]} for k, v in results.items()]
 fig, drawn = viz.plot_remedies(poor, "ndcg@10", xlabel="test NDCG@10 (higher is better); ratio to the baseline")
 
-# %% [markdown]
-# Each symptom has its cure: train longer (the metric is still climbing after the last epoch: more epochs);
-# raise the learning rate (AdamW at 1e-3 is the reference's choice; 1e-4 learns an order of magnitude
-# slower); widen the model (an embedding of 4 numbers cannot separate the catalogue); draw more negatives
-# (the reference draws 128 per position). On ML-1M the same levers move HR@10 by a few points, which is why
-# the paper and the reference fix them in a config you can see (`hstu_tutorial/configs/`).
+# %%
+ndcg = {k: v["best_by_valid"]["test"]["ndcg@10"] for k, v in results.items()}
+b0 = ndcg["baseline (lr 1e-3, d=32, 64 negatives)"]
+curve = [r["ndcg@10"] for r in per_epoch]
+climbing = curve[-1] > curve[-2] if len(curve) > 1 else False
+ref_negatives = load_config("ml-1m/hstu-sampled-softmax-n128-final").num_negatives
+display(Markdown(
+    f"Measured here: the baseline's test NDCG@10 went {' → '.join(f'{c:.4f}' for c in curve)} over {EPOCHS} epochs "
+    + ("(still climbing at the last one: train longer); " if climbing else "(no longer climbing at the last one); ")
+    + "; ".join(f"{k}: {v / b0:.2f}x the baseline" for k, v in ndcg.items() if not k.startswith("baseline"))
+    + f". Each cure undoes its cause: raise the learning rate (AdamW at 1e-3 is the reference's choice), widen the "
+    f"model, draw more negatives (the reference's ML-1M config draws {ref_negatives} per position). The paper "
+    "and the reference fix these settings in a config you can see (`hstu_tutorial/configs/`)."
+))
 
 # %% [markdown]
 # ## 4. A reproducible experiment record

@@ -1,4 +1,5 @@
-"""Pictures of a dataset: history lengths, popularity, activity over time, time gaps, padded vs jagged.
+"""Pictures of a dataset: history lengths, popularity, activity over time, time gaps, padded vs jagged,
+seaborn distributions; and the label that says which data a notebook runs on.
 
 Every function returns `(fig, data)`: the figure and the data it drew.
 """
@@ -6,6 +7,24 @@ Every function returns `(fig, data)`: the figure and the data it drew.
 from __future__ import annotations
 
 from hstu_tutorial.viz._style import new_axes
+
+
+def dataset_label(dataset) -> str:
+    """What a notebook runs on, from the dataset's folder: "MovieLens-1M, users 1-2999
+    (data/ml-1m-u2999)", "MovieLens-1M, all 6,040 users (data/ml-1m)" or "synthetic look-alike ..."."""
+    from hstu_tutorial.data import data_root
+
+    folder = dataset.folder
+    try:
+        where = f"data/{folder.relative_to(data_root())}"
+    except ValueError:  # outside data/: the synthetic cache, or a folder given explicitly
+        where = folder.name
+    users = dataset.ratings_df["user_id"]
+    lo, hi, n = int(users.min()), int(users.max()), int(users.nunique())
+    if dataset.name != "ml-1m":
+        return f"synthetic look-alike of MovieLens ({n:,} users, {where})"
+    who = f"all {n:,} users" if n == 6040 else f"users {lo}-{hi}" if hi - lo + 1 == n else f"{n:,} users"
+    return f"MovieLens-1M, {who} ({where})"
 
 
 def _user_of_position(offsets):
@@ -161,3 +180,98 @@ def plot_padded_vs_jagged(batch, field: str = "item_ids", ax=None):
     fig.tight_layout()
     share = float(1 - mask.mean())
     return fig, {"padded": padded, "values": values, "offsets": offsets, "padding_share": share}
+
+
+def plot_distributions(dataset):
+    """Three seaborn distributions of a dataset: ratings per user (log x), seconds between a user's
+    consecutive ratings (log x, same-second ties at 1 s), ratings per item (log x, every catalogue item).
+    data: the three arrays and their medians."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import seaborn as sns
+
+    f = dataset.flat
+    lengths = np.diff(f.offsets)  # (U,)
+    user = _user_of_position(f.offsets)  # (T,)
+    gaps = np.diff(f.timestamps)[user[1:] == user[:-1]]  # (T-U,)
+    rated = dataset.ratings_df["item_id"].value_counts()
+    per_item = np.zeros(len(dataset.catalogue), dtype=np.int64)  # (I,)
+    per_item[: len(rated)] = rated.to_numpy()
+    fig, axes = plt.subplots(1, 3, figsize=(11.0, 3.2), dpi=80)
+    sns.histplot(x=lengths, log_scale=True, bins=40, kde=True, ax=axes[0], color="tab:blue")
+    axes[0].axvline(dataset.max_seq_len, color="tab:red", ls="--", label=f"max_seq_len {dataset.max_seq_len}")
+    axes[0].legend(fontsize=7)
+    axes[0].set(
+        xlabel="ratings per user", ylabel="users", title=f"history length (median {np.median(lengths):.0f})"
+    )
+    sns.histplot(x=np.maximum(gaps, 1), log_scale=True, bins=50, ax=axes[1], color="tab:orange")
+    for sec, name in ((60, "1 min"), (86400, "1 day")):
+        axes[1].axvline(sec, color="grey", lw=0.8, ls=":")
+        axes[1].text(sec, axes[1].get_ylim()[1] * 0.92, name, fontsize=7, ha="center", color="grey")
+    axes[1].set(
+        xlabel="seconds to the previous rating (0 s at 1 s)", ylabel="pairs", title="inter-action gaps"
+    )
+    sns.histplot(x=np.maximum(per_item, 1), log_scale=True, bins=40, ax=axes[2], color="tab:purple")
+    axes[2].set(
+        xlabel="ratings per item (unrated at 1)",
+        ylabel="items",
+        title=f"item popularity (median {np.median(per_item):.0f})",
+    )
+    for ax in axes:
+        ax.title.set_fontsize(9)
+    fig.suptitle(dataset_label(dataset), fontsize=9)
+    fig.tight_layout()
+    medians = {
+        "length": float(np.median(lengths)),
+        "gap_s": float(np.median(gaps)),
+        "per_item": float(np.median(per_item)),
+    }
+    return fig, {"lengths": lengths, "gaps": gaps, "per_item": per_item, "medians": medians}
+
+
+def plot_padding_fraction(dataset, batch_sizes=(8, 32, 128), split: str = "train", seed: int = 0):
+    """Per batch of an epoch (shuffled with `seed`), the share of the batch that is padding when padded
+    to its longest history, one seaborn distribution per batch size, with the share when padded to the
+    window (max_seq_len) marked. data: a pandas DataFrame with one row per batch (batch size, both
+    shares, real tokens)."""
+    import pandas as pd
+    import seaborn as sns
+
+    rows = []
+    for size in batch_sizes:
+        for b in dataset.loader(split, size, shuffle=True, seed=seed):
+            real = b.num_tokens
+            rows.append(
+                {
+                    "batch size": size,
+                    "to the longest": 1 - real / (b.batch_size * int(b.lengths.max())),
+                    "to the window": 1 - real / (b.batch_size * b.max_len),
+                    "tokens": real,
+                    "window cells": b.batch_size * b.max_len,
+                }
+            )
+    frame = pd.DataFrame(rows)
+    fig, ax = new_axes(None, figsize=(6.4, 3.1))
+    sns.histplot(
+        frame,
+        x="to the longest",
+        hue="batch size",
+        bins=40,
+        binrange=(0, 1),
+        element="step",
+        stat="density",
+        common_norm=False,
+        palette="viridis",
+        ax=ax,
+    )
+    first = frame[frame["batch size"] == batch_sizes[0]]  # one epoch: every history once
+    window = 1 - first["tokens"].sum() / first["window cells"].sum()
+    ax.axvline(window, color="tab:red", ls="--", lw=1)
+    ax.text(
+        window, ax.get_ylim()[1] * 0.95, f" padded to the window: {window:.0%}", color="tab:red", fontsize=7
+    )
+    ax.set_xlabel("share of a batch that is padding, padded to its longest history")
+    ax.set_ylabel("density of batches")
+    ax.set_title(f"{dataset_label(dataset)}: padding per batch", fontsize=9)
+    fig.tight_layout()
+    return fig, frame
