@@ -19,8 +19,6 @@ import json
 import os
 from pathlib import Path
 
-import torch
-
 from hstu_tutorial.metrics import ranks_table
 from hstu_tutorial.training import report
 from hstu_tutorial.training.log import note
