@@ -169,7 +169,7 @@ def _rank_file_table(folder, results: dict, dataset, name: str):
             )
     if "rank" not in df or df["rank"].isna().any() or (df["rank"] < 1).any():
         raise CheckFailed(f"{name}: {file.name} has missing or non-positive ranks: the file was edited.")
-    return torch.as_tensor(df["rank"].to_numpy(), dtype=torch.int64)  # (U,)
+    return torch.tensor(df["rank"].to_numpy(), dtype=torch.int64)  # (U,)
 
 
 def _weights_ranks(folder, results: dict, dataset, name: str):
