@@ -347,3 +347,21 @@ def test_target_popularity_buckets_from_a_run(run, dataset):
     assert table["users"].sum() == len(ranks)
     overall = (table["hr@10"].fillna(0) * table["users"]).sum() / len(ranks)
     assert overall == pytest.approx(run["best_by_valid"]["test"]["hr@10"])
+
+
+def test_rank_files_of_a_resumed_run_come_from_ckpt_best(run, tmp_path):
+    # a resumed run no longer holds the best epoch's ranks in memory: they are recomputed from ckpt_best.pt
+    from hstu_tutorial.training.run_files import read_ranks, write_run_files
+
+    trainer = run["trainer"]
+    folder = copy_run(run, tmp_path)
+    saved_dir, saved_ranks = trainer.run_dir, trainer.best_ranks
+    try:
+        trainer.run_dir, trainer.best_ranks = folder, None
+        (folder / "ranks_test.csv").unlink()
+        results = dict(run)
+        write_run_files(trainer, results)
+    finally:
+        trainer.run_dir, trainer.best_ranks = saved_dir, saved_ranks
+    assert results["rank_files"]["weights"] == "best by validation (ckpt_best.pt)"
+    assert read_ranks(folder).equals(read_ranks(run))
