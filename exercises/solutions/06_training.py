@@ -211,7 +211,104 @@ print(f"HSTU after {preset.num_epochs} epochs: HR@10 {torch.cat(hits).mean():.3f
 print(f"popularity baseline:     HR@10 {popular['hr@10']:.3f}  NDCG@10 {popular['ndcg@10']:.3f}")
 
 # %% [markdown]
+# ## 3. Per-bucket analysis from saved ranks
+#
+# Every run of the package's trainer saves, next to `results.json`, one row per test user in `ranks_test.csv`:
+# `user_id, target_item_id, history_length, rank`, the 1-based rank of the target at the epoch the results
+# report (`ranks_valid.csv` holds the validation targets). The overall HR@10 is the mean of
+# $[\mathrm{rank} \le 10]$ over all users; grouping the users into **buckets** (short or long histories, rare
+# or popular targets) shows where that mean comes from. First a short trainer run on the same data, then its
+# file:
+
+# %%
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+from hstu_tutorial import analysis
+from hstu_tutorial.train import load_config, train
+
+cfg = load_config("synthetic/hstu-small", overrides={
+    "dataset": dataset.name, "max_seq_len": dataset.max_seq_len, "protocol": dataset.protocol,
+    "num_epochs": preset.pick(2, 2, 10), "exp_dir": tempfile.mkdtemp(prefix="hstu-ex06-"),
+    "tensorboard": False, "progress": False})
+run = train(cfg, dataset=dataset, verbose=False)
+ranks_df = pd.read_csv(Path(run["run_dir"]) / "ranks_test.csv")
+print(f"{len(ranks_df)} test users, ranks of epoch {run['rank_files']['epoch']} ({run['rank_files']['weights']})")
+ranks_df.head(3)
+
+
+# %% [markdown]
+# Write `per_bucket_metrics(ranks_df, bucket_of, k=10)`. `bucket_of = (column, edges)`: bucket $i$ holds the
+# users with `edges[i] <= value < edges[i+1]` (closed on the left, open on the right: a value equal to an
+# edge belongs to the bucket that starts there). Return a DataFrame with one row per bucket, in edge order
+# (the index is yours: labels such as `[20, 50)` read well), and the columns `users`, `hr@{k}` and
+# `ndcg@{k}`, each a mean over **that bucket's** users: HR@K $= [\mathrm{rank} \le K]$, NDCG@K $=
+# [\mathrm{rank} \le K] / \log_2(\mathrm{rank} + 1)$ with the file's 1-based ranks. A bucket without users
+# keeps its row: 0 users, NaN metrics (there is no mean of nothing). Leave `ranks_df` unchanged.
+
+# %%
+def per_bucket_metrics(ranks_df, bucket_of, k=10):
+    """Users, HR@k and NDCG@k per bucket [edges[i], edges[i+1]) of one column of a ranks table."""
+    # BEGIN SOLUTION
+    column, edges = bucket_of
+    rank = ranks_df["rank"].to_numpy(dtype=float)                     # (U,) 1-based
+    per_user = pd.DataFrame({
+        "bucket": pd.cut(ranks_df[column], edges, right=False),        # [a, b): closed on the left
+        "hit": (rank <= k).astype(float),
+        "gain": np.where(rank <= k, 1.0 / np.log2(rank + 1.0), 0.0),
+    })
+    groups = per_user.groupby("bucket", observed=False)                # empty buckets keep their row
+    return pd.DataFrame({"users": groups.size(), f"hr@{k}": groups["hit"].mean(),
+                         f"ndcg@{k}": groups["gain"].mean()})
+    # END SOLUTION
+
+
+# %% tags=["nbval-check-output"]
+ok = checks.check_per_bucket(per_bucket_metrics)
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# `pd.cut(values, edges, right=False)` gives every user its bucket `[a, b)`; its default, `right=True`, makes
+# `(a, b]` buckets and drops the values equal to the first edge.
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# Put one row per user in a new DataFrame (bucket, hit, gain) and `groupby("bucket", observed=False)`: the
+# mean of `hit` is the bucket's HR@K, `observed=False` keeps the empty buckets, `.size()` counts the users.
+# </details>
+
+# %% [markdown]
+# Now the two questions of notebook 06, section 7: by the length of the user's history, and by how often the
+# target item occurs in the training split (its popularity). Edges at the quartiles give buckets of similar
+# size; the last edge is `inf`. Your function is used once its check passes, the package's until then.
+
+# %%
+bucketed = per_bucket_metrics if ok else analysis.per_bucket_metrics
+length_edges = analysis.quantile_edges(ranks_df["history_length"])
+by_length = bucketed(ranks_df, ("history_length", length_edges), k=10)
+with_popularity = analysis.with_target_popularity(ranks_df, metrics.item_popularity(dataset, "train"))
+popularity_edges = analysis.quantile_edges(with_popularity["target_popularity"])
+by_popularity = bucketed(with_popularity, ("target_popularity", popularity_edges), k=10)
+display(by_length.round(4), by_popularity.round(4))
+
+overall = run["best_by_valid"]["test"]["hr@10"]
+weighted = float((by_length["hr@10"].fillna(0.0) * by_length["users"]).sum() / by_length["users"].sum())
+display(Markdown(
+    f"This run's test HR@10 is {overall:.3f}; the history-length buckets' HR@10, weighted by their users, give "
+    f"back {weighted:.3f}. The highest HR@10 is in history-length bucket {by_length['hr@10'].idxmax()} and in "
+    f"target-popularity bucket {by_popularity['hr@10'].idxmax()}. One short run, one seed and "
+    f"{int(by_length['users'].min())} to {int(by_length['users'].max())} users per bucket: small differences "
+    "are noise."))
+
+# %% [markdown]
 # ## What you built
 #
-# The loss HSTU trains with and the metrics it is judged by. `python -m hstu_tutorial.train --config ...`
-# (notebook 06) runs the same loop at full size, with evaluation on the device, checkpoints and early stopping.
+# The loss HSTU trains with, the metrics it is judged by, and a per-bucket view of a run's saved ranks.
+# `python -m hstu_tutorial.train --config ...` (notebook 06) runs the same loop at full size, with evaluation on
+# the device, checkpoints and early stopping.

@@ -149,7 +149,7 @@ runs = {}
 for model in ("hstu", "sasrec"):
     runs[model.upper().replace("SASREC", "SASRec")] = train(
         f"synthetic/{model}-small", dataset=dataset, max_seq_len=preset.max_seq_len, num_epochs=epochs,
-        exp_dir=str(work / "exps"), tensorboard=False, save_checkpoints=False, progress=False, verbose=False)
+        exp_dir=str(work / "exps"), tensorboard=False, progress=False, verbose=False)
 popular = metrics.popularity_baseline(dataset, "test", ks=(10,))
 
 table = pd.DataFrame({name: {"HR@10": r["best_by_valid"]["test"]["hr@10"],
@@ -160,16 +160,22 @@ table.loc["popularity"] = [popular["hr@10"], popular["ndcg@10"], None, None]
 print(f"{source}, {epochs} epochs, validation protocol:")
 print(table.round(4).to_string())
 
+# %% [markdown]
+# The check takes the runs exactly as `train()` returned them (a run folder or its `results.json` works too)
+# and the dataset. It does not take numbers on trust: it checks that each run was trained on this dataset
+# (the fingerprint in `results.json`), recomputes the reported test metrics from the run's saved ranks
+# (`ranks_test.csv`) and best weights (`ckpt_best.pt`), computes the popularity baseline itself, and passes
+# when the best run beats it on both HR@10 and NDCG@10.
+
 # %%
-results = {name: r["best_by_valid"]["test"] for name, r in runs.items()}
 if use_mine:  # your reader fed the pipeline: record the project in your checklist
-    ok = checks.check_project_results(results, popular)
+    ok = checks.check_project_results(runs, dataset)
 else:
     print("Set use_mine = True (once check_ratings_table passes) and re-run to record the project.")
 
 # %%
-# SOLUTION ONLY: the solution's reader is the one above, so its results can be checked here
-ok = checks.check_project_results(results, popular)
+# SOLUTION ONLY: the solution's reader is the one above, so its runs can be checked here
+ok = checks.check_project_results(runs, dataset)
 
 # %% [markdown]
 # ## 4. Your turn
@@ -185,8 +191,9 @@ ok = checks.check_project_results(results, popular)
 #    length instead (a change in `ops.hstu_attention`'s `norm`): does the intensity signal matter here?
 # 4. **Capacity and negatives.** `num_blocks`, `num_heads`, `num_negatives` (64, 128, 512): which one buys the
 #    most NDCG@10 per second of training?
-# 5. **Where does HSTU win?** `metrics.evaluate_per_user` gives each user's rank: split users by history length
-#    and by the popularity of their test item (see notebook 06) and compare the two models.
+# 5. **Where does HSTU win?** Every run saved each test user's rank in `ranks_test.csv` (in `runs[name]["run_dir"]`):
+#    split users by history length and by the popularity of their test item with `per_bucket_metrics`
+#    (exercise 06, section 3) and compare the two models.
 #
 # | date | dataset | model | config changes | epochs (best) | HR@10 | NDCG@10 | s/epoch | machine |
 # | --- | --- | --- | --- | --- | --- | --- | --- | --- |

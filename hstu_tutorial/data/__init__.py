@@ -8,6 +8,7 @@ for batch in ds.loader("train", batch_size=128, shuffle=True):
 
 from hstu_tutorial.data.errors import DataFormatError, DataNotFoundError, DataWriteError, UnknownDatasetError
 from hstu_tutorial.data.fetch import ML1M_MD5, ML1M_URL, find_or_fetch_ml1m, safe_extract
+from hstu_tutorial.data.fingerprint import dataset_fingerprint
 from hstu_tutorial.data.movielens import (
     read_movies,
     read_ratings,
@@ -39,6 +40,7 @@ __all__ = [
     "UnknownDatasetError",
     "cache_root",
     "data_root",
+    "dataset_fingerprint",
     "find_or_fetch_ml1m",
     "generate_synthetic",
     "get_reco_dataset",

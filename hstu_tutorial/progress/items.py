@@ -309,9 +309,9 @@ ITEMS: tuple[Item, ...] = (
             (
                 "per_bucket",
                 "Compute per-bucket metrics from a run's saved per-user ranks",
-                ((_NB06, "7 · Where does HSTU win?"),),
+                ((_NB06, "7 · Where does HSTU win?"), (_EX06, "3. Per-bucket analysis from saved ranks")),
+                "check_per_bucket",
                 None,
-                "the per-bucket analysis exercise",
             ),
         ),
     ),

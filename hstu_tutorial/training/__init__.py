@@ -8,6 +8,7 @@
     distributed  torchrun: process group, each rank's steps, DistributedDataParallel
     checkpoints  resumable checkpoints and the best weights
     report       results dict, results.md, the paper's tables, TensorBoard
+    run_files    the run folder's files: writing them, the listing, reading runs and ranks back
     experiment   the reproducible experiment record (experiment.json / .md)
     cli          `hstu-train` / `python -m hstu_tutorial.train`
 
@@ -36,7 +37,9 @@ Memory levers: `grad_accum_steps` (micro-batches weighted by their supervised po
 batch's gradient) and `recompute` (torch.utils.checkpoint per block); see hstu_tutorial/memory.py.
 
 Outputs go to `exps/<dataset>-l<max_seq_len>/<run>/`: TensorBoard events, `ckpt_last.pt`, `ckpt_best.pt`,
-`results.json` and `results.md` (best-by-validation numbers next to the reference protocol's numbers).
+`results.json` and `results.md` (best-by-validation numbers next to the reference protocol's numbers, and
+the dataset's fingerprint), `ranks_test.csv` / `ranks_valid.csv` (every user's rank at the best epoch; local
+outputs, never committed) and the experiment record: see run_files.
 """
 
 from hstu_tutorial.errors import ConfigError

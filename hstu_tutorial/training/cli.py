@@ -112,4 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress_hooks.training_finished(results)  # a completed run ticks practice.train_script (checklist)
     print(results_markdown(results))
     print(f"results: {results['run_dir']}/results.json")
+    if results.get("run_dir"):
+        from hstu_tutorial.training.run_files import run_listing
+
+        print(run_listing(results["run_dir"]))
     return 130 if results["status"] == "interrupted" else 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from hstu_tutorial.data.fingerprint import dataset_fingerprint
 from hstu_tutorial.training.log import note
 
 __all__ = [
@@ -166,6 +167,7 @@ def run_results(trainer, status: str = "completed") -> dict:
         "status": status,
         "config": cfg.to_dict(),
         "dataset": trainer.dataset.stats() if hasattr(trainer.dataset, "stats") else {"dataset": cfg.dataset},
+        "dataset_fingerprint": dataset_fingerprint(trainer.dataset),  # ties the numbers to these splits
         "device": device_name(trainer.device),
         "torch": torch.__version__,
         "attention_impl": trainer.attention_impl,

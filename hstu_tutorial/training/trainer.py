@@ -20,7 +20,7 @@ from hstu_tutorial.losses import get_loss
 from hstu_tutorial.memory import accumulated_backward
 from hstu_tutorial.metrics import batch_ranks, metric_names, metrics_from_ranks, ranks_table
 from hstu_tutorial.ops.options import use_options
-from hstu_tutorial.training import checkpoints, progress_bars, report
+from hstu_tutorial.training import checkpoints, progress_bars, report, run_files
 from hstu_tutorial.training.config import TrainConfig, config_from_dict, load_config
 from hstu_tutorial.training.cuda_graph import StepGraph
 from hstu_tutorial.training.distributed import (
@@ -106,6 +106,7 @@ class Trainer:
         self.global_step = 0
         self.history: list[dict] = []
         self.best: dict | None = None
+        self.last_ranks, self.best_ranks = {}, None  # the best epoch's ranks become ranks_*.csv
         self.bad_epochs = 0
         self.epoch_perm: torch.Tensor | None = None
         self.perm_epoch = -1  # the epoch `epoch_perm` belongs to
@@ -249,7 +250,8 @@ class Trainer:
     def evaluate(self, splits: Sequence[str] = ("valid", "test")) -> dict[str, dict[str, float]]:
         """Metrics of the current model on `splits` (one host transfer for all of them)."""
         ks = self.cfg.eval_ks
-        per_split = [metrics_from_ranks(self.ranks(s), ks, as_float=False) for s in splits]
+        self.last_ranks = {s: self.ranks(s) for s in splits}  # (U,) per split, kept on the device
+        per_split = [metrics_from_ranks(self.last_ranks[s], ks, as_float=False) for s in splits]
         names = metric_names(ks)
         flat = torch.stack([torch.stack([m[n] for n in names]) for m in per_split]).tolist()
         return {s: dict(zip(names, vals)) for s, vals in zip(splits, flat)}
@@ -283,9 +285,8 @@ class Trainer:
         return report.run_results(self, status)
 
     def write_results(self, results: dict) -> None:
-        """results.json, results.md and the experiment record in the run folder (rank 0 only)."""
-        if self.run_dir is not None and self.rank == 0:
-            report.write_results(results, self.run_dir)
+        """results.json, results.md, ranks_test/valid.csv, the experiment record (rank 0; run_files)."""
+        run_files.write_run_files(self, results)
 
     # -- the loop -------------------------------------------------------------------------------------
     def _make_run_dir(self) -> Path:
@@ -464,6 +465,7 @@ class Trainer:
         value = record["valid"][cfg.selection_metric]
         if self.best is None or value > self.best["valid"][cfg.selection_metric]:
             self.best = {"epoch": record["epoch"], "valid": record["valid"], "test": record["test"]}
+            self.best_ranks = (record["epoch"], self.last_ranks)
             self.bad_epochs = 0
             if cfg.save_checkpoints:
                 checkpoints.save_best(self, record["epoch"])
