@@ -80,8 +80,15 @@ class TransformerLayer(nn.Module):
                     )
                     return nt.transpose(1, 2)
 
-                out = F.scaled_dot_product_attention(nested(q), nested(k), nested(v), is_causal=True)
-                return out.transpose(1, 2).values()  # (T, H, dh)
+                # Flash on nested tensors takes head widths that are multiples of 8 (ML-1M's is 50): zero
+                # columns change no dot product; the scale stays 1/sqrt(dh) of the true width.
+                dh, extra = q.shape[-1], -q.shape[-1] % 8
+                if extra:
+                    q, k, v = (F.pad(t, (0, extra)) for t in (q, k, v))  # (T, H, dh + extra)
+                out = F.scaled_dot_product_attention(
+                    nested(q), nested(k), nested(v), is_causal=True, scale=dh**-0.5
+                )
+                return out.transpose(1, 2).values()[..., :dh]  # (T, H, dh)
             qp, kp, vp = (layout.pad(t).transpose(1, 2) for t in (q, k, v))  # (B, H, N, dh)
             out = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)  # padding at the end: masked
             return layout.unpad(out.transpose(1, 2))  # (T, H, dh)
