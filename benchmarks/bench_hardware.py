@@ -124,7 +124,9 @@ def measure_case(case: dict, dataset, cfg, epochs: int) -> dict:
     device = torch.device("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
     free_device_memory(device)
-    out = {"left_over_allocated_mib": None, "left_over_reserved_mib": None}
+    keys = ("left_over_allocated", "left_over_reserved", "peak_train_allocated", "peak_train_reserved")
+    keys += ("peak_allocated", "peak_reserved")
+    out = {f"{k}_mib": None for k in keys}  # None on a CPU: no allocator statistics there
     if cuda:
         out["left_over_allocated_mib"] = torch.cuda.memory_allocated(device) / MIB
         out["left_over_reserved_mib"] = torch.cuda.memory_reserved(device) / MIB
@@ -400,6 +402,7 @@ def main(argv=None) -> int:
         args.batches, args.lengths, args.synthetic_lengths = "32", "20", "40"
         args.settings = args.settings if args.settings != ",".join(SETTINGS) else "default,bf16"
         args.epochs = 1
+        args.time_budget = float("inf")  # every case runs, however loaded the machine
     data = "ml-1m" if not args.smoke else "synthetic:ci"
     if data == "ml-1m" and not (Path(args.data_dir) / "ratings.dat").is_file():
         p.error(f"no ratings.dat in --data-dir {args.data_dir}: give the ML-1M(-format) folder")
