@@ -46,17 +46,19 @@ def check_pairwise_scores(fn: Callable) -> bool:
             expected = _pairwise(x, y)  # (B, N, M)
             ct = _case_text(B=B, N=N, M=M, D=D)
             only_square = (
-                "it works when N == M but not here, where x has N = {N} rows and y has M = {M}: somewhere "
+                f"it works when N == M but not here, where x has N = {N} rows and y has M = {M}: somewhere "
                 "the length of one input stands for the other's (x.shape[1] where y.shape[1] belongs, or "
                 "an output built as (B, N, N))."
-            ).format(N=N, M=M)
+            )
             try:
                 got = _call(fn, {"x": x, "y": y}, case=ct)
             except CheckFailed:
                 raise
             except Exception as exc:
                 if square_passed and not _is_not_implemented(exc):
-                    raise CheckFailed(f"your function raised {type(exc).__name__}: {exc}; {only_square}{ct}")
+                    raise CheckFailed(
+                        f"your function raised {type(exc).__name__}: {exc}; {only_square}{ct}"
+                    ) from None
                 raise
             if hasattr(got, "shape") and tuple(got.shape) != (B, N, M):
                 shape = tuple(got.shape)
@@ -249,7 +251,9 @@ def check_batch_gradients(fn: Callable) -> bool:
             leftover = torch.full_like(model.weight, 0.5) if stale else None
             if stale:  # as after an earlier backward that nobody cleared
                 model.weight.grad = leftover.clone()
-            ct = _case_text(D=D, batch_sizes=sizes, model_weight_grad_on_entry="0.5 everywhere" if stale else None)
+            ct = _case_text(
+                D=D, batch_sizes=sizes, model_weight_grad_on_entry="0.5 everywhere" if stale else None
+            )
             passed = [(x.clone(), y.clone()) for x, y in batches]  # the learner may not spoil ours
             try:
                 got = fn(model, passed)
@@ -277,7 +281,9 @@ def check_batch_gradients(fn: Callable) -> bool:
                     "no update of the weights)." + ct
                 )
             if not isinstance(got, list | tuple):
-                raise CheckFailed(f"return a list with one gradient per batch, got {type(got).__name__}." + ct)
+                raise CheckFailed(
+                    f"return a list with one gradient per batch, got {type(got).__name__}." + ct
+                )
             if len(got) != len(batches):
                 raise CheckFailed(f"expected {len(batches)} gradients (one per batch), got {len(got)}." + ct)
             if any(gr is None for gr in got):
@@ -323,7 +329,10 @@ def check_batch_gradients(fn: Callable) -> bool:
                         lambda: want * M,
                     ),
                     ("the gradient has the wrong sign: the loss is (prediction - y) ** 2.", lambda: -want),
-                    ("the gradient is half the right one: the square's factor 2 is missing.", lambda: want / 2),
+                    (
+                        "the gradient is half the right one: the square's factor 2 is missing.",
+                        lambda: want / 2,
+                    ),
                 ]
                 _diagnose(gr, want, f"the gradient of batch {k}", ("0", "d"), None, variants, case=cb)
         return len(cases)
