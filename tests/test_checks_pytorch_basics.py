@@ -81,7 +81,9 @@ def test_pairwise_scores_named_mistakes(fn, fragments):
 # ---- 2. masking -------------------------------------------------------------------------------------------
 
 
-def masked(scores, lengths, strict=False, causal=True, rows=True, fill=float("-inf"), zero=True, invert=False):
+def masked(
+    scores, lengths, strict=False, causal=True, rows=True, fill=float("-inf"), zero=True, invert=False
+):
     """Masked softmax with switches for the mistakes; all switches at their defaults = a correct answer."""
     N = scores.shape[-1]
     pos = torch.arange(N)

@@ -442,17 +442,17 @@ def check_tuning(sweep_results, chosen, default=None) -> bool:
                     f"{key} the same in every run."
                 )
         fixed = set(SAME_IN_A_SWEEP) | set(BOOKKEEPING)
+        defaults = _reference("hstu_tutorial.training.config", "TrainConfig")().to_dict()
         varied = sorted(
-            k for k in configs[0] if k not in fixed and any(_diff(c[k], configs[0][k]) for c in configs)
+            k for k in defaults if k not in fixed and any(_diff(c.get(k), configs[0].get(k)) for c in configs)
         )
         if not varied:
             raise CheckFailed(
                 "every run has the same hyperparameters: vary at least one (e.g. learning_rate)."
             )
         if default is None:
-            defaults = _reference("hstu_tutorial.training.config", "TrainConfig")().to_dict()
             at_default = [
-                i for i, c in enumerate(configs) if not any(_diff(c[k], defaults[k]) for k in varied)
+                i for i, c in enumerate(configs) if not any(_diff(c.get(k), defaults[k]) for k in varied)
             ]
             if not at_default:
                 wanted = ", ".join(f"{k} = {defaults[k]!r}" for k in varied)
