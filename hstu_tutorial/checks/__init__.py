@@ -17,8 +17,10 @@ Every exercise notebook calls one `check_<thing>(fn)` per exercise. A check
 Checks never raise for a wrong answer: they print and return a bool. The last report is kept in
 `last_report` (used by the tests).
 
-One module per exercise: `data` (01), `attention` (02), `stu` (03), `jagged` (04), `triton_kernels` (05),
-`training` and `analysis` (06), `project` (07); `_common` holds the report and the comparison helpers they share.
+One module per exercise: `pytorch_basics` (00), `data` (01), `attention` (02), `stu` (03), `jagged` (04),
+`triton_kernels` (05), `training` and `analysis` (06), `project` (07),
+`config_tuning` (08); `_common` holds the report and
+the comparison helpers they share.
 """
 
 from __future__ import annotations
@@ -27,9 +29,16 @@ from . import _common
 from ._common import NOT_ATTEMPTED, CheckFailed, ReferenceMissing
 from .analysis import check_per_bucket
 from .attention import check_hstu_attention, check_softmax_attention, check_time_bucket
+from .config_tuning import check_config_file, check_gin_mapping, check_tuning
 from .data import check_leave_one_out, check_user_sequences
 from .jagged import check_jagged_hstu_attention, check_jagged_to_padded, check_lengths_to_offsets
 from .project import check_project_results, check_ratings_table
+from .pytorch_basics import (
+    check_batch_gradients,
+    check_masked_softmax,
+    check_pairwise_scores,
+    check_training_loop,
+)
 from .stu import check_stu_forward
 from .training import check_hr_ndcg, check_sampled_softmax_loss
 from .triton_kernels import check_triton_hstu_forward, check_triton_jagged_to_padded
@@ -38,6 +47,9 @@ __all__ = [
     "NOT_ATTEMPTED",
     "CheckFailed",
     "ReferenceMissing",
+    "check_batch_gradients",
+    "check_config_file",
+    "check_gin_mapping",
     "check_hr_ndcg",
     "check_hstu_attention",
     "check_jagged_hstu_attention",
@@ -45,14 +57,18 @@ __all__ = [
     "check_leave_one_out",
     "check_lengths_to_offsets",
     "check_per_bucket",
+    "check_masked_softmax",
+    "check_pairwise_scores",
     "check_project_results",
     "check_ratings_table",
     "check_sampled_softmax_loss",
     "check_softmax_attention",
     "check_stu_forward",
     "check_time_bucket",
+    "check_training_loop",
     "check_triton_hstu_forward",
     "check_triton_jagged_to_padded",
+    "check_tuning",
     "check_user_sequences",
     "last_report",
 ]

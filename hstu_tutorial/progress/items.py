@@ -81,6 +81,7 @@ def _steps(item_id: str, *steps: tuple) -> tuple[Step, ...]:
 
 _EX01, _EX02, _EX03 = "exercises/01_data", "exercises/02_attention", "exercises/03_stu"
 _EX04, _EX05, _EX06 = "exercises/04_jagged", "exercises/05_triton", "exercises/06_training"
+_EX00, _EX08 = "exercises/00_pytorch", "exercises/08_config_and_tuning"
 _NB00, _NB01, _NB02 = "notebooks/00_overview", "notebooks/01_data_format", "notebooks/02_attention_math"
 _NB03, _NB04, _NB05 = "notebooks/03_stu_layer", "notebooks/04_jagged_tensors", "notebooks/05_triton_kernels"
 _NB06, _NB07, _NB08 = "notebooks/06_training_ml1m", "notebooks/07_performance", "notebooks/08_troubleshooting"
@@ -141,8 +142,42 @@ ITEMS: tuple[Item, ...] = (
         "basics",
         "熟悉 PyTorch 基础",
         "Be familiar with PyTorch basics",
-        ((_NB02, "1. Softmax attention, from the formula"), (_NB04, "2. Offsets and conversions")),
-        planned="a PyTorch warm-up exercise (broadcasting, masking, autograd, a training loop) with a check",
+        (
+            (_EX00, "Exercises 00: a PyTorch warm-up"),
+            (_NB02, "1. Softmax attention, from the formula"),
+            (_NB04, "2. Offsets and conversions"),
+        ),
+        steps=_steps(
+            "basics.pytorch",
+            (
+                "broadcasting",
+                "Compute all pairwise scores of two batches by broadcasting",
+                ((_EX00, "1. Broadcasting: all pairwise scores"),),
+                "check_pairwise_scores",
+                None,
+            ),
+            (
+                "masking",
+                "Apply a causal + padding mask before a softmax, with no NaN",
+                ((_EX00, "2. Masking: causal and padding"),),
+                "check_masked_softmax",
+                None,
+            ),
+            (
+                "autograd",
+                "Compute per-batch gradients with backward(), cleared between batches",
+                ((_EX00, "3. Autograd: one gradient per batch"),),
+                "check_batch_gradients",
+                None,
+            ),
+            (
+                "training_loop",
+                "Write a training loop that fits a small model",
+                ((_EX00, "4. A training loop"),),
+                "check_training_loop",
+                None,
+            ),
+        ),
     ),
     # 核心算法 Core algorithms
     Item(
@@ -280,16 +315,32 @@ ITEMS: tuple[Item, ...] = (
         "practice",
         "理解配置文件",
         "Understand the config files",
-        ((_NB06, "3 · The trainer and its configs"),),
-        planned="an exercise that writes a TOML config",
+        ((_NB06, "3 · The trainer and its configs"), (_EX08, "1. A config file")),
+        steps=_steps(
+            "practice.config",
+            (
+                "toml",
+                "Write the TOML config of a described run, read by the project's loader",
+                ((_EX08, "1. A config file"),),
+                "check_config_file",
+                None,
+            ),
+            (
+                "gin",
+                "Map the official gin bindings to the project's config keys",
+                ((_EX08, "2. Reading an official gin file"),),
+                "check_gin_mapping",
+                None,
+            ),
+        ),
     ),
     Item(
         "practice.tuning",
         "practice",
         "调整超参数",
         "Tune hyperparameters",
-        ((_NB08, "3. Poor results"),),
-        planned="a small sweep that must beat the default on validation, never on test",
+        ((_NB08, "3. Poor results"), (_EX08, "3. A small sweep, chosen on validation")),
+        check="check_tuning",
     ),
     Item(
         "practice.analysis",
