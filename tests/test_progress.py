@@ -313,7 +313,7 @@ def test_an_item_is_done_by_its_steps_or_its_own_tick(pfile):
     assert progress.is_done("core.jagged.offsets") and not progress.is_done("core.jagged")
     assert progress.mark_done("check_jagged_hstu_attention") == ["core.jagged.jagged_attention"]
     assert progress.is_done("core.jagged") and progress.ticked_by("core.jagged") == "all its steps"
-    # a planned step (no exercise yet) keeps its item open: three of four steps are not the item
+    # a step not yet done keeps its item open: three of four steps are not the item
     for name in ("check_softmax_attention", "check_hstu_attention", "check_time_bucket"):
         progress.mark_done(name)
     assert not progress.is_done("core.attention") and not progress.is_done("core.attention.relative_bias")
