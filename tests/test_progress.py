@@ -301,8 +301,10 @@ def test_every_check_named_by_an_item_exists():
 def test_every_check_ticks_an_item():
     names = [n for n in dir(checks) if n.startswith("check_") and callable(getattr(checks, n))]
     assert len(names) >= 14
+    from hstu_tutorial.progress.items import PART_CHECKS
+
     for name in names:
-        assert progress.items_for_check(name), f"{name} ticks no checklist item"
+        assert progress.items_for_check(name) or name in PART_CHECKS, f"{name} ticks no checklist item"
 
 
 def test_an_item_is_done_by_its_steps_or_its_own_tick(pfile):
@@ -311,7 +313,7 @@ def test_an_item_is_done_by_its_steps_or_its_own_tick(pfile):
     assert progress.is_done("core.jagged.offsets") and not progress.is_done("core.jagged")
     assert progress.mark_done("check_jagged_hstu_attention") == ["core.jagged.jagged_attention"]
     assert progress.is_done("core.jagged") and progress.ticked_by("core.jagged") == "all its steps"
-    # a planned step (no exercise yet) keeps its item open: three of four steps are not the item
+    # a step not yet done keeps its item open: three of four steps are not the item
     for name in ("check_softmax_attention", "check_hstu_attention", "check_time_bucket"):
         progress.mark_done(name)
     assert not progress.is_done("core.attention") and not progress.is_done("core.attention.relative_bias")

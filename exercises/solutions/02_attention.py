@@ -16,8 +16,9 @@
 # %% [markdown]
 # # Exercises 02: attention math
 #
-# Companion of [`notebooks/02_attention_math`](../notebooks/02_attention_math.ipynb). You write three functions
-# from their equations; after each one a `check_...` cell runs it on seeded random batches and edge cases
+# Companion of [`notebooks/02_attention_math`](../notebooks/02_attention_math.ipynb). You write six functions
+# from their equations (two attentions, the time bucket, and the three pieces of the relative attention bias);
+# after each one a `check_...` cell runs it on seeded random batches and edge cases
 # (length 1, every sequence at the maximum length, several heads, `dqk != dv`, with and without causal mask),
 # compares it with the package (`hstu_tutorial.ops`) and tells you precisely what is wrong.
 #
@@ -31,7 +32,8 @@
 # `lengths (B,)`. Positions `i >= lengths[b]` are padding; their output rows are not compared.
 #
 # > **中文摘要**：你要按公式写三个函数：因果且考虑填充的 softmax 注意力（SASRec 基线）、HSTU 逐点注意力
-# > SiLU(q kᵀ + rab) / n，以及相对注意力偏置的时间分桶函数。把 `raise NotImplementedError(...)` 换成
+# > SiLU(q kᵀ + rab) / n、相对注意力偏置的时间分桶函数，以及偏置本身（位置项 pos_w[L-1+j-i] 加上用下一个物品
+# > 时间戳计算的时间项）。把 `raise NotImplementedError(...)` 换成
 # > 你的代码，再运行其后的检查；未完成的练习打印 *not attempted yet*，提示逐条展开。
 
 # %% [markdown]
@@ -247,8 +249,180 @@ for label, g in gaps.items():
     print(f"{label:>7}: bucket {int(bucket(torch.tensor([g]))[0])}")
 
 # %% [markdown]
+# ## 4. Build the relative attention bias
+#
+# The bias of one layer adds two learned terms, both shared by all heads:
+#
+# $$\mathrm{rab}[b, i, j] = w^{p}\big[L-1 + j - i\big] + w^{t}\big[\mathrm{bucket}(t^{\mathrm{next}}_{b,i} - t_{b,j})\big].$$
+#
+# * **Position.** `pos_w` has $2L-1$ entries, one per offset $j - i$ from $-(L-1)$ to $L-1$, where $L$ is the
+#   longest length the model is built for (211 on ML-1M). So $L$ = `(len(pos_w) + 1) // 2`, and the middle
+#   entry `pos_w[L-1]` holds offset 0 (the diagonal). A batch padded to $N \le L$ reads only the middle $2N-1$
+#   entries. Row $i$ is the query and column $j$ the key, so past keys have negative offsets. Careful:
+#   `pos_w[j - i]` without the $L-1$ raises no error, because a negative index silently wraps around to the
+#   end of the table.
+# * **Time.** `ts_w` has 129 entries, one per bucket of section 3. The gap is `next_timestamps[b, i] -
+#   timestamps[b, j]`: the **query uses the next item's timestamp**, the key its own.
+#
+# **The reference's convention.** `next_timestamps[b, i]` is the timestamp of the item at position $i+1$. For
+# the last position it is the timestamp of the target, the item the model has to predict. Row $i$ of the
+# attention builds the representation that predicts item $i+1$, so $t_{i+1}$ is the time at which that
+# prediction is made. The gap $t_{i+1} - t_j$ says how long before that moment key $j$ happened. The printed
+# example below shows one short history (seconds since its first rating). Entries with $j > i$ are computed
+# too; the causal mask of the attention drops them.
+
+# %% tags=["nbval-check-output"]
+t_demo = torch.tensor([[0, 30, 90, 3_690]])  # (B=1, N=4): seconds since the first rating
+target_time = 90_090  # the item to predict comes a day later
+tn_demo = torch.cat([t_demo[:, 1:], torch.tensor([[target_time]])], dim=1)  # (1, 4): the next item's time
+
+
+def show(title, m):
+    print(title)
+    for i, row in enumerate(m.tolist()):
+        print(f"  query i={i}: " + " ".join(f"{x:>6}" if j <= i else f"{'·':>6}" for j, x in enumerate(row)))
+
+
+print("timestamps      t[i]:", t_demo[0].tolist())
+print("next_timestamps t[i+1]:", tn_demo[0].tolist(), "<- the last one is the target's")
+show("gap t[i+1] - t[j] (columns: keys j; · = masked later)", tn_demo[0, :, None] - t_demo[0, None, :])
+show("its bucket (what HSTU looks up)", ops.time_bucket(tn_demo[0, :, None] - t_demo[0, None, :]))
+own_gap = t_demo[0, :, None] - t_demo[0, None, :]  # (N, N): what the query's own time would give
+show("bucket of the query's own time t[i] - t[j] (not HSTU)", ops.time_bucket(own_gap))
+
+# %% [markdown]
+# With the query's own time, the diagonal is always a gap of 0 (bucket 0), and the last row cannot tell
+# whether the next action comes a minute or a day later. With the next item's time, each row knows how far its
+# prediction is from every past item.
+#
+# Write the three functions. `pos_w` and `ts_w` are float tensors `(2L-1,)` and `(129,)`. `timestamps` and
+# `next_timestamps` are padded `(B, N)` int64 (or int32) seconds, with `N <= L`. For the bucket, use
+# `ops.time_bucket`, or your own `time_bucket` from section 3 once its check passes.
+#
+# * `position_bias(pos_w, N)` → `(N, N)`, entry `[i, j]` = `pos_w[L-1 + j - i]`;
+# * `time_bias(ts_w, timestamps, next_timestamps)` → `(B, N, N)`, entry `[b, i, j]` =
+#   `ts_w[bucket(next_timestamps[b, i] - timestamps[b, j])]`;
+# * `relative_attention_bias(pos_w, ts_w, timestamps, next_timestamps)` → `(B, N, N)`, the sum of the two.
+
+
+# %%
+def position_bias(pos_w, N):
+    """Position term of the bias: (2L-1,) table -> (N, N), entry [i, j] = pos_w[L-1 + j - i]."""
+    # BEGIN SOLUTION
+    L = (pos_w.shape[0] + 1) // 2
+    pos = torch.arange(N)
+    return pos_w[L - 1 + pos[None, :] - pos[:, None]]  # (N, N): rows are queries i, columns keys j
+    # END SOLUTION
+
+
+# %% tags=["nbval-check-output"]
+ok = checks.check_position_bias(position_bias)
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Build the `(N, N)` matrix of offsets first: `pos = torch.arange(N)`, then `pos[None, :] - pos[:, None]` is
+# `j - i` (row i, column j). Print it for N = 3 and check that the row of query 2 reads `[-2, -1, 0]`.
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# Shift the offsets by `L - 1` with `L = (len(pos_w) + 1) // 2` (not `N - 1`: the table is built for the
+# longest length, whatever N the batch has), then index the table with the whole matrix at once:
+# `pos_w[index]`.
+# </details>
+
+
+# %%
+def time_bias(ts_w, timestamps, next_timestamps):
+    """Time term of the bias: (129,) table, (B, N) seconds -> (B, N, N), ts_w[bucket(t_next[b, i] - t[b, j])]."""
+    # BEGIN SOLUTION
+    gap = next_timestamps[:, :, None] - timestamps[:, None, :]  # (B, N, N): query's next time - key's time
+    return ts_w[ops.time_bucket(gap)]  # (B, N, N)
+    # END SOLUTION
+
+
+# %% tags=["nbval-check-output"]
+ok = checks.check_time_bias(time_bias)
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# One broadcast builds every gap of the batch: `next_timestamps[:, :, None]` is `(B, N, 1)` (the query i along
+# the rows), `timestamps[:, None, :]` is `(B, 1, N)` (the key j along the columns).
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `ops.time_bucket(gap)` gives an int64 `(B, N, N)` tensor of bucket indices. It takes `|gap|` and clamps to
+# [0, 128], so a negative or a huge gap is fine. `ts_w[buckets]` looks them all up at once.
+# </details>
+
+
+# %%
+def relative_attention_bias(pos_w, ts_w, timestamps, next_timestamps):
+    """HSTU's relative attention bias: position term + time term, (B, N) seconds -> (B, N, N)."""
+    # BEGIN SOLUTION
+    N = timestamps.shape[1]
+    return position_bias(pos_w, N)[None] + time_bias(ts_w, timestamps, next_timestamps)  # (B, N, N)
+    # END SOLUTION
+
+
+# %% tags=["nbval-check-output"]
+ok = checks.check_relative_attention_bias(relative_attention_bias)
+
+# %% [markdown]
+# <details><summary>Hint</summary>
+#
+# The position term is `(N, N)`, the same for every user; the time term is `(B, N, N)`, one matrix per user.
+# `position[None] + time` broadcasts the first over the batch.
+# </details>
+
+# %% [markdown]
+# **Your turn, in words.** Why does query row $i$ measure its time gaps from `next_timestamps[b, i]` and not
+# from `timestamps[b, i]`? (Double-click this cell and write two sentences below, then open the answer.)
+#
+# *Your answer:*
+
+# %% [markdown]
+# <details><summary>One answer</summary>
+#
+# Row $i$'s output is used to predict item $i+1$, so the moment that matters is when that prediction is made,
+# $t_{i+1}$ (the target's time for the last row; when the model serves, the time of the request). Gaps from
+# that moment say how stale each past item is for this prediction. The row's own time $t_i$ would give every
+# diagonal the gap 0, and would not show whether the next action comes a minute or a month later.
+# </details>
+
+# %% [markdown]
+# ### Use it: two users, same positions, different times
+#
+# The position term depends only on $j - i$, so it is constant along each diagonal. The time term is what
+# makes two users with histories of the same length differ. The next cell uses the package's
+# `RelativeAttentionBias` (the module the HSTU layers hold) unless you set `use_mine = True` above; it prints
+# verdicts, not numbers.
+
+# %% tags=["nbval-check-output"]
+rab_module = ops.RelativeAttentionBias(max_len=6)  # tables drawn N(0, 0.02^2), as the model initialises them
+t_two = torch.tensor([[0, 60, 120, 180], [0, 86_400, 172_800, 259_200]])  # (2, 4): a minute apart, a day apart
+tn_two = torch.cat([t_two[:, 1:], t_two[:, -1:] + torch.tensor([[60], [86_400]])], dim=1)  # (2, 4)
+with torch.no_grad():
+    if use_mine:
+        rab_two = relative_attention_bias(rab_module.pos_w, rab_module.ts_w, t_two, tn_two)
+    else:
+        rab_two = rab_module(t_two, tn_two)  # (2, 4, 4)
+    pos_two = rab_module.position_bias(4)  # (4, 4)
+diagonals_constant = all(bool((pos_two.diagonal(k) == pos_two.diagonal(k)[0]).all()) for k in range(-3, 4))
+print("position term constant along each diagonal:", diagonals_constant)
+print("bias shape (B, N, N):", tuple(rab_two.shape))
+print("the two users get different biases:", not torch.allclose(rab_two[0], rab_two[1]))
+buckets_two = ops.time_bucket(tn_two[:, :, None] - t_two[:, None, :])  # (2, 4, 4)
+print("rab - position term = ts_w[bucket] for both users:",
+      torch.allclose(rab_two - pos_two, rab_module.ts_w.detach()[buckets_two]))
+
+# %% [markdown]
 # ## What you built
 #
 # Softmax attention normalises each row; HSTU's pointwise SiLU divided by a constant keeps the strength of the
-# evidence, and its bias looks up time gaps on a log scale. Next: the STU layer that wraps this attention
-# (`exercises/03_stu`), or the jagged version of the same attention (`exercises/04_jagged`).
+# evidence, and its bias adds a learned term per position offset $j - i$ and one per log bucket of the gap
+# from the next item's time (the moment of the prediction) to each key. Next: the STU layer that wraps this
+# attention (`exercises/03_stu`), or the jagged version of the same attention (`exercises/04_jagged`).

@@ -17,10 +17,9 @@ Every exercise notebook calls one `check_<thing>(fn)` per exercise. A check
 Checks never raise for a wrong answer: they print and return a bool. The last report is kept in
 `last_report` (used by the tests).
 
-One module per exercise: `pytorch_basics` (00), `data` (01), `attention` (02), `stu` (03), `jagged` (04),
-`triton_kernels` (05), `training` and `analysis` (06), `project` (07),
-`config_tuning` (08); `_common` holds the report and
-the comparison helpers they share.
+One module per exercise: `pytorch_basics` (00), `data` (01), `attention` and `relative_bias` (02), `stu` (03),
+`jagged` (04), `triton_kernels` (05), `training` and `analysis` (06), `project` (07), `config_tuning` (08);
+`_common` holds the report and the comparison helpers they share.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from .pytorch_basics import (
     check_pairwise_scores,
     check_training_loop,
 )
+from .relative_bias import check_position_bias, check_relative_attention_bias, check_time_bias
 from .stu import check_stu_forward
 from .training import check_hr_ndcg, check_sampled_softmax_loss
 from .triton_kernels import check_triton_hstu_forward, check_triton_jagged_to_padded
@@ -59,11 +59,14 @@ __all__ = [
     "check_per_bucket",
     "check_masked_softmax",
     "check_pairwise_scores",
+    "check_position_bias",
     "check_project_results",
     "check_ratings_table",
+    "check_relative_attention_bias",
     "check_sampled_softmax_loss",
     "check_softmax_attention",
     "check_stu_forward",
+    "check_time_bias",
     "check_time_bucket",
     "check_training_loop",
     "check_triton_hstu_forward",

@@ -233,11 +233,14 @@ ITEMS: tuple[Item, ...] = (
             ),
             (
                 "relative_bias",
-                "Build the relative attention bias: pos_w[N-1+j-i] plus the time "
+                "Build the relative attention bias: pos_w[L-1+j-i] plus the time "
                 "part from the next item's timestamp",
-                ((_NB02, "3. The relative attention bias: positions and time"),),
+                (
+                    (_EX02, "4. Build the relative attention bias"),
+                    (_NB02, "3. The relative attention bias: positions and time"),
+                ),
+                "check_relative_attention_bias",
                 None,
-                "the relative-attention-bias exercise",
             ),
         ),
     ),
@@ -422,6 +425,12 @@ ITEMS: tuple[Item, ...] = (
         check="check_ratings_table",
     ),
 )
+
+# checks of one part of a step: they report on their part and tick nothing (the step's own check ticks it)
+PART_CHECKS: dict[str, str] = {
+    "check_position_bias": "core.attention.relative_bias",
+    "check_time_bias": "core.attention.relative_bias",
+}
 
 # the earlier 20-item checklist's ids -> the id (item or step) that now holds the same tick
 MIGRATION: dict[str, str] = {
