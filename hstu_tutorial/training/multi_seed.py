@@ -32,8 +32,10 @@ a seed that fails stops the others the same way and the error names the seed.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
+import os
 import random
 import signal
 import threading
@@ -82,7 +84,7 @@ def parse_seeds(text: str) -> list[int]:
 def seed_config(cfg: TrainConfig, seed: int) -> TrainConfig:
     """The config of one seed's run: the seed, the run name `<name>-s<seed>`, no tqdm bar (one line per
     epoch for all seeds instead)."""
-    return replace(cfg, seed=seed, name=f"{cfg.name}-s{seed}", progress=False).validate()
+    return replace(copy.deepcopy(cfg), seed=seed, name=f"{cfg.name}-s{seed}", progress=False).validate()
 
 
 class _SeedRNG:
@@ -181,8 +183,8 @@ class _Turns:
                         failed, done = (i, err), True
                     except KeyboardInterrupt:  # a second Ctrl-C outside a run's own loop
                         self.stop_all()
-                        for j in active:
-                            with contextlib.suppress(Exception):
+                        for j in active:  # each catches it, saves its checkpoint and returns
+                            with contextlib.suppress(Exception, KeyboardInterrupt):
                                 self.turn(j, throw=KeyboardInterrupt())
                         active = []
                         break
@@ -266,8 +268,6 @@ def train_seeds(
             "--seeds starts new runs and cannot be combined with --resume: resume each seed's run "
             "on its own, e.g. --resume exps/<dataset>-l<N>/<name>-s<seed>"
         )
-    import os
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("--seeds runs in one process on one device: start it without torchrun")
     cfg = cfg.validate()
@@ -290,8 +290,12 @@ def train_seeds(
             rng = _SeedRNG(device)
             stream = torch.cuda.Stream(device) if device.type == "cuda" else None
             rng.enter()
-            with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
-                trainer = Trainer(seed_config(cfg, seed), dataset=dataset, verbose=verbose)
+            try:
+                with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+                    trainer = Trainer(seed_config(cfg, seed), dataset=dataset, verbose=verbose)
+            except Exception as err:
+                kind = HSTUError if isinstance(err, HSTUError) else RuntimeError
+                raise kind(f"seed {seed}: setting up its run failed: {type(err).__name__}: {err}") from err
             if stamp:  # every seed's folder carries the same time stamp as the summary's
                 trainer.run_dir = (
                     Path(cfg.exp_dir) / f"{cfg.dataset}-l{cfg.max_seq_len}" / f"{trainer.cfg.name}{stamp}"
