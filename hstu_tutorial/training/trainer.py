@@ -352,8 +352,7 @@ class Trainer:
         return _drain(self.fit_steps(callback))
 
     def fit_steps(self, callback: Callable[[dict], object] | None = None):
-        """`fit` as a generator that yields after every step and between queueing and reading an
-        evaluation, so that training/multi_seed.py can interleave several runs; returns the results."""
+        """`fit` as a generator (yields after each step and in each evaluation): multi_seed.py turns it."""
         cfg = self.cfg
         self._start()
         status = "completed"
