@@ -3,6 +3,7 @@
     python -m hstu_tutorial.train --config ml-1m/hstu-sampled-softmax-n128-final \
         --set data_dir=data/ml-1m-u2999
     python -m hstu_tutorial.train --config synthetic/hstu-small --set num_epochs=3 --set seed=1
+    python -m hstu_tutorial.train --config synthetic/hstu-small --seeds 42,1,2,3   # 4 runs, one process
     hstu-train --list
     torchrun --standalone --nproc_per_node=2 -m hstu_tutorial.train --config ...   # DDP, one GPU per rank
 
@@ -24,6 +25,7 @@ from hstu_tutorial.training.config import (
 )
 from hstu_tutorial.training.distributed import all_reduce_mean, rank_steps, setup_distributed
 from hstu_tutorial.training.model import build_model
+from hstu_tutorial.training.multi_seed import train_seeds
 from hstu_tutorial.training.report import (
     PAPER_ML1M,
     REFERENCE_ML1M_U2999,
@@ -54,6 +56,7 @@ __all__ = [
     "results_markdown",
     "setup_distributed",
     "train",
+    "train_seeds",
 ]
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
     report       results dict, results.md, the paper's tables, TensorBoard
     run_files    the run folder's files: writing them, the listing, reading runs and ranks back
     experiment   the reproducible experiment record (experiment.json / .md)
+    multi_seed   several seeds side by side in one process (`--seeds 42,1,2,3`), mean ± std over them
     cli          `hstu-train` / `python -m hstu_tutorial.train`
 
 The recipe is the paper's ML-1M one, as the official implementation runs it: AdamW (lr 1e-3, betas

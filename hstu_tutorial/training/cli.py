@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from hstu_tutorial.errors import HSTUError
+from hstu_tutorial.errors import ConfigError, HSTUError
 from hstu_tutorial.progress import hooks as progress_hooks
 from hstu_tutorial.training.config import (
     TrainConfig,
@@ -23,6 +23,7 @@ from hstu_tutorial.training.config import (
     parse_overrides,
 )
 from hstu_tutorial.training.gin_config import load_gin_config
+from hstu_tutorial.training.multi_seed import parse_seeds, seeds_markdown
 from hstu_tutorial.training.report import results_markdown
 
 __all__ = ["main"]
@@ -54,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--init-from", metavar="CKPT", help="start a new run from these weights, e.g. a ckpt_best.pt"
     )
+    parser.add_argument(
+        "--seeds",
+        metavar="S1,S2,...",
+        help="train one run per seed in this process, side by side (run folders <name>-s<seed>), "
+        "then a mean ± std table in <name>-seeds/",
+    )
     parser.add_argument("--list", action="store_true", help="list the bundled configs and exit")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
@@ -79,6 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(list_configs()))
         return 0
     try:
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+        if seeds is not None and args.resume:
+            raise ConfigError(
+                "--seeds starts new runs and cannot be combined with --resume: resume each seed's run on "
+                "its own, e.g. --resume exps/<dataset>-l<N>/<name>-s<seed>"
+            )
         overrides = parse_overrides(args.set)
         if args.resume:
             overrides["resume"] = args.resume
@@ -92,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for k, v in cfg.to_dict().items():
                 print(f"{k} = {json.dumps(v)}")
             return 0
+        if seeds is not None:
+            return _train_seeds(cfg, seeds)
         from hstu_tutorial.training.trainer import train  # torch and the models: only for a real run
 
         results = train(cfg)
@@ -117,3 +132,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(run_listing(results["run_dir"]))
     return 130 if results["status"] == "interrupted" else 0
+
+
+def _train_seeds(cfg: TrainConfig, seeds: list[int]) -> int:
+    """`--seeds`: every seed's run side by side, then the mean ± std table (exit 130 when interrupted)."""
+    from hstu_tutorial.training.multi_seed import train_seeds
+
+    out = train_seeds(cfg, seeds)
+    runs = [r for r in out["runs"] if r is not None]
+    for results in runs:
+        progress_hooks.training_finished(results)
+    print(seeds_markdown(out["summary"]))
+    for results in runs:
+        print(f"results: {results['run_dir']}/results.json")
+    print(f"seeds: {out['summary_dir']}/seeds.json")
+    return 130 if any(r["status"] == "interrupted" for r in runs) or len(runs) < len(seeds) else 0

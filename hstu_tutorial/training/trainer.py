@@ -249,12 +249,17 @@ class Trainer:
 
     def evaluate(self, splits: Sequence[str] = ("valid", "test")) -> dict[str, dict[str, float]]:
         """Metrics of the current model on `splits` (one host transfer for all of them)."""
+        return _drain(self.evaluation(splits))
+
+    def evaluation(self, splits: Sequence[str]):
+        """`evaluate` as a generator: it yields once between queueing the work and reading it back."""
         ks = self.cfg.eval_ks
         self.last_ranks = {s: self.ranks(s) for s in splits}  # (U,) per split, kept on the device
         per_split = [metrics_from_ranks(self.last_ranks[s], ks, as_float=False) for s in splits]
         names = metric_names(ks)
-        flat = torch.stack([torch.stack([m[n] for n in names]) for m in per_split]).tolist()
-        return {s: dict(zip(names, vals)) for s, vals in zip(splits, flat)}
+        flat = torch.stack([torch.stack([m[n] for n in names]) for m in per_split])  # (S, M) on the device
+        yield  # training/multi_seed.py queues the other seeds' evaluations here
+        return {s: dict(zip(names, vals)) for s, vals in zip(splits, flat.tolist())}
 
     def per_user_ranks(self, split: str = "test"):
         """A pandas DataFrame: user_id, target_item_id, history_length, rank (for analyses)."""
@@ -345,6 +350,10 @@ class Trainer:
     @_with_kernel_options
     def fit(self, callback: Callable[[dict], object] | None = None) -> dict:
         """Run the remaining epochs; returns the results dict (also written as results.json/.md)."""
+        return _drain(self.fit_steps(callback))
+
+    def fit_steps(self, callback: Callable[[dict], object] | None = None):
+        """`fit` as a generator (yields after each step and in each evaluation): multi_seed.py turns it."""
         cfg = self.cfg
         self._start()
         status = "completed"
@@ -391,15 +400,18 @@ class Trainer:
                     steps_this_call += 1
                     if steps_bar is not None:
                         steps_bar.update(1)
+                    yield
                 if steps_bar is not None:  # the full-ranking evaluation can take as long as the steps
                     steps_bar.set_description(f"epoch {self.epoch}: evaluating")
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
+                if self.device.type == "cuda":  # this run's stream: other runs' streams keep going
+                    torch.cuda.current_stream(self.device).synchronize()
                 t_train = time.perf_counter() - t_epoch
                 t_eval0 = time.perf_counter()
                 # Every rank holds the same weights: rank 0 evaluates, the others receive its metrics.
-                evaluate = lambda: self.evaluate(("valid", "test"))  # noqa: E731
-                metrics = broadcast_from_rank0(evaluate, self.rank, self.world)
+                if self.world == 1:
+                    metrics = yield from self.evaluation(("valid", "test"))
+                else:
+                    metrics = broadcast_from_rank0(self.evaluate, self.rank, self.world)
                 mean_loss = all_reduce_mean(self.epoch_loss_sum / len(steps), self.world).item()
                 t_eval = time.perf_counter() - t_eval0
                 if steps_bar is not None:
@@ -486,6 +498,15 @@ class Trainer:
                 refresh=False,
             )
             bar.update(1)
+
+
+def _drain(steps):
+    """Run a generator to its end; returns what it returns."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
 
 
 def train(
