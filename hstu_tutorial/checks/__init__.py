@@ -18,13 +18,14 @@ Checks never raise for a wrong answer: they print and return a bool. The last re
 `last_report` (used by the tests).
 
 One module per exercise: `data` (01), `attention` (02), `stu` (03), `jagged` (04), `triton_kernels` (05),
-`training` (06), `project` (07); `_common` holds the report and the comparison helpers they share.
+`training` (06), `project` (07), `ablation` (09); `_common` holds the report and the comparison helpers they share.
 """
 
 from __future__ import annotations
 
 from . import _common
 from ._common import NOT_ATTEMPTED, CheckFailed, ReferenceMissing
+from .ablation import check_ablation
 from .attention import check_hstu_attention, check_softmax_attention, check_time_bucket
 from .data import check_leave_one_out, check_user_sequences
 from .jagged import check_jagged_hstu_attention, check_jagged_to_padded, check_lengths_to_offsets
@@ -37,6 +38,7 @@ __all__ = [
     "NOT_ATTEMPTED",
     "CheckFailed",
     "ReferenceMissing",
+    "check_ablation",
     "check_hr_ndcg",
     "check_hstu_attention",
     "check_jagged_hstu_attention",
