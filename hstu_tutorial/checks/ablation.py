@@ -74,7 +74,7 @@ def _changes(values: dict) -> dict:
     defaults, the values converted as the trainer converts them."""
     TrainConfig = _reference("hstu_tutorial.training.config", "TrainConfig")
     config_from_dict = _reference("hstu_tutorial.training.config", "config_from_dict")
-    cfg, base = config_from_dict(values).to_dict(), TrainConfig().to_dict()
+    cfg, base = config_from_dict(values).validate().to_dict(), TrainConfig().to_dict()
     return {k: v for k, v in cfg.items() if v != base[k]}
 
 
@@ -123,6 +123,10 @@ def _compare_changes(what: str, name: str, changed: dict, want: dict) -> None:
     if key not in changed:
         wrong = f" but changes {changed} instead" if changed else ", and changes nothing"
         raise CheckFailed(f"{what} should set {key} = {value!r}{wrong}.")
+    if changed[key] != value:
+        raise CheckFailed(
+            f"{what} sets {key} = {changed[key]!r}; the variant {name!r} needs {key} = {value!r}."
+        )
     others = {k: v for k, v in changed.items() if k != key}
     raise CheckFailed(
         f"{what} sets {key} = {value!r} but also changes {others}: leave everything else as is."

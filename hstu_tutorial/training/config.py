@@ -153,7 +153,9 @@ class TrainConfig:
                 f"model = {self.model!r} takes attention_impl in {list(per_model[self.model])}, "
                 f"not {self.attention_impl!r}"
             )
-        ablated = [f"{k} = {v!r}" for k, v in ABLATION_DEFAULTS.items() if getattr(self, k) != v]
+        ablated = [
+            f"{k} = {getattr(self, k)!r}" for k, v in ABLATION_DEFAULTS.items() if getattr(self, k) != v
+        ]
         if self.model != "hstu" and ablated:
             raise ConfigError(
                 f"{', '.join(ablated)}: the ablation switches change HSTU's STU layer, and model = "
