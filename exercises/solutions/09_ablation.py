@@ -195,7 +195,7 @@ plt.show()
 #
 # The text below is written from the table of this run: which removal costs the most, which changes little.
 # One seed and a short budget make small differences unreliable: the last line compares each Δ with the
-# spread you would see from randomness alone, estimated from the standard error of NDCG@10 over the test users
+# spread you would see from randomness alone, estimated by the standard error of HR@10 over the test users
 # (a rough yardstick, not a test).
 
 # %%
