@@ -35,8 +35,9 @@
 # not the runs' own, and a Δ taken against the wrong row.
 #
 # **Sizes.** The `small` preset trains on the synthetic data for a few epochs (the notebook takes a couple of
-# minutes on a laptop CPU); `real-cpu` trains on MovieLens-1M with a CPU budget (a few epochs: differences are
-# small and noisy this early); `full` (a GPU) trains every variant for the paper's 101 epochs.
+# minutes on a laptop CPU); `real-cpu` trains on MovieLens-1M with a CPU budget (two epochs per variant, the
+# longest of the three on a CPU; each run prints its seconds; differences are small and noisy this early);
+# `full` (a GPU) trains every variant for the paper's 101 epochs.
 #
 # > **中文摘要**：消融实验：每次只去掉 HSTU 的一个部件（位置偏置、时间偏置、门控 u、把 SiLU 换成 softmax），
 # > 用相同的数据、种子和训练预算重新训练，比较 HR@10 / NDCG@10 的变化。你要写每个变体的配置覆盖
