@@ -215,7 +215,7 @@ def test_every_check_of_every_module_is_exported_by_the_package():
             and callable(getattr(mod, n))
             and getattr(mod, n).__module__ == mod.__name__
         }
-    assert len(found) == 26 and found == {n for n in checks.__all__ if n.startswith("check_")}
+    assert len(found) == 27 and found == {n for n in checks.__all__ if n.startswith("check_")}
     for name in checks.__all__:
         assert hasattr(checks, name), name
     from hstu_tutorial.checks import CheckFailed, ReferenceMissing, check_hstu_attention  # noqa: F401

@@ -18,7 +18,8 @@ Checks never raise for a wrong answer: they print and return a bool. The last re
 `last_report` (used by the tests).
 
 One module per exercise: `pytorch_basics` (00), `data` (01), `attention` and `relative_bias` (02), `stu` (03),
-`jagged` (04), `triton_kernels` (05), `training` and `analysis` (06), `project` (07), `config_tuning` (08);
+`jagged` (04), `triton_kernels` (05), `training` and `analysis` (06), `project` (07), `config_tuning` (08),
+`ablation` (09);
 `_common` holds the report and the comparison helpers they share.
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 from . import _common
 from ._common import NOT_ATTEMPTED, CheckFailed, ReferenceMissing
+from .ablation import check_ablation
 from .analysis import check_per_bucket
 from .attention import check_hstu_attention, check_softmax_attention, check_time_bucket
 from .config_tuning import check_config_file, check_gin_mapping, check_tuning
@@ -47,6 +49,7 @@ __all__ = [
     "NOT_ATTEMPTED",
     "CheckFailed",
     "ReferenceMissing",
+    "check_ablation",
     "check_batch_gradients",
     "check_config_file",
     "check_gin_mapping",

@@ -19,7 +19,7 @@ from hstu_tutorial.modules.preprocessors import (  # noqa: F401 (count_parameter
     count_parameters,
     l2_normalize,
 )
-from hstu_tutorial.modules.stu import STULayer
+from hstu_tutorial.modules.stu import STULayer, switches_text
 from hstu_tutorial.ops.jagged_tensors import JaggedLayout
 
 
@@ -40,6 +40,10 @@ class HSTUEncoder(SequentialEncoder):
         attention_impl: str = "pytorch",
         norm: float | None = None,
         use_rab: bool = True,
+        use_pos_bias: bool = True,
+        use_time_bias: bool = True,
+        use_gate: bool = True,
+        attention_activation: str = "silu",
     ):
         super().__init__()
         check_encoder_args(
@@ -73,10 +77,21 @@ class HSTUEncoder(SequentialEncoder):
                 num_positions=self.num_positions,
                 use_rab=use_rab,
                 attention_impl=attention_impl,
+                use_pos_bias=use_pos_bias,
+                use_time_bias=use_time_bias,
+                use_gate=use_gate,
+                attention_activation=attention_activation,
             )
             for _ in range(num_blocks)
         )
         self.register_load_state_dict_pre_hook(_rename_layers_to_blocks)
+
+    def switches(self) -> dict:
+        """The ablation switches (all blocks are alike): use_pos_bias, use_time_bias, use_gate, attention_activation."""
+        return self.blocks[0].switches()
+
+    def extra_repr(self) -> str:
+        return switches_text(**self.switches())  # only the switches that differ from HSTU's defaults
 
     def layout(self, batch, pad_width: int | None = None, return_attention: bool = False) -> JaggedLayout:
         """The per-batch layout shared by all blocks (pad width N = `batch.max_len` unless given)."""
@@ -89,7 +104,9 @@ class HSTUEncoder(SequentialEncoder):
         # The Triton kernel forms the bias in-kernel; the PyTorch path (also used for attention maps)
         # needs the time buckets, computed once here for all blocks.
         rab = self.blocks[0].rab
-        need_buckets = rab is not None and (self.attention_impl == "pytorch" or return_attention)
+        need_buckets = (
+            rab is not None and rab.use_time and (self.attention_impl == "pytorch" or return_attention)
+        )
         return JaggedLayout.from_batch(batch, N, rab=rab if need_buckets else None)
 
     def forward(self, batch, return_attention: bool = False, pad_width: int | None = None):
@@ -119,8 +136,9 @@ class HSTUEncoder(SequentialEncoder):
         """Finer counts inside one STU block (all blocks are alike): W_uvqk, output Linear, rab."""
         block = self.blocks[0]
         parts = {"W_uvqk": block.uvqk.numel(), "o (Linear + bias)": count_parameters(block.o)}
-        if block.rab is not None:
+        if block.rab is not None and block.rab.pos_w is not None:
             parts["rab pos_w"] = block.rab.pos_w.numel()
+        if block.rab is not None and block.rab.ts_w is not None:
             parts["rab ts_w"] = block.rab.ts_w.numel()
         return parts
 
@@ -145,14 +163,18 @@ def hstu_encoder(
     attention_impl: str = "pytorch",
     norm: float | None = None,
     use_rab: bool = True,
+    use_pos_bias: bool = True,
+    use_time_bias: bool = True,
+    use_gate: bool = True,
+    attention_activation: str = "silu",
 ) -> HSTUEncoder:
     """Build the HSTU encoder (defaults: the reference's ML-1M model: D=50, 2 blocks, 1 head, dqk=dv=50).
 
     `num_items`: largest item id. `norm`: the attention divisor n (default max_seq_len + 11, the
     reference's 211). `attention_impl`: "pytorch" or "triton". `use_rab=False` drops the relative
     attention bias (positions and time gaps then reach attention only through the position embedding).
-    HSTU-large: num_blocks=8, num_heads=2,
-    dqk=dv=25.
+    Ablations (see hstu_tutorial.modules.stu): `use_pos_bias`, `use_time_bias`, `use_gate` and
+    `attention_activation` ("silu" or "softmax"). HSTU-large: num_blocks=8, num_heads=2, dqk=dv=25.
     """
     return HSTUEncoder(
         num_items,
@@ -166,4 +188,8 @@ def hstu_encoder(
         attention_impl=attention_impl,
         norm=norm,
         use_rab=use_rab,
+        use_pos_bias=use_pos_bias,
+        use_time_bias=use_time_bias,
+        use_gate=use_gate,
+        attention_activation=attention_activation,
     )

@@ -9,6 +9,11 @@ Paper eqs. (1)-(3), as the reference implementation trains it (x is jagged `(T, 
     out        = x + Linear(Dropout(o))                         Linear (H dv -> D) with bias
 
 One layer replaces a Transformer's attention block *and* its FFN: the gate u plays the FFN's role.
+
+Ablation switches (defaults: the layer above): `use_pos_bias` / `use_time_bias` drop a term of rab,
+`use_gate=False` gives o = LayerNorm(A v) (no u, so W_uvqk loses u's columns), and
+`attention_activation="softmax"` gives A_ij = softmax_j((<q_i, k_j> + rab_ij) / sqrt(dqk)) over j <= i (rows
+sum to 1, no n). The Triton kernel covers SiLU with the full bias or none; other combinations run PyTorch.
 """
 
 from __future__ import annotations
@@ -17,9 +22,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hstu_tutorial.ops.hstu_attention import RelativeAttentionBias, padded_hstu_attention
+from hstu_tutorial.ops.hstu_attention import ACTIVATIONS, RelativeAttentionBias, padded_hstu_attention
 from hstu_tutorial.ops.jagged_tensors import JaggedLayout
 from hstu_tutorial.ops.layer_norm import layer_norm
+
+# the ablation switches and their defaults (HSTU as the paper trains it)
+SWITCH_DEFAULTS = {
+    "use_pos_bias": True,
+    "use_time_bias": True,
+    "use_gate": True,
+    "attention_activation": "silu",
+}
+
+
+def triton_supports(
+    use_pos_bias: bool = True, use_time_bias: bool = True, attention_activation: str = "silu"
+):
+    """True when the Triton kernel computes this attention: SiLU / n with the full bias or none."""
+    return attention_activation == "silu" and use_pos_bias == use_time_bias
+
+
+def switches_text(**switches) -> str:
+    """'use_gate=False, attention_activation='softmax'': the switches that differ from the defaults."""
+    return ", ".join(f"{k}={v!r}" for k, v in switches.items() if v != SWITCH_DEFAULTS[k])
 
 
 class STULayer(nn.Module):
@@ -27,7 +52,8 @@ class STULayer(nn.Module):
 
     `norm` is the attention divisor n (reference: max_seq_len + 11 = 211 on ML-1M); `num_positions` sizes
     the relative attention bias table (the same 211). `attention_impl`: "pytorch" (padded einsum with
-    masks) or "triton" (the fused jagged kernel that forms the bias in-kernel).
+    masks) or "triton" (the fused jagged kernel that forms the bias in-kernel). `use_rab=False` is
+    `use_pos_bias=use_time_bias=False`; the switches are described in the module docstring.
     """
 
     def __init__(
@@ -43,30 +69,68 @@ class STULayer(nn.Module):
         use_rab: bool = True,
         attention_impl: str = "pytorch",
         eps: float = 1e-6,
+        *,
+        use_pos_bias: bool = True,
+        use_time_bias: bool = True,
+        use_gate: bool = True,
+        attention_activation: str = "silu",
     ):
         super().__init__()
         if attention_impl not in ("pytorch", "triton"):
             raise ValueError(f"attention_impl must be 'pytorch' or 'triton', got {attention_impl!r}")
+        if attention_activation not in ACTIVATIONS:
+            raise ValueError(
+                f"attention_activation must be one of {list(ACTIVATIONS)}, got {attention_activation!r}"
+            )
+        use_pos_bias, use_time_bias = bool(use_pos_bias and use_rab), bool(use_time_bias and use_rab)
+        if attention_impl == "triton" and not triton_supports(
+            use_pos_bias, use_time_bias, attention_activation
+        ):
+            raise ValueError(
+                "the Triton kernel computes SiLU attention with the full relative bias or none; "
+                f"use_pos_bias={use_pos_bias}, use_time_bias={use_time_bias}, "
+                f"attention_activation={attention_activation!r} needs attention_impl='pytorch'"
+            )
         self.embedding_dim, self.num_heads, self.dqk, self.dv = embedding_dim, num_heads, dqk, dv
         self.dropout, self.norm, self.eps = dropout, float(norm), eps
         self.attention_impl = attention_impl
-        # W_uvqk ~ N(0, 0.02^2), no bias; columns ordered u, v, q, k as in the reference.
-        self.uvqk = nn.Parameter(torch.empty(embedding_dim, 2 * num_heads * (dv + dqk)).normal_(0.0, 0.02))
+        self.use_gate, self.attention_activation = bool(use_gate), attention_activation
+        # W_uvqk ~ N(0, 0.02^2), no bias; columns ordered u, v, q, k as in the reference (no u without gate).
+        width = (2 if use_gate else 1) * num_heads * dv + 2 * num_heads * dqk
+        self.uvqk = nn.Parameter(torch.empty(embedding_dim, width).normal_(0.0, 0.02))
         self.o = nn.Linear(num_heads * dv, embedding_dim)
         nn.init.xavier_uniform_(self.o.weight)
-        self.rab = RelativeAttentionBias(num_positions, num_buckets) if use_rab else None
+        self.rab = None
+        if use_pos_bias or use_time_bias:
+            self.rab = RelativeAttentionBias(
+                num_positions, num_buckets, use_pos=use_pos_bias, use_time=use_time_bias
+            )
+
+    def switches(self) -> dict:
+        """The ablation switches of this layer, e.g. {"use_pos_bias": True, ..., "attention_activation": "silu"}."""
+        rab = self.rab
+        return {
+            "use_pos_bias": rab is not None and rab.use_pos,
+            "use_time_bias": rab is not None and rab.use_time,
+            "use_gate": self.use_gate,
+            "attention_activation": self.attention_activation,
+        }
 
     def extra_repr(self) -> str:
+        off = switches_text(**self.switches())
         return (
             f"D={self.embedding_dim}, H={self.num_heads}, dqk={self.dqk}, dv={self.dv}, n={self.norm:g}, "
-            f"dropout={self.dropout}, attention_impl={self.attention_impl!r}"
+            f"dropout={self.dropout}, attention_impl={self.attention_impl!r}" + (f", {off}" if off else "")
         )
 
     def split_uvqk(self, x: torch.Tensor):
-        """`x (T, D)` -> u, v `(T, H*dv)`, q, k `(T, H*dqk)` (eq. 1: SiLU(LayerNorm(x) W_uvqk))."""
+        """`x (T, D)` -> u, v `(T, H*dv)`, q, k `(T, H*dqk)` (eq. 1: SiLU(LayerNorm(x) W_uvqk)); u is None
+        without the gate."""
         x_n = layer_norm(x, eps=self.eps)  # (T, D)
-        uvqk = F.silu(x_n @ self.uvqk)  # (T, 2*H*dv + 2*H*dqk)
+        uvqk = F.silu(x_n @ self.uvqk)  # (T, 2*H*dv + 2*H*dqk), or (T, H*dv + 2*H*dqk) without u
         Hdv, Hdqk = self.num_heads * self.dv, self.num_heads * self.dqk
+        if not self.use_gate:
+            return (None, *torch.split(uvqk, [Hdv, Hdqk, Hdqk], dim=-1))
         return torch.split(uvqk, [Hdv, Hdv, Hdqk, Hdqk], dim=-1)
 
     def attention(self, q, k, v, layout: JaggedLayout, return_attention: bool = False):
@@ -107,7 +171,9 @@ class STULayer(nn.Module):
         vqk = layout.pad(torch.cat([v, q, k], dim=-1))  # (B, N, H*(dv+2*dqk))
         vp, qp, kp = torch.split(vqk, [H * self.dv, H * self.dqk, H * self.dqk], dim=-1)
         rab = None
-        if self.rab is not None:
+        if self.rab is not None and not self.rab.use_time:  # position term only (ablation): no buckets
+            rab = self.rab.position_bias(N)[None].expand(B, N, N)  # (B, N, N)
+        elif self.rab is not None:
             if layout.buckets is None:
                 raise ValueError(
                     "this STU layer has a relative attention bias but the layout has no time buckets: "
@@ -123,6 +189,7 @@ class STULayer(nn.Module):
             norm=self.norm,
             causal=True,
             return_attention=True,
+            activation=self.attention_activation,
         )  # (B, N, H, dv), (B, H, N, N)
         return layout.unpad(out.reshape(B, N, H * self.dv)), (attn if return_attention else None)
 
@@ -130,7 +197,9 @@ class STULayer(nn.Module):
         """`x (T, D)` -> `(T, D)`; with `return_attention`, also A `(B, H, N, N)` (PyTorch path)."""
         u, v, q, k = self.split_uvqk(x)  # (T, H*dv), (T, H*dv), (T, H*dqk), (T, H*dqk)
         av, attn = self.attention(q, k, v, layout, return_attention)  # (T, H*dv)
-        # Eq. 3: LayerNorm over all heads jointly, gated elementwise by u.
-        o = u * layer_norm(av, eps=self.eps)  # (T, H*dv)
+        # Eq. 3: LayerNorm over all heads jointly, gated elementwise by u (the no-gate ablation keeps the norm).
+        o = layer_norm(av, eps=self.eps)  # (T, H*dv)
+        if u is not None:
+            o = u * o  # (T, H*dv)
         out = x + self.o(F.dropout(o, p=self.dropout, training=self.training))  # (T, D)
         return (out, attn) if return_attention else out

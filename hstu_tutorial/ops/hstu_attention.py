@@ -31,6 +31,8 @@ from hstu_tutorial.ops.jagged_tensors import (
 )
 from hstu_tutorial.ops.time_buckets import NUM_TIME_BUCKETS, time_bucket
 
+ACTIVATIONS = ("silu", "softmax")  # HSTU's pointwise SiLU / n, and the softmax of the ablation
+
 
 def attention_mask(lengths: torch.Tensor, max_len: int, causal: bool = True) -> torch.Tensor:
     """`(B, N, N)` bool: True where query i may attend to key j (both real items, and j <= i if causal)."""
@@ -98,6 +100,7 @@ def padded_hstu_attention(
     norm: float | torch.Tensor | None = None,
     causal: bool = True,
     return_attention: bool = False,
+    activation: str = "silu",
 ):
     """HSTU pointwise attention on padded tensors.
 
@@ -105,16 +108,26 @@ def padded_hstu_attention(
     Returns `(B, N, H, dv)` (zeros on padding rows) with
     `out_i = sum_j mask_ij * SiLU(alpha <q_i, k_j> + rab_ij) / n * v_j`, and also the attention
     `A (B, H, N, N)` if `return_attention`. `norm` is n; default: the longest length in the batch.
+    `activation="softmax"` (an ablation) replaces SiLU(.) / n by a softmax over each row's allowed keys of
+    `(alpha <q_i, k_j> + rab_ij) / sqrt(dqk)`: rows sum to 1 and n is not used.
     """
     _check_qkv(q, k, v, padded=True)
     check_norm(norm)
-    B, N, H, _ = q.shape
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+    B, N, H, dqk = q.shape
     scores = torch.einsum("bihd,bjhd->bhij", q, k) * alpha  # (B, H, N, N)
     if rab is not None:
         scores = scores + _rab_bhnn(rab, B, H, N)
+    mask = attention_mask(lengths, N, causal).unsqueeze(1)  # (B, 1, N, N)
+    if activation == "softmax":
+        # A padding row has no allowed key: a finite fill keeps its softmax finite, the mask zeroes it.
+        scores = (scores / math.sqrt(dqk)).masked_fill(~mask, torch.finfo(scores.dtype).min)
+        attn = torch.softmax(scores, dim=-1) * mask  # (B, H, N, N); each real row sums to 1
+        out = torch.einsum("bhij,bjhd->bihd", attn.to(v.dtype), v)  # (B, N, H, dv)
+        return (out, attn) if return_attention else out
     # n stays a tensor when it is derived from lengths, so a GPU never waits for the host.
     n = lengths.max().clamp(min=1) if norm is None else norm
-    mask = attention_mask(lengths, N, causal).unsqueeze(1)  # (B, 1, N, N)
     attn = F.silu(scores) * mask / n  # (B, H, N, N); masked entries are exact zeros
     out = torch.einsum("bhij,bjhd->bihd", attn.to(v.dtype), v)  # (B, N, H, dv)
     return (out, attn) if return_attention else out
@@ -281,6 +294,7 @@ class RelativeAttentionBias(nn.Module):
     `rab[b, i, j] = pos_w[L-1 + j - i] + ts_w[time_bucket(t_next[b, i] - t[b, j])]` with L = `max_len`
     (211 on ML-1M = max_seq_len + 10 + 1), `pos_w (2L-1,)`, `ts_w (num_buckets+1,)`, both N(0, 0.02^2).
     Query row i uses the timestamp of the item *after* i (the one it predicts).
+    Ablations: `use_pos=False` or `use_time=False` drops that term (its weight vector is then None).
     """
 
     def __init__(
@@ -289,16 +303,31 @@ class RelativeAttentionBias(nn.Module):
         num_buckets: int = NUM_TIME_BUCKETS,
         *,
         max_seq_len_with_target: int | None = None,
+        use_pos: bool = True,
+        use_time: bool = True,
     ):
         super().__init__()
+        if not (use_pos or use_time):
+            raise ValueError(
+                "a RelativeAttentionBias with neither the position nor the time term adds nothing; "
+                "build the layer without a bias (rab=None / use_rab=False) instead"
+            )
         max_len = max_seq_len_with_target if max_seq_len_with_target is not None else max_len
         self.max_len = max_len
         self.num_buckets = num_buckets
-        self.pos_w = nn.Parameter(torch.empty(2 * max_len - 1).normal_(0.0, 0.02))  # (2L-1,)
-        self.ts_w = nn.Parameter(torch.empty(num_buckets + 1).normal_(0.0, 0.02))  # (num_buckets+1,)
+        self.use_pos, self.use_time = bool(use_pos), bool(use_time)
+        if use_pos:
+            self.pos_w = nn.Parameter(torch.empty(2 * max_len - 1).normal_(0.0, 0.02))  # (2L-1,)
+        else:
+            self.register_parameter("pos_w", None)
+        if use_time:
+            self.ts_w = nn.Parameter(torch.empty(num_buckets + 1).normal_(0.0, 0.02))  # (num_buckets+1,)
+        else:
+            self.register_parameter("ts_w", None)
 
     def extra_repr(self) -> str:
-        return f"max_len={self.max_len}, num_buckets={self.num_buckets}"
+        off = "".join(f", {name}=False" for name in ("use_pos", "use_time") if not getattr(self, name))
+        return f"max_len={self.max_len}, num_buckets={self.num_buckets}{off}"
 
     def buckets(self, timestamps: torch.Tensor, next_timestamps: torch.Tensor) -> torch.Tensor:
         """Padded `(B, N)` timestamps -> `(B, N, N)` int64 buckets of `t_next[b, i] - t[b, j]`."""
@@ -307,6 +336,8 @@ class RelativeAttentionBias(nn.Module):
 
     def position_bias(self, N: int) -> torch.Tensor:
         """`(N, N)` position term `pos_w[L-1 + j - i]`."""
+        if self.pos_w is None:
+            raise ValueError("this bias was built with use_pos=False: it has no position term")
         if N > self.max_len:
             raise ValueError(
                 f"sequences padded to N={N} exceed the bias table's max_len={self.max_len}; "
@@ -319,6 +350,10 @@ class RelativeAttentionBias(nn.Module):
         """`(B, N, N)` int64 or int32 buckets -> `(B, N, N)` bias (lets several layers share one bucketing;
         int32 halves the memory the backward keeps for them)."""
         N = buckets.shape[-1]
+        if self.pos_w is None:  # time term only (ablation)
+            return table_lookup(self.ts_w, buckets)  # (B, N, N)
+        if self.ts_w is None:  # position term only (ablation)
+            return self.position_bias(N)[None].expand(buckets.shape[0], N, N)  # (B, N, N)
         return self.position_bias(N)[None] + table_lookup(self.ts_w, buckets)  # (B, N, N)
 
     def forward(self, timestamps: torch.Tensor, next_timestamps: torch.Tensor) -> torch.Tensor:
@@ -341,6 +376,7 @@ class RelativeAttentionBias(nn.Module):
 
 
 __all__ = [
+    "ACTIVATIONS",
     "RelativeAttentionBias",
     "attention_mask",
     "check_norm",

@@ -404,8 +404,11 @@ ITEMS: tuple[Item, ...] = (
         "advanced",
         "修改模型架构",
         "Modify the model architecture",
-        ((_NB03, "1. The layer, one line at a time"),),
-        planned="an ablation exercise on real data (no positional bias, no time bias, no gate, softmax)",
+        (
+            (_NB03, "1. The layer, one line at a time"),
+            ("exercises/09_ablation", "Exercises 09 · Ablation: which parts of HSTU matter?"),
+        ),
+        check="check_ablation",
     ),
     Item(
         "advanced.new_dataset",

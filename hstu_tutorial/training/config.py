@@ -19,8 +19,16 @@ from hstu_tutorial.metrics import metric_names
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DATASETS = ("ml-1m", "ml-100k", "synthetic")  # what hstu_tutorial.data.get_reco_dataset loads
 SYNTHETIC_SIZES = ("ci", "small", "ml-1m")  # hstu_tutorial.data.synthetic.SIZES
+# HSTU's ablation switches and their defaults (the model as the paper trains it)
+ABLATION_DEFAULTS = {
+    "use_pos_bias": True,
+    "use_time_bias": True,
+    "use_gate": True,
+    "attention_activation": "silu",
+}
 
 __all__ = [
+    "ABLATION_DEFAULTS",
     "CONFIG_DIR",
     "ConfigError",
     "TrainConfig",
@@ -76,6 +84,13 @@ class TrainConfig:
     dropout: float = 0.2
     # HSTU: "pytorch", "triton" or "auto" (triton on CUDA); SASRec: "sdpa", "pytorch" or "auto" (sdpa)
     attention_impl: str = "auto"
+    # HSTU ablation switches (docs/model_and_training.md, "Ablation switches"); SASRec takes only the defaults
+    use_pos_bias: bool = True  # the position term of the relative attention bias
+    use_time_bias: bool = True  # the time-gap term of the relative attention bias
+    use_gate: bool = True  # o = u * LayerNorm(A v); false: o = LayerNorm(A v)
+    attention_activation: str = (
+        "silu"  # "silu": SiLU(qk + rab) / n; "softmax": softmax((qk + rab) / sqrt(dqk))
+    )
     # --- loss ---
     loss: str = "sampled_softmax"  # "sampled_softmax", "full_softmax" or "bce"
     num_negatives: int = 128
@@ -124,6 +139,7 @@ class TrainConfig:
             "cuda_graphs": ("auto", "on", "off"),
             "layout": ("auto", "jagged", "padded"),
             "record_language": ("en", "zh"),
+            "attention_activation": ("silu", "softmax"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -136,6 +152,20 @@ class TrainConfig:
             raise ConfigError(
                 f"model = {self.model!r} takes attention_impl in {list(per_model[self.model])}, "
                 f"not {self.attention_impl!r}"
+            )
+        ablated = [
+            f"{k} = {getattr(self, k)!r}" for k, v in ABLATION_DEFAULTS.items() if getattr(self, k) != v
+        ]
+        if self.model != "hstu" and ablated:
+            raise ConfigError(
+                f"{', '.join(ablated)}: the ablation switches change HSTU's STU layer, and model = "
+                f"{self.model!r} has none; remove them (defaults {ABLATION_DEFAULTS}) or use model = 'hstu'"
+            )
+        full_or_none = self.use_pos_bias == self.use_time_bias
+        if self.attention_impl == "triton" and not (full_or_none and self.attention_activation == "silu"):
+            raise ConfigError(
+                f"attention_impl = 'triton' computes SiLU attention with the full relative bias or none, not "
+                f"{', '.join(ablated)}; set attention_impl = 'pytorch' (or 'auto': PyTorch for this ablation)"
             )
         positive = (
             "embedding_dim",

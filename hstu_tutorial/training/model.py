@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from hstu_tutorial.errors import ConfigError
-from hstu_tutorial.training.config import TrainConfig
+from hstu_tutorial.training.config import ABLATION_DEFAULTS, TrainConfig
 from hstu_tutorial.training.log import note
 
 __all__ = ["build_model", "resolve_device"]
@@ -27,8 +27,19 @@ def build_model(cfg: TrainConfig, num_items: int, device: torch.device) -> tuple
 
     impl = cfg.attention_impl
     if cfg.model == "hstu":
+        from hstu_tutorial.modules.stu import switches_text, triton_supports
+
+        switches = {k: getattr(cfg, k) for k in ABLATION_DEFAULTS}
         if impl == "auto":
             impl = "triton" if device.type == "cuda" else "pytorch"
+        # attention_impl = "triton" asked with such switches is refused by TrainConfig.validate
+        if impl == "triton" and not triton_supports(
+            cfg.use_pos_bias, cfg.use_time_bias, cfg.attention_activation
+        ):
+            note(
+                f"{switches_text(**switches)}: the Triton kernel does not cover it; attention runs in PyTorch"
+            )
+            impl = "pytorch"
         if impl == "triton":
             try:
                 import hstu_tutorial.ops.triton.hstu_attention_autograd  # noqa: F401 - can it load?
@@ -56,6 +67,7 @@ def build_model(cfg: TrainConfig, num_items: int, device: torch.device) -> tuple
             max_seq_len=cfg.max_seq_len,
             dropout=cfg.dropout,
             attention_impl=impl,
+            **switches,
         )
     else:
         impl = "sdpa" if impl == "auto" else impl
