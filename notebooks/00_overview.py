@@ -232,8 +232,7 @@ ok_log10 = checks.check_time_bucket(time_bucket_log10)
 # ticked by something you did: an exercise check that passed, a short quiz (the concept items), the data
 # loader accepting the real MovieLens files, or a completed `hstu-train` run. Some items have *steps* (the
 # exercises that serve them): an item is done when all its steps are, or when its own quiz, check or run
-# ticks it. Items marked *planned* wait for the exercise that will tick them. Each row links to where it is
-# taught.
+# ticks it. Each row links to where it is taught.
 #
 # Your ticks are saved in a small JSON file in your home folder (`~/.hstu_tutorial/progress.json`; set
 # `HSTU_PROGRESS_FILE` to put it elsewhere), written atomically, so they survive kernel restarts and reboots.

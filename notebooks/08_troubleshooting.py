@@ -147,6 +147,33 @@ print(f"loss {loss_plain:.6f} vs {loss_rc:.6f}; largest gradient difference "
 print(f"activations kept for backward: {kept_plain.mib:.2f} MiB -> {kept_rc.mib:.2f} MiB")
 
 # %% [markdown]
+# **Which GPU is enough?** `docs/hardware.md` gives, per model, batch size and history length, the measured peak
+# memory (evaluation included), whether it fits in 8, 12 or 24 GB, and each remedy above one at a time, measured on
+# an NVIDIA H200 on 2026-12-01. The cell below reads the same file.
+
+# %%
+import json as _json
+
+hw_file = Path(hstu_tutorial.__file__).resolve().parents[1] / "benchmarks/results/h200_2026-12-01/hardware.json"
+if not hw_file.is_file():
+    print("no saved hardware table in", hw_file.name)
+else:
+    hw = pd.DataFrame(_json.loads(hw_file.read_text())["cases"])
+    hw = hw[(hw["group"] == "settings") & (hw["status"] == "ok")]
+    hw = hw[["model", "setting", "train_s_per_epoch", "peak_allocated_mib", "peak_reserved_mib"]]
+    display(hw.round(3).set_index(["model", "setting"]))
+    default = hw[hw.setting == "default"].set_index("model")
+    lines = []
+    for setting in ("bf16", "recompute", "accum2", "no_graphs"):
+        rows = hw[hw.setting == setting].set_index("model")
+        alloc = (rows["peak_allocated_mib"] / default["peak_allocated_mib"]).mean()
+        reserved = (rows["peak_reserved_mib"] / default["peak_reserved_mib"]).mean()
+        speed = (rows["train_s_per_epoch"] / default["train_s_per_epoch"]).mean()
+        lines.append(f"- `{setting}`: peak allocated x{alloc:.2f}, peak reserved x{reserved:.2f}, "
+                     f"time per epoch x{speed:.2f} (mean over the three models)")
+    display(Markdown("Against the default, on the H200:\n\n" + "\n".join(lines)))
+
+# %% [markdown]
 # ## 2. Slow training
 #
 # First find the bottleneck, then pull the lever that removes it. The H200 figures saved by

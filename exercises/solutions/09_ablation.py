@@ -48,6 +48,7 @@
 # **Solution version.** The learner notebook `exercises/09_ablation.ipynb` is generated from this one by `tools/make_exercises.py`.
 
 # %%
+import json
 import tempfile
 from pathlib import Path
 
@@ -218,6 +219,35 @@ display(Markdown(
     + f"\n- Training time: {table['train_s'].min():.1f} to {table['train_s'].max():.1f} s per run "
     "(on a GPU the default and no_gate runs use the Triton kernel, the others PyTorch)."
 ))
+
+# %% [markdown]
+# ### The same study at full size
+#
+# The five variants of the paper's ML-1M HSTU, 101 epochs each, on ML-1M users 1-2999, two seeds, on one NVIDIA
+# H200 (2026-12-01), with the validation protocol and the test metrics at the best validation epoch, as above
+# (`benchmarks/ablation_ml1m.py`; the file is `benchmarks/results/h200_2026-12-01/ablation/ablation.json`). Compare
+# its order of the variants with yours.
+
+# %%
+saved = Path(hstu_tutorial.__file__).resolve().parents[1] / "benchmarks/results/h200_2026-12-01/ablation/ablation.json"
+if not saved.is_file():
+    print("no saved full-size ablation in", saved.name)
+else:
+    full = json.loads(saved.read_text())
+    frame = pd.DataFrame([{"variant": r["variant"], "seed": r["seed"], "HR@10": r["test"]["hr@10"],
+                           "NDCG@10": r["test"]["ndcg@10"]} for r in full["runs"]])
+    gpu_table = frame.groupby("variant", sort=False)[["HR@10", "NDCG@10"]].agg(["mean", "std"])
+    base = gpu_table.loc["default"]
+    gpu_table[("ΔNDCG@10", "mean")] = gpu_table[("NDCG@10", "mean")] - base[("NDCG@10", "mean")]
+    display(gpu_table.round(4))
+    seed_sd = frame.groupby("variant")["NDCG@10"].std().mean()
+    big = [v for v in gpu_table.index if v != "default" and abs(gpu_table.loc[v, ("ΔNDCG@10", "mean")]) > 2 * seed_sd]
+    display(Markdown(
+        f"{full['machine']}, {full['date']}, {full['epochs']} epochs, seeds {full['seeds']}. The mean spread between "
+        f"the two seeds of one variant is {seed_sd:.4f} NDCG@10; "
+        + (f"the variants whose change exceeds twice that: {', '.join(big)}." if big else
+           "no variant's change exceeds twice that.")
+    ))
 
 # %% [markdown]
 # ## 6. Your turn
