@@ -49,6 +49,7 @@ from hstu_tutorial import viz
 from hstu_tutorial.ops import (RelativeAttentionBias, hstu_attention, jagged_to_padded, next_timestamps,
                                softmax_attention, time_bucket)
 from hstu_tutorial.train import load_config, train
+from hstu_tutorial.training.report import plural
 from IPython.display import Markdown, display
 
 preset = hstu_tutorial.get_preset()
@@ -292,7 +293,7 @@ fig2, _ = viz.plot_attention_map(w_hstu * model0.norm, titles, "HSTU weights x n
 # %%
 results = train(CONFIG, dataset=ds, num_epochs=EPOCHS, verbose=False)
 model = results["trainer"].model.cpu().eval()
-print(f"trained {results['epochs_run']} epochs on {ds.name}")
+print(f"trained {plural(results['epochs_run'], 'epoch')} on {ds.name}")
 user_batch = next(iter(ds.loader("test", 16)))  # histories ending just before each user's test item
 fig, maps = viz.plot_attention_maps(model, user_batch, user_index=0, item_titles=ds.item_titles, max_items=16)
 print("maps (layers, heads, queries, keys):", maps["maps"].shape, "| user", maps["user_id"])
@@ -315,7 +316,7 @@ if preset.gpu:
     attention = {"record": gpu_results.attention_record(live_model, ds, gpu_results.attention_users(ds)),
                  "summary": gpu_results.attention_summary(live_model, ds, "test")}
     model = live_model.cpu()  # the explorer below runs on the CPU batch
-    source = f"live: the HSTU trained above ({results['epochs_run']} epochs on {ds.name})"
+    source = f"live: the HSTU trained above ({plural(results['epochs_run'], 'epoch')} on {ds.name})"
 else:
     saved = gpu_results.load_ml1m_results()
     attention = saved.attention if saved is not None else None

@@ -7,7 +7,10 @@ AdamW state + the activations the forward pass keeps for the backward pass.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
+import sys
 import time
 
 import torch
@@ -316,7 +319,7 @@ def profile_loading(
     tr.model.train()
     compute(next_batch(0))  # warm-up
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=acts) as prof:
+    with _native_stderr_silenced(), profile(activities=acts) as prof:
         for s in range(1, steps + 1):
             with record_function("data: next batch"):
                 item = next_batch(s)
@@ -335,3 +338,21 @@ def profile_loading(
             sort_by="self_cpu_time_total", row_limit=row_limit, max_name_column_width=40
         ),
     }
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send the C++ side's stderr (the profiler's "USDT ... profiler_start" lines) to /dev/null for the block."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2: nothing to silence
+        yield
+        return
+    sys.stderr.flush()
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
