@@ -97,7 +97,7 @@ def _run(name: str, fn: Callable, body: Callable[[Callable], int]) -> bool:
 
     ticked = progress.mark_done(name)
     tick = f"; checklist: ticked {', '.join(ticked)}" if ticked else ""
-    _report(f"✓ {name}: passed ({n_cases} cases){tick}")
+    _report(f"✓ {name}: passed ({n_cases} case{'' if n_cases == 1 else 's'}){tick}")
     return True
 
 
