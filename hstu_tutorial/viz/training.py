@@ -167,7 +167,7 @@ def plot_results_bars(frame, metric: str = "hr@10", ax=None):
     import numpy as np
 
     table = frame.pivot_table(index="model", columns="source", values=metric, aggfunc="first", sort=False)
-    fig, ax = new_axes(ax, figsize=(7.0, 3.2))
+    fig, ax = new_axes(ax, figsize=(9.0, 3.2))
     n = len(table.columns)
     width = 0.8 / max(n, 1)
     x = np.arange(len(table.index))
@@ -177,7 +177,9 @@ def plot_results_bars(frame, metric: str = "hr@10", ax=None):
     ax.set_xticks(x, table.index)
     ax.set_ylabel(metric.upper())
     ax.set_title(f"test {metric.upper()}", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(
+        fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False
+    )  # beside, not on, the bars
     fig.tight_layout()
     return fig, table
 
