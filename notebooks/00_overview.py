@@ -180,9 +180,14 @@ print(f"\nHSTU vs SASRec: {gain['HR@10']:+.1f}% HR@10, {gain['NDCG@10']:+.1f}% N
 #
 # ### What the course does not implement
 #
-# * **Stochastic Length** (§3.2): during training, long histories are subsampled so that attention costs grow more
-#   slowly than quadratically with the history length, at a small cost in quality the paper measures on its own
-#   data. The trainer here always reads each history's last `max_seq_len` items.
+# * **Stochastic Length** (§3.2, eq. 4) is no longer missing: it is a training option, off by default. With
+#   `--set stochastic_length_alpha=1.6` (any $\alpha \in (1, 2]$), every epoch a training history of $n$ items
+#   longer than $L = \lfloor N^{\alpha/2} \rfloor$ ($N$ = `max_seq_len`) is cut to $L$ of its items, in order,
+#   with probability $1 - N^\alpha / n^2$, so that attention costs grow more slowly than quadratically;
+#   evaluation always reads whole histories. `hstu_tutorial/data/stochastic_length.py` states the rule, and
+#   `stochastic_length_selection` picks which items a cut history keeps. Its effect on ML-1M (HSTU, SL off and
+#   three values of $\alpha$, two seeds) is measured in
+#   `benchmarks/results/h200_2026-12-01/stochastic_length/stochastic_length.md`.
 # * **M-FALCON** (§3.4): at ranking time, many candidate items are scored in one pass over a user's history, the
 #   history's keys and values computed once and shared across micro-batches of candidates. The course evaluates
 #   by scoring the whole catalogue against one output embedding per user (retrieval-style), which needs no such

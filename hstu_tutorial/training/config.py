@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hstu_tutorial.data.stochastic_length import SELECTIONS as SL_SELECTIONS
 from hstu_tutorial.errors import ConfigError
 from hstu_tutorial.metrics import metric_names
 
@@ -73,6 +74,11 @@ class TrainConfig:
         "reference"  # "reference": train on all but the test item; "validation": hold out valid too
     )
     stable_sort: bool = True
+    # Stochastic Length (the paper's §3.2; hstu_tutorial/data/stochastic_length.py): 0 = off; alpha in (1, 2]:
+    # every epoch, a training history of n > L = floor(max_seq_len^(alpha/2)) items is cut to L items with
+    # probability 1 - max_seq_len^alpha / n^2. Training batches only: evaluation always sees whole histories.
+    stochastic_length_alpha: float = 0.0
+    stochastic_length_selection: str = "uniform"  # the items a cut history keeps: "uniform" or "recent"
     # --- model ---
     model: str = "hstu"  # "hstu" or "sasrec"
     embedding_dim: int = 50
@@ -140,6 +146,7 @@ class TrainConfig:
             "layout": ("auto", "jagged", "padded"),
             "record_language": ("en", "zh"),
             "attention_activation": ("silu", "softmax"),
+            "stochastic_length_selection": SL_SELECTIONS,
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -186,6 +193,12 @@ class TrainConfig:
         for key in ("num_epochs", "max_steps", "early_stopping_patience"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
+        sl = self.stochastic_length_alpha
+        if sl != 0 and not 1.0 < sl <= 2.0:
+            raise ConfigError(
+                f"stochastic_length_alpha = {sl} is outside the paper's range (1, 2]; use 0 to turn Stochastic "
+                "Length off, or a value such as 1.6 (smaller cuts more; 2 cuts nothing)"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if not self.learning_rate > 0:

@@ -55,6 +55,21 @@ class ResidentSplit:
         self.total_tokens = self.split.num_tokens
         self._in_order: tuple | None = None  # (batch_size, order, totals) of `batches`
 
+    def refill_(self, split: SequenceSplit) -> None:
+        """Hold `split` (same users, e.g. a Stochastic Length draw) in this object's own tensors, in place.
+
+        A captured CUDA graph keeps reading the same addresses, so it trains on the new histories."""
+        fresh = ResidentSplit(split, self.device)
+        if fresh.num_users != self.num_users or fresh.pad_width != self.pad_width:
+            raise ValueError(
+                f"refill_: {fresh.num_users} users of width {fresh.pad_width}, "
+                f"expected {self.num_users} of width {self.pad_width}"
+            )
+        for name, value in vars(fresh).items():
+            if isinstance(value, torch.Tensor):
+                getattr(self, name).copy_(value)
+        self.split, self.total_tokens, self._in_order = fresh.split, fresh.total_tokens, None
+
     # -- padded layout: fixed shapes (B*N tokens), no host sync at all --------------------------------
     def padded_batch(self, index: torch.Tensor) -> JaggedBatch:
         """Rows `index (B,)` as a JaggedBatch of B sequences of length N; padding is not supervised."""

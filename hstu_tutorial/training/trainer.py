@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from hstu_tutorial.data.reco_dataset import JaggedBatch
+from hstu_tutorial.data.stochastic_length import stochastic_length_split
 from hstu_tutorial.errors import ConfigError
 from hstu_tutorial.losses import get_loss
 from hstu_tutorial.memory import accumulated_backward
@@ -76,6 +77,11 @@ class Trainer:
         self.dataset = dataset = self._dataset(dataset)
         self.catalogue = dataset.catalogue.to(self.device)  # (C,)
         self.splits = {s: ResidentSplit(dataset.split(s), self.device) for s in ("train", "valid", "test")}
+        # The histories training batches come from: the train split, or its copy that Stochastic Length
+        # redraws every epoch (in place, so that a CUDA graph reads it); the splits themselves stay whole.
+        sl = bool(cfg.stochastic_length_alpha)
+        self.train_rows = ResidentSplit(dataset.split("train"), self.device) if sl else self.splits["train"]
+        self.sl_epoch, self.sl_tokens_kept = -1, []  # epoch of the current draw; kept share per epoch
         # Where setup goes: data loading, and compiling the kernels in the first step(s) (tuning excluded)
         self.setup_split = {"data_s": time.perf_counter() - t_data, "compile_s": 0.0}
         torch.manual_seed(cfg.seed)  # model init does not depend on what data loading drew
@@ -166,7 +172,7 @@ class Trainer:
         """The training users `index (B,)` as a batch in the trainer's layout, supervision included.
 
         `total` (jagged layout): their summed history lengths, known ahead to spare a host sync."""
-        rs = self.splits["train"]
+        rs = self.train_rows
         if self.layout == "padded":
             return rs.padded_batch(index)
         return rs.jagged_batch(index, total)
@@ -201,7 +207,7 @@ class Trainer:
         """
         if self.graph is not None and use_graph:
             return self.graph.replay(index)
-        rs = self.splits["train"]
+        rs = self.train_rows
         parts = self.cfg.grad_accum_steps
         if totals is None and self.layout == "jagged":
             totals = rs.batch_totals(index, self.cfg.batch_size // parts)
@@ -223,7 +229,7 @@ class Trainer:
     @_with_kernel_options
     def capture_graph(self) -> None:
         """Record the step (forward + backward + AdamW) as a CUDA graph that `step` then replays."""
-        rs = self.splits["train"]
+        rs = self.train_rows
         B = self.cfg.batch_size
         index = torch.full((B,), rs.num_users, dtype=torch.int64, device=self.device)  # (B,) filler rows
         index[: min(B, rs.num_users)] = torch.arange(min(B, rs.num_users), device=self.device)
@@ -372,13 +378,15 @@ class Trainer:
                     self.epoch_perm = self.epoch_order()
                     self.perm_epoch = self.epoch
                     self.epoch_loss_sum = torch.zeros((), device=self.device)
+                if self.sl_epoch != self.epoch:
+                    self.stochastic_length_draw()
                 order = self.epoch_perm.to(self.device, non_blocking=True)
                 num_steps = -(-len(order) // B)
                 steps = rank_steps(num_steps, self.rank, self.world)  # this rank's share (all, alone)
                 totals = None
                 per = cfg.grad_accum_steps
                 if self.layout == "jagged":
-                    totals = self.splits["train"].batch_totals(order, B // per)  # one host sync per epoch
+                    totals = self.train_rows.batch_totals(order, B // per)  # one host sync per epoch
                 self.model.train()
                 if show and not self.use_graphs:  # CUDA graph steps are too fast to need it
                     steps_bar = progress_bars.step_bar(len(steps), self.step_in_epoch, self.epoch)
@@ -460,6 +468,20 @@ class Trainer:
         if self.writer is not None:
             self.writer.flush()
         return results
+
+    def stochastic_length_draw(self) -> None:
+        """Redraw the training histories for this epoch with Stochastic Length (a no-op when it is off)."""
+        cfg, self.sl_epoch = self.cfg, self.epoch
+        if not cfg.stochastic_length_alpha:
+            return
+        # A generator per epoch, seeded from the run's seed: reproducible, and a resumed run redraws the same.
+        gen = torch.Generator(device=self.device).manual_seed((cfg.seed * 1_000_003 + self.epoch) % 2**63)
+        whole = self.splits["train"].split
+        view = stochastic_length_split(
+            whole, cfg.stochastic_length_alpha, generator=gen, selection=cfg.stochastic_length_selection
+        )
+        self.train_rows.refill_(view)
+        self.sl_tokens_kept.append(view.num_tokens / max(whole.num_tokens, 1))
 
     def _patience_spent(self) -> bool:
         """Early stopping: True (with a note) after `early_stopping_patience` epochs without a better one."""
