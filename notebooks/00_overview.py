@@ -171,7 +171,7 @@ print(f"\nHSTU vs SASRec: {gain['HR@10']:+.1f}% HR@10, {gain['NDCG@10']:+.1f}% N
 # | §1 Introduction | DLRMs do not scale with compute; recommendation as sequential transduction | this page |
 # | §2 From DLRMs to Generative Recommenders | one time series of actions per user; ranking and retrieval as sequential transduction; generative training | `00_overview`, `01_data_format` (sequences, the split), `06_training_ml1m` (one pass trains every position) |
 # | §3.1 HSTU, eqs. 1-3 | pointwise projection, pointwise aggregated (SiLU) attention with a relative bias of positions and time, gating by $u$ | `02_attention_math`, `03_stu_layer`; exercises `02_attention`, `03_stu` |
-# | §3.2 Leveraging and increasing sparsity | an efficient jagged attention kernel; Stochastic Length | `04_jagged_tensors`, `05_triton_kernels`, `07_performance`; Stochastic Length: not implemented (below) |
+# | §3.2 Leveraging and increasing sparsity | an efficient jagged attention kernel; Stochastic Length | `04_jagged_tensors`, `05_triton_kernels`, `07_performance`; Stochastic Length: a training option, measured below |
 # | §3.3 Minimizing memory usage | fewer linear layers, no separate feed-forward network, fused operations | `03_stu_layer` (measured), `07_performance` |
 # | §3.4 Scaling up inference via cost amortization | M-FALCON | not implemented (below) |
 # | §4.1 Validating HSTU's design | synthetic data; public datasets (ML-1M, ML-20M, Amazon Books) against SASRec | `06_training_ml1m` (ML-1M, HSTU and SASRec) |
@@ -195,6 +195,40 @@ print(f"\nHSTU vs SASRec: {gain['HR@10']:+.1f}% HR@10, {gain['NDCG@10']:+.1f}% N
 # * **The scaling law** (§4.3): quality as a power law of training compute across three orders of magnitude,
 #   measured on industrial data at up to 1.5 trillion parameters. ML-1M (3,883 movies, about a million ratings)
 #   cannot show it; `07_performance` measures speed, not scaling.
+
+# %%
+# Stochastic Length on ML-1M, from the committed H200 result file (bench_stochastic_length.py)
+import json as _json
+from pathlib import Path as _Path
+
+from IPython.display import Markdown as _Markdown, display as _display
+
+_sl_file = _Path(hstu_tutorial.__file__).resolve().parents[1] / "benchmarks/results/h200_2026-12-01/stochastic_length/stochastic_length.json"
+if not _sl_file.is_file():
+    print("no saved Stochastic Length results in", _sl_file.name)
+else:
+    _sl = _json.loads(_sl_file.read_text())
+    _by = {}
+    for _r in _sl["runs"]:
+        _by.setdefault(_r["alpha"], []).append(_r)
+    _mean = lambda rs, k: sum(r["test"][k] for r in rs) / len(rs)  # noqa: E731
+    _off = _by[0.0]
+    _lines = []
+    for _a, _rs in sorted(_by.items()):
+        if _a == 0.0:
+            continue
+        _e = _sl["expected"][str(_a)]
+        _lines.append(f"* alpha {_a}: histories cut to {_e['threshold']} items, {_e['tokens_kept']:.0%} of the training tokens "
+                      f"and {_e['attention_kept']:.0%} of the attention cost kept; HR@10 {_mean(_rs, 'hr@10'):.4f}, "
+                      f"NDCG@10 {_mean(_rs, 'ndcg@10'):.4f}")
+    _display(_Markdown(
+        f"Measured on {_sl['machine']} ({_sl['date']}), {_sl['config']}, {_sl['epochs']} epochs, seeds {_sl['seeds']}, "
+        f"ML-1M users 1-2999. Without Stochastic Length: HR@10 {_mean(_off, 'hr@10'):.4f}, NDCG@10 "
+        f"{_mean(_off, 'ndcg@10'):.4f}.\n\n" + "\n".join(_lines)
+        + "\n\nThe trainer's GPU default pads every batch to N for its CUDA graph, so a cut history saves no time "
+        "there; the saving is in tokens and attention cost: the jagged layout (`--set layout=jagged`) computes only the kept "
+        "tokens."
+    ))
 
 # %% [markdown]
 # ## How exercises and checks work
