@@ -8,13 +8,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from check_helpers import _progress_file  # noqa: F401 (an autouse fixture)
 
 from hstu_tutorial import checks, progress
-
-
-@pytest.fixture(autouse=True)
-def _progress_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("HSTU_PROGRESS_FILE", str(tmp_path / "progress.json"))
 
 
 def run(check, fn):

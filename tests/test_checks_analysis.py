@@ -12,14 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from check_helpers import _progress_file  # noqa: F401 (an autouse fixture)
 
 from hstu_tutorial import analysis, checks, progress
 from hstu_tutorial.metrics import item_popularity, metrics_from_ranks, popularity_ranks
-
-
-@pytest.fixture(autouse=True)
-def _progress_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("HSTU_PROGRESS_FILE", str(tmp_path / "progress.json"))
 
 
 def fails_with(check, *args, fragments=()):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from check_helpers import _progress_file  # noqa: F401 (an autouse fixture)
 
 from hstu_tutorial import checks, progress
 from hstu_tutorial.checks import config_tuning
@@ -17,11 +18,6 @@ from hstu_tutorial.train import train
 from hstu_tutorial.training.gin_config import GIN_RULES
 
 torch.set_num_threads(2)
-
-
-@pytest.fixture(autouse=True)
-def _progress_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("HSTU_PROGRESS_FILE", str(tmp_path / "progress.json"))
 
 
 def fails_with(ok, *fragments):

@@ -10,28 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from check_helpers import _progress_file, fails_with, passes  # noqa: F401 (an autouse fixture)
 
 from hstu_tutorial import checks
-
-
-@pytest.fixture(autouse=True)
-def _progress_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("HSTU_PROGRESS_FILE", str(tmp_path / "progress.json"))
-
-
-def fails_with(check, fn, *fragments):
-    ok = check(fn)
-    report = checks.last_report
-    assert not ok, report
-    for frag in fragments:
-        assert frag in report, f"expected {frag!r} in: {report}"
-    return report
-
-
-def passes(check, fn):
-    ok = check(fn)
-    assert ok, checks.last_report
-
 
 # ---- 02: padded HSTU attention ---------------------------------------------------------------------------
 

@@ -15,15 +15,10 @@ if not torch.cuda.is_available():
 triton = pytest.importorskip("triton")
 tl = pytest.importorskip("triton.language")
 
+from check_helpers import _progress_file  # noqa: E402, F401 (an autouse fixture)
 from learner_triton_forward import fwd  # noqa: E402
 
 from hstu_tutorial import checks  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _progress_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("HSTU_PROGRESS_FILE", str(tmp_path / "progress.json"))
-
 
 interpreted = pytest.mark.skipif(
     os.environ.get("TRITON_INTERPRET", "0") in ("", "0"),
