@@ -18,25 +18,17 @@ def plot_tile_map(lengths, block_m: int = 16, block_n: int = 16, causal: bool = 
     import numpy as np
     from matplotlib.colors import ListedColormap
 
+    from hstu_tutorial.viz.diagrams import tile_walk
+
     lengths = [int(x) for x in lengths]
-    N = max(lengths)
-    nm, nn = -(-N // block_m), -(-N // block_n)
     names = ["padding", "skipped", "diagonal", "full"]
-    status = []
-    for L in lengths:
-        st = np.zeros((nm, nn), dtype=np.int64)
-        for a in range(nm):
-            for c in range(nn):
-                m0, n0 = a * block_m, c * block_n
-                if m0 >= L or n0 >= L:
-                    continue  # padding rows, or keys past the end
-                if causal and n0 >= min(m0 + block_m, L):
-                    st[a, c] = 1  # every key in the tile comes after every query: never visited
-                elif causal and n0 + block_n - 1 > m0:
-                    st[a, c] = 2  # straddles the diagonal: the causal `where` runs on it
-                else:
-                    st[a, c] = 3  # no mask (rows/keys past the end are loaded as zeros, adding nothing)
-        status.append(st)
+    if causal:  # the forward kernel's own bounds
+        status = tile_walk(lengths, block_m, block_n)
+    else:  # every tile inside the sequence is computed, none masked
+        nm, nn = -(-max(lengths) // block_m), -(-max(lengths) // block_n)
+        rows, cols = np.arange(nm)[:, None] * block_m, np.arange(nn)[None, :] * block_n
+        status = [np.where((rows < L) & (cols < L), 3, 0) for L in lengths]
+    nm, nn = status[0].shape
     counts = {name: int(sum((st == i).sum() for st in status)) for i, name in enumerate(names)}
     k = min(len(lengths), max_plots)
     fig, axes = plt.subplots(1, k, figsize=(2.6 * k + 0.6, 2.9), dpi=80, squeeze=False)
