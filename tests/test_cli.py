@@ -2,33 +2,14 @@
 
 import pytest
 import torch
+from tiny_runs import TINY_SETS, set_args
 
 from hstu_tutorial.errors import HSTUError
 from hstu_tutorial.training.cli import main
 
 torch.set_num_threads(2)
 
-TINY = [
-    "num_epochs=1",
-    "max_seq_len=20",
-    "embedding_dim=16",
-    "dqk=16",
-    "dv=16",
-    "ffn_hidden=16",
-    "num_negatives=16",
-    "batch_size=64",
-    "eval_batch_size=512",
-    "device=cpu",
-    "tensorboard=false",
-    "timestamp_run_dir=false",
-]
-
-
-def _sets(*items):
-    out = []
-    for item in items:
-        out += ["--set", item]
-    return out
+TINY = ["num_epochs=1", *TINY_SETS]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +18,8 @@ def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     data, exps = root / "data", root / "exps"
     assert (
-        main(["--config", "synthetic/hstu-small", *_sets(*TINY, f"data_dir={data}", f"exp_dir={exps}")]) == 0
+        main(["--config", "synthetic/hstu-small", *set_args(*TINY, f"data_dir={data}", f"exp_dir={exps}")])
+        == 0
     )
     return data, exps / "synthetic-l20" / "hstu-small"
 
@@ -113,9 +95,9 @@ def test_missing_data_folder(capsys, tmp_path):
     argv = [
         "--config",
         "ml-100k/hstu-sampled-softmax-n128-final",
-        *_sets(*TINY, f"data_dir={tmp_path / 'none'}"),
+        *set_args(*TINY, f"data_dir={tmp_path / 'none'}"),
     ]
-    argv += _sets(f"exp_dir={tmp_path / 'exps'}")
+    argv += set_args(f"exp_dir={tmp_path / 'exps'}")
     _fails(capsys, argv, str(tmp_path / "none"))
     assert not (tmp_path / "exps").exists()
 
@@ -126,7 +108,13 @@ def test_missing_data_folder(capsys, tmp_path):
 def _resume(folders, tmp_path, target, config="synthetic/hstu-small"):
     data, _ = folders
     exps = tmp_path / "exps"
-    return ["--config", config, "--resume", str(target), *_sets(*TINY, f"data_dir={data}", f"exp_dir={exps}")]
+    return [
+        "--config",
+        config,
+        "--resume",
+        str(target),
+        *set_args(*TINY, f"data_dir={data}", f"exp_dir={exps}"),
+    ]
 
 
 def _bad_copy(folders, tmp_path, damage):

@@ -6,6 +6,7 @@ import statistics
 
 import pytest
 import torch
+from tiny_runs import TINY_SETS, set_args
 
 from hstu_tutorial.errors import ConfigError, HSTUError
 from hstu_tutorial.training import multi_seed
@@ -15,27 +16,7 @@ from hstu_tutorial.training.trainer import Trainer, train
 
 torch.set_num_threads(2)
 
-TINY = [
-    "num_epochs=2",
-    "max_seq_len=20",
-    "embedding_dim=16",
-    "dqk=16",
-    "dv=16",
-    "ffn_hidden=16",
-    "num_negatives=16",
-    "batch_size=64",
-    "eval_batch_size=512",
-    "device=cpu",
-    "tensorboard=false",
-    "timestamp_run_dir=false",
-]
-
-
-def _sets(*items):
-    out = []
-    for item in items:
-        out += ["--set", item]
-    return out
+TINY = ["num_epochs=2", *TINY_SETS]
 
 
 def _same_history(a: list[dict], b: list[dict]):
@@ -56,11 +37,12 @@ def test_seeds_in_one_process_match_separate_runs(tmp_path):
     common = [*TINY, f"data_dir={data}"]
     alone = tmp_path / "alone"
     for seed in (1, 2):
-        sets = _sets(*common, f"exp_dir={alone}", f"seed={seed}", f"name=run-s{seed}")
+        sets = set_args(*common, f"exp_dir={alone}", f"seed={seed}", f"name=run-s{seed}")
         assert main(["--config", config, *sets]) == 0
     together = tmp_path / "together"
     assert (
-        main(["--config", config, *_sets(*common, f"exp_dir={together}", "name=run"), "--seeds", "1,2"]) == 0
+        main(["--config", config, *set_args(*common, f"exp_dir={together}", "name=run"), "--seeds", "1,2"])
+        == 0
     )
     for seed in (1, 2):
         a = json.loads((alone / "synthetic-l20" / f"run-s{seed}" / "results.json").read_text())
@@ -157,7 +139,7 @@ def _fails(capsys, argv, *must_contain):
 )
 def test_cli_bad_seeds(capsys, tmp_path, seeds, part):
     _fails(
-        capsys, ["--config", "synthetic/hstu-small", "--seeds", seeds, *_sets(f"exp_dir={tmp_path}")], part
+        capsys, ["--config", "synthetic/hstu-small", "--seeds", seeds, *set_args(f"exp_dir={tmp_path}")], part
     )
     assert not any(tmp_path.iterdir())  # no run folder made
 

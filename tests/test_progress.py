@@ -11,6 +11,7 @@ import re
 import types
 
 import pytest
+from tiny_runs import TINY_SETS, set_args
 
 from hstu_tutorial import checks, progress
 from hstu_tutorial.progress import store
@@ -505,21 +506,11 @@ def test_a_cli_run_ticks_the_training_script(pfile, tmp_path, capsys):
 
     sets = [
         "num_epochs=1",
-        "max_seq_len=20",
-        "embedding_dim=16",
-        "dqk=16",
-        "dv=16",
-        "ffn_hidden=16",
-        "num_negatives=16",
-        "batch_size=64",
-        "eval_batch_size=512",
-        "device=cpu",
-        "tensorboard=false",
-        "timestamp_run_dir=false",
+        *TINY_SETS,
         f"data_dir={tmp_path / 'data'}",
         f"exp_dir={tmp_path / 'exps'}",
     ]
-    assert main(["--config", "synthetic/hstu-small", *[a for s in sets for a in ("--set", s)]]) == 0
+    assert main(["--config", "synthetic/hstu-small", *set_args(*sets)]) == 0
     assert progress.is_done("practice.train_script")
     assert json.loads(pfile.read_text())["items"]["practice.train_script"]["by"].startswith("hstu-train: ")
 
