@@ -14,6 +14,7 @@ logic only (no CUDA kernels to trace).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -58,31 +59,14 @@ def trace(cfg, seeds: list[int], dataset, epochs: int) -> dict:
             state["prof"].__enter__()
             state["t0"] = time.perf_counter()
 
-    from hstu_tutorial.training import multi_seed
-
-    original = multi_seed._Turns.__init__
-
-    def patched(self, trainers, rngs, streams, on_epoch):
-        original(self, trainers, rngs, streams, on_epoch)
-        inner = self.on_epoch
-
-        def both(i, r):
-            inner(i, r)
-            on_epoch_hook(i, r)
-
-        self.on_epoch = both
-
-    on_epoch_hook = on_epoch
-    multi_seed._Turns.__init__ = patched
     try:
-        cfg1 = cfg.__class__(**{**cfg.to_dict(), "num_epochs": epochs})
+        cfg1 = dataclasses.replace(cfg, num_epochs=epochs)
         t_all = time.perf_counter()
-        train_seeds(cfg1, seeds, dataset=dataset, verbose=False, write=False)
+        train_seeds(cfg1, seeds, dataset=dataset, verbose=False, write=False, callback=on_epoch)
         if cuda:
             torch.cuda.synchronize()
         wall = time.perf_counter() - (state["t0"] or t_all)
     finally:
-        multi_seed._Turns.__init__ = original
         if state["prof"] is not None:
             state["prof"].__exit__(None, None, None)
     kernels, streams = [], set()

@@ -69,9 +69,15 @@ def test_summary_mean_and_std(tmp_path):
 
     cfg = load_config("synthetic/hstu-small", {**_dict(TINY), "data_dir": str(tmp_path / "d")})
     cfg.exp_dir = str(tmp_path / "exps")
-    out = train_seeds(cfg, [3, 5, 7], verbose=False)
+    epochs_seen = []
+    out = train_seeds(
+        cfg, [3, 5, 7], verbose=False, callback=lambda i, r: epochs_seen.append((i, r["epoch"]))
+    )
     s = out["summary"]
     runs = out["runs"]
+    assert sorted(epochs_seen) == [
+        (i, e) for i in range(3) for e in range(cfg.num_epochs)
+    ]  # every seed's epochs
     for which, pick in (
         ("reference_protocol", lambda r: r["reference_protocol"]["test_mean"]),
         ("final", lambda r: r["reference_protocol"]["test_final"]),

@@ -250,13 +250,18 @@ def _load_dataset(cfg: TrainConfig, verbose: bool):
 
 
 def train_seeds(
-    cfg: TrainConfig, seeds: Sequence[int], dataset=None, verbose: bool = True, write: bool = True
+    cfg: TrainConfig,
+    seeds: Sequence[int],
+    dataset=None,
+    verbose: bool = True,
+    write: bool = True,
+    callback: Callable | None = None,
 ) -> dict:
     """Train one run of `cfg` per seed in this process, interleaved; returns {"runs", "summary", ...}.
 
     "runs": each seed's results dict (as `train` returns it, "trainer" included); "summary": mean ± std
     over the seeds (`seeds_summary`), also written as seeds.json / seeds.md in `<name>-seeds/` when
-    `write`; "summary_dir": that folder."""
+    `write`; "summary_dir": that folder. `callback(i, record)`: after every epoch of seed `seeds[i]`."""
     from hstu_tutorial.training.model import resolve_device
     from hstu_tutorial.training.trainer import Trainer
 
@@ -308,9 +313,15 @@ def train_seeds(
             _epoch_printer(seeds, cfg.selection_metric, cfg.num_epochs) if cfg.progress and verbose else None
         )
         turns = _Turns(trainers, rngs, streams, on_epoch=lambda i, r: None)
-        if show is not None:
-            running = lambda: sum(run is None or r is None for run, r in zip(turns.runs, turns.results))  # noqa: E731
-            turns.on_epoch = lambda i, r: show(i, r, running)
+        running = lambda: sum(run is None or r is None for run, r in zip(turns.runs, turns.results))  # noqa: E731
+
+        def on_epoch(i: int, record: dict) -> None:
+            if show is not None:
+                show(i, record, running)
+            if callback is not None:
+                callback(i, record)
+
+        turns.on_epoch = on_epoch
         runs = turns.run(seeds)
     finally:
         torch.set_rng_state(rng0[0])
