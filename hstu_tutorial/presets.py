@@ -79,11 +79,12 @@ def get_preset(name: str | None = None, verbose: bool = True) -> Preset:
     with MovieLens-1M on disk, and "small" elsewhere."""
     chosen_by = "HSTU_PRESET" if not name and os.environ.get("HSTU_PRESET") else None
     name = name or os.environ.get("HSTU_PRESET")
+    folder = ml1m_folder()  # looked up once: it decides the automatic choice and checks real-cpu
     if not name:
         if torch.cuda.is_available():
             name, chosen_by = "full", "a CUDA GPU is present"
-        elif ml1m_folder() is not None:
-            name, chosen_by = "real-cpu", f"no GPU, MovieLens-1M found in data/{ml1m_folder().name}"
+        elif folder is not None:
+            name, chosen_by = "real-cpu", f"no GPU, MovieLens-1M found in data/{folder.name}"
         else:
             name, chosen_by = "small", "no GPU and no MovieLens-1M in data/: the synthetic look-alike"
     if name not in PRESETS:
@@ -93,7 +94,7 @@ def get_preset(name: str | None = None, verbose: bool = True) -> Preset:
         raise RuntimeError(
             "preset 'full' needs a CUDA GPU, and torch sees none; use HSTU_PRESET=real-cpu or small"
         )
-    if preset.real_data and ml1m_folder() is None and not preset.gpu:
+    if preset.real_data and folder is None and not preset.gpu:
         raise RuntimeError(
             "preset 'real-cpu' needs MovieLens-1M in data/ml-1m (ratings.dat, movies.dat, users.dat); "
             "see data/README.md, or use HSTU_PRESET=small"
