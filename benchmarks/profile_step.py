@@ -47,6 +47,12 @@ def top_kernels(fn, device, top: int) -> tuple[list[dict], float]:
         sync(device)
     attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    if device.type == "cuda":  # which aten ops launched the kernels (an op's self device time)
+        ops = [e for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CPU]
+        ops.sort(key=lambda e: getattr(e, attr), reverse=True)
+        top_ops.last = [
+            {"name": e.key[:90], "ms": getattr(e, attr) / 1e3, "calls": e.count} for e in ops[:top]
+        ]
     if device.type == "cuda":  # kernels only (an op's self device time counts its kernels)
         events = [e for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
     total = sum(getattr(e, attr) for e in events) / 1e3
@@ -61,6 +67,11 @@ def top_kernels(fn, device, top: int) -> tuple[list[dict], float]:
         for e in events[:top]
     ]
     return rows, total
+
+
+def top_ops() -> list[dict]:
+    """The aten ops that launched the most GPU time in the last `top_kernels` call (GPU only)."""
+    return getattr(top_ops, "last", [])
 
 
 def profile_run(name: str, config: str, overrides: dict, top: int) -> dict:
@@ -83,9 +94,11 @@ def profile_run(name: str, config: str, overrides: dict, top: int) -> dict:
     out["step_kernels"], out["step_kernel_ms"] = top_kernels(
         lambda: tr.step(index, totals, use_graph=False), device, top
     )
+    out["step_ops"] = top_ops()
     out["eval_kernels"], out["eval_kernel_ms"] = top_kernels(
         lambda: tr.evaluate(("valid", "test")), device, top
     )
+    out["eval_ops"] = top_ops()
     steps = -(-rs.num_users // B)
     step_ms = out.get("graph_step_ms", out["eager_step_ms"])
     out["epoch_estimate_s"] = (steps * step_ms + out["eval_ms"]) / 1e3
@@ -124,6 +137,15 @@ def markdown(results: list[dict], info: dict) -> str:
                 f"| `{k['name']}` | {k['ms']:.3f} | {k['calls']} | {k['share']:.0%} |"
                 for k in r[what + "_kernels"]
             ]
+            if r.get(what + "_ops"):
+                lines += [
+                    "",
+                    f"{what}: aten ops by the GPU time they launch",
+                    "",
+                    "| op | ms | calls |",
+                    "|---|---|---|",
+                ]
+                lines += [f"| `{o['name']}` | {o['ms']:.3f} | {o['calls']} |" for o in r[what + "_ops"]]
     return "\n".join(lines) + "\n"
 
 

@@ -63,7 +63,16 @@ def _cfg(bm, bn, warps, stages):
 # The last entry of each list is small enough for fp32 operands with head dims up to 128 (the others can
 # ask for more than the 227 KiB of shared memory a Hopper SM has; the autotuner skips those).
 _FWD_CONFIGS = [
-    _cfg(*c) for c in [(64, 64, 4, 3), (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 32, 4, 2)]
+    _cfg(*c)
+    for c in [
+        (64, 64, 4, 3),
+        (64, 64, 4, 4),
+        (128, 64, 4, 3),
+        (128, 64, 8, 3),
+        (128, 64, 8, 4),
+        (128, 128, 8, 3),
+        (64, 32, 4, 2),
+    ]
 ]
 _DKDV_CONFIGS = [
     _cfg(*c) for c in [(32, 64, 4, 3), (64, 64, 4, 3), (64, 128, 8, 3), (32, 128, 8, 3), (32, 32, 4, 2)]

@@ -7,7 +7,11 @@ The math and layout are those of `hstu_attention_kernels.py` (forward); the dQ k
 import triton
 import triton.language as tl
 
-from hstu_tutorial.ops.triton.hstu_attention_kernels import _bias_tile, _rel_bias_index  # noqa: F401
+from hstu_tutorial.ops.triton.hstu_attention_kernels import (  # noqa: F401
+    _bias_tile,
+    _rel_bias_index,
+    _sigmoid,
+)
 
 
 @triton.jit
@@ -66,7 +70,7 @@ def _dkdv_query_tiles(
             sT += _bias_tile(
                 rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB, rows[None, :], offs_n[:, None], L, BIAS
             )
-        sig = tl.sigmoid(sT)
+        sig = _sigmoid(sT, DOT_PREC)
         pT = sT * sig  # SiLU(s)^T
         dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)  # (BN, BM) = (dO v^T)^T
         dsT = dpT * (sig * (1.0 + sT * (1.0 - sig)))  # times SiLU'(s)

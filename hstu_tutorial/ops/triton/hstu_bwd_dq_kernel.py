@@ -7,7 +7,11 @@ The math and layout are those of `hstu_attention_kernels.py` (forward); dK/dV co
 import triton
 import triton.language as tl
 
-from hstu_tutorial.ops.triton.hstu_attention_kernels import _bias_tile, _rel_bias_index  # noqa: F401
+from hstu_tutorial.ops.triton.hstu_attention_kernels import (  # noqa: F401
+    _bias_tile,
+    _rel_bias_index,
+    _sigmoid,
+)
 
 
 @triton.jit
@@ -56,7 +60,7 @@ def _dq_key_tiles(
             s += _bias_tile(
                 rab_base, s_ri, s_rj, TS, NTS, POS_W, TS_W, P, NB, offs_m[:, None], cols[None, :], L, BIAS
             )
-        sig = tl.sigmoid(s)
+        sig = _sigmoid(s, DOT_PREC)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)  # (BM, BN)
         ds = dp * (sig * (1.0 + s * (1.0 - sig)))
         if DIAGONAL:
