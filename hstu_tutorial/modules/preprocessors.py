@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hstu_tutorial.losses import l2_normalize
+from hstu_tutorial.ops.embedding import embedding_lookup
 from hstu_tutorial.ops.jagged_tensors import jagged_positions
 
 
@@ -63,7 +64,10 @@ class InputPreprocessor(nn.Module):
         positions = jagged_positions(offsets, total_length=T)  # (T,) 0 = oldest item
         # Positions past the table (histories longer than max_positions) would index out of range.
         positions = positions.clamp(max=self.max_positions - 1)
-        x = self.item_emb(item_ids) * math.sqrt(self.embedding_dim) + self.pos_emb(positions)  # (T, D)
+        # embedding_lookup: nn.Embedding's values and gradients, without sorting the ids in the backward.
+        item = embedding_lookup(item_ids, self.item_emb.weight, self.item_emb.padding_idx)  # (T, D)
+        pos = embedding_lookup(positions, self.pos_emb.weight)  # (T, D)
+        x = item * math.sqrt(self.embedding_dim) + pos  # (T, D)
         x = F.dropout(x, p=self.dropout, training=self.training)
         return x * (item_ids != 0).unsqueeze(-1).to(x.dtype)  # (T, D) padding ids give 0
 
@@ -107,7 +111,11 @@ class SequentialEncoder(nn.Module):
 
     def item_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
         """Item ids `(...)` -> L2-normalised embeddings `(..., D)` (the same table as the input)."""
-        return l2_normalize(self.preprocessor.item_emb(ids))
+        emb = self.preprocessor.item_emb
+        return l2_normalize(embedding_lookup(ids, emb.weight, emb.padding_idx))  # (..., D)
+
+    # The losses read this flag and skip normalising these embeddings a second time.
+    item_embeddings.l2_normalized = True
 
     @staticmethod
     def last_embeddings(out: torch.Tensor, batch) -> torch.Tensor:

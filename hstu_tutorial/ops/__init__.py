@@ -3,6 +3,7 @@
 The kernels' switches live in one options object: `get_options()`, `set_options(...)`,
 `with use_options(...)` (see hstu_tutorial.ops.options)."""
 
+from hstu_tutorial.ops.embedding import embedding_lookup  # noqa: F401
 from hstu_tutorial.ops.hstu_attention import (  # noqa: F401
     RelativeAttentionBias,
     attention_mask,
