@@ -15,7 +15,8 @@ the mean over supervised positions (optionally weighted: `sum_i w_i loss_i / sum
 All three losses take the same inputs:
     query (M, D)          output embeddings of the supervised positions (L2-normalised here again)
     positive_ids (M,)     the next item of each position (raw item ids)
-    item_embed_fn(ids)    -> (..., D) item embeddings (the model's `item_embeddings`)
+    item_embed_fn(ids)    -> (..., D) item embeddings (the model's `item_embeddings`), L2-normalised here
+                          unless `item_embed_fn.l2_normalized` says they already are
     catalogue (C,)        every valid item id, sorted (the dataset's `catalogue`)
     weights (M,)          optional: 1 for supervised positions, 0 for padding
 """
@@ -52,7 +53,9 @@ def catalogue_index(catalogue: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
     Ids that are not in the catalogue (padding 0) get some valid position; callers give them weight 0.
     """
-    return torch.searchsorted(catalogue, ids).clamp(max=catalogue.numel() - 1)
+    # Searching all but the last item gives the same positions as searching the whole catalogue and
+    # clamping at C - 1 (the last item, and anything above it, land on C - 1), in one kernel instead of two.
+    return torch.searchsorted(catalogue[:-1], ids)
 
 
 def sample_negatives(
@@ -75,6 +78,51 @@ def sample_negatives(
 def _fp32(x: torch.Tensor) -> torch.Tensor:
     """Logits in at least float32 (bf16 logits / 0.05 lose too many digits); float64 stays float64."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _item_vectors(item_embed_fn: Callable[[torch.Tensor], torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
+    """L2-normalised item embeddings (..., D) of `ids` (...).
+
+    A function whose `l2_normalized` attribute is True (the encoders' `item_embeddings`) already returns
+    unit vectors: normalising them again would only add kernels (and rounding)."""
+    emb = item_embed_fn(ids)  # (..., D)
+    return emb if getattr(item_embed_fn, "l2_normalized", False) else l2_normalize(emb)
+
+
+class _SampledColumns(torch.autograd.Function):
+    """logits = (query @ items^T).gather(1, columns) with hits at -inf, / tau, in at least float32.
+
+    The (M, C) score matrix lives only inside the forward. The backward builds one zeroed (M, C)
+    gradient, adds the (M, 1 + R) logit gradient into its columns (a column drawn twice adds up) and
+    runs the two matrix products dQ = G @ E and dE = G^T @ Q. Autograd through two `gather`s would
+    build two (M, C) gradients and add them. Hit logits are -inf, so log_softmax gives them exactly
+    zero gradient: nothing needs masking in the backward.
+    """
+
+    @staticmethod
+    def forward(ctx, query, items, columns, hits, temperature):
+        scores = query @ items.t()  # (M, C) cosine similarity with every item
+        logits = _fp32(scores.gather(1, columns))  # (M, 1 + R) a fresh tensor: edited in place below
+        ctx.save_for_backward(query, items, columns)
+        ctx.temperature, ctx.num_items = temperature, scores.shape[1]
+        del scores
+        # An accidental hit would push the positive away from itself: drop it from the normaliser.
+        logits[:, 1:].masked_fill_(hits, float("-inf"))
+        return logits.div_(temperature)  # (M, 1 + R)
+
+    @staticmethod
+    def backward(ctx, dlogits):
+        query, items, columns = ctx.saved_tensors
+        # In the inputs' dtype (under autocast the forward's scores may have been narrower): autograd
+        # casts each gradient back to its input's dtype.
+        dtype = torch.promote_types(query.dtype, items.dtype)
+        query, items = query.to(dtype), items.to(dtype)
+        dlogits = (dlogits / ctx.temperature).to(dtype)  # (M, 1 + R)
+        dscores = dlogits.new_zeros(query.shape[0], ctx.num_items)  # (M, C)
+        dscores.scatter_add_(1, columns, dlogits)  # duplicate negatives add up
+        dquery = dscores @ items if ctx.needs_input_grad[0] else None  # (M, D)
+        ditems = dscores.t() @ query if ctx.needs_input_grad[1] else None  # (C, D)
+        return dquery, ditems, None, None, None
 
 
 def _weighted_mean(per_position: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -107,8 +155,8 @@ def sampled_softmax_loss(
       * "gather": look up the R negative embeddings of every position, (M, R, D), and take dot products;
         what the reference does. Memory grows with M * R * D.
       * "dense": score every position against the whole catalogue with one matrix product, (M, C), and
-        pick the positive and the R sampled columns. Dense matrix products are what a GPU does best, and
-        the backward pass avoids scattering M * R gradient rows into the embedding table.
+        pick the positive and the R sampled columns with one gather. Dense matrix products are what a GPU
+        does best, and the backward pass avoids scattering M * R gradient rows into the embedding table.
     "auto" picks "dense" when the catalogue has at most 64 * R items (ML-1M: 3,883 <= 8,192), else
     "gather".
     """
@@ -125,23 +173,23 @@ def sampled_softmax_loss(
         negatives = sample_negatives(num_rows, num_negatives, catalogue.numel(), query.device, generator)
     if impl == "auto":
         impl = "dense" if catalogue.numel() <= 64 * negatives.shape[1] else "gather"
+    if impl not in ("dense", "gather"):
+        raise ValueError(f"impl must be 'auto', 'dense' or 'gather', got {impl!r}")
     query = l2_normalize(query)  # (M, D)
     pos_index = catalogue_index(catalogue, positive_ids)  # (M,)
+    hits = negatives == pos_index[:, None]  # (M, R) accidental hits
     if impl == "dense":
-        items = l2_normalize(item_embed_fn(catalogue))  # (C, D)
-        scores = query @ items.t()  # (M, C) cosine similarity with every item
-        pos_logits = scores.gather(1, pos_index[:, None])  # (M, 1)
-        neg_logits = scores.gather(1, negatives)  # (M, R)
-    elif impl == "gather":
-        pos_emb = l2_normalize(item_embed_fn(positive_ids))  # (M, D)
-        neg_emb = l2_normalize(item_embed_fn(catalogue[negatives]))  # (M, R, D)
+        items = _item_vectors(item_embed_fn, catalogue)  # (C, D)
+        columns = torch.cat([pos_index[:, None], negatives], dim=1)  # (M, 1 + R) positive first
+        logits = _SampledColumns.apply(query, items, columns, hits, temperature)  # (M, 1 + R)
+    else:  # "gather": the readable reference
+        pos_emb = _item_vectors(item_embed_fn, positive_ids)  # (M, D)
+        neg_emb = _item_vectors(item_embed_fn, catalogue[negatives])  # (M, R, D)
         pos_logits = (query * pos_emb).sum(-1, keepdim=True)  # (M, 1)
         neg_logits = torch.einsum("md,mrd->mr", query, neg_emb)  # (M, R)
-    else:
-        raise ValueError(f"impl must be 'auto', 'dense' or 'gather', got {impl!r}")
-    # An accidental hit would push the positive away from itself: drop it from the normaliser.
-    neg_logits = neg_logits.masked_fill(negatives == pos_index[:, None], float("-inf"))  # (M, R)
-    logits = _fp32(torch.cat([pos_logits, neg_logits], dim=1)) / temperature  # (M, 1 + R)
+        # An accidental hit would push the positive away from itself: drop it from the normaliser.
+        neg_logits = neg_logits.masked_fill(hits, float("-inf"))  # (M, R)
+        logits = _fp32(torch.cat([pos_logits, neg_logits], dim=1)) / temperature  # (M, 1 + R)
     per_position = -torch.log_softmax(logits, dim=1)[:, 0]  # (M,)
     return _weighted_mean(per_position, weights)
 
@@ -163,7 +211,7 @@ def full_softmax_loss(
     `num_negatives` and `generator` are accepted (and unused) so that all losses share one signature.
     """
     query = l2_normalize(query)  # (M, D)
-    items = l2_normalize(item_embed_fn(catalogue))  # (C, D)
+    items = _item_vectors(item_embed_fn, catalogue)  # (C, D)
     logits = _fp32(query @ items.t()) / temperature  # (M, C)
     per_position = F.cross_entropy(logits, catalogue_index(catalogue, positive_ids), reduction="none")  # (M,)
     return _weighted_mean(per_position, weights)
@@ -189,8 +237,8 @@ def bce_loss(
     if negatives is None:
         negatives = sample_negatives(query.shape[0], 1, catalogue.numel(), query.device, generator)  # (M, 1)
     query = l2_normalize(query)  # (M, D)
-    pos_emb = l2_normalize(item_embed_fn(positive_ids))  # (M, D)
-    neg_emb = l2_normalize(item_embed_fn(catalogue[negatives[:, 0]]))  # (M, D)
+    pos_emb = _item_vectors(item_embed_fn, positive_ids)  # (M, D)
+    neg_emb = _item_vectors(item_embed_fn, catalogue[negatives[:, 0]])  # (M, D)
     pos_logits = _fp32((query * pos_emb).sum(-1)) / temperature  # (M,)
     neg_logits = _fp32((query * neg_emb).sum(-1)) / temperature  # (M,)
     per_position = 0.5 * (

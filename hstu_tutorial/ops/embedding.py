@@ -52,7 +52,9 @@ def embedding_lookup(ids: torch.Tensor, weight: torch.Tensor, padding_idx: int |
     if ids.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"embedding_lookup: ids must be int32 or int64 item ids, got {ids.dtype}")
     if weight.dim() != 2:
-        raise ValueError(f"embedding_lookup: weight must be a (rows, D) table, got shape {tuple(weight.shape)}")
+        raise ValueError(
+            f"embedding_lookup: weight must be a (rows, D) table, got shape {tuple(weight.shape)}"
+        )
     if padding_idx is not None:
         if not -weight.shape[0] <= padding_idx < weight.shape[0]:
             raise ValueError(

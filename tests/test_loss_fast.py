@@ -1,0 +1,135 @@
+"""The one-gather dense sampled softmax equals the gather reference and the two-gather formula it replaced."""
+
+import pytest
+import torch
+
+from hstu_tutorial.losses import (
+    bce_loss,
+    catalogue_index,
+    full_softmax_loss,
+    l2_normalize,
+    sampled_softmax_loss,
+)
+
+torch.set_num_threads(2)
+
+
+def _case(M=11, D=6, R=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    catalogue = torch.tensor([2, 3, 5, 8, 9, 11, 12, 20], dtype=torch.int64)  # sorted, with gaps
+    table = torch.randn(21, D, generator=g, dtype=torch.float64, requires_grad=True)
+    query = torch.randn(M, D, generator=g, dtype=torch.float64, requires_grad=True)
+    positives = catalogue[torch.randint(0, len(catalogue), (M,), generator=g)]
+    negatives = torch.randint(0, len(catalogue), (M, R), generator=g)  # 8 items, 9 draws: duplicates
+    negatives[0, :3] = catalogue_index(catalogue, positives[0])  # accidental hits, repeated
+    negatives[1, 4:] = 2  # one column drawn five times
+    weights = torch.tensor([1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 1], dtype=torch.float64)[:M]
+    return catalogue, table, query, positives, negatives, weights
+
+
+def _two_gathers(query, positives, embed, catalogue, negatives, tau, weights):
+    """The former dense formula: (M, C) scores, one gather for the positive and one for the negatives."""
+    query = l2_normalize(query)  # (M, D)
+    pos_index = torch.searchsorted(catalogue, positives).clamp(max=catalogue.numel() - 1)  # (M,)
+    items = l2_normalize(embed(catalogue))  # (C, D)
+    scores = query @ items.t()  # (M, C)
+    pos_logits = scores.gather(1, pos_index[:, None])  # (M, 1)
+    neg_logits = scores.gather(1, negatives)  # (M, R)
+    neg_logits = neg_logits.masked_fill(negatives == pos_index[:, None], float("-inf"))  # (M, R)
+    logits = torch.cat([pos_logits, neg_logits], dim=1) / tau  # (M, 1 + R)
+    per_position = -torch.log_softmax(logits, dim=1)[:, 0]  # (M,)
+    return (per_position * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def _normalised_embed(table):
+    """What the encoders pass: unit vectors, flagged so that the loss does not normalise them again."""
+
+    def embed(ids):
+        return l2_normalize(table[ids])
+
+    embed.l2_normalized = True
+    return embed
+
+
+@pytest.mark.parametrize("tau", [0.05, 0.7])
+@pytest.mark.parametrize("flagged", [False, True])
+def test_dense_equals_gather_and_two_gathers(tau, flagged):
+    catalogue, table, query, positives, negatives, weights = _case()
+    embed = _normalised_embed(table) if flagged else (lambda ids: table[ids])
+    results = []
+    for impl in ("dense", "gather", "two gathers"):
+        if impl == "two gathers":
+            loss = _two_gathers(query, positives, lambda ids: table[ids], catalogue, negatives, tau, weights)
+        else:
+            loss = sampled_softmax_loss(
+                query,
+                positives,
+                embed,
+                catalogue,
+                temperature=tau,
+                negatives=negatives,
+                weights=weights,
+                impl=impl,
+            )
+        results.append((loss, *torch.autograd.grad(loss, (query, table))))
+    dense, gather, old = results
+    for want in (gather, old):
+        for a, b in zip(dense, want):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert dense[1][1].abs().max() == 0 and dense[1][4].abs().max() == 0  # weight-0 rows: no gradient
+    assert torch.isfinite(dense[1]).all() and torch.isfinite(dense[2]).all()  # -inf hits stay out of grads
+
+
+def test_dense_gradcheck_with_hits_and_duplicates():
+    catalogue, table, query, positives, negatives, weights = _case(M=5, D=3, R=6, seed=3)
+
+    def loss(q, t):
+        return sampled_softmax_loss(
+            q,
+            positives,
+            lambda ids: t[ids],
+            catalogue,
+            temperature=0.3,
+            negatives=negatives,
+            weights=weights,
+            impl="dense",
+        )
+
+    assert torch.autograd.gradcheck(loss, (query, table))
+
+
+def test_dense_only_query_or_only_table_needs_grad():
+    catalogue, table, query, positives, negatives, _ = _case()
+    kw = dict(temperature=0.1, negatives=negatives, impl="dense")
+    ref = torch.autograd.grad(
+        sampled_softmax_loss(query, positives, lambda i: table[i], catalogue, **kw), query
+    )[0]
+    frozen = table.detach()
+    got = torch.autograd.grad(
+        sampled_softmax_loss(query, positives, lambda i: frozen[i], catalogue, **kw), query
+    )
+    torch.testing.assert_close(got[0], ref)
+    with torch.no_grad():
+        value = sampled_softmax_loss(query, positives, lambda i: table[i], catalogue, **kw)
+    assert torch.isfinite(value)
+
+
+def test_catalogue_index_is_searchsorted_clamped():
+    catalogue = torch.tensor([2, 3, 5, 8, 20])
+    ids = torch.tensor([[0, 2, 3, 4], [5, 8, 20, 21]])  # padding 0, gaps, the last item, past the end
+    want = torch.searchsorted(catalogue, ids).clamp(max=catalogue.numel() - 1)
+    assert torch.equal(catalogue_index(catalogue, ids), want)
+    assert torch.equal(
+        catalogue_index(torch.tensor([7]), torch.tensor([0, 7, 9])), torch.zeros(3, dtype=torch.long)
+    )
+
+
+@pytest.mark.parametrize("loss_fn", [full_softmax_loss, bce_loss])
+def test_flagged_embeddings_give_the_same_losses(loss_fn):
+    catalogue, table, query, positives, negatives, weights = _case()
+    kw = dict(temperature=0.2, weights=weights)
+    if loss_fn is bce_loss:
+        kw["negatives"] = negatives[:, :1]
+    plain = loss_fn(query, positives, lambda ids: table[ids], catalogue, **kw)
+    flagged = loss_fn(query, positives, _normalised_embed(table), catalogue, **kw)
+    torch.testing.assert_close(flagged, plain, rtol=1e-12, atol=1e-12)
