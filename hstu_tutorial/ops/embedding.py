@@ -47,7 +47,8 @@ def embedding_lookup(ids: torch.Tensor, weight: torch.Tensor, padding_idx: int |
     none), so a module can keep its `nn.Embedding` and call `embedding_lookup(ids, emb.weight,
     emb.padding_idx)`. On CUDA, `index_add_` adds with atomics: the order of the additions into one row
     varies from run to run, so the table's gradient is not bitwise reproducible (differences of a few
-    float ulps). No host sync and no data-dependent shape: the lookup can be captured in a CUDA graph.
+    float ulps; `torch.use_deterministic_algorithms(True)` makes PyTorch switch to a reproducible, sorting
+    path). No host sync and no data-dependent shape: the lookup can be captured in a CUDA graph.
     """
     if ids.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"embedding_lookup: ids must be int32 or int64 item ids, got {ids.dtype}")
