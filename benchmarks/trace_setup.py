@@ -144,8 +144,20 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--compile-test", choices=("serial", "threads"))
     ap.add_argument("--out", default="")
+    ap.add_argument(
+        "--cprofile", type=int, default=0, help="also print the top N functions by cumulative time"
+    )
     args = ap.parse_args()
     mark("python start-up until this script runs", 0.0)
+    argv = ["--config", args.config, "--set", f"data_dir={args.data_dir}", "--set", "progress=false"]
+    for s in args.set:
+        argv += ["--set", s]
+    if not args.compile_test:  # what `python -m hstu_tutorial.train` does before it imports torch
+        from hstu_tutorial.precompile import start_for_cli
+
+        t0 = now()
+        started = start_for_cli(argv)
+        mark(f"precompile.start_for_cli (launcher started: {started})", t0)
     t0 = now()
     import torch  # noqa: F401
 
@@ -163,11 +175,22 @@ def main() -> int:
 
         _patch_trainer()
         mark("import hstu_tutorial.training", t0)
-        argv = ["--config", args.config, "--set", f"data_dir={args.data_dir}", "--set", "progress=false"]
-        for s in args.set:
-            argv += ["--set", s]
         t0 = now()
-        rc = cli_main(argv)
+        if args.cprofile:
+            import cProfile
+            import io
+            import pstats
+
+            prof = cProfile.Profile()
+            rc = prof.runcall(cli_main, argv)
+            buf = io.StringIO()
+            pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(args.cprofile)
+            if args.out:
+                os.makedirs(args.out, exist_ok=True)
+                with open(os.path.join(args.out, "trace_setup_cprofile.txt"), "w") as f:
+                    f.write(buf.getvalue())
+        else:
+            rc = cli_main(argv)
         mark(f"hstu-train {' '.join(argv)} (exit {rc})", t0)
     total = now()
     lines = [

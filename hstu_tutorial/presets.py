@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import torch
-
 
 @dataclass(frozen=True)
 class Preset:
@@ -77,6 +75,8 @@ def ml1m_folder():
 def get_preset(name: str | None = None, verbose: bool = True) -> Preset:
     """Pick the preset: `name`, else $HSTU_PRESET, else "full" on a CUDA machine, "real-cpu" on a CPU
     with MovieLens-1M on disk, and "small" elsewhere."""
+    import torch  # here, not at the top: `import hstu_tutorial` stays light (hstu_tutorial/precompile.py)
+
     chosen_by = "HSTU_PRESET" if not name and os.environ.get("HSTU_PRESET") else None
     name = name or os.environ.get("HSTU_PRESET")
     folder = ml1m_folder()  # looked up once: it decides the automatic choice and checks real-cpu

@@ -12,6 +12,11 @@ The code lives in the package `hstu_tutorial.training` (one concern per module; 
 
 import sys
 
+if __name__ == "__main__":  # before torch is imported: the kernels compile in other processes meanwhile
+    from hstu_tutorial.precompile import start_for_cli
+
+    start_for_cli(sys.argv[1:])
+
 from hstu_tutorial.errors import ConfigError
 from hstu_tutorial.training.cli import main
 from hstu_tutorial.training.config import (

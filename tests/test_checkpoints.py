@@ -91,7 +91,7 @@ def test_ckpt_last_is_written_after_every_epoch(dataset, tmp_path):
 
     def after_epoch(record):  # called once the epoch's checkpoint is on disk
         state = torch.load(tr.run_dir / "ckpt_last.pt", weights_only=True)
-        seen.append((record["epoch"], state["epoch"], len(state["history"])))
+        seen.append((record["epoch"], state["epoch"], len(checkpoints.history_of(state))))
 
     tr = _trainer(dataset, num_epochs=3, exp_dir=str(tmp_path))
     tr.fit(callback=after_epoch)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from hstu_tutorial import precompile
 from hstu_tutorial.data.reco_dataset import JaggedBatch
 from hstu_tutorial.data.stochastic_length import stochastic_length_split
 from hstu_tutorial.errors import ConfigError
@@ -33,6 +34,7 @@ from hstu_tutorial.training.distributed import (
 )
 from hstu_tutorial.training.log import note
 from hstu_tutorial.training.model import build_model, resolve_device
+from hstu_tutorial.training.optimizer import AdamW
 from hstu_tutorial.training.resident import ResidentSplit
 from hstu_tutorial.training.signals import StopRun, install_sigint_handler
 
@@ -94,7 +96,7 @@ class Trainer:
         self.forward = torch.compile(trained) if cfg.compile else trained
         self.use_graphs, self.layout = self._graphs_and_layout()
         fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = AdamW(  # torch's AdamW, without importing the compiler (training/optimizer.py)
             self.model.parameters(),
             lr=cfg.learning_rate,
             betas=tuple(cfg.betas),
@@ -332,6 +334,12 @@ class Trainer:
                 f"{cfg.model} ({n_params:,} parameters, attention={self.attention_impl}) on {self.device}, "
                 f"layout={self.layout}, cuda_graphs={'on' if self.use_graphs else 'off'}, "
                 f"bf16={cfg.bf16}, tf32={cfg.tf32}; logs in {self.run_dir}"
+            )
+        waited = precompile.wait()  # kernels compiled in other processes (python -m hstu_tutorial.train)
+        if waited is not None and self.verbose:
+            state = "ready" if waited["ok"] else f"partly ready ({waited['error'] or 'a worker failed'})"
+            note(
+                f"Triton kernels compiled ahead in parallel processes: {state}, {waited['seconds']:.1f} s after start"
             )
         if self.use_graphs and self.graph is None:
             t0, tune0 = time.perf_counter(), report.tuning_seconds()

@@ -1,0 +1,205 @@
+"""Compile a run's Triton kernels ahead of time, in parallel worker processes, while the run starts up.
+
+On a fresh machine every Triton kernel compiles the first time a process launches it: 0.5-2.2 s each on an
+NVIDIA H200 (2026-12-01), one after the other. Threads do not help (Triton holds Python's lock while it
+compiles: nine compiles took 30 s from three threads against 28.7 s in one, `benchmarks/trace_setup.py`).
+Processes do. The package ships, per GPU family and Triton version, the kernel specialisations each
+shipped config launches (`ops/triton/kernels_<gpu>.json`, written by `benchmarks/record_kernels.py`).
+
+`python -m hstu_tutorial.train --config NAME ...` calls `start_for_cli` before it imports torch: when NAME
+has an entry for this Triton version, one launcher process imports the kernels and forks one child per
+kernel; each compiles its kernel into Triton's on-disk cache (`JITFunction.preload`). The trainer calls
+`wait()` before its first step, and Triton then finds every kernel in that cache.
+
+Nothing here changes what is computed. A missing, stale or mismatched entry (another GPU, another Triton,
+an override that changes a kernel) only means that kernel compiles inside the run, as without this module.
+`HSTU_PRECOMPILE=0` turns it off. This module imports only the standard library until a worker runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+FORMAT = 1
+TABLE_DIR = Path(__file__).resolve().parent / "ops" / "triton"
+# --set keys that change no kernel: a run with only these overrides launches the recorded kernels.
+NEUTRAL_KEYS = frozenset(
+    {
+        "data_dir",
+        "exp_dir",
+        "name",
+        "progress",
+        "tensorboard",
+        "save_checkpoints",
+        "seed",
+        "num_epochs",
+        "max_steps",
+        "early_stopping_patience",
+        "device",
+    }
+)
+_launcher: subprocess.Popen | None = None
+_started_at = 0.0
+
+
+def table_files() -> list[Path]:
+    """The shipped kernel tables, one per GPU family."""
+    return sorted(TABLE_DIR.glob("kernels_sm*.json"))
+
+
+def read_table(path: Path) -> dict:
+    """A kernel table as a dict, or {} if it is missing or not in this module's format."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    ok = isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("runs"), dict)
+    return data if ok else {}
+
+
+def run_key(argv: list[str]) -> str | None:
+    """The shipped config a command line runs, if it changes no kernel of it; else None.
+
+    `argv` is `hstu-train`'s arguments: `--config NAME` (a bundled name) and `--set KEY=VALUE` whose keys
+    are all in NEUTRAL_KEYS. Anything else (a TOML path, --gin_config_file, --resume, --seeds, other keys)
+    gives None: no precompilation, the run compiles as usual."""
+    config, i = None, 0
+    while i < len(argv):
+        arg = argv[i]
+        value = argv[i + 1] if i + 1 < len(argv) else ""
+        if arg == "--config":
+            config, i = value, i + 2
+        elif arg.startswith("--config="):
+            config, i = arg.split("=", 1)[1], i + 1
+        elif arg == "--set" or arg.startswith("--set="):
+            item = value if arg == "--set" else arg.split("=", 1)[1]
+            if item.split("=", 1)[0].strip() not in NEUTRAL_KEYS:
+                return None
+            i += 2 if arg == "--set" else 1
+        else:
+            return None
+    if not config or config.endswith((".toml", ".gin")) or os.sep in config.replace("/", ""):
+        return None
+    return config
+
+
+def start_for_cli(argv: list[str]) -> bool:
+    """Start the launcher for this command line's kernels (at most once per process); True if started."""
+    global _launcher, _started_at
+    if _launcher is not None or os.environ.get("HSTU_PRECOMPILE", "1") == "0":
+        return False
+    if os.environ.get("TRITON_INTERPRET", "0") == "1" or not os.path.exists("/dev/nvidiactl"):
+        return False  # no NVIDIA GPU (or the CPU interpreter): nothing to compile
+    key = run_key(list(argv))
+    if key is None or not any(key in read_table(p).get("runs", {}) for p in table_files()):
+        return False
+    _started_at = time.perf_counter()
+    _launcher = subprocess.Popen(
+        [sys.executable, "-m", "hstu_tutorial.precompile", key],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return True
+
+
+def wait(timeout: float = 120.0) -> dict | None:
+    """Wait for the launcher started by this process (None if there is none): {"seconds", "ok", "error"}."""
+    global _launcher
+    if _launcher is None:
+        return None
+    proc, _launcher = _launcher, None
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return {"seconds": time.perf_counter() - _started_at, "ok": False, "error": "timed out"}
+    return {
+        "seconds": time.perf_counter() - _started_at,
+        "ok": proc.returncode == 0,
+        "error": (err or "").strip()[-500:],
+    }
+
+
+class Recorder:
+    """Collect the specialisations of this package's Triton kernels compiled while active.
+
+        with Recorder() as rec:
+            ...  # a run
+        rec.entries  # [{"kernel": "hstu_tutorial....hstu_fwd_kernel", "data": "<Triton's JSON>"}, ...]
+
+    Uses Triton's `knobs.runtime.jit_post_compile_hook` (called after a kernel is compiled or read from the
+    disk cache, never on an in-memory hit: record each run in a fresh process)."""
+
+    def __init__(self):
+        self.entries: list[dict] = []
+        self._old = None
+
+    def _hook(self, *args, **kwargs):
+        fn, compiled = kwargs.get("fn"), kwargs.get("compile") or {}
+        jit_fn = getattr(fn, "jit_function", fn)
+        name = f"{getattr(fn, 'module', '')}.{getattr(fn, 'name', '')}"
+        data = compiled.get("specialization_data")
+        if name.startswith("hstu_tutorial.") and data:
+            name = f"{jit_fn.fn.__module__}.{jit_fn.fn.__qualname__}" if hasattr(jit_fn, "fn") else name
+            self.entries.append({"kernel": name, "data": data})
+        return None  # never skip a compile
+
+    def __enter__(self) -> Recorder:
+        from triton import knobs
+
+        self._old = knobs.runtime.jit_post_compile_hook
+        knobs.runtime.jit_post_compile_hook = self._hook
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from triton import knobs
+
+        knobs.runtime.jit_post_compile_hook = self._old
+
+
+def _compile_one(spec: dict) -> None:
+    """Compile one recorded specialisation into Triton's disk cache (in a forked child)."""
+    import importlib
+
+    module, _, qualname = spec["kernel"].rpartition(".")
+    fn = getattr(importlib.import_module(module), qualname)
+    fn.preload(spec["data"])
+
+
+def _launch(key: str) -> int:
+    """The launcher: fork one child per kernel of `key`, each compiles it; 0 if all compiled.
+
+    The children fork before anything imports torch (whose CUDA state does not survive a fork) and import
+    the kernels themselves, in parallel."""
+    from importlib.metadata import version
+
+    entries = []
+    for path in table_files():
+        table = read_table(path)
+        if table.get("triton") == version("triton"):
+            entries += table["runs"].get(key, [])
+    children = []
+    for spec in entries:
+        pid = os.fork()
+        if pid == 0:  # child: compile, never return into the launcher's code
+            code = 0
+            try:
+                _compile_one(spec)
+            except BaseException as err:  # noqa: BLE001 - another GPU family, a changed kernel: skip it
+                print(f"{spec['kernel']}: {type(err).__name__}: {err}", file=sys.stderr)
+                code = 1
+            sys.stderr.flush()
+            os._exit(code)
+        children.append(pid)
+    failed = sum(os.waitpid(pid, 0)[1] != 0 for pid in children)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_launch(sys.argv[1]))

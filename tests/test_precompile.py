@@ -1,0 +1,79 @@
+"""hstu_tutorial.precompile: which command lines get their kernels compiled ahead, and the shipped tables."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import pytest
+
+from hstu_tutorial import precompile
+
+HSTU = "ml-1m/hstu-sampled-softmax-n128-final"
+
+
+@pytest.mark.parametrize(
+    "argv, key",
+    [
+        (["--config", HSTU], HSTU),
+        (["--config", HSTU, "--set", "data_dir=data/ml-1m-u2999", "--set", "progress=false"], HSTU),
+        ([f"--config={HSTU}", "--set=seed=3", "--set", "num_epochs=5"], HSTU),
+        (["--config", HSTU, "--set", "bf16=true"], None),  # changes the kernels' dtype
+        (["--config", HSTU, "--set", "max_seq_len=100"], None),
+        (["--config", HSTU, "--seeds", "1,2"], None),
+        (["--config", "my/run.toml"], None),
+        (["--gin_config_file", "x.gin"], None),
+        (["--resume", "exps/x"], None),
+        ([], None),
+    ],
+)
+def test_run_key_only_for_bundled_configs_with_neutral_overrides(argv, key):
+    assert precompile.run_key(argv) == key
+
+
+def test_nothing_starts_without_a_gpu_or_when_turned_off(monkeypatch):
+    monkeypatch.setenv("HSTU_PRECOMPILE", "0")
+    assert precompile.start_for_cli(["--config", HSTU]) is False
+    monkeypatch.setenv("HSTU_PRECOMPILE", "1")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert precompile.start_for_cli(["--config", HSTU]) is False
+    assert precompile.wait() is None  # nothing was started by this process
+
+
+def test_read_table_ignores_missing_and_foreign_files(tmp_path):
+    assert precompile.read_table(tmp_path / "none.json") == {}
+    bad = tmp_path / "kernels_sm90.json"
+    bad.write_text("{not json")
+    assert precompile.read_table(bad) == {}
+    bad.write_text(json.dumps({"format": 99, "runs": {}}))
+    assert precompile.read_table(bad) == {}
+
+
+def test_launcher_with_no_matching_entries_compiles_nothing(tmp_path, monkeypatch):
+    table = {
+        "format": precompile.FORMAT,
+        "triton": "0.0-not-this-one",
+        "runs": {HSTU: [{"kernel": "x.y", "data": "{}"}]},
+    }
+    (tmp_path / "kernels_sm90.json").write_text(json.dumps(table))
+    monkeypatch.setattr(precompile, "TABLE_DIR", tmp_path)
+    assert precompile._launch(HSTU) == 0  # another Triton version: no child is forked
+
+
+def test_shipped_tables_name_real_kernels_of_the_package():
+    files = precompile.table_files()
+    for path in files:
+        table = precompile.read_table(path)
+        assert table, f"{path.name} is not a format-{precompile.FORMAT} kernel table"
+        assert table["runs"], f"{path.name} lists no config"
+        for config, entries in table["runs"].items():
+            assert precompile.run_key(["--config", config]) == config
+            for entry in entries:
+                module, _, name = entry["kernel"].rpartition(".")
+                kernel = getattr(importlib.import_module(module), name)
+                # a JITFunction on a GPU, an InterpretedFunction under TRITON_INTERPRET: both wrap `fn`
+                assert getattr(getattr(kernel, "fn", None), "__name__", None) == name, (
+                    f"{entry['kernel']} is not a Triton kernel"
+                )
+                data = json.loads(entry["data"])
+                assert data["name"].endswith(name)
