@@ -66,7 +66,7 @@ def run_key(argv: list[str]) -> str | None:
     """The shipped config a command line runs, if it changes no kernel of it; else None.
 
     `argv` is `hstu-train`'s arguments: `--config NAME` (a bundled name) and `--set KEY=VALUE` whose keys
-    are all in NEUTRAL_KEYS. Anything else (a TOML path, --gin_config_file, --resume, --seeds, other keys)
+    are all in NEUTRAL_KEYS, and `--seeds`. Anything else (a TOML path, --gin_config_file, --resume, other keys)
     gives None: no precompilation, the run compiles as usual."""
     config, i = None, 0
     while i < len(argv):
@@ -76,6 +76,10 @@ def run_key(argv: list[str]) -> str | None:
             config, i = value, i + 2
         elif arg.startswith("--config="):
             config, i = arg.split("=", 1)[1], i + 1
+        elif arg == "--seeds":  # several runs of the same config: the same kernels
+            i += 2
+        elif arg.startswith("--seeds="):
+            i += 1
         elif arg == "--set" or arg.startswith("--set="):
             item = value if arg == "--set" else arg.split("=", 1)[1]
             if item.split("=", 1)[0].strip() not in NEUTRAL_KEYS:
@@ -175,9 +179,11 @@ def _compile_one(spec: dict) -> None:
 def _launch(key: str) -> int:
     """The launcher: fork one child per kernel of `key`, each compiles it; 0 if all compiled.
 
-    The children fork before anything imports torch (whose CUDA state does not survive a fork) and import
-    the kernels themselves, in parallel."""
+    torch is imported once, here, before the fork (importing it does not start CUDA, which would not
+    survive a fork); the children import the kernels and start CUDA themselves, in parallel."""
     from importlib.metadata import version
+
+    import torch  # noqa: F401 - shared by the children through the fork
 
     entries = []
     for path in table_files():

@@ -20,7 +20,7 @@ HSTU = "ml-1m/hstu-sampled-softmax-n128-final"
         ([f"--config={HSTU}", "--set=seed=3", "--set", "num_epochs=5"], HSTU),
         (["--config", HSTU, "--set", "bf16=true"], None),  # changes the kernels' dtype
         (["--config", HSTU, "--set", "max_seq_len=100"], None),
-        (["--config", HSTU, "--seeds", "1,2"], None),
+        (["--config", HSTU, "--seeds", "1,2"], HSTU),
         (["--config", "my/run.toml"], None),
         (["--gin_config_file", "x.gin"], None),
         (["--resume", "exps/x"], None),

@@ -82,6 +82,10 @@ def resolve_cli_config(config: str | None, overrides: dict) -> TrainConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     """`hstu-train` / `python -m hstu_tutorial.train`: returns the exit status (2: bad input)."""
     args = _parser().parse_args(argv)
+    if not (args.list or args.print_config):  # `python -m hstu_tutorial.train` started it already
+        from hstu_tutorial.precompile import start_for_cli
+
+        start_for_cli(sys.argv[1:] if argv is None else list(argv))
     if args.list:
         print("\n".join(list_configs()))
         return 0
