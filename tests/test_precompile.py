@@ -77,3 +77,21 @@ def test_shipped_tables_name_real_kernels_of_the_package():
                 )
                 data = json.loads(entry["data"])
                 assert data["name"].endswith(name)
+
+
+def test_recorder_keeps_only_this_packages_kernels_and_restores_the_hook():
+    from types import SimpleNamespace
+
+    from triton import knobs
+
+    before = knobs.runtime.jit_post_compile_hook
+    with precompile.Recorder() as rec:
+        assert knobs.runtime.jit_post_compile_hook == rec._hook
+        ours = SimpleNamespace(fn=SimpleNamespace(__module__="hstu_tutorial.ops.x", __qualname__="k"))
+        info = SimpleNamespace(module="hstu_tutorial.ops.x", name="k", jit_function=ours)
+        assert rec._hook(fn=info, compile={"specialization_data": '{"name": "k"}'}) is None  # never skips
+        other = SimpleNamespace(module="someone.else", name="k", jit_function=ours)
+        rec._hook(fn=other, compile={"specialization_data": "{}"})
+        rec._hook(fn=info, compile={})  # nothing to record
+    assert knobs.runtime.jit_post_compile_hook == before
+    assert rec.entries == [{"kernel": "hstu_tutorial.ops.x.k", "data": '{"name": "k"}'}]

@@ -2,9 +2,10 @@
 
 torch.optim wraps `Optimizer.step` (`_use_grad_for_differentiable`) and `add_param_group`, `zero_grad`,
 `state_dict`, `load_state_dict` (`torch._disable_dynamo`) so that torch.compile leaves them alone. Both
-wrappers import torch._dynamo on first use, which pulls in sympy, torch.distributed.fsdp and more: 5-8 s of
-a fresh process on an NVIDIA H200 machine (2026-12-01, `benchmarks/trace_setup.py`), a third of the
-README's GPU command. A run that compiles nothing needs none of it. This class runs the same update code:
+wrappers import torch._dynamo on first use, which pulls in sympy, torch.distributed.fsdp and more: the
+trainer's set-up took 5.8-6.3 s with it and 1.0 s without, on an NVIDIA H200 machine (2026-12-01,
+`benchmarks/trace_setup.py`). A run that compiles nothing needs none of it. This class runs the same
+update code:
 
   * `step` calls the unwrapped AdamW.step under torch.no_grad(), what the wrapper does when the
     optimizer is not `differentiable` (the wrapper's other work only matters inside torch.compile);
