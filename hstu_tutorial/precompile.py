@@ -12,8 +12,10 @@ kernel; each compiles its kernel into Triton's on-disk cache (`JITFunction.prelo
 `wait()` before its first step, and Triton then finds every kernel in that cache.
 
 Measured on an H200 (2026-12-01, `benchmarks/results/h200_2026-12-01/perf/`): the forward and LayerNorm
-kernels are then read from the cache (0.01 s instead of 1.7 s); the dK/dV and dQ kernels, compiled in the
-children all the same, are compiled again by the run (their cache keys differ; why is not known yet).
+kernels were then read from the cache (0.01 s instead of 1.7 s), but the dK/dV and dQ kernels were compiled
+again by the run: a kernel's cache key depends on which kernels had theirs computed before it in the
+process (see `touch_cache_keys`), and the children did not compute them in the run's order. They now do;
+that fix is checked on a CPU (tests/test_precompile.py), not yet on a GPU.
 
 Nothing here changes what is computed. A missing, stale or mismatched entry (another GPU, another Triton,
 an override that changes a kernel) only means that kernel compiles inside the run, as without this module.
@@ -171,13 +173,29 @@ class Recorder:
         knobs.runtime.jit_post_compile_hook = self._old
 
 
-def _compile_one(spec: dict) -> None:
-    """Compile one recorded specialisation into Triton's disk cache (in a forked child)."""
+def _kernel(name: str):
+    """The Triton kernel object called `name` ("package.module.function")."""
     import importlib
 
-    module, _, qualname = spec["kernel"].rpartition(".")
-    fn = getattr(importlib.import_module(module), qualname)
-    fn.preload(spec["data"])
+    module, _, qualname = name.rpartition(".")
+    return getattr(importlib.import_module(module), qualname)
+
+
+def touch_cache_keys(names: list[str]) -> list[str]:
+    """Compute the Triton cache keys of the kernels `names`, in this order; returns them.
+
+    A kernel's cache key (part of its on-disk cache entry's name) depends on which kernels of the process
+    had theirs computed before it, when they share helper functions: with triton 3.7.1, the dQ kernel's
+    key differs when the forward kernel's was computed first, as it always is in a run (forward before
+    backward). So a child first computes the keys of every kernel the run compiled before its own."""
+    return [_kernel(name).cache_key for name in names]
+
+
+def _compile_one(spec: dict, before: list[str]) -> None:
+    """Compile one recorded specialisation into Triton's disk cache (in a forked child), after computing the
+    cache keys of the kernels `before` it in the run's order, as the run does."""
+    touch_cache_keys(before)
+    _kernel(spec["kernel"]).preload(spec["data"])
 
 
 def _launch(key: str) -> int:
@@ -195,12 +213,12 @@ def _launch(key: str) -> int:
         if table.get("triton") == version("triton"):
             entries += table["runs"].get(key, [])
     children = []
-    for spec in entries:
+    for i, spec in enumerate(entries):
         pid = os.fork()
         if pid == 0:  # child: compile, never return into the launcher's code
             code = 0
             try:
-                _compile_one(spec)
+                _compile_one(spec, list(dict.fromkeys(e["kernel"] for e in entries[:i])))
             except BaseException as err:  # noqa: BLE001 - another GPU family, a changed kernel: skip it
                 print(f"{spec['kernel']}: {type(err).__name__}: {err}", file=sys.stderr)
                 code = 1

@@ -95,3 +95,41 @@ def test_recorder_keeps_only_this_packages_kernels_and_restores_the_hook():
         rec._hook(fn=info, compile={})  # nothing to record
     assert knobs.runtime.jit_post_compile_hook == before
     assert rec.entries == [{"kernel": "hstu_tutorial.ops.x.k", "data": '{"name": "k"}'}]
+
+
+def _keys_in_a_fresh_process(code: str) -> list[str]:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "TRITON_INTERPRET": "0",
+    }  # real JIT functions, never launched
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_child_computes_the_cache_key_the_run_computes():
+    """Each child computes the keys of the kernels compiled before its own in the run, then its own: the key
+    of its disk-cache entry is then the one the run looks for (checked in fresh processes, as the children)."""
+    files = precompile.table_files()
+    if not files:
+        pytest.skip("no kernel table shipped")
+    table = precompile.read_table(files[0])
+    names = [e["kernel"] for e in table["runs"][HSTU]]
+    order = list(dict.fromkeys(names))  # the run computes each kernel's key at its first launch
+    run = _keys_in_a_fresh_process(
+        f"import json; from hstu_tutorial import precompile; print(json.dumps(precompile.touch_cache_keys({order!r})))"
+    )
+    for i, name in enumerate(order):
+        child = _keys_in_a_fresh_process(
+            "import json; from hstu_tutorial import precompile; "
+            f"print(json.dumps(precompile.touch_cache_keys({order[:i]!r} + [{name!r}])))"
+        )
+        assert child[-1] == run[i], f"{name}: the child's cache key is not the run's"
