@@ -21,7 +21,9 @@
 # bf16), **activation recomputation** (memory for compute), **larger batches** and **fast data loading**.
 # Each can also do nothing, or make things worse, depending on the model's size and the machine. So this
 # notebook *measures* each lever on one model and one dataset, and then measures how the cost grows with the
-# sequence length $N$ and the depth, against the $O(N^2 d)$ and $O(N d)$ terms the maths predicts.
+# sequence length $N$ and the depth, against the $O(N^2 d)$ and $O(N d)$ terms the maths predicts. The last
+# section follows a training command through its first seconds, where a fresh machine spends more time
+# starting than training.
 #
 # On a GPU (preset `full`) the cells measure live. On a CPU (preset `small`) they show the figures the
 # benchmark scripts saved on an H200 (machine and date printed with them) and measure what a CPU can in
@@ -30,7 +32,7 @@
 #
 # > **中文摘要**：逐一实测每个速度与内存手段（锯齿批、Triton 内核、TF32 / bf16、激活重计算、梯度累积、CUDA 图、
 # > `torch.compile`、批大小），再测代价随序列长度与层数如何增长。GPU 上现场测量；CPU 上展示在 H200 上
-# > 保存的结果（注明机器与日期）并做小规模测量。你只需运行并对照表格阅读。
+# > 保存的结果（注明机器与日期）并做小规模测量。最后一节拆解一次训练命令从进程启动到出结果的每一秒。
 
 # %%
 import json
@@ -360,4 +362,74 @@ if layer_rows:
 #
 # ```
 # PYTHONPATH=. python benchmarks/bench_layers.py      # -> benchmarks/results/h200_2026-12-01/layers.{json,md}
+# ```
+
+# %% [markdown]
+# ## 6. The first seconds of a run
+#
+# On a fresh GPU machine the README's command does more than train: Python imports torch, the trainer moves
+# the data to the GPU, Triton compiles each kernel the first time it is launched, the training step is
+# captured as a CUDA graph, and only then do the epochs run. `benchmarks/trace_setup.py` records when each of
+# these starts and ends, measured from the moment the process started. The cell below reads two such
+# timelines of `python -m hstu_tutorial.train --config ml-1m/hstu-sampled-softmax-n128-final` on an H200
+# (empty Triton cache each time): one of the code before the start-up and step changes of 2026-12-01, one after.
+# They ran on two machines of the same kind, so a phase that nothing changed (the imports) can differ too.
+
+# %%
+from hstu_tutorial.perf import read_trace, startup_phases  # noqa: E402
+
+PERF_DIR = ROOT / "benchmarks" / "results" / "h200_2026-12-01" / "perf"
+startup = {}
+for label, name in [("before", "trace_setup_before.md"), ("after", "trace_setup_after.md")]:
+    events, total = read_trace(PERF_DIR / name)
+    startup[label] = startup_phases(events, total)
+    n_compiles = sum(e["what"].startswith("triton compile") for e in events)
+    print(f"{label}: {total:.1f} s from process start to exit; {n_compiles} Triton compiles")
+fig, startup_data = viz.plot_startup(startup)
+display(pd.DataFrame(startup).T.round(2))
+
+# %%
+change = {p: startup["after"][p] - startup["before"][p] for p in startup["before"]}
+saved = sorted((p for p in change if change[p] < -0.5), key=change.get)
+grew = [p for p in change if change[p] > 0.5]
+lines = [
+    f"From {sum(startup['before'].values()):.1f} s to {sum(startup['after'].values()):.1f} s. The phases that "
+    "shrank: " + "; ".join(f"**{p}** {startup['before'][p]:.1f} -> {startup['after'][p]:.1f} s" for p in saved) + "."
+]
+why = {
+    "imports": "the other machine: the code imported is the same",
+    "before capture": "it now includes waiting for the kernels compiled ahead in other processes",
+}
+if grew:
+    lines.append(
+        "Longer in the second timeline: "
+        + "; ".join(f"{p} {startup['before'][p]:.1f} -> {startup['after'][p]:.1f} s ({why.get(p, 'see below')})" for p in grew)
+        + "."
+    )
+display(Markdown("\n\n".join(lines)))
+
+# %% [markdown]
+# What made each phase shorter, and what is left:
+#
+# * **trainer set-up**: `torch.optim.AdamW` imported torch's compiler (`torch._dynamo`: sympy,
+#   `torch.distributed.fsdp`, ...) on its first call, only to mark its methods "never compile". The project's
+#   `training/optimizer.py` runs the same update without that import. On a machine whose Python keeps no
+#   bytecode cache, each of those modules is also compiled from source in every process.
+# * **kernel compiles**: Triton compiles a kernel in about 0.5-2 s while holding Python's lock, so compiling in
+#   threads gains nothing (`compile_serial.md` and `benchmarks/trace_setup.py --compile-test`). The package ships
+#   the list of kernel specialisations each bundled ML-1M config launches (`ops/triton/kernels_sm90.json`), and
+#   `hstu_tutorial.precompile` compiles them in parallel *processes* into Triton's disk cache while the main
+#   process imports torch and loads the data. In the second timeline the forward and LayerNorm kernels came from
+#   that cache; the dK/dV and dQ kernels were compiled again, because Triton's cache key of a kernel depends on
+#   the order in which a process first hashes kernels that share helper functions. The workers now hash them
+#   in the run's order (`tests/test_precompile.py` checks the keys match); that fix is not yet in a timeline.
+# * **epochs**: a cheaper step (one dense gradient in the sampled softmax instead of two, an embedding backward
+#   without a sort; the sigmoid of notebook 05 was in both timelines), checkpoints that no longer pickle the
+#   whole history every epoch, and a TensorBoard writer that no longer waits for its file.
+#
+# Reproduce on a GPU (`$OUT` any folder):
+#
+# ```
+# TRITON_CACHE_DIR=$(mktemp -d) HSTU_CACHE_DIR=$(mktemp -d) PYTHONPATH=. python benchmarks/trace_setup.py \
+#     --data-dir data/ml-1m-u2999 --out $OUT
 # ```

@@ -1,6 +1,7 @@
 """Performance measurement: the code behind the benchmarks in `benchmarks/` and notebooks 07 and 08.
 
-`measure` (timing, memory, machine, result files and tables, a random `JaggedBatch`), `trainer_runs`
+`measure` (timing, memory, machine, result files and tables, a random `JaggedBatch`), `startup` (where a
+command's first seconds go, from a `benchmarks/trace_setup.py` timeline), `trainer_runs`
 (the trainer measured step by step and epoch by epoch, the data-loading profile), `levers` (one table of
 every speed/memory lever) and `scaling` (time and memory against sequence length and depth).
 """
@@ -22,6 +23,7 @@ from hstu_tutorial.perf.measure import (
     time_call,
 )
 from hstu_tutorial.perf.scaling import fit_terms, measure_point, run_scaling
+from hstu_tutorial.perf.startup import PHASES, read_trace, startup_phases
 from hstu_tutorial.perf.trainer_runs import (
     TrainerEpochs,
     lever_config,
@@ -35,6 +37,9 @@ bench_levers = levers
 bench_scaling = scaling
 
 __all__ = [
+    "PHASES",
+    "read_trace",
+    "startup_phases",
     "CPU_ROWS",
     "GPU_ROWS",
     "MIB",

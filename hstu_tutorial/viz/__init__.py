@@ -35,7 +35,7 @@ from hstu_tutorial.viz.diagrams import (
     tile_walk,
 )
 from hstu_tutorial.viz.kernels import plot_kernel_benchmark, plot_tile_map
-from hstu_tutorial.viz.perf import plot_levers, plot_remedies, plot_scaling, scaling_terms
+from hstu_tutorial.viz.perf import plot_levers, plot_remedies, plot_scaling, plot_startup, scaling_terms
 from hstu_tutorial.viz.training import (
     LiveCurves,
     plot_bucket_bars,
@@ -73,6 +73,7 @@ __all__ = [
     "plot_remedies",
     "plot_results_bars",
     "plot_scaling",
+    "plot_startup",
     "plot_seed_spread",
     "plot_sequence_lengths",
     "plot_stu_layer",

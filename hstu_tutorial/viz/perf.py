@@ -1,4 +1,4 @@
-"""Pictures of performance: the speed/memory levers, the scaling fit, and remedies compared.
+"""Pictures of performance: the speed/memory levers, the scaling fit, remedies compared, a run's first seconds.
 
 Every function returns `(fig, data)`: the figure and the data it drew.
 """
@@ -140,3 +140,33 @@ def plot_remedies(
     ax.margins(x=0.15)
     fig.tight_layout()
     return fig, {"labels": labels, "values": vals, "ratios": ratios}
+
+
+def plot_startup(runs: dict[str, dict[str, float]], ax=None):
+    """One horizontal bar per run (label -> a `perf.startup_phases` dict): its seconds, phase by phase.
+
+    Segments of a second or more carry their length. Returns (fig, data) with data = {"labels", "phases",
+    "seconds"}: the run labels, the phase names and a (runs, phases) list of seconds."""
+    from hstu_tutorial.perf.startup import PHASES
+
+    labels = list(runs)
+    fig, ax = new_axes(ax, figsize=(10.0, 1.6 + 0.7 * len(labels)))
+    colors = ["#4c72b0", "#dd8452", "#937860", "#c44e52", "#8172b3", "#55a868", "#8c8c8c"]
+    seconds = [[float(runs[label].get(phase, 0.0)) for phase in PHASES] for label in labels]
+    for row in range(len(labels)):
+        left = 0.0
+        for i, (phase, width) in enumerate(zip(PHASES, seconds[row])):
+            ax.barh(row, width, left=left, color=colors[i % len(colors)], label=phase if row == 0 else None)
+            if width >= 1.0:
+                ax.text(
+                    left + width / 2, row, f"{width:.1f}", ha="center", va="center", fontsize=8, color="white"
+                )
+            left += width
+        ax.text(left + 0.2, row, f"{left:.1f} s", va="center", fontsize=9)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds since the process started")
+    ax.set_xlim(0, max(sum(r) for r in seconds) * 1.15)
+    ax.legend(ncol=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
+    fig.tight_layout()
+    return fig, {"labels": labels, "phases": list(PHASES), "seconds": seconds}
