@@ -109,12 +109,15 @@ def start_for_cli(argv: list[str]) -> bool:
     if key is None or not any(key in read_table(p).get("runs", {}) for p in table_files()):
         return False
     _started_at = time.perf_counter()
-    _launcher = subprocess.Popen(
-        [sys.executable, "-m", "hstu_tutorial.precompile", key],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    try:
+        _launcher = subprocess.Popen(
+            [sys.executable, "-m", "hstu_tutorial.precompile", key],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    except OSError:  # no process could be started: the run compiles its kernels itself, as without this
+        return False
     return True
 
 
