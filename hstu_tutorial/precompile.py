@@ -106,7 +106,14 @@ def start_for_cli(argv: list[str]) -> bool:
     if os.environ.get("TRITON_INTERPRET", "0") == "1" or not os.path.exists("/dev/nvidiactl"):
         return False  # no NVIDIA GPU (or the CPU interpreter): nothing to compile
     key = run_key(list(argv))
-    if key is None or not any(key in read_table(p).get("runs", {}) for p in table_files()):
+    try:
+        from importlib.metadata import version
+
+        triton_version = version("triton")  # read from the installed metadata: triton is not imported
+    except Exception:  # noqa: BLE001 - no triton: nothing to compile
+        return False
+    tables = [read_table(p) for p in table_files()]
+    if key is None or not any(key in t.get("runs", {}) and t.get("triton") == triton_version for t in tables):
         return False
     _started_at = time.perf_counter()
     try:
@@ -201,6 +208,22 @@ def _compile_one(spec: dict, before: list[str]) -> None:
     _kernel(spec["kernel"]).preload(spec["data"])
 
 
+def _gpu_family() -> str | None:
+    """The first GPU's compute capability as a table name ("sm90"), asked of nvidia-smi so that this process
+    starts no CUDA context before it forks; None when that cannot be told (then every table is tried)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        major, minor = out.stdout.strip().splitlines()[0].strip().split(".")
+        return f"sm{int(major)}{int(minor)}"
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
 def _launch(key: str) -> int:
     """The launcher: fork one child per kernel of `key`, each compiles it; 0 if all compiled.
 
@@ -210,10 +233,11 @@ def _launch(key: str) -> int:
 
     import torch  # noqa: F401 - shared by the children through the fork
 
+    family = _gpu_family()
     entries = []
     for path in table_files():
         table = read_table(path)
-        if table.get("triton") == version("triton"):
+        if table.get("triton") == version("triton") and family in (None, table.get("gpu")):
             entries += table["runs"].get(key, [])
     children = []
     for i, spec in enumerate(entries):

@@ -133,3 +133,38 @@ def test_a_child_computes_the_cache_key_the_run_computes():
             f"print(json.dumps(precompile.touch_cache_keys({order[:i]!r} + [{name!r}])))"
         )
         assert child[-1] == run[i], f"{name}: the child's cache key is not the run's"
+
+
+def test_the_launcher_starts_only_for_this_triton_version(tmp_path, monkeypatch):
+    from importlib.metadata import version
+
+    started = []
+
+    class FakePopen:
+        def __init__(self, cmd, **kwargs):
+            started.append(cmd)
+            self.returncode = 0
+
+        def communicate(self, timeout=None):
+            return "", ""
+
+    monkeypatch.setattr(precompile, "TABLE_DIR", tmp_path)
+    monkeypatch.setattr(precompile.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(precompile.os.path, "exists", lambda p: True)  # as if /dev/nvidiactl were there
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delenv("HSTU_PRECOMPILE", raising=False)
+    monkeypatch.setattr(precompile, "_launcher", None)
+    table = {
+        "format": precompile.FORMAT,
+        "triton": "0.0-other",
+        "runs": {HSTU: [{"kernel": "x.y", "data": "{}"}]},
+    }
+    (tmp_path / "kernels_sm90.json").write_text(json.dumps(table))
+    assert precompile.start_for_cli(["--config", HSTU]) is False and not started
+    table["triton"] = version("triton")
+    (tmp_path / "kernels_sm90.json").write_text(json.dumps(table))
+    assert precompile.start_for_cli(["--config", HSTU, "--set", "seed=1"]) is True
+    assert started and started[0][-2:] == ["hstu_tutorial.precompile", HSTU]
+    assert precompile.start_for_cli(["--config", HSTU]) is False  # once per process
+    waited = precompile.wait()
+    assert waited["ok"] is True and precompile.wait() is None
