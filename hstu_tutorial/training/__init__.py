@@ -4,6 +4,9 @@
     resident     the device-resident split and its two batch layouts (jagged, padded)
     model        the device and the encoder a config asks for
     trainer      Trainer (the step, the epoch loop, evaluation) and train()
+    startup      what a run does once before its first epoch, and where that set-up time goes
+    epoch_end    after each epoch: best epoch, checkpoints, TensorBoard, early stopping
+    optimizer    torch's AdamW without importing torch._dynamo (the compiler) on a run that compiles nothing
     cuda_graph   the training step captured and replayed as a CUDA graph
     distributed  torchrun: process group, each rank's steps, DistributedDataParallel
     checkpoints  resumable checkpoints and the best weights

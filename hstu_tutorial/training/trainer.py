@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from hstu_tutorial import precompile
 from hstu_tutorial.data.reco_dataset import JaggedBatch
 from hstu_tutorial.data.stochastic_length import stochastic_length_split
 from hstu_tutorial.errors import ConfigError
@@ -22,7 +21,7 @@ from hstu_tutorial.losses import get_loss
 from hstu_tutorial.memory import accumulated_backward
 from hstu_tutorial.metrics import batch_ranks, metric_names, metrics_from_ranks, ranks_table
 from hstu_tutorial.ops.options import use_options
-from hstu_tutorial.training import checkpoints, progress_bars, report, run_files
+from hstu_tutorial.training import checkpoints, epoch_end, progress_bars, report, run_files, startup
 from hstu_tutorial.training.config import TrainConfig, config_from_dict, load_config
 from hstu_tutorial.training.cuda_graph import StepGraph
 from hstu_tutorial.training.distributed import (
@@ -319,47 +318,11 @@ class Trainer:
 
     def _start(self) -> None:
         """Before the first epoch of this call to `fit`: resume, run folder, TensorBoard, CUDA graph."""
-        cfg = self.cfg
-        resumed = checkpoints.resume_or_init(self)  # cfg.resume / cfg.init_from, checked before any write
-        # The run folder is made only now, once setup and the checkpoint checks succeeded.
-        if self.run_dir is None:
-            self.run_dir = self._make_run_dir()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if cfg.tensorboard and self.writer is None:
-            # On resume, events of the lost epochs (step >= self.epoch) written before the kill are dropped.
-            self.writer = report.open_tensorboard(self.run_dir, purge_step=self.epoch if resumed else None)
-        if self.verbose:
-            n_params = sum(p.numel() for p in self.model.parameters())
-            note(
-                f"{cfg.model} ({n_params:,} parameters, attention={self.attention_impl}) on {self.device}, "
-                f"layout={self.layout}, cuda_graphs={'on' if self.use_graphs else 'off'}, "
-                f"bf16={cfg.bf16}, tf32={cfg.tf32}; logs in {self.run_dir}"
-            )
-        waited = precompile.wait()  # kernels compiled in other processes (python -m hstu_tutorial.train)
-        if waited is not None and self.verbose:
-            state = "ready" if waited["ok"] else f"partly ready ({waited['error'] or 'a worker failed'})"
-            note(
-                f"Triton kernels compiled ahead in parallel processes: {state}, {waited['seconds']:.1f} s after start"
-            )
-        if self.use_graphs and self.graph is None:
-            t0, tune0 = time.perf_counter(), report.tuning_seconds()
-            try:
-                self.capture_graph()
-            except Exception as err:  # noqa: BLE001 - fall back to eager steps, loudly
-                if cfg.cuda_graphs == "on":
-                    raise
-                note(f"CUDA graph capture failed ({type(err).__name__}: {err}); running eager steps")
-                self.use_graphs, self.graph = False, None
-                self.optimizer.zero_grad(set_to_none=True)
-            self.setup_s += time.perf_counter() - t0
-            self._add_compile_time(t0, tune0)
+        startup.start(self)
 
     def _add_compile_time(self, t0: float, tune0: float) -> None:
         """Count the time since `t0` (the first step(s), where kernels compile), less tuning, as compile."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        tuning = report.tuning_seconds() - tune0
-        self.setup_split["compile_s"] += max(0.0, time.perf_counter() - t0 - tuning)
+        startup.add_compile_time(self, t0, tune0)
 
     @_with_kernel_options
     def fit(self, callback: Callable[[dict], object] | None = None) -> dict:
@@ -493,41 +456,11 @@ class Trainer:
 
     def _patience_spent(self) -> bool:
         """Early stopping: True (with a note) after `early_stopping_patience` epochs without a better one."""
-        cfg = self.cfg
-        if not (cfg.early_stopping_patience and self.bad_epochs >= cfg.early_stopping_patience):
-            return False
-        note(
-            f"early stopping: no better validation {cfg.selection_metric} for "
-            f"{self.bad_epochs} epochs (best at epoch {self.best['epoch']})"
-        )
-        return True
+        return epoch_end.patience_spent(self)
 
     def _after_epoch(self, record: dict, bar) -> None:
-        cfg = self.cfg
-        value = record["valid"][cfg.selection_metric]
-        if self.best is None or value > self.best["valid"][cfg.selection_metric]:
-            self.best = {"epoch": record["epoch"], "valid": record["valid"], "test": record["test"]}
-            self.best_ranks = (record["epoch"], self.last_ranks)
-            self.bad_epochs = 0
-            if cfg.save_checkpoints:
-                checkpoints.save_best(self, record["epoch"])
-        else:
-            self.bad_epochs += 1
-        if self.writer is not None:
-            report.log_epoch(self.writer, record)
-        # ckpt_last.pt after every epoch (checkpoint_every = 1): a hard kill loses at most the next epoch.
-        if cfg.save_checkpoints and self.epoch % cfg.checkpoint_every == 0 and self.epoch < cfg.num_epochs:
-            self.save(self.run_dir / "ckpt_last.pt")
-        if cfg.progress and self.verbose and bar is None:
-            progress_bars.epoch_line(record, cfg.num_epochs)
-        if bar is not None:
-            bar.set_postfix(
-                loss=f"{record['loss']:.3f}",
-                val_ndcg10=f"{record['valid'].get('ndcg@10', 0):.4f}",
-                test_hr10=f"{record['test'].get('hr@10', 0):.4f}",
-                refresh=False,
-            )
-            bar.update(1)
+        """Best epoch, checkpoints, TensorBoard and the progress line after an epoch (training/epoch_end.py)."""
+        epoch_end.after_epoch(self, record, bar)
 
 
 def _drain(steps):
