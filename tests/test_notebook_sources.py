@@ -8,13 +8,17 @@ checks); outputs and other metadata are ignored.
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import jupytext
 import nbformat
 import pytest
+
+from hstu_tutorial.training.run_files import RUN_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRED_DIRS = [ROOT / "notebooks", ROOT / "exercises" / "solutions"]
@@ -97,13 +101,35 @@ def test_checked_cells_are_tagged_and_have_saved_outputs(notebook):
     assert not empty, f"{_rel(notebook)} code cells {empty} are checked but have no saved output: execute it"
 
 
+@functools.cache
+def _tracked_files() -> tuple[str, ...]:
+    """The repository's files (git ls-files), or every file under it when git cannot tell."""
+    try:
+        out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        return tuple(out.splitlines())
+    except (OSError, subprocess.CalledProcessError):
+        return tuple(str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file())
+
+
 @pytest.mark.parametrize("source", SOURCES, ids=_id)
 def test_sources_import_from_the_package_only(source):
     text = source.read_text(encoding="utf-8")
     assert "sys.path" not in text, f"{_rel(source)} edits sys.path: import from hstu_tutorial instead"
     assert not re.search(r"^\s*(from|import) benchmarks\b", text, re.M), f"{_rel(source)} imports benchmarks"
-    for name in ("ANCHORS.md", "DESIGN.md", "shared/"):
-        assert name not in text, f"{_rel(source)} cites {name}: cite docs/reference_results.md instead"
+    # Every Markdown document it names is one a reader has: a file of this repository or of a run folder.
+    known = {Path(f).name for f in _tracked_files()} | set(RUN_FILES)
+    unknown = sorted(set(re.findall(r"[\w.-]+\.md\b", text)) - known)
+    assert not unknown, (
+        f"{_rel(source)} cites {unknown}, which this repository does not hold: cite docs/ instead"
+    )
+    # A relative link that climbs out of its folder lands on a path of the repository (solutions are rendered
+    # into exercises/, so their links are relative to that folder).
+    base = ROOT / "exercises" if source.parent.name == "solutions" else source.parent
+    for link in re.findall(r"(?:\.\./)+[\w./-]*\w", text):
+        target = (base / link).resolve()
+        assert target.is_relative_to(ROOT) and target.exists(), (
+            f"{_rel(source)} links to {link}, not in the repository"
+        )
 
 
 def test_drift_is_detected(tmp_path):

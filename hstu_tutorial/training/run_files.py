@@ -68,21 +68,24 @@ def write_run_files(trainer, results: dict) -> None:
     report.write_results(results, run_dir)
 
 
+# The files a run folder can hold (besides TensorBoard's events.out.*), and what each holds.
+RUN_FILES = {
+    "results.json": "the numbers, config and dataset fingerprint",
+    "results.md": "the numbers as a table",
+    "ranks_test.csv": "per-user test ranks of the best epoch (for per-bucket analyses)",
+    "ranks_valid.csv": "per-user validation ranks of the best epoch",
+    "experiment.json": "the experiment record",
+    "experiment.md": "the experiment record as text",
+    "ckpt_best.pt": "weights of the best epoch by validation",
+    "ckpt_last.pt": "the state to resume from (--set resume=...)",
+}
+
+
 def run_listing(run_dir: str | os.PathLike) -> str:
     """One line per file of a run folder, with what it holds (for the end of a command-line run)."""
-    what = {
-        "results.json": "the numbers, config and dataset fingerprint",
-        "results.md": "the numbers as a table",
-        "ranks_test.csv": "per-user test ranks of the best epoch (for per-bucket analyses)",
-        "ranks_valid.csv": "per-user validation ranks of the best epoch",
-        "experiment.json": "the experiment record",
-        "experiment.md": "the experiment record as text",
-        "ckpt_best.pt": "weights of the best epoch by validation",
-        "ckpt_last.pt": "the state to resume from (--set resume=...)",
-    }
     run_dir = Path(run_dir)
     lines = [f"run folder {run_dir}:"]
-    for name, text in what.items():
+    for name, text in RUN_FILES.items():
         if (run_dir / name).is_file():
             lines.append(f"  {name:<16} {text}")
     if any(run_dir.glob("events.out.tfevents.*")):
