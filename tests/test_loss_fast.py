@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from test_losses import _setup
 
 from hstu_tutorial.losses import (
     bce_loss,
@@ -15,14 +16,10 @@ torch.set_num_threads(2)
 
 
 def _case(M=11, D=6, R=9, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    catalogue = torch.tensor([2, 3, 5, 8, 9, 11, 12, 20], dtype=torch.int64)  # sorted, with gaps
-    table = torch.randn(21, D, generator=g, dtype=torch.float64, requires_grad=True)
-    query = torch.randn(M, D, generator=g, dtype=torch.float64, requires_grad=True)
-    positives = catalogue[torch.randint(0, len(catalogue), (M,), generator=g)]
-    negatives = torch.randint(0, len(catalogue), (M, R), generator=g)  # 8 items, 9 draws: duplicates
+    """test_losses' case (same draws), with repeated accidental hits, one repeated column and zero weights."""
+    catalogue, table, query, positives, negatives = _setup(M, D, R, seed)
     negatives[0, :3] = catalogue_index(catalogue, positives[0])  # accidental hits, repeated
-    negatives[1, 4:] = 2  # one column drawn five times
+    negatives[1, 4:] = 2  # one column drawn five times (8 items, 9 draws: duplicates elsewhere too)
     weights = torch.tensor([1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 1], dtype=torch.float64)[:M]
     return catalogue, table, query, positives, negatives, weights
 
