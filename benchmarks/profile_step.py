@@ -37,8 +37,9 @@ def _median_ms(fn, device, warmup: int, iters: int) -> float:
     return time_call(fn, device, warmup=warmup, iters=iters)["median_ms"]
 
 
-def top_kernels(fn, device, top: int) -> tuple[list[dict], float]:
-    """Run `fn` once under torch.profiler; the `top` GPU (or CPU) ops by self time, and their total (ms)."""
+def top_kernels(fn, device, top: int) -> tuple[list[dict], float, list[dict]]:
+    """Run `fn` once under torch.profiler: the `top` GPU (or CPU) ops by self time, their total (ms), and on a
+    GPU the `top` aten ops by the GPU time they launched (an op's self device time; [] on a CPU)."""
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -47,31 +48,18 @@ def top_kernels(fn, device, top: int) -> tuple[list[dict], float]:
         sync(device)
     attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
-    if device.type == "cuda":  # which aten ops launched the kernels (an op's self device time)
-        ops = [e for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CPU]
-        ops.sort(key=lambda e: getattr(e, attr), reverse=True)
-        top_ops.last = [
-            {"name": e.key[:90], "ms": getattr(e, attr) / 1e3, "calls": e.count} for e in ops[:top]
-        ]
+    ops = []
     if device.type == "cuda":  # kernels only (an op's self device time counts its kernels)
+        ops = [e for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CPU]
         events = [e for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
     total = sum(getattr(e, attr) for e in events) / 1e3
-    events.sort(key=lambda e: getattr(e, attr), reverse=True)
-    rows = [
-        {
-            "name": e.key[:90],
-            "ms": getattr(e, attr) / 1e3,
-            "calls": e.count,
-            "share": getattr(e, attr) / 1e3 / total,
-        }
-        for e in events[:top]
-    ]
-    return rows, total
 
+    def rows(found):
+        found = sorted(found, key=lambda e: getattr(e, attr), reverse=True)[:top]
+        return [{"name": e.key[:90], "ms": getattr(e, attr) / 1e3, "calls": e.count} for e in found]
 
-def top_ops() -> list[dict]:
-    """The aten ops that launched the most GPU time in the last `top_kernels` call (GPU only)."""
-    return getattr(top_ops, "last", [])
+    kernels = [dict(r, share=r["ms"] / total) for r in rows(events)]
+    return kernels, total, rows(ops)
 
 
 def profile_run(name: str, config: str, overrides: dict, top: int) -> dict:
@@ -91,14 +79,12 @@ def profile_run(name: str, config: str, overrides: dict, top: int) -> dict:
     out["eager_step_ms"] = _median_ms(lambda: tr.step(index, totals, use_graph=False), device, 3, 20)
     out["eval_ms"] = _median_ms(lambda: tr.evaluate(("valid", "test")), device, 2, 5)
     out["eval_split_ms"] = {s: _median_ms(lambda s=s: tr.ranks(s), device, 1, 5) for s in ("valid", "test")}
-    out["step_kernels"], out["step_kernel_ms"] = top_kernels(
+    out["step_kernels"], out["step_kernel_ms"], out["step_ops"] = top_kernels(
         lambda: tr.step(index, totals, use_graph=False), device, top
     )
-    out["step_ops"] = top_ops()
-    out["eval_kernels"], out["eval_kernel_ms"] = top_kernels(
+    out["eval_kernels"], out["eval_kernel_ms"], out["eval_ops"] = top_kernels(
         lambda: tr.evaluate(("valid", "test")), device, top
     )
-    out["eval_ops"] = top_ops()
     steps = -(-rs.num_users // B)
     step_ms = out.get("graph_step_ms", out["eager_step_ms"])
     out["epoch_estimate_s"] = (steps * step_ms + out["eval_ms"]) / 1e3
