@@ -162,11 +162,9 @@ class Recorder:
 
     def _hook(self, *args, **kwargs):
         fn, compiled = kwargs.get("fn"), kwargs.get("compile") or {}
-        jit_fn = getattr(fn, "jit_function", fn)
-        name = f"{getattr(fn, 'module', '')}.{getattr(fn, 'name', '')}"
+        name = f"{getattr(fn, 'module', '')}.{getattr(fn, 'name', '')}"  # the kernel's module and qualname
         data = compiled.get("specialization_data")
         if name.startswith("hstu_tutorial.") and data:
-            name = f"{jit_fn.fn.__module__}.{jit_fn.fn.__qualname__}" if hasattr(jit_fn, "fn") else name
             self.entries.append({"kernel": name, "data": data})
         return None  # never skip a compile
 
