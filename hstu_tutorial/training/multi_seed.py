@@ -234,21 +234,6 @@ def _epoch_printer(seeds: Sequence[int], metric: str, num_epochs: int):
     return on_epoch
 
 
-def _load_dataset(cfg: TrainConfig, verbose: bool):
-    """The config's dataset, loaded once for every seed (it does not depend on the seed)."""
-    from hstu_tutorial.data import get_reco_dataset
-
-    return get_reco_dataset(
-        cfg.dataset,
-        max_seq_len=cfg.max_seq_len,
-        data_dir=cfg.data_dir or None,
-        protocol=cfg.protocol,
-        stable_sort=cfg.stable_sort,
-        synthetic_size=cfg.synthetic_size,
-        verbose=verbose,
-    )
-
-
 def train_seeds(
     cfg: TrainConfig,
     seeds: Sequence[int],
@@ -263,7 +248,7 @@ def train_seeds(
     over the seeds (`seeds_summary`), also written as seeds.json / seeds.md in `<name>-seeds/` when
     `write`; "summary_dir": that folder. `callback(i, record)`: after every epoch of seed `seeds[i]`."""
     from hstu_tutorial.training.model import resolve_device
-    from hstu_tutorial.training.trainer import Trainer
+    from hstu_tutorial.training.trainer import Trainer, load_dataset
 
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
@@ -284,7 +269,9 @@ def train_seeds(
         device = torch.device(
             "cuda", device.index if device.index is not None else torch.cuda.current_device()
         )
-    dataset = _load_dataset(cfg, verbose) if dataset is None else dataset
+    dataset = (
+        load_dataset(cfg, verbose) if dataset is None else dataset
+    )  # once: it does not depend on the seed
     cuda_state0 = (
         torch.cuda.default_generators[device.index].graphsafe_get_state() if device.type == "cuda" else None
     )

@@ -129,17 +129,7 @@ class Trainer:
         """The config's dataset (loaded), or the one passed in once checked against the config."""
         cfg = self.cfg
         if dataset is None:
-            from hstu_tutorial.data import get_reco_dataset
-
-            return get_reco_dataset(
-                cfg.dataset,
-                max_seq_len=cfg.max_seq_len,
-                data_dir=cfg.data_dir or None,
-                protocol=cfg.protocol,
-                stable_sort=cfg.stable_sort,
-                synthetic_size=cfg.synthetic_size,
-                verbose=self.verbose,
-            )
+            return load_dataset(cfg, self.verbose)
         if dataset.max_seq_len != cfg.max_seq_len or dataset.protocol != cfg.protocol:
             raise ConfigError(
                 f"the dataset passed in has max_seq_len={dataset.max_seq_len}, protocol={dataset.protocol!r} "
@@ -461,6 +451,21 @@ class Trainer:
     def _after_epoch(self, record: dict, bar) -> None:
         """Best epoch, checkpoints, TensorBoard and the progress line after an epoch (training/epoch_end.py)."""
         epoch_end.after_epoch(self, record, bar)
+
+
+def load_dataset(cfg: TrainConfig, verbose: bool = True):
+    """The dataset a config names (its folder, protocol, window, ordering and synthetic size)."""
+    from hstu_tutorial.data import get_reco_dataset
+
+    return get_reco_dataset(
+        cfg.dataset,
+        max_seq_len=cfg.max_seq_len,
+        data_dir=cfg.data_dir or None,
+        protocol=cfg.protocol,
+        stable_sort=cfg.stable_sort,
+        synthetic_size=cfg.synthetic_size,
+        verbose=verbose,
+    )
 
 
 def _drain(steps):
