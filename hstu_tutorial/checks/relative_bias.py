@@ -185,6 +185,13 @@ def _time_case_text(case: _Case, **more) -> str:
 # ---- the checks -------------------------------------------------------------------------------------------
 
 
+def _raise_named_slip(got: torch.Tensor, variants, ct: str) -> None:
+    """CheckFailed with the message of the first (message, wrong answer) pair `got` matches, if any."""
+    for msg, variant in variants:
+        if variant is not None and _matches(got, variant):
+            raise CheckFailed(msg + ct)
+
+
 def check_position_bias(fn: Callable) -> bool:
     """Check `fn(pos_w, N) -> (N, N)`: the position term `pos_w[L-1 + j - i]`, L = (len(pos_w) + 1) // 2.
 
@@ -201,9 +208,7 @@ def check_position_bias(fn: Callable) -> bool:
             got = _float_answer(got, expected, "the position bias", ("i", "j"))
             if _matches(got, expected):
                 continue
-            for msg, variant in _position_variants(pos_w, N):
-                if variant is not None and _matches(got, variant):
-                    raise CheckFailed(msg + ct)
+            _raise_named_slip(got, _position_variants(pos_w, N), ct)
             (i, j), n_bad = _first_bad(got, expected)
             raise CheckFailed(
                 f"the position bias differs at [i={i}, j={j}] (offset j - i = {j - i}): "
@@ -233,9 +238,7 @@ def check_time_bias(fn: Callable) -> bool:
             got = _accept_float64_buckets(got, expected, ts_w[_bucket64(gap)])
             if _matches(got, expected):
                 continue
-            for msg, variant in _time_variants(ts_w, t, tn):
-                if variant is not None and _matches(got, variant):
-                    raise CheckFailed(msg + ct)
+            _raise_named_slip(got, _time_variants(ts_w, t, tn), ct)
             mixup = _row_mixup(got, expected)
             if mixup:
                 raise CheckFailed(mixup + ct)
@@ -309,9 +312,7 @@ def check_relative_attention_bias(fn: Callable) -> bool:
                 ("in the time term: " + msg, None if v is None else P[None] + v)
                 for msg, v in _time_variants(ts_w, t, tn)
             ]
-            for msg, variant in variants:
-                if variant is not None and _matches(got, variant):
-                    raise CheckFailed(msg + ct)
+            _raise_named_slip(got, variants, ct)
             mixup = _row_mixup(got, expected)
             if mixup:
                 raise CheckFailed(mixup + ct)
