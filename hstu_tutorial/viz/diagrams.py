@@ -288,6 +288,15 @@ def tile_walk(lengths, block_m: int, block_n: int, max_len: int | None = None):
     return out
 
 
+def tile_legend(fig, cmap, names, counts) -> None:
+    """The figure's legend of tile classes (`names`, coloured by `cmap`), each with its count."""
+    import matplotlib.pyplot as plt
+
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=cmap(i), edgecolor="grey") for i in (3, 2, 1, 0)]
+    labels = [f"{names[i]} ({counts[names[i]]})" for i in (3, 2, 1, 0)]
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+
+
 def plot_kernel_tile_walk(
     lengths,
     max_len: int | None = None,
@@ -330,15 +339,7 @@ def plot_kernel_tile_walk(
         ax.set_title(f"sequence {b}: L={L}", fontsize=9)
         ax.set_xlabel("key position j", fontsize=8)
     axes[0][0].set_ylabel("query tile: program id", fontsize=8)
-    handles = [plt.Rectangle((0, 0), 1, 1, fc=cmap(i), ec="grey") for i in (3, 2, 1, 0)]
-    fig.legend(
-        handles,
-        [f"{names[i]} ({counts[names[i]]})" for i in (3, 2, 1, 0)],
-        loc="lower center",
-        ncol=4,
-        fontsize=8,
-        frameon=False,
-    )
+    tile_legend(fig, cmap, names, counts)
     loaded = counts["loaded, no mask"] + counts["masked (diagonal)"]
     fig.suptitle(
         f"forward kernel, BLOCK_M={block_m}, BLOCK_N={block_n}: {loaded} tiles loaded "

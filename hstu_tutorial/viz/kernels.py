@@ -18,7 +18,7 @@ def plot_tile_map(lengths, block_m: int = 16, block_n: int = 16, causal: bool = 
     import numpy as np
     from matplotlib.colors import ListedColormap
 
-    from hstu_tutorial.viz.diagrams import tile_walk
+    from hstu_tutorial.viz.diagrams import tile_legend, tile_walk
 
     lengths = [int(x) for x in lengths]
     names = ["padding", "skipped", "diagonal", "full"]
@@ -44,15 +44,7 @@ def plot_tile_map(lengths, block_m: int = 16, block_n: int = 16, causal: bool = 
         ax.set_title(f"L={L}", fontsize=9)
         ax.set_xlabel("key j", fontsize=8)
     axes[0][0].set_ylabel("query i", fontsize=8)
-    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=cmap(i), edgecolor="grey") for i in (3, 2, 1, 0)]
-    fig.legend(
-        handles,
-        [f"{names[i]} ({counts[names[i]]})" for i in (3, 2, 1, 0)],
-        loc="lower center",
-        ncol=4,
-        fontsize=8,
-        frameon=False,
-    )
+    tile_legend(fig, cmap, names, counts)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig, {"status": status, "counts": counts}
 
