@@ -32,14 +32,6 @@ TINY = dict(
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from hstu_tutorial.data import get_reco_dataset
-
-    root = tmp_path_factory.mktemp("data")
-    return get_reco_dataset("synthetic", max_seq_len=20, data_dir=root, protocol="validation", verbose=False)
-
-
-@pytest.fixture(scope="module")
 def run(dataset, tmp_path_factory):
     """A finished two-epoch HSTU run: its folder holds ckpt_last.pt and ckpt_best.pt."""
     exp = tmp_path_factory.mktemp("exps")

@@ -36,14 +36,6 @@ FAST = dict(
 )
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from hstu_tutorial.data import get_reco_dataset
-
-    root = tmp_path_factory.mktemp("data")
-    return get_reco_dataset("synthetic", max_seq_len=20, data_dir=root, protocol="validation", verbose=False)
-
-
 # ---- configs ------------------------------------------------------------------------------------------
 
 
