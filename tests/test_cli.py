@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny_runs import TINY_SETS, set_args
+from tiny_runs import TINY_SETS, cli_fails, set_args
 
 from hstu_tutorial.errors import HSTUError
 from hstu_tutorial.training.cli import main
@@ -24,24 +24,11 @@ def folders(tmp_path_factory):
     return data, exps / "synthetic-l20" / "hstu-small"
 
 
-def _fails(capsys, argv, *must_contain):
-    """Run `main(argv)`: exit status 2 and exactly one stderr line `error: ...` holding `must_contain`."""
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for part in must_contain:
-        assert part in lines[0], (part, lines[0])
-    assert "Traceback" not in err and "weights_only=False" not in err
-    return lines[0]
-
-
 # ---- config -------------------------------------------------------------------------------------------
 
 
 def test_misspelt_config_name(capsys):
-    line = _fails(
+    line = cli_fails(
         capsys, ["--config", "ml-1m/hstu-sampled-softmax-n128-finl"], "ml-1m/hstu-sampled-softmax-n128-finl"
     )
     assert "did you mean 'ml-1m/hstu-sampled-softmax-n128-final'" in line and "hstu-train --list" in line
@@ -63,7 +50,7 @@ def test_reference_style_config_names_resolve(capsys, name):
 def test_config_file_that_is_not_toml(capsys, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("num_epochs = = 3\n[table\n")
-    _fails(capsys, ["--config", str(bad)], str(bad), "not valid TOML")
+    cli_fails(capsys, ["--config", str(bad)], str(bad), "not valid TOML")
 
 
 @pytest.mark.parametrize(
@@ -80,7 +67,7 @@ def test_config_file_that_is_not_toml(capsys, tmp_path):
     ],
 )
 def test_bad_set_values(capsys, item, words):
-    _fails(capsys, ["--config", "synthetic/hstu-small", "--set", item], *words)
+    cli_fails(capsys, ["--config", "synthetic/hstu-small", "--set", item], *words)
 
 
 def test_debug_shows_the_traceback():
@@ -98,7 +85,7 @@ def test_missing_data_folder(capsys, tmp_path):
         *set_args(*TINY, f"data_dir={tmp_path / 'none'}"),
     ]
     argv += set_args(f"exp_dir={tmp_path / 'exps'}")
-    _fails(capsys, argv, str(tmp_path / "none"))
+    cli_fails(capsys, argv, str(tmp_path / "none"))
     assert not (tmp_path / "exps").exists()
 
 
@@ -140,13 +127,13 @@ def _bad_copy(folders, tmp_path, damage):
     ids=["missing", "weights-only", "empty", "truncated", "end-cut", "garbage"],
 )
 def test_bad_checkpoints(capsys, folders, tmp_path, make, words):
-    _fails(capsys, _resume(folders, tmp_path, make(folders, tmp_path)), *words)
+    cli_fails(capsys, _resume(folders, tmp_path, make(folders, tmp_path)), *words)
     assert not (tmp_path / "exps").exists()  # a failed start leaves no run folder
 
 
 def test_checkpoint_of_another_model(capsys, folders, tmp_path):
     _, run = folders
-    line = _fails(
+    line = cli_fails(
         capsys,
         _resume(folders, tmp_path, run, config="synthetic/sasrec-small"),
         str(run / "ckpt_last.pt"),

@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 import torch
-from tiny_runs import TINY_SETS, set_args
+from tiny_runs import TINY_SETS, cli_fails, set_args
 
 from hstu_tutorial.errors import ConfigError, HSTUError
 from hstu_tutorial.training import multi_seed
@@ -129,22 +129,11 @@ def test_parse_seeds():
     assert parse_seeds("7") == [7]
 
 
-def _fails(capsys, argv, *must_contain):
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for part in must_contain:
-        assert part in lines[0], (part, lines[0])
-    assert "Traceback" not in err
-
-
 @pytest.mark.parametrize(
     "seeds, part", [("1,1", "given twice"), ("x", "not an integer"), ("3,oops", "'oops' is not an integer")]
 )
 def test_cli_bad_seeds(capsys, tmp_path, seeds, part):
-    _fails(
+    cli_fails(
         capsys, ["--config", "synthetic/hstu-small", "--seeds", seeds, *set_args(f"exp_dir={tmp_path}")], part
     )
     assert not any(tmp_path.iterdir())  # no run folder made
@@ -152,7 +141,7 @@ def test_cli_bad_seeds(capsys, tmp_path, seeds, part):
 
 def test_cli_seeds_with_resume(capsys, tmp_path):
     argv = ["--config", "synthetic/hstu-small", "--seeds", "1,2", "--resume", str(tmp_path / "r")]
-    _fails(capsys, argv, "--seeds", "--resume")
+    cli_fails(capsys, argv, "--seeds", "--resume")
 
 
 def test_failing_seed_saves_the_others(tmp_path, monkeypatch):
