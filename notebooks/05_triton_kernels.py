@@ -477,16 +477,34 @@ if results_file.exists():
 # Per score the kernel does two small matrix products on the tensor cores and then SiLU: `s * sigmoid(s)`,
 # with `sigmoid(s) = 1 / (1 + exp(-s))`. The exponential and the division each take one *special-function*
 # (MUFU) instruction per element, and a Hopper SM issues far fewer of those per clock than tensor-core
-# multiply-adds. At head size 128 each score costs 2 x 128 bf16 multiply-adds, 1/8 of a clock at the SM's
-# peak of about 2,000 per clock (an H100/H200 SM: ~990 dense bf16 TFLOP/s over 132 SMs at ~1.8 GHz), and two
-# MUFU instructions, also 1/8 of a clock at 16 per clock: the sigmoid alone can take as long as the matrix
-# products. Softmax attention needs one exponential per score. The identity `sigmoid(s) = 0.5 + 0.5 * tanh(s / 2)` needs one
-# instruction, the GPU's `tanh.approx.f32`, whose relative error (about 2^-11) is below the rounding of the
-# bf16 or tf32 inputs of the products. The kernel uses it whenever its dots run in bf16, fp16 or tf32
-# (`_sigmoid` in `hstu_tutorial/ops/triton/hstu_attention_kernels.py`; exact `tl.sigmoid` for the fp32
-# `tf32x3`/`ieee` modes and in the CPU interpreter, which has no such instruction). The cell below reads the
-# side-by-side measurements with the official kernel, taken in one process on an H200 before (2026-11-30) and
-# after (2026-12-01) that change.
+# multiply-adds. The cell below puts the two side by side from the published peak rates. Softmax attention
+# needs one exponential per score. The identity `sigmoid(s) = 0.5 + 0.5 * tanh(s / 2)` needs one instruction,
+# the GPU's `tanh.approx.f32`, whose relative error (printed below) is no larger than the rounding of the
+# bf16 or tf32 inputs of the products. The kernel uses it whenever its dots run in bf16, fp16 or tf32 (`_sigmoid` in
+# `hstu_tutorial/ops/triton/hstu_attention_kernels.py`; exact `tl.sigmoid` for the fp32 `tf32x3`/`ieee`
+# modes and in the CPU interpreter, which has no such instruction).
+
+# %%
+# Published peak rates of one Hopper SM (H100 SXM and H200 share them): dense bf16 tensor-core throughput
+# and boost clock from NVIDIA's H100 datasheet; special-function results per clock per SM for compute
+# capability 9.0 from the CUDA C++ Programming Guide's arithmetic-throughput table; tanh.approx.f32's
+# maximum relative error from the PTX ISA manual.
+TFLOPS_BF16, SMS, CLOCK_GHZ, MUFU_PER_CLOCK, TANH_APPROX_REL_ERR = 989.0, 132, 1.98, 16, 2.0**-10.987
+HEAD = 128
+fma_per_clock = TFLOPS_BF16 * 1e12 / 2 / (SMS * CLOCK_GHZ * 1e9)  # multiply-adds per clock per SM
+products = 2 * HEAD / fma_per_clock  # q.k and p.v: clocks per score
+sigmoid_two, sigmoid_one = 2 / MUFU_PER_CLOCK, 1 / MUFU_PER_CLOCK  # exp + division, or one tanh
+print(f"one SM, per score at head size {HEAD}: matrix products {products:.3f} clock "
+      f"({fma_per_clock:,.0f} multiply-adds per clock); sigmoid as exp + division {sigmoid_two:.3f} clock, "
+      f"as one tanh.approx {sigmoid_one:.3f} clock")
+print(f"tanh.approx relative error {TANH_APPROX_REL_ERR:.1e}; input rounding: bf16 {2.0**-8:.1e}, "
+      f"tf32 {2.0**-11:.1e}")
+
+# %% [markdown]
+# On these peak rates the sigmoid's two instructions take about as long as the matrix products, so a
+# kernel that overlaps them perfectly still waits on the special-function unit. The next cell reads the
+# side-by-side measurements with the official kernel, taken in one process on an H200 before (2026-11-30)
+# and after (2026-12-01) the change to one instruction.
 
 # %%
 side_file = results_file.parents[1] / "h200_2026-12-01" / "perf" / "official_side_by_side.json"

@@ -42,7 +42,7 @@ _GPU_TANH = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 @triton.jit
 def _sigmoid(x, DOT_PREC: tl.constexpr):
     """sigmoid(x) in fp32. With tf32/bf16/fp16 dots on a GPU: 0.5 + 0.5 tanh(x / 2) through the hardware's
-    tanh.approx (one special-function instruction, max relative error about 2^-11, below the 2^-8 to
+    tanh.approx (one special-function instruction, max relative error about 2^-11, no larger than the 2^-8 to
     2^-11 rounding of the dot inputs). tl.sigmoid needs an exp and a division, two such instructions per
     score, and those instructions, not the matrix products, bound SiLU attention at head size 128."""
     if _GPU_TANH:
