@@ -18,7 +18,7 @@ process (see `touch_cache_keys`), and the children did not compute them in the r
 that fix is checked on a CPU (tests/test_precompile.py), not yet on a GPU.
 
 Nothing here changes what is computed. A missing, stale or mismatched entry (another GPU, another Triton,
-an override that changes a kernel) only means that kernel compiles inside the run, as without this module.
+an override or a kernel option set in the environment) only means that kernel compiles inside the run, as without this module.
 `HSTU_PRECOMPILE=0` turns it off. This module imports only the standard library until a worker runs.
 """
 
@@ -48,6 +48,16 @@ NEUTRAL_KEYS = frozenset(
         "early_stopping_patience",
         "device",
     }
+)
+# Environment variables that change which kernels a run launches (the kernel options of ops/options.py, and
+# the Triton interpreter): the shipped tables were recorded without them, so a run that sets one compiles
+# its own kernels instead.
+KERNEL_ENV = (
+    "HSTU_FUSED_LAYER_NORM",
+    "HSTU_TRITON_REL_BIAS_GRAD",
+    "HSTU_TRITON_DQ_MODE",
+    "HSTU_TRITON_FP32_PRECISION",
+    "HSTU_TRITON_TUNING",
 )
 _launcher: subprocess.Popen | None = None
 _started_at = 0.0
@@ -105,6 +115,8 @@ def start_for_cli(argv: list[str]) -> bool:
         return False
     if os.environ.get("TRITON_INTERPRET", "0") == "1" or not os.path.exists("/dev/nvidiactl"):
         return False  # no NVIDIA GPU (or the CPU interpreter): nothing to compile
+    if any(os.environ.get(var) for var in KERNEL_ENV):
+        return False  # other kernels than the recorded ones
     key = run_key(list(argv))
     try:
         from importlib.metadata import version

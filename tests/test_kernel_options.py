@@ -20,13 +20,13 @@ def test_defaults_and_environment(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     assert KernelOptions.from_env() == KernelOptions()
     monkeypatch.setenv("HSTU_FUSED_LAYER_NORM", "0")
-    monkeypatch.setenv("HSTU_TRITON_REL_BIAS_GRAD", "auto")
+    monkeypatch.setenv("HSTU_TRITON_REL_BIAS_GRAD", "dense")
     monkeypatch.setenv("HSTU_TRITON_DQ_MODE", "atomic")
     monkeypatch.setenv("HSTU_TRITON_FP32_PRECISION", "ieee")
     opts = KernelOptions.from_env()
     assert (opts.fused_layer_norm, opts.rel_bias_grad, opts.dq_mode, opts.fp32_precision) == (
         False,
-        "auto",
+        "dense",
         "atomic",
         "ieee",
     )

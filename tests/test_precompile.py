@@ -168,3 +168,14 @@ def test_the_launcher_starts_only_for_this_triton_version(tmp_path, monkeypatch)
     assert precompile.start_for_cli(["--config", HSTU]) is False  # once per process
     waited = precompile.wait()
     assert waited["ok"] is True and precompile.wait() is None
+    for var in precompile.KERNEL_ENV:  # a kernel option from the environment: other kernels, no launcher
+        monkeypatch.setattr(precompile, "_launcher", None)
+        monkeypatch.setenv(var, "x")
+        assert precompile.start_for_cli(["--config", HSTU]) is False
+        monkeypatch.delenv(var)
+
+
+def test_every_kernel_option_variable_stops_the_launcher():
+    from hstu_tutorial.ops import options
+
+    assert set(options._ENV.values()) == set(precompile.KERNEL_ENV)

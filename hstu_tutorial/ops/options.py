@@ -56,11 +56,10 @@ class KernelOptions:
     fused_layer_norm: bool = True
     # How the gradients of the relative bias's weights (pos_w, ts_w) are formed: "dense" (the kernel
     # writes the (B, H, N, N) bias gradient, PyTorch reduces it), "atomic" (the kernel adds onto the two
-    # vectors directly) or "auto" (atomic up to N = 1024, dense above). "auto" is faster at ML-1M sizes
-    # (H200, 2026-12-01, benchmarks/profile_step.py: HSTU step 2.89 against 3.30 ms, HSTU-large 9.03 against
-    # 9.41 ms) but its dK/dV shape class is not in the shipped tile table yet, so a fresh machine would first
-    # spend ~14 s tuning it; "dense" stays the default until that table entry is measured.
-    rel_bias_grad: str = "dense"
+    # vectors directly) or "auto" (atomic up to N = 1024, dense above: the atomics collide more and more
+    # as sequences grow). "auto" is the faster one at ML-1M sizes (H200, 2026-12-01,
+    # benchmarks/profile_step.py: HSTU step 2.89 against 3.30 ms, HSTU-large 9.03 against 9.41 ms).
+    rel_bias_grad: str = "auto"
     # How dQ is formed in the backward: "kernel" (a second kernel, no atomics) or "atomic" (the dK/dV
     # kernel adds its share with fp32 atomics).
     dq_mode: str = "kernel"

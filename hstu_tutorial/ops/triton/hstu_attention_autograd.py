@@ -43,8 +43,8 @@ from hstu_tutorial.ops.triton.hstu_bwd_dq_kernel import hstu_bwd_dq_kernel
 # heads: ~128 key tiles per sequence add onto the same few hundred addresses), where dense needs 9.2 GiB
 # against 19 MiB. End to end on ML-1M the atomics showed no gain (HSTU-large 36.9 s against 35.0-35.2 s
 # with dense, across machine instances). Measured again in one process on 2026-12-01 (profile_step.py), the
-# CUDA-graph step with atomics is faster (ML-1M HSTU 2.89 vs 3.30 ms, HSTU-large 9.03 vs 9.41 ms); the default
-# stays "dense" until the atomic mode's dK/dV tiles are in the shipped table (see ops/options.py).
+# CUDA-graph step with atomics is faster (ML-1M HSTU 2.89 vs 3.30 ms, HSTU-large 9.03 vs 9.41 ms), so "auto"
+# is the default (ops/options.py).
 REL_BIAS_ATOMIC_MAX_SEQ_LEN = 1024
 # Tiles with autotune off, (BLOCK_M, BLOCK_N, num_warps, num_stages): one compile per kernel.
 GPU_DEFAULT_CONFIG = {"fwd": (64, 64, 4, 3), "dkdv": (32, 64, 4, 3), "dq": (64, 64, 4, 3)}
