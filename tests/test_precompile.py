@@ -179,3 +179,68 @@ def test_every_kernel_option_variable_stops_the_launcher():
     from hstu_tutorial.ops import options
 
     assert set(options._ENV.values()) == set(precompile.KERNEL_ENV)
+
+
+def test_a_child_also_loads_its_kernel_so_the_launcher_is_built_ahead(monkeypatch):
+    """After preloading, the child loads the compiled kernel once (`_init_handles`): Triton then builds the
+    kernel's C launcher into the same disk cache, which the run would otherwise build during its capture."""
+    calls = []
+
+    class Compiled:
+        def _init_handles(self):
+            calls.append("init")
+
+    class Kernel:
+        def __init__(self, name):
+            self.name = name
+
+        @property
+        def cache_key(self):
+            calls.append(f"key {self.name}")
+            return self.name
+
+        def preload(self, data):
+            calls.append(f"preload {self.name} {data}")
+            return Compiled()
+
+    monkeypatch.setattr(precompile, "_kernel", Kernel)
+    precompile._compile_one({"kernel": "b", "data": "{}"}, ["a"])
+    assert calls == ["key a", "preload b {}", "init"]
+    calls.clear()
+
+    class Old(Kernel):  # a Triton whose preload returns nothing: the compile still counts
+        def preload(self, data):
+            calls.append("preload")
+
+    monkeypatch.setattr(precompile, "_kernel", Old)
+    precompile._compile_one({"kernel": "b", "data": "{}"}, [])
+    assert calls == ["preload"]
+
+
+def test_the_run_computes_its_own_keys_in_the_recorded_order_while_it_waits(tmp_path, monkeypatch):
+    from importlib.metadata import version
+
+    class FakePopen:
+        returncode = 0
+
+        def __init__(self, cmd, **kwargs):
+            pass
+
+        def communicate(self, timeout=None):
+            return "", ""
+
+    touched = []
+    monkeypatch.setattr(precompile, "TABLE_DIR", tmp_path)
+    monkeypatch.setattr(precompile.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(precompile.os.path, "exists", lambda p: True)
+    monkeypatch.setattr(precompile, "touch_cache_keys", lambda names: touched.append(list(names)))
+    for var in ("TRITON_INTERPRET", "HSTU_PRECOMPILE", *precompile.KERNEL_ENV):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(precompile, "_launcher", None)
+    runs = {HSTU: [{"kernel": k, "data": "{}"} for k in ("p.ln", "p.fwd", "p.ln", "p.bwd")]}
+    table = {"format": precompile.FORMAT, "triton": version("triton"), "runs": runs}
+    (tmp_path / "kernels_sm90.json").write_text(json.dumps(table))
+    assert precompile.start_for_cli(["--config", HSTU]) is True
+    assert touched == []  # nothing before the wait
+    assert precompile.wait()["ok"] is True
+    assert touched == [["p.ln", "p.fwd", "p.bwd"]]
