@@ -36,8 +36,9 @@ MODELS = {
 SMOKE = {"hstu": "synthetic/hstu-small", "sasrec": "synthetic/sasrec-small"}
 
 
-def command(config: str, name: str, seeds: str | None, args, exp_dir: Path) -> list[str]:
-    """The CLI command of one case (a list for subprocess; printed with shlex.join)."""
+def command(config: str, name: str, seeds: str | None, args, exp_dir: Path, seed: int = 42) -> list[str]:
+    """The CLI command of one case (a list for subprocess; printed with shlex.join): `--seeds seeds`, or
+    one run of `seed` when seeds is None."""
     cmd = [sys.executable, "-m", "hstu_tutorial.train", "--config", config]
     sets = [f"name={name}", f"exp_dir={exp_dir}", "timestamp_run_dir=false", "progress=false"]
     if args.smoke:
@@ -51,7 +52,7 @@ def command(config: str, name: str, seeds: str | None, args, exp_dir: Path) -> l
     if seeds is not None:
         cmd += ["--seeds", seeds]
     else:
-        cmd += ["--set", "seed=42"]
+        cmd += ["--set", f"seed={seed}"]
     return cmd
 
 
