@@ -237,9 +237,11 @@ Profile first: the slow kernel was not the one anybody would have guessed.
 # **Relative-bias gradients by atomics** (`benchmarks/results/h200_2026-11-28/rel_bias_grad.md`). A second
 # backward mode adds the bias-table gradients inside the kernel with atomics: at the ML-1M shape it is 1.7x
 # faster and needs 12 MiB instead of 172, but at N = 8192 the atomics of one sequence's ~128 key tiles collide
-# and it is 2.8x slower (19 MiB instead of 9.2 GiB); end to end on ML-1M it showed no gain. It is opt-in
-# (`HSTU_TRITON_REL_BIAS_GRAD=atomic`, or `auto`: atomics up to N = 1024). No kernel here is yet both fast and
-# small at long N.
+# and it is 2.8x slower (19 MiB instead of 9.2 GiB). End to end on ML-1M it first showed no gain; measured
+# again in one process on 2026-12-01 (`benchmarks/results/h200_2026-12-01/perf/README.md`), the CUDA-graph
+# step was faster with it (HSTU 2.89 against 3.30 ms). So the default is `auto`: atomics up to N = 1024, the
+# dense gradient above (`HSTU_TRITON_REL_BIAS_GRAD=dense` or `atomic` forces one). No kernel here is yet both
+# fast and small at long N.
 #
 # **Two GPUs** (two NVIDIA H200 of one host, 2026-11-28; `benchmarks/bench_ddp.sh`,
 # `benchmarks/results/h200x2_2026-11-28/ddp.md`): under `torchrun` with DistributedDataParallel the trainer
@@ -370,41 +372,52 @@ if layer_rows:
 # On a fresh GPU machine the README's command does more than train: Python imports torch, the trainer moves
 # the data to the GPU, Triton compiles each kernel the first time it is launched, the training step is
 # captured as a CUDA graph, and only then do the epochs run. `benchmarks/trace_setup.py` records when each of
-# these starts and ends, measured from the moment the process started. The cell below reads two such
+# these starts and ends, measured from the moment the process started. The cell below reads three such
 # timelines of `python -m hstu_tutorial.train --config ml-1m/hstu-sampled-softmax-n128-final` on an H200
-# (empty Triton cache each time): one of the code before the start-up and step changes of 2026-12-01, one after.
-# They ran on two machines of the same kind, so a phase that nothing changed (the imports) can differ too.
+# (empty Triton cache each time), all of 2026-12-01: the code before the start-up and step changes, the code
+# after them, and the code that also builds every kernel's launcher ahead (below). They ran on different
+# machines of the same kind, so a phase that nothing changed (the imports) can differ too.
 
 # %%
 from hstu_tutorial.perf import read_trace, startup_phases  # noqa: E402
 
 PERF_DIR = ROOT / "benchmarks" / "results" / "h200_2026-12-01" / "perf"
-startup = {}
-for label, name in [("before", "trace_setup_before.md"), ("after", "trace_setup_after.md")]:
+TIMELINES = [
+    ("before", "trace_setup_before.md"),
+    ("after", "trace_setup_after.md"),
+    ("kernels ahead", "after_auto/trace_setup_after.md"),
+]
+startup, compiled = {}, {}
+for label, name in TIMELINES:
     events, total = read_trace(PERF_DIR / name)
     startup[label] = startup_phases(events, total)
-    n_compiles = sum(e["what"].startswith("triton compile") for e in events)
-    print(f"{label}: {total:.1f} s from process start to exit; {n_compiles} Triton compiles")
+    compiled[label] = [e["seconds"] for e in events if e["what"].startswith("triton compile")]
+    print(
+        f"{label}: {total:.1f} s from process start to exit; {len(compiled[label])} Triton compiles, "
+        f"{sum(compiled[label]):.1f} s in the run"
+    )
 fig, startup_data = viz.plot_startup(startup)
 display(pd.DataFrame(startup).T.round(2))
 
 # %%
-change = {p: startup["after"][p] - startup["before"][p] for p in startup["before"]}
+first, last = TIMELINES[0][0], TIMELINES[-1][0]
+change = {p: startup[last][p] - startup[first][p] for p in startup[first]}
 saved = sorted((p for p in change if change[p] < -0.5), key=change.get)
 grew = [p for p in change if change[p] > 0.5]
+path = lambda p: " -> ".join(f"{startup[label][p]:.1f}" for label, _ in TIMELINES)  # noqa: E731
 lines = [
-    f"From {sum(startup['before'].values()):.1f} s to {sum(startup['after'].values()):.1f} s. The phases that "
-    "shrank: " + "; ".join(f"**{p}** {startup['before'][p]:.1f} -> {startup['after'][p]:.1f} s" for p in saved) + "."
+    f"From {sum(startup[first].values()):.1f} s to {sum(startup[last].values()):.1f} s. The phases that "
+    "shrank (" + " -> ".join(label for label, _ in TIMELINES) + "): "
+    + "; ".join(f"**{p}** {path(p)} s" for p in saved)
+    + "."
 ]
 why = {
-    "imports": "the other machine: the code imported is the same",
+    "imports": "another machine: the code imported is the same",
     "before capture": "it now includes waiting for the kernels compiled ahead in other processes",
 }
 if grew:
     lines.append(
-        "Longer in the second timeline: "
-        + "; ".join(f"{p} {startup['before'][p]:.1f} -> {startup['after'][p]:.1f} s ({why.get(p, 'see below')})" for p in grew)
-        + "."
+        "Longer in the last timeline: " + "; ".join(f"{p} {path(p)} s ({why.get(p, 'see below')})" for p in grew) + "."
     )
 display(Markdown("\n\n".join(lines)))
 
@@ -422,7 +435,10 @@ display(Markdown("\n\n".join(lines)))
 #   process imports torch and loads the data. In the second timeline the forward and LayerNorm kernels came from
 #   that cache; the dK/dV and dQ kernels were compiled again, because Triton's cache key of a kernel depends on
 #   the order in which a process first hashes kernels that share helper functions. The workers now hash them
-#   in the run's order (`tests/test_precompile.py` checks the keys match); that fix is not yet in a timeline.
+#   in the run's order (`tests/test_precompile.py` checks the keys match). Each worker also loads its kernel
+#   once: that builds the kernel's *launcher*, a small C extension Triton compiles with the system's C compiler
+#   the first time a kernel runs, which the second timeline still built during the capture. In the third
+#   timeline every compile is a cache hit (the first one still pays for Triton hashing its own sources).
 # * **epochs**: a cheaper step (one dense gradient in the sampled softmax instead of two, an embedding backward
 #   without a sort; the sigmoid of notebook 05 was in both timelines), checkpoints that no longer pickle the
 #   whole history every epoch, and a TensorBoard writer that no longer waits for its file.
