@@ -220,6 +220,14 @@ def test_checkpoint_of_another_model(dataset, run):
     _one_line_error(
         lambda: wide.load_weights(run / "ckpt_best.pt"), "ckpt_best.pt", "parameter shapes differ"
     )
+    # an ablated model has other weights: the message names the switch that differs, whichever it is
+    for switch, words in [
+        ("use_time_bias", "parameter names differ"),
+        ("use_gate", "parameter shapes differ"),
+    ]:
+        ablated = _trainer(dataset, attention_impl="pytorch", **{switch: False})
+        msg = _one_line_error(lambda m=ablated: m.load_weights(run / "ckpt_best.pt"), "ckpt_best.pt", words)
+        assert f"{switch} = True in the checkpoint, False in the config" in msg, msg
 
 
 def test_checkpoint_of_another_config(dataset, run):

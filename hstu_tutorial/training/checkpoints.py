@@ -59,10 +59,11 @@ RESUME_MAY_CHANGE = frozenset(
         "layout", "attention_impl",
     }
 )  # fmt: skip
-# Config keys that decide the shapes of the weights (what load_weights needs to agree on).
+# Config keys that decide the names and shapes of the weights (what load_weights needs to agree on); the
+# ablation switches use_pos_bias / use_time_bias drop bias tables and use_gate drops u's columns of W_uvqk.
 MODEL_KEYS = (
     "model", "dataset", "synthetic_size", "max_seq_len", "embedding_dim", "num_blocks", "num_heads",
-    "dqk", "dv", "ffn_hidden",
+    "dqk", "dv", "ffn_hidden", "use_pos_bias", "use_time_bias", "use_gate",
 )  # fmt: skip
 
 
