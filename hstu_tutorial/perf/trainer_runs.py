@@ -26,9 +26,11 @@ def lever_dataset(preset, verbose: bool = False):
 
     if preset.name == "full":
         from hstu_tutorial.data import data_root
+        from hstu_tutorial.data.movielens import has_ml1m_files
 
+        # users 1-2999 only, not data/ml-1m: the published lever tables were measured on that subset
         folder = data_root() / "ml-1m-u2999"
-        if (folder / "ratings.dat").exists():
+        if has_ml1m_files(folder):
             ds = get_reco_dataset("ml-1m", 200, data_dir=folder, verbose=verbose)
             return ds, "ml-1m-u2999 (ML-1M users 1-2999)", {"dataset": "ml-1m", "data_dir": str(folder)}
         ds = get_reco_dataset("synthetic", 200, synthetic_size="ml-1m", verbose=verbose)
