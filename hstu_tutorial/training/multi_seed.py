@@ -94,6 +94,19 @@ def seed_config(cfg: TrainConfig, seed: int) -> TrainConfig:
     return replace(copy.deepcopy(cfg), seed=seed, name=f"{cfg.name}-s{seed}", progress=False).validate()
 
 
+def gpu_caveat(device: torch.device) -> str | None:
+    """The note `train_seeds` prints on a GPU, where seeds trained together measured lower than alone
+    (see the module docstring); None elsewhere (on a CPU the runs equal the runs alone to the bit)."""
+    if device.type != "cuda":
+        return None
+    return (
+        "--seeds on a GPU: on an H200 (2026-12-01) seeds trained together scored lower than the same seeds "
+        "trained alone (test HR@10 by .003-.004 on average, cause not yet found; "
+        "benchmarks/results/h200_2026-12-01/perf/after_auto/README.md). For published figures run each "
+        "seed in its own process (--set seed=S)"
+    )
+
+
 class _SeedRNG:
     """One seed's random number generators, made current for its turns (CPU, Python, CUDA state)."""
 
@@ -276,6 +289,9 @@ def train_seeds(
         device = torch.device(
             "cuda", device.index if device.index is not None else torch.cuda.current_device()
         )
+    caveat = gpu_caveat(device)
+    if caveat and verbose:
+        note(caveat)
     dataset = (
         load_dataset(cfg, verbose) if dataset is None else dataset
     )  # once: it does not depend on the seed
