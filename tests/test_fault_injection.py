@@ -19,25 +19,15 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_runs import TINY_SETS
 
 pytestmark = pytest.mark.slow
 
 KILLS = 3  # kills tried; each is followed by one resume
 EPOCHS = 8
-TINY = [
-    f"num_epochs={EPOCHS}",
-    "max_seq_len=20",
-    "embedding_dim=16",
-    "dqk=16",
-    "dv=16",
-    "ffn_hidden=16",
-    "num_negatives=16",
-    "batch_size=32",
-    "eval_batch_size=512",
-    "device=cpu",
-    "timestamp_run_dir=false",
-    "name=fault",
-]
+# the command-line tests' tiny run (a later --set of a key wins), with more steps per epoch (more moments to
+# kill in) and TensorBoard on, as a learner's run has it
+TINY = [f"num_epochs={EPOCHS}", *TINY_SETS, "batch_size=32", "tensorboard=true", "name=fault"]
 
 
 def _command(exp_dir: Path, data_dir: Path, *extra: str) -> list[str]:
