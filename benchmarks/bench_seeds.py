@@ -16,6 +16,7 @@ so neither profits from the other's compilation. Prints one table, the ratios an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -56,12 +57,15 @@ def command(config: str, name: str, seeds: str | None, args, exp_dir: Path, seed
     return cmd
 
 
-def run_case(cmd: list[str], log: Path, timeout: float) -> tuple[int | str, float]:
-    """Run `cmd` (output to `log`) with a fresh Triton cache; returns (exit status, seconds)."""
+def run_case(cmd: list[str], log: Path, timeout: float, env: dict | None = None) -> tuple[int | str, float]:
+    """Run `cmd` (output to `log`); returns (exit status, seconds). `env`: the environment to run it in
+    (default: this one with PYTHONPATH set and an empty Triton cache of its own, so no case profits from
+    another's compiles)."""
     print("$ " + shlex.join(["python", *cmd[1:]]), flush=True)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    with tempfile.TemporaryDirectory(prefix="triton-cache-") as cache, open(log, "w") as fh:
-        env["TRITON_CACHE_DIR"] = cache
+    with contextlib.ExitStack() as stack, open(log, "w") as fh:
+        if env is None:
+            cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="triton-cache-"))
+            env = dict(os.environ, PYTHONPATH=str(ROOT), TRITON_CACHE_DIR=cache)
         t0 = time.perf_counter()
         try:
             rc = subprocess.run(
