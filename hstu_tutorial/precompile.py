@@ -51,9 +51,9 @@ NEUTRAL_KEYS = frozenset(
         "device",
     }
 )
-# Environment variables that change which kernels a run launches (the kernel options of ops/options.py, and
-# the Triton interpreter): the shipped tables were recorded without them, so a run that sets one compiles
-# its own kernels instead.
+# Environment variables that change which kernels a run launches (the kernel options of ops/options.py, whose
+# package imports torch, so they are named again here; a test keeps the two lists equal): the shipped tables
+# were recorded without them, so a run that sets one compiles its own kernels instead.
 KERNEL_ENV = (
     "HSTU_FUSED_LAYER_NORM",
     "HSTU_TRITON_REL_BIAS_GRAD",
@@ -128,13 +128,13 @@ def start_for_cli(argv: list[str]) -> bool:
     except Exception:  # noqa: BLE001 - no triton: nothing to compile
         return False
     tables = [read_table(p) for p in table_files()]
-    if key is None or not any(key in t.get("runs", {}) and t.get("triton") == triton_version for t in tables):
+    recorded = [
+        t["runs"][key] for t in tables if key in t.get("runs", {}) and t.get("triton") == triton_version
+    ]
+    if not recorded:  # also when key is None: no run of a bundled config
         return False
     _started_at = time.perf_counter()
-    entries = next(
-        t["runs"][key] for t in tables if key in t.get("runs", {}) and t.get("triton") == triton_version
-    )
-    _run_order[:] = run_order(entries)
+    _run_order[:] = run_order(recorded[0])
     try:
         _launcher = subprocess.Popen(
             [sys.executable, "-m", "hstu_tutorial.precompile", key],
