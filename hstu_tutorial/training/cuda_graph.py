@@ -3,6 +3,16 @@
 A graph replays the recorded kernels on the same memory, so the step's inputs must keep their shapes and
 addresses: the batch is named by a fixed-size index tensor `(B,)` that every replay overwrites in place,
 and the trainer's padded layout gives every batch the same B*N positions.
+
+Which stream a graph is captured on matters once several graphs run at the same time (`--seeds`, one seed
+per CUDA stream). PyTorch gives cuBLAS a workspace per (handle, stream) and a captured GEMM keeps the
+address of the workspace of its capture stream. `torch.cuda.graph` captures on one stream shared by every
+graph of the process unless told otherwise, so graphs replayed at once on different streams would share
+one workspace: GEMMs that use it (the weight gradients, with their long reduction over the batch's tokens,
+among them) then write their intermediate results into the same memory and come out wrong, at random
+(benchmarks/check_graph_streams.py: every round of four graphs on an H200).
+So a graph is captured on the stream it is replayed on (`capture_stream`): every other user of that
+workspace is queued on the same stream, one after the other.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["StepGraph", "restore_optimizer_in_place"]
+__all__ = ["StepGraph", "capture_stream", "restore_optimizer_in_place"]
 
 
 def restore_optimizer_in_place(optimizer: torch.optim.Optimizer, saved: dict) -> None:
@@ -30,6 +40,20 @@ def restore_optimizer_in_place(optimizer: torch.optim.Optimizer, saved: dict) ->
                     value.copy_(old[key])
                 else:
                     value.zero_()
+
+
+def capture_stream(device: torch.device) -> torch.cuda.Stream:
+    """The stream to capture a graph on that will be replayed on the current stream of `device`.
+
+    The current stream itself when it is a side stream (a `--seeds` seed's own): the graph's GEMMs then use
+    that stream's cuBLAS workspace, which nothing on another stream touches. A capture cannot run on the
+    default stream, so there a new side stream is taken; replays on the default stream are serialised with
+    everything else on it, and no other graph is ever captured on that side stream's workspace while this
+    one can run (the trainer replays one graph at a time outside `--seeds`)."""
+    current = torch.cuda.current_stream(device)
+    if current != torch.cuda.default_stream(device):
+        return current
+    return torch.cuda.Stream(device)
 
 
 class StepGraph:
@@ -67,7 +91,8 @@ class StepGraph:
         restore_optimizer_in_place(optimizer, opt_state)
         self.graph = torch.cuda.CUDAGraph()
         optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(self.graph):
+        self.capture_stream = capture_stream(device)
+        with torch.cuda.graph(self.graph, stream=self.capture_stream):
             loss = batch_loss(static_index)
             loss.backward()
             optimizer.step()
