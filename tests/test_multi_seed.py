@@ -207,13 +207,3 @@ def test_train_seeds_rejects_resume_and_repeats(tmp_path):
         train_seeds(TrainConfig(resume=str(tmp_path)), [1, 2])
     with pytest.raises(ConfigError, match="each once"):
         train_seeds(TrainConfig(), [1, 1])
-
-
-def test_gpu_caveat_only_on_a_gpu():
-    import torch
-
-    from hstu_tutorial.training.multi_seed import gpu_caveat
-
-    assert gpu_caveat(torch.device("cpu")) is None
-    text = gpu_caveat(torch.device("cuda", 0))
-    assert "--seeds" in text and "own process" in text and "after_auto/README.md" in text

@@ -25,12 +25,14 @@ owns a generator state (`Generator.clone_state`), made current for its turn with
 A captured graph keeps the state it was captured with, so concurrent replays never share the device
 tensors that hold the seed and offset of their random numbers.
 
-On a CPU the seeds' histories equal their runs alone to the bit (tests/test_multi_seed.py). On a GPU they do
-not: on an NVIDIA H200 (2026-12-01) the ML-1M HSTU seeds came out lower together than alone in test HR@10 in
-11 of 12 pairs, by .003 on average, and one seed moved by up to .008 between processes, while a run alone
-repeats to about .001; the SASRec seeds were lower together in all 4 pairs of each of three processes
-(`benchmarks/results/h200_2026-12-01/perf/after_auto/README.md`). The cause is not known yet;
-`benchmarks/seeds_alone_vs_together.py` measures it.
+On a CPU the seeds' histories equal their runs alone to the bit (tests/test_multi_seed.py). On a GPU a run
+is not bitwise repeatable (atomic additions), so "the same run" means the same within a run's own
+process-to-process spread: on an NVIDIA H200 (2026-12-01) the ML-1M HSTU seeds together minus alone averaged
+-.0001 test HR@10 over 12 pairs and SASRec +.0003 (benchmarks/seeds_alone_vs_together.py,
+`benchmarks/results/h200_2026-12-01/perf/graph_streams/`). That holds because each seed's CUDA graph is
+captured on its own stream (training/cuda_graph.py): captured on PyTorch's one shared capture stream, the
+graphs shared one cuBLAS workspace, concurrent replays corrupted each other's weight gradients and the
+seeds trained .002-.007 HR@10 lower than alone.
 
 Ctrl-C stops every seed after its step and saves its checkpoint (a second Ctrl-C aborts, still saving);
 a seed that fails stops the others the same way and the error names the seed.
@@ -92,19 +94,6 @@ def seed_config(cfg: TrainConfig, seed: int) -> TrainConfig:
     """The config of one seed's run: the seed, the run name `<name>-s<seed>`, no tqdm bar (one line per
     epoch for all seeds instead)."""
     return replace(copy.deepcopy(cfg), seed=seed, name=f"{cfg.name}-s{seed}", progress=False).validate()
-
-
-def gpu_caveat(device: torch.device) -> str | None:
-    """The note `train_seeds` prints on a GPU, where seeds trained together measured lower than alone
-    (see the module docstring); None elsewhere (on a CPU the runs equal the runs alone to the bit)."""
-    if device.type != "cuda":
-        return None
-    return (
-        "--seeds on a GPU: on an H200 (2026-12-01) seeds trained together scored lower than the same seeds "
-        "trained alone (test HR@10 by .003-.004 on average, cause not yet found; "
-        "benchmarks/results/h200_2026-12-01/perf/after_auto/README.md). For published figures run each "
-        "seed in its own process (--set seed=S)"
-    )
 
 
 class _SeedRNG:
@@ -289,9 +278,6 @@ def train_seeds(
         device = torch.device(
             "cuda", device.index if device.index is not None else torch.cuda.current_device()
         )
-    caveat = gpu_caveat(device)
-    if caveat and verbose:
-        note(caveat)
     dataset = (
         load_dataset(cfg, verbose) if dataset is None else dataset
     )  # once: it does not depend on the seed
