@@ -73,7 +73,11 @@ def profile_run(name: str, config: str, overrides: dict, top: int) -> dict:
     out = {"run": name, "config": config, "overrides": overrides, "model": cfg.model}
     if tr.use_graphs:
         tr.capture_graph()
-        out["graph_step_ms"] = _median_ms(lambda: tr.step(index), device, 10, 50)
+        rows = (
+            tr.supervised_count(index) if tr.loss_rows is not None else None
+        )  # counted once, as in an epoch
+        out["loss_rows"] = tr.loss_rows
+        out["graph_step_ms"] = _median_ms(lambda: tr.step(index, supervised=rows), device, 10, 50)
     totals = rs.batch_totals(index, B) if tr.layout == "jagged" else None
     out["layout"] = tr.layout
     out["eager_step_ms"] = _median_ms(lambda: tr.step(index, totals, use_graph=False), device, 3, 20)

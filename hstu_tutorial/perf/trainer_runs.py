@@ -17,6 +17,7 @@ import torch
 
 from hstu_tutorial.memory import SavedBytes
 from hstu_tutorial.perf.measure import MIB, peak_mib, reset_peak, state_mib, sync, time_call
+from hstu_tutorial.training import loss_rows
 
 
 def lever_dataset(preset, verbose: bool = False):
@@ -76,6 +77,7 @@ class TrainerEpochs:
         self.workers = host_loader_workers
         self._dl = None
         self.setup_s = 0.0
+        self._supervised: list[int] | None = None
         if trainer.use_graphs and trainer.graph is None:
             t0 = time.perf_counter()
             trainer.capture_graph()
@@ -85,10 +87,15 @@ class TrainerEpochs:
     # -- the device-resident path (the trainer's) ----------------------------------------------------------
     def _order(self):
         tr = self.tr
-        order = tr.epoch_order().to(self.device)
+        cpu_order = tr.epoch_order()
+        order = cpu_order.to(self.device)
         totals = None
         if tr.layout == "jagged":
             totals = tr.splits["train"].batch_totals(order, tr.cfg.batch_size // tr.cfg.grad_accum_steps)
+        self._supervised = None  # each step's supervised positions, as the trainer's epoch loop counts them
+        if tr.graph is not None and tr.loss_rows is not None:
+            per_row = loss_rows.supervised_per_row(tr.train_rows.padded_next_ids)
+            self._supervised = loss_rows.step_counts(per_row, cpu_order, tr.cfg.batch_size)
         return order, totals
 
     def _step(self, order, totals, s):
@@ -96,7 +103,8 @@ class TrainerEpochs:
         B, k = tr.cfg.batch_size, tr.cfg.grad_accum_steps
         index = order[s * B : (s + 1) * B]  # (B,)
         part = None if totals is None else totals[s * k : (s + 1) * k]
-        return tr.step(index, part)  # the captured CUDA graph's replay when there is one
+        rows = None if self._supervised is None else self._supervised[s]
+        return tr.step(index, part, supervised=rows)  # the captured CUDA graph's replay when there is one
 
     # -- the host-loader path -------------------------------------------------------------------------
     def _loader(self):

@@ -173,6 +173,10 @@ def run_results(trainer, status: str = "completed") -> dict:
         "attention_impl": trainer.attention_impl,
         "layout": trainer.layout,
         "cuda_graphs": trainer.use_graphs,
+        # the CUDA graph's loss on the supervised positions only (training/loss_rows.py): its row budget,
+        # and the steps run eagerly on all positions because their batch had more
+        "loss_rows": getattr(trainer, "loss_rows", None),
+        "eager_steps_above_budget": getattr(trainer, "eager_steps_above_budget", 0),
         "world_size": trainer.world,
         "epochs_run": len(hist),
         "stable_sort_used": getattr(trainer.dataset, "stable_sort", None),

@@ -21,7 +21,15 @@ from hstu_tutorial.losses import get_loss
 from hstu_tutorial.memory import accumulated_backward
 from hstu_tutorial.metrics import batch_ranks, metric_names, metrics_from_ranks, ranks_table
 from hstu_tutorial.ops.options import use_options
-from hstu_tutorial.training import checkpoints, epoch_end, progress_bars, report, run_files, startup
+from hstu_tutorial.training import (
+    checkpoints,
+    epoch_end,
+    loss_rows,
+    progress_bars,
+    report,
+    run_files,
+    startup,
+)
 from hstu_tutorial.training.config import TrainConfig, config_from_dict, load_config
 from hstu_tutorial.training.cuda_graph import StepGraph
 from hstu_tutorial.training.distributed import (
@@ -121,6 +129,11 @@ class Trainer:
         self.epoch_loss_sum = torch.zeros((), device=self.device)
         self.elapsed = {"train_s": 0.0, "eval_s": 0.0}
         self.graph: StepGraph | None = None
+        # The graph's loss on the supervised positions only (training/loss_rows.py): its fixed row budget,
+        # the device flag of a batch replayed above it, the eager steps taken instead of one above it.
+        self.loss_rows: int | None = None
+        self._loss_overflow: torch.Tensor | None = None
+        self.eager_steps_above_budget = 0
         self.run_dir: Path | None = None
         self.writer = None
         self.setup_s = time.perf_counter() - t0
@@ -168,13 +181,26 @@ class Trainer:
             return rs.padded_batch(index)
         return rs.jagged_batch(index, total)
 
-    def loss(self, batch: JaggedBatch, supervision: torch.Tensor | None = None) -> torch.Tensor:
-        """Forward pass and mean loss over the supervised positions (`batch.next_item_ids` unless given)."""
+    def loss(
+        self, batch: JaggedBatch, supervision: torch.Tensor | None = None, rows: int | None = None
+    ) -> torch.Tensor:
+        """Forward pass and mean loss over the supervised positions (`batch.next_item_ids` unless given).
+
+        `rows`: the loss sees only the supervised positions, in exactly `rows` rows (a CUDA graph's fixed
+        budget, training/loss_rows.py); the batch must not have more (counted in `_loss_overflow`)."""
         cfg = self.cfg
         supervision = batch.next_item_ids if supervision is None else supervision  # (T,)
-        weights = (supervision != 0).float()  # (T,) padded positions are not supervised
         with self.autocast:
             out = self.forward(batch)  # (T, D)
+        if rows is None:
+            weights = (supervision != 0).float()  # (T,) padded positions are not supervised
+        else:
+            index, valid, overflow = loss_rows.compact_rows(supervision != 0, rows)  # (rows,)
+            if self._loss_overflow is not None:
+                self._loss_overflow += overflow
+            out = out.index_select(0, index)  # (rows, D)
+            supervision = torch.where(valid, supervision.index_select(0, index), 0)  # (rows,)
+            weights = valid.float()  # (rows,) filler rows have weight zero
         return self.loss_fn(
             out.float(),
             supervision,
@@ -187,17 +213,30 @@ class Trainer:
 
     @_with_kernel_options
     def step(
-        self, index: torch.Tensor, totals: Sequence[int] | None = None, *, use_graph: bool = True
+        self,
+        index: torch.Tensor,
+        totals: Sequence[int] | None = None,
+        *,
+        use_graph: bool = True,
+        supervised: int | None = None,
     ) -> torch.Tensor:
         """One optimisation step (forward, backward, AdamW) on the training users `index (B,)`.
 
         Returns the batch's mean loss as a 0-dim device tensor (nothing is read back to the host).
         `totals`: the token count of each of the step's `grad_accum_steps` micro-batches (jagged layout;
         None: counted here, one host sync). With a captured CUDA graph (`capture_graph`) and `use_graph`,
-        the step is one graph replay; `use_graph=False` runs it eagerly.
+        the step is one graph replay; `use_graph=False` runs it eagerly. `supervised`: the batch's supervised
+        positions, known on the host (None: counted here, one host sync, when the graph's loss has a row
+        budget); a batch above the budget runs eagerly.
         """
         if self.graph is not None and use_graph:
-            return self.graph.replay(index)
+            if self.loss_rows is None:
+                return self.graph.replay(index)
+            if supervised is None:
+                supervised = self.supervised_count(index)
+            if supervised <= self.loss_rows:
+                return self.graph.replay(index)
+            self.eager_steps_above_budget += 1
         rs = self.train_rows
         parts = self.cfg.grad_accum_steps
         if totals is None and self.layout == "jagged":
@@ -217,6 +256,10 @@ class Trainer:
         self.optimizer.step()
         return loss.detach()
 
+    def supervised_count(self, index: torch.Tensor) -> int:
+        """The supervised positions of the padded training batch of users `index (B,)` (one host sync)."""
+        return int((self.train_rows.padded_next_ids[index] != 0).sum())
+
     @_with_kernel_options
     def capture_graph(self) -> None:
         """Record the step (forward + backward + AdamW) as a CUDA graph that `step` then replays."""
@@ -225,10 +268,15 @@ class Trainer:
         index = torch.full((B,), rs.num_users, dtype=torch.int64, device=self.device)  # (B,) filler rows
         index[: min(B, rs.num_users)] = torch.arange(min(B, rs.num_users), device=self.device)
 
+        counts = loss_rows.supervised_per_row(rs.padded_next_ids[: rs.num_users])  # (U,) on the host
+        self.loss_rows = loss_rows.row_budget(counts, B, rs.pad_width)
+        self._loss_overflow = torch.zeros((), dtype=torch.int64, device=self.device)
+
         def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-            return self.loss(rs.padded_batch(idx))
+            return self.loss(rs.padded_batch(idx), rows=self.loss_rows)
 
         self.graph = StepGraph(self.model, self.optimizer, batch_loss, index)
+        self._loss_overflow.zero_()  # the warm-up and capture batch do not count
 
     # -- evaluation -----------------------------------------------------------------------------------
     @_with_kernel_options
@@ -348,6 +396,10 @@ class Trainer:
                 per = cfg.grad_accum_steps
                 if self.layout == "jagged":
                     totals = self.train_rows.batch_totals(order, B // per)  # one host sync per epoch
+                supervised = None  # every batch's supervised positions, when the graph's loss has a budget
+                if self.graph is not None and self.loss_rows is not None:
+                    per_row = loss_rows.supervised_per_row(self.train_rows.padded_next_ids)  # (U+1,)
+                    supervised = loss_rows.step_counts(per_row, self.epoch_perm, B)
                 self.model.train()
                 if show and not self.use_graphs:  # CUDA graph steps are too fast to need it
                     steps_bar = progress_bars.step_bar(len(steps), self.step_in_epoch, self.epoch)
@@ -361,7 +413,8 @@ class Trainer:
                     part = None if totals is None else totals[s * per : (s + 1) * per]
                     first = self.graph is None and self.global_step == 0  # an eager first step compiles
                     clock = (time.perf_counter(), report.tuning_seconds()) if first else None
-                    self.epoch_loss_sum += self.step(index, part)
+                    rows = None if supervised is None else supervised[s]
+                    self.epoch_loss_sum += self.step(index, part, supervised=rows)
                     if clock is not None:
                         self._add_compile_time(*clock)
                     self.step_in_epoch += 1
@@ -374,6 +427,11 @@ class Trainer:
                     steps_bar.set_description(f"epoch {self.epoch}: evaluating")
                 if self.device.type == "cuda":  # this run's stream: other runs' streams keep going
                     torch.cuda.current_stream(self.device).synchronize()
+                if self._loss_overflow is not None and int(self._loss_overflow):
+                    raise RuntimeError(
+                        f"epoch {self.epoch}: {int(self._loss_overflow)} graph step(s) had more supervised "
+                        f"positions than the loss's {self.loss_rows} rows (training/loss_rows.py); a bug"
+                    )
                 t_train = time.perf_counter() - t_epoch
                 t_eval0 = time.perf_counter()
                 # Every rank holds the same weights: rank 0 evaluates, the others receive its metrics.

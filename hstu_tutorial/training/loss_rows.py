@@ -1,0 +1,78 @@
+"""The loss of a CUDA-graph step on the supervised positions only, in a fixed number of rows.
+
+A graph needs fixed shapes, so its batches are padded: B histories of N positions each. On ML-1M users
+1-2999 (N = 200) 47% of those positions are padding. The encoder must run on all of them (the graph's
+shapes), but the loss need not: its sampled softmax scores every position against the whole catalogue,
+(B*N, C) matrices that make up about a third of the step. The padded positions have weight zero, so
+dropping them changes no number but the order of a sum.
+
+The number of supervised positions varies from batch to batch, and a graph cannot. So the graph's loss
+takes a fixed budget of `rows`: the supervised positions of the batch, in order, then filler rows of weight
+zero. The budget (`row_budget`) is the batch's expected count plus five standard deviations of a random
+batch's count, so it is almost never exceeded; the trainer counts every batch's supervised positions on
+the host when it draws the epoch's order (`step_counts`) and runs a batch above the budget as an eager step
+on all positions instead. A device counter (`compact_rows`'s overflow flag) catches a batch that was
+replayed above the budget anyway: the trainer raises at the end of the epoch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["compact_rows", "row_budget", "step_counts", "supervised_per_row"]
+
+SIGMAS = 5.0  # standard deviations of a random batch's count above its mean
+ALIGN = 64  # the budget is a multiple of this (GEMM-friendly shapes)
+WORTH_IT = 0.9  # no budget when it would keep more than this share of the padded positions
+
+
+def supervised_per_row(next_ids: torch.Tensor) -> torch.Tensor:
+    """(R,) on the CPU: the supervised positions (next id not 0) of every row of a padded (R, N) layout."""
+    return (next_ids != 0).sum(1).cpu()
+
+
+def row_budget(counts: torch.Tensor, batch_size: int, width: int, sigmas: float = SIGMAS) -> int | None:
+    """The rows a graph's loss gets: mean + `sigmas` std of the count of `batch_size` rows drawn at random
+    without replacement from `counts (U,)` (the users' supervised positions), rounded up to a multiple of
+    64; None when that is no real saving (above 90% of `batch_size * width`) or there are no users."""
+    counts = counts.to(torch.float64).flatten()
+    users = counts.numel()
+    full = batch_size * width
+    if users == 0 or full <= 0:
+        return None
+    b = min(batch_size, users)
+    mean = b * counts.mean().item()
+    if users > 1:
+        # the standard deviation of a sum drawn without replacement (finite population correction)
+        sd = counts.std().item() * math.sqrt(b) * math.sqrt((users - b) / (users - 1))
+    else:
+        sd = 0.0
+    budget = ALIGN * math.ceil((mean + sigmas * sd) / ALIGN)
+    budget = max(budget, ALIGN)
+    return None if budget >= WORTH_IT * full else int(budget)
+
+
+def step_counts(per_row: torch.Tensor, order: torch.Tensor, batch_size: int) -> list[int]:
+    """The supervised positions of every step's batch: `per_row (R,)` summed over `order (S*B,)` (CPU)."""
+    order = order.cpu()
+    if order.numel() % batch_size:
+        raise ValueError(f"order has {order.numel()} rows, not a multiple of batch_size {batch_size}")
+    return per_row[order].view(-1, batch_size).sum(1).tolist()
+
+
+def compact_rows(supervised: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where the supervised positions of a batch are, in a fixed number of rows (no host synchronisation).
+
+    supervised (T,) bool -> index (rows,) int64: the supervised positions in order, then position 0 as a
+    filler; valid (rows,) bool: which rows are real; overflow () bool: the batch has more than `rows`
+    supervised positions (those beyond are missing: the caller must not use the result)."""
+    T = supervised.shape[0]
+    place = supervised.cumsum(0) - 1  # (T,) the row each supervised position goes to
+    dest = torch.where(supervised & (place < rows), place, rows)  # the rest to a spare row, dropped below
+    index = torch.zeros(rows + 1, dtype=torch.int64, device=supervised.device)
+    index.scatter_(0, dest, torch.arange(T, device=supervised.device))
+    count = place[-1] + 1 if T else torch.zeros((), dtype=torch.int64, device=supervised.device)
+    valid = torch.arange(rows, device=supervised.device) < count  # (rows,)
+    return index[:rows], valid, count > rows
