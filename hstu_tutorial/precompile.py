@@ -41,6 +41,7 @@ NEUTRAL_KEYS = frozenset(
         "data_dir",
         "exp_dir",
         "name",
+        "timestamp_run_dir",
         "progress",
         "tensorboard",
         "save_checkpoints",

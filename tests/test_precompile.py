@@ -21,6 +21,7 @@ HSTU = "ml-1m/hstu-sampled-softmax-n128-final"
         (["--config", HSTU, "--set", "bf16=true"], None),  # changes the kernels' dtype
         (["--config", HSTU, "--set", "max_seq_len=100"], None),
         (["--config", HSTU, "--seeds", "1,2"], HSTU),
+        (["--config", HSTU, "--set", "name=x", "--set", "timestamp_run_dir=false"], HSTU),  # bench_seeds
         (["--config", "my/run.toml"], None),
         (["--gin_config_file", "x.gin"], None),
         (["--resume", "exps/x"], None),
