@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["StepGraph", "capture_stream", "restore_optimizer_in_place"]
+__all__ = ["CapturedCall", "StepGraph", "capture_stream", "restore_optimizer_in_place"]
 
 
 def restore_optimizer_in_place(optimizer: torch.optim.Optimizer, saved: dict) -> None:
@@ -104,3 +104,27 @@ class StepGraph:
         self.static_index.copy_(index)
         self.graph.replay()
         return self.loss
+
+
+class CapturedCall:
+    """A function of no arguments recorded as a CUDA graph once (`fn` must have run eagerly before: kernels
+    compiled, algorithms chosen), then `replay()`ed: the evaluation's ranking of a whole split, whose shapes
+    never change. `replay` returns a copy of the output (the graph overwrites its own at every replay).
+
+    `watch`: tensors whose addresses the graph read (the model's parameters); `still_valid(watch)` is False
+    once one of them was replaced by a new tensor, and the graph must then be captured again."""
+
+    def __init__(self, fn: Callable[[], torch.Tensor], device: torch.device, watch: list[torch.Tensor]):
+        self.addresses = [t.data_ptr() for t in watch]
+        self.graph = torch.cuda.CUDAGraph()
+        self.capture_stream = capture_stream(device)
+        with torch.cuda.graph(self.graph, stream=self.capture_stream):
+            self.out = fn()
+        torch.cuda.synchronize(device)
+
+    def still_valid(self, watch: list[torch.Tensor]) -> bool:
+        return [t.data_ptr() for t in watch] == self.addresses
+
+    def replay(self) -> torch.Tensor:
+        self.graph.replay()
+        return self.out.clone()

@@ -1,4 +1,5 @@
-"""Which stream a training step's CUDA graph is captured on (training/cuda_graph.py).
+"""The trainer's CUDA graphs (training/cuda_graph.py): which stream the step is captured on, and when the
+evaluation is captured and replayed.
 
 Graphs replayed at the same time on different streams (`--seeds`) must not share a cuBLAS workspace, and
 PyTorch gives one workspace per capture stream: `StepGraph` must capture on the stream it is replayed on
@@ -97,3 +98,81 @@ def test_capture_stream_function(monkeypatch):
     fake.current = fake.default
     fresh = cuda_graph.capture_stream(torch.device("cuda", 0))
     assert fresh != fake.default and isinstance(fresh, _Stream)
+
+
+# -- the evaluation as a CUDA graph: when the trainer captures and replays it ---------------------------
+class _CallStandIn:
+    """Stands in for CapturedCall on a CPU: runs `fn` at 'capture' and at every replay."""
+
+    made = 0
+
+    def __init__(self, fn, device, watch):
+        _CallStandIn.made += 1
+        self.fn, self.addresses = fn, [t.data_ptr() for t in watch]
+
+    def still_valid(self, watch):
+        return [t.data_ptr() for t in watch] == self.addresses
+
+    def replay(self):
+        return self.fn().clone()
+
+
+@pytest.fixture()
+def eval_trainer(dataset, tmp_path, monkeypatch):
+    from hstu_tutorial.training import trainer as trainer_module
+    from hstu_tutorial.training.config import TrainConfig
+
+    monkeypatch.setattr(trainer_module, "CapturedCall", _CallStandIn)
+    _CallStandIn.made = 0
+    cfg = TrainConfig(
+        dataset="synthetic", max_seq_len=20, embedding_dim=16, dqk=16, dv=16, ffn_hidden=16, device="cpu",
+        tensorboard=False, progress=False, exp_dir=str(tmp_path), protocol="validation",
+    )  # fmt: skip
+    tr = trainer_module.Trainer(cfg, dataset=dataset, verbose=False)
+    tr._eval_graphs = {}  # as on a GPU with CUDA graphs
+    return tr
+
+
+def test_evaluation_eager_first_then_captured_once_then_replayed(eval_trainer):
+    tr = eval_trainer
+    eager = tr._ranks_eager("valid")
+    first = tr.ranks("valid")
+    assert _CallStandIn.made == 0, "the first evaluation must run eagerly (kernels compile, tiles tune)"
+    second, third = tr.ranks("valid"), tr.ranks("valid")
+    assert _CallStandIn.made == 1, "captured once, on the second evaluation, then replayed"
+    for r in (first, second, third):
+        assert torch.equal(r, eager)
+    tr.ranks("test")
+    assert _CallStandIn.made == 1, "each split is warmed up eagerly before its own capture"
+    tr.ranks("test")
+    assert _CallStandIn.made == 2
+
+
+def test_evaluation_graph_captured_again_when_a_parameter_is_replaced(eval_trainer):
+    tr = eval_trainer
+    tr.ranks("valid"), tr.ranks("valid")
+    assert _CallStandIn.made == 1
+    p = next(tr.model.parameters())
+    with torch.no_grad():
+        p.add_(0.1)  # in place: the graph reads the new values itself
+    tr.ranks("valid")
+    assert _CallStandIn.made == 1
+    p.data = p.data.clone()  # a new tensor: the captured addresses are stale
+    assert torch.equal(tr.ranks("valid"), tr._ranks_eager("valid"))
+    assert _CallStandIn.made == 2
+
+
+def test_evaluation_falls_back_to_eager_when_capture_fails(eval_trainer, monkeypatch, capsys):
+    from hstu_tutorial.training import trainer as trainer_module
+
+    def broken(fn, device, watch):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(trainer_module, "CapturedCall", broken)
+    tr = eval_trainer
+    eager = tr._ranks_eager("valid")
+    tr.ranks("valid")
+    assert torch.equal(tr.ranks("valid"), eager)
+    assert tr._eval_graphs is None
+    out = capsys.readouterr()
+    assert "evaluation as a CUDA graph failed" in out.out + out.err

@@ -1,0 +1,228 @@
+"""The CUDA-graph step with its loss on the supervised positions only, against the loss on every padded position.
+
+    PYTHONPATH=. python benchmarks/bench_loss_rows.py --data-dir data/ml-1m-u2999 [--out DIR]   # GPU
+    PYTHONPATH=. python benchmarks/bench_loss_rows.py --smoke                                  # CPU
+
+For the ML-1M HSTU and SASRec configs, one trainer each: the step is captured as a CUDA graph twice, with the
+loss's row budget (training/loss_rows.py) and without it (all B*N positions), and whole training epochs of
+each graph are timed in alternation (`--rounds` times each, median), so both see the same GPU and clocks.
+Also printed: the budget, the share of padded positions it leaves out, the epochs' steps run eagerly
+because their batch was above the budget, and the mean training loss of each variant's epochs (one model
+trains on through all of them, so they are close, not equal). `--smoke`: synthetic data on the CPU, where there is no graph:
+the eager step with and without the budget, for the logic only.
+
+`--accuracy 42,1,2,3`: instead, train those seeds in full (`train_seeds`, one process) with the budget and
+again without it, and print each variant's test HR@10 / NDCG@10 (mean of the last epochs) per seed and
+mean ± std. The two variants draw different negatives, so they agree only within the seeds' spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hstu_tutorial.perf import machine_info  # noqa: E402
+from hstu_tutorial.perf.measure import sync  # noqa: E402
+from hstu_tutorial.training import loss_rows  # noqa: E402
+from hstu_tutorial.training.config import load_config  # noqa: E402
+from hstu_tutorial.training.trainer import Trainer  # noqa: E402
+
+CONFIGS = {
+    "hstu": "ml-1m/hstu-sampled-softmax-n128-final",
+    "sasrec": "ml-1m/sasrec-sampled-softmax-n128-final",
+}
+SMOKE = {"hstu": "synthetic/hstu-small", "sasrec": "synthetic/sasrec-small"}
+
+
+def _epoch(tr: Trainer, order_cpu: torch.Tensor, budgeted: bool) -> tuple[float, float, int]:
+    """One pass over `order_cpu` with the trainer's graph (or eager step); (seconds, mean loss, eager steps)."""
+    B = tr.cfg.batch_size
+    order = order_cpu.to(tr.device)
+    counts = None
+    if budgeted and tr.loss_rows is not None:
+        counts = loss_rows.step_counts(
+            loss_rows.supervised_per_row(tr.train_rows.padded_next_ids), order_cpu, B
+        )
+    eager0 = tr.eager_steps_above_budget
+    steps = order.numel() // B
+    total = torch.zeros((), device=tr.device)
+    sync(tr.device)
+    t0 = time.perf_counter()
+    for s in range(steps):
+        rows = None if counts is None else counts[s]
+        total += tr.step(order[s * B : (s + 1) * B], supervised=rows)
+    sync(tr.device)
+    return time.perf_counter() - t0, (total / steps).item(), tr.eager_steps_above_budget - eager0
+
+
+def measure(model: str, args) -> dict:
+    config = (SMOKE if args.smoke else CONFIGS)[model]
+    sets = {"tensorboard": False, "progress": False, "save_checkpoints": False, "seed": 0, "layout": "padded"}
+    if args.smoke:
+        sets["device"] = "cpu"
+    elif args.data_dir:
+        sets["data_dir"] = args.data_dir
+    tr = Trainer(load_config(config, sets), verbose=False)
+    rs = tr.train_rows
+    orders = [tr.epoch_order() for _ in range(args.rounds)]
+    if tr.use_graphs:
+        tr.capture_graph()
+        budget = tr.loss_rows
+        with_budget = tr.graph
+        real_budget = loss_rows.row_budget
+        loss_rows.row_budget = lambda *a, **k: None  # the same capture, all B*N positions in the loss
+        try:
+            tr.graph = None
+            tr.capture_graph()
+        finally:
+            loss_rows.row_budget = real_budget
+        without = tr.graph
+        graphs = {"with budget": (with_budget, budget), "all positions": (without, None)}
+    else:  # CPU: no graph; the eager step itself has no budget, so this only runs the code path
+        budget = loss_rows.row_budget(
+            loss_rows.supervised_per_row(rs.padded_next_ids[: rs.num_users]), tr.cfg.batch_size, rs.pad_width
+        )
+        graphs = {"with budget": (None, None), "all positions": (None, None)}
+    times = {k: [] for k in graphs}
+    losses = {k: [] for k in graphs}
+    eager = 0
+    _epoch(tr, orders[0], budgeted=False)  # warm-up
+    for i, order in enumerate(orders):  # the variant that trains on an order second has seen it: alternate
+        for name, (graph, rows) in list(graphs.items())[:: 1 if i % 2 == 0 else -1]:
+            tr.graph, tr.loss_rows = graph, rows
+            seconds, loss, n_eager = _epoch(tr, order, budgeted=rows is not None)
+            times[name].append(seconds)
+            losses[name].append(loss)
+            eager += n_eager if rows is not None else 0
+    steps = orders[0].numel() // tr.cfg.batch_size
+    supervised = int((rs.padded_next_ids[: rs.num_users] != 0).sum())
+    full = rs.num_users * rs.pad_width
+    out = {
+        "model": model,
+        "config": config,
+        "graph": tr.use_graphs,
+        "batch_positions": tr.cfg.batch_size * rs.pad_width,
+        "budget": budget,
+        "padded_share": 1 - supervised / full,
+        "steps_per_epoch": steps,
+        "eager_steps_above_budget": eager,
+        "epochs_timed": args.rounds,
+    }
+    for name in graphs:
+        med = statistics.median(times[name])
+        out[name] = {"epoch_s": med, "step_ms": 1e3 * med / steps, "mean_loss": statistics.mean(losses[name])}
+    return out
+
+
+def accuracy(model: str, seeds: list[int], args) -> dict:
+    """Test HR@10 / NDCG@10 of `seeds` trained with the loss's row budget and without it."""
+    from hstu_tutorial.training.multi_seed import mean_std, train_seeds
+
+    config = (SMOKE if args.smoke else CONFIGS)[model]
+    sets = {"tensorboard": False, "progress": False, "save_checkpoints": False, "exp_dir": args.exp_dir}
+    if args.smoke:
+        sets.update(device="cpu", num_epochs=2)
+    elif args.data_dir:
+        sets["data_dir"] = args.data_dir
+    out = {"model": model, "config": config, "seeds": seeds}
+    real_budget = loss_rows.row_budget
+    for variant in ("with budget", "all positions"):
+        if variant == "all positions":
+            loss_rows.row_budget = lambda *a, **k: None
+        try:
+            cfg = load_config(config, dict(sets, name=f"loss-rows-{model}-{variant.replace(' ', '-')}"))
+            res = train_seeds(cfg, seeds, verbose=False, write=False)
+        finally:
+            loss_rows.row_budget = real_budget
+        per_seed = {s: r["reference_protocol"]["test_mean"] for s, r in zip(seeds, res["runs"])}
+        out[variant] = {
+            "per_seed": {s: {k: m[k] for k in ("hr@10", "ndcg@10")} for s, m in per_seed.items()},
+            **{k: mean_std([m[k] for m in per_seed.values()]) for k in ("hr@10", "ndcg@10")},
+            "eager_steps_above_budget": sum(r["eager_steps_above_budget"] for r in res["runs"]),
+        }
+    return out
+
+
+def accuracy_markdown(rows: list[dict], machine: str) -> str:
+    lines = [f"# Test HR@10 / NDCG@10 with and without the loss's row budget ({machine})", ""]
+    for r in rows:
+        lines += [f"{r['model']} ({r['config']}), mean of the last epochs:", ""]
+        lines += ["| seed | with budget | all positions |", "|---|---|---|"]
+        a, b = r["with budget"], r["all positions"]
+        for s in r["seeds"]:
+            x, y = a["per_seed"][s], b["per_seed"][s]
+            lines.append(
+                f"| {s} | {x['hr@10']:.4f} / {x['ndcg@10']:.4f} | {y['hr@10']:.4f} / {y['ndcg@10']:.4f} |"
+            )
+
+        def cell(v):
+            m, sd = v
+            return f"{m:.4f}" + ("" if sd is None else f" ± {sd:.4f}")
+
+        lines.append(
+            f"| mean ± std | {cell(a['hr@10'])} / {cell(a['ndcg@10'])} | {cell(b['hr@10'])} / {cell(b['ndcg@10'])} |"
+        )
+        lines += ["", f"Steps run eagerly above the budget: {a['eager_steps_above_budget']}.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(rows: list[dict], machine: str) -> str:
+    lines = [
+        f"# The graph step's loss on the supervised positions only ({machine})",
+        "",
+        "| model | positions per batch | budget | padded share | step ms, all positions | step ms, budget | "
+        "saved | eager steps (above budget) | mean loss, all / budget |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        a, b = r["all positions"], r["with budget"]
+        lines.append(
+            f"| {r['model']} | {r['batch_positions']} | {r['budget']} | {r['padded_share']:.0%} | "
+            f"{a['step_ms']:.3f} | {b['step_ms']:.3f} | {1 - b['step_ms'] / a['step_ms']:.1%} | "
+            f"{r['eager_steps_above_budget']} of {r['steps_per_epoch'] * r['epochs_timed']} | "
+            f"{a['mean_loss']:.4f} / {b['mean_loss']:.4f} |"
+        )
+    lines += ["", "Step ms: median over the timed epochs of an epoch's time / its steps (graph replays)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-dir", default="", help="the ML-1M folder, e.g. data/ml-1m-u2999")
+    ap.add_argument("--models", default="hstu,sasrec")
+    ap.add_argument("--rounds", type=int, default=7, help="epochs timed per variant, alternating")
+    ap.add_argument("--smoke", action="store_true", help="CPU, synthetic data, logic only")
+    ap.add_argument("--out", default="", help="write bench_loss_rows.json and .md here")
+    ap.add_argument("--accuracy", default="", metavar="SEEDS", help="train these seeds with and without")
+    ap.add_argument("--exp-dir", default="/tmp/bench-loss-rows", help="--accuracy: where the runs go")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.rounds = min(args.rounds, 2)
+    info = machine_info()
+    machine = f"{info.get('device', 'unknown device')}, {time.strftime('%Y-%m-%d')}"
+    if args.accuracy:
+        seeds = [int(s) for s in args.accuracy.split(",")]
+        rows = [accuracy(m, seeds, args) for m in args.models.split(",")]
+        text, stem = accuracy_markdown(rows, machine), "bench_loss_rows_accuracy"
+    else:
+        rows = [measure(m, args) for m in args.models.split(",")]
+        text, stem = markdown(rows, machine), "bench_loss_rows"
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{stem}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+        (out / f"{stem}.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
