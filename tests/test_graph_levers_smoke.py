@@ -1,0 +1,37 @@
+"""benchmarks/bench_loss_rows.py and bench_eval_graph.py on the CPU (--smoke): they run both variants through
+the trainer's own code, write JSON + Markdown, and the evaluation's ranks agree. No timing checks."""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import bench_eval_graph  # noqa: E402
+import bench_loss_rows  # noqa: E402
+
+
+def test_loss_rows_smoke_times_both_variants(tmp_path):
+    assert bench_loss_rows.main(["--smoke", "--models", "sasrec", "--out", str(tmp_path)]) == 0
+    (row,) = json.loads((tmp_path / "bench_loss_rows.json").read_text())["rows"]
+    assert row["model"] == "sasrec" and not row["graph"]
+    for variant in ("with budget", "all positions"):
+        assert row[variant]["step_ms"] > 0
+    assert 0 < row["padded_share"] < 1
+    assert "| sasrec |" in (tmp_path / "bench_loss_rows.md").read_text()
+
+
+def test_loss_rows_smoke_accuracy_of_both_variants(tmp_path):
+    out = tmp_path / "out"
+    argv = ["--smoke", "--models", "hstu", "--accuracy", "1", "--exp-dir", str(tmp_path / "exps")]
+    assert bench_loss_rows.main(argv + ["--out", str(out)]) == 0
+    (row,) = json.loads((out / "bench_loss_rows_accuracy.json").read_text())["rows"]
+    # on a CPU there is no graph, hence no budget: both variants are the same run, to the bit
+    assert row["with budget"]["per_seed"] == row["all positions"]["per_seed"]
+    assert "| 1 |" in (out / "bench_loss_rows_accuracy.md").read_text()
+
+
+def test_eval_graph_smoke_same_ranks(tmp_path):
+    assert bench_eval_graph.main(["--smoke", "--models", "hstu", "--out", str(tmp_path)]) == 0
+    (row,) = json.loads((tmp_path / "bench_eval_graph.json").read_text())["rows"]
+    assert row["ranks_differing"] == 0 and row["comparisons"] > 0 and not row["graph"]
