@@ -75,6 +75,12 @@ ON_GPU = preset.device == "cuda"
 # evaluation, warm-up excluded), "1st epoch" includes autotuning, compilation or graph capture. Memory is
 # `torch.cuda.max_memory_allocated` on a GPU; "activations" is what autograd keeps for the backward pass
 # (counted with `torch.autograd.graph.saved_tensors_hooks`, also on a CPU).
+#
+# Part of the padded batch's price can be paid back inside the graph. The trainer's
+# loss scores only the supervised positions, in a fixed number of rows (mean + 5 standard deviations of a
+# random batch's count), and each split's evaluation is replayed as a graph too. On the H200 (2026-12-01,
+# `benchmarks/results/h200_2026-12-01/perf/loss_rows_eval_graph/README.md`) that took 8% off the step of both
+# models and 29% off HSTU's evaluation; the table below was measured before either.
 
 # %%
 saved = json.loads((H200 / "levers.json").read_text())
