@@ -160,6 +160,9 @@ def test_evaluation_graph_captured_again_when_a_parameter_is_replaced(eval_train
     p.data = p.data.clone()  # a new tensor: the captured addresses are stale
     assert torch.equal(tr.ranks("valid"), tr._ranks_eager("valid"))
     assert _CallStandIn.made == 2
+    tr.catalogue = tr.catalogue.clone()  # the catalogue is read by the graph too
+    tr.ranks("valid")
+    assert _CallStandIn.made == 3
 
 
 def test_evaluation_falls_back_to_eager_when_capture_fails(eval_trainer, monkeypatch, capsys):

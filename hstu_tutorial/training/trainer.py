@@ -294,7 +294,7 @@ class Trainer:
         graphs = self._eval_graphs
         if graphs is None:
             return self._ranks_eager(split)
-        watch = list(self.model.parameters())
+        watch = [*self.model.parameters(), *self.model.buffers(), self.catalogue]  # what the graph reads
         graph = graphs.get(split)
         if graph is not None and graph.still_valid(watch):
             return graph.replay()
