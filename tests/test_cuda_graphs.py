@@ -122,14 +122,14 @@ def eval_trainer(dataset, tmp_path, monkeypatch):
     from hstu_tutorial.training import trainer as trainer_module
     from hstu_tutorial.training.config import TrainConfig
 
-    monkeypatch.setattr(trainer_module, "CapturedCall", _CallStandIn)
+    monkeypatch.setattr(cuda_graph, "CapturedCall", _CallStandIn)
     _CallStandIn.made = 0
     cfg = TrainConfig(
         dataset="synthetic", max_seq_len=20, embedding_dim=16, dqk=16, dv=16, ffn_hidden=16, device="cpu",
         tensorboard=False, progress=False, exp_dir=str(tmp_path), protocol="validation",
     )  # fmt: skip
     tr = trainer_module.Trainer(cfg, dataset=dataset, verbose=False)
-    tr._eval_graphs = {}  # as on a GPU with CUDA graphs
+    tr._eval_graphs = cuda_graph.SplitGraphs(tr.device)  # as on a GPU with CUDA graphs
     return tr
 
 
@@ -166,16 +166,15 @@ def test_evaluation_graph_captured_again_when_a_parameter_is_replaced(eval_train
 
 
 def test_evaluation_falls_back_to_eager_when_capture_fails(eval_trainer, monkeypatch, capsys):
-    from hstu_tutorial.training import trainer as trainer_module
-
     def broken(fn, device, watch):
         raise RuntimeError("operation not permitted when stream is capturing")
 
-    monkeypatch.setattr(trainer_module, "CapturedCall", broken)
+    monkeypatch.setattr(cuda_graph, "CapturedCall", broken)
     tr = eval_trainer
     eager = tr._ranks_eager("valid")
     tr.ranks("valid")
     assert torch.equal(tr.ranks("valid"), eager)
-    assert tr._eval_graphs is None
+    assert "not permitted" in tr._eval_graphs.failed
+    assert torch.equal(tr.ranks("valid"), eager)  # eager from now on, no second attempt
     out = capsys.readouterr()
     assert "evaluation as a CUDA graph failed" in out.out + out.err

@@ -22,7 +22,9 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["CapturedCall", "StepGraph", "capture_stream", "restore_optimizer_in_place"]
+from hstu_tutorial.training.log import note
+
+__all__ = ["CapturedCall", "SplitGraphs", "StepGraph", "capture_stream", "restore_optimizer_in_place"]
 
 
 def restore_optimizer_in_place(optimizer: torch.optim.Optimizer, saved: dict) -> None:
@@ -111,8 +113,9 @@ class CapturedCall:
     compiled, algorithms chosen), then `replay()`ed: the evaluation's ranking of a whole split, whose shapes
     never change. `replay` returns a copy of the output (the graph overwrites its own at every replay).
 
-    `watch`: tensors whose addresses the graph read (the model's parameters); `still_valid(watch)` is False
-    once one of them was replaced by a new tensor, and the graph must then be captured again."""
+    `watch`: tensors whose addresses the graph reads (the model's parameters and buffers, the catalogue);
+    `still_valid(watch)` is False once one of them was replaced by a new tensor, and the graph must then be
+    captured again."""
 
     def __init__(self, fn: Callable[[], torch.Tensor], device: torch.device, watch: list[torch.Tensor]):
         self.addresses = [t.data_ptr() for t in watch]
@@ -128,3 +131,34 @@ class CapturedCall:
     def replay(self) -> torch.Tensor:
         self.graph.replay()
         return self.out.clone()
+
+
+class SplitGraphs:
+    """Each split's evaluation as a CUDA graph: eager the first time (its kernels compile, tiles tune), captured
+    the second time, replayed from then on; captured again when a watched tensor was replaced. A capture that
+    fails (an operation a graph cannot hold) is reported once and the evaluation stays eager from then on."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.graphs: dict[str, CapturedCall] = {}
+        self.warm: set[str] = set()
+        self.failed: str | None = None  # why the capture failed; then every call runs eagerly
+
+    def run(self, split: str, fn: Callable[[], torch.Tensor], watch: list[torch.Tensor]) -> torch.Tensor:
+        """`fn()` for `split`, eagerly or by replaying its graph (the output is a copy either way)."""
+        if self.failed is not None:
+            return fn()
+        graph = self.graphs.get(split)
+        if graph is not None and graph.still_valid(watch):
+            return graph.replay()
+        if split not in self.warm:
+            self.warm.add(split)
+            return fn()
+        try:
+            graph = self.graphs[split] = CapturedCall(fn, self.device, watch)
+        except Exception as err:  # noqa: BLE001 - evaluate eagerly from now on, loudly
+            self.failed = f"{type(err).__name__}: {err}"
+            self.graphs.clear()
+            note(f"evaluation as a CUDA graph failed ({self.failed}); evaluating eagerly")
+            return fn()
+        return graph.replay()

@@ -31,7 +31,7 @@ from hstu_tutorial.training import (
     startup,
 )
 from hstu_tutorial.training.config import TrainConfig, config_from_dict, load_config
-from hstu_tutorial.training.cuda_graph import CapturedCall, StepGraph
+from hstu_tutorial.training.cuda_graph import SplitGraphs, StepGraph
 from hstu_tutorial.training.distributed import (
     all_reduce_mean,
     broadcast_from_rank0,
@@ -134,12 +134,9 @@ class Trainer:
         self.loss_rows: int | None = None
         self._loss_overflow: torch.Tensor | None = None
         self.eager_steps_above_budget = 0
-        # Each split's evaluation as a CUDA graph (same shapes every epoch): eager the first time, captured
-        # the second, replayed from then on. None: always eager (no graphs, or torch.compile).
-        self._eval_graphs: dict[str, CapturedCall] | None = (
-            {} if self.use_graphs and not cfg.compile else None
-        )
-        self._eval_warm: set[str] = set()
+        # Each split's evaluation as a CUDA graph (same shapes every epoch). None: always eager (no graphs,
+        # or torch.compile).
+        self._eval_graphs = SplitGraphs(self.device) if self.use_graphs and not cfg.compile else None
         self.run_dir: Path | None = None
         self.writer = None
         self.setup_s = time.perf_counter() - t0
@@ -291,23 +288,10 @@ class Trainer:
 
         With CUDA graphs, the first evaluation of a split runs eagerly, the second captures it as a graph
         and later ones replay it: the same kernels on the same memory, without the host launching each."""
-        graphs = self._eval_graphs
-        if graphs is None:
+        if self._eval_graphs is None:
             return self._ranks_eager(split)
         watch = [*self.model.parameters(), *self.model.buffers(), self.catalogue]  # what the graph reads
-        graph = graphs.get(split)
-        if graph is not None and graph.still_valid(watch):
-            return graph.replay()
-        if split not in self._eval_warm:  # kernels compile (and tune) in an eager pass first
-            self._eval_warm.add(split)
-            return self._ranks_eager(split)
-        try:
-            graphs[split] = CapturedCall(lambda: self._ranks_eager(split), self.device, watch)
-        except Exception as err:  # noqa: BLE001 - evaluate eagerly from now on, loudly
-            note(f"evaluation as a CUDA graph failed ({type(err).__name__}: {err}); evaluating eagerly")
-            self._eval_graphs = None
-            return self._ranks_eager(split)
-        return graphs[split].replay()
+        return self._eval_graphs.run(split, lambda: self._ranks_eager(split), watch)
 
     def _ranks_eager(self, split: str) -> torch.Tensor:
         batches = self.splits[split].batches(self.cfg.eval_batch_size)
