@@ -9,7 +9,9 @@ do the runs agree, and if not, from which epoch on and in which direction?
 a CPU the seeds take turns in one thread and the histories agree to the bit (tests/test_multi_seed.py). On a
 GPU the seeds' kernels overlap. A run alone is reproducible there to about 1e-3 in test HR@10 (seed 42 of the
 ML-1M HSTU in seven processes: .2964 to .2976, NVIDIA H200, 2026-12-01), so a larger, one-sided gap points at
-the concurrent path.
+the concurrent path. This script found one: the seeds' CUDA graphs shared a cuBLAS workspace (HR@10 .003 lower
+together); since each graph is captured on its own stream the gap is gone
+(benchmarks/results/h200_2026-12-01/perf/graph_streams/README.md).
 
 For every seed of --seeds: one run alone (its own process), then `--repeats` processes of `--seeds` (with
 `--blocking`, under CUDA_LAUNCH_BLOCKING=1: every kernel launch waits for the kernel, so no two seeds'
