@@ -16,7 +16,8 @@ shapes of the ML-1M step's weight gradients (a long reduction over the batch's 2
 Each graph is first replayed alone: its outputs are the reference (a replay repeats the same kernels on the
 same inputs). Then, `--rounds` times, all graphs are launched together, each on its stream, and every output
 is compared to its reference bit for bit. Prints one row per mode and shape: the rounds with any output that
-differs, and the largest difference. Exits 1 when `own` shows any difference.
+differs, and the largest difference. Exits 1 when `own` shows any difference. The measuring code is
+`hstu_tutorial.perf.graph_streams` (notebook 07 runs it on a GPU).
 """
 
 from __future__ import annotations
@@ -30,77 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hstu_tutorial.training.cuda_graph import capture_stream  # noqa: E402
-
-# (name, K, M, N, dtype): out (M, N) = a (K, M)^T @ b (K, N), as the weight gradients of the ML-1M step
-SHAPES = [
-    ("item table grad (25600 x 3883)^T (25600 x 64), fp32", 25_600, 3_883, 64, torch.float32),
-    ("linear grad (25600 x 64)^T (25600 x 256), fp32", 25_600, 64, 256, torch.float32),
-    ("linear grad (25600 x 64)^T (25600 x 256), bf16", 25_600, 64, 256, torch.bfloat16),
-]
-
-
-def build(mode: str, shape: tuple, graphs: int, gemms: int, device: torch.device, seed: int):
-    """`graphs` captured graphs of `gemms` GEMMs each; returns (graph, replay stream, outputs) per graph."""
-    _, K, M, N, dtype = shape
-    gen = torch.Generator(device=device).manual_seed(seed)
-    built = []
-    for _ in range(graphs):
-        stream = torch.cuda.Stream(device)
-        ins = [
-            (
-                torch.randn(K, M, device=device, dtype=dtype, generator=gen),
-                torch.randn(K, N, device=device, dtype=dtype, generator=gen),
-            )
-            for _ in range(gemms)
-        ]
-        with torch.cuda.stream(stream):
-            for a, b in ins:  # warm-up on the replay stream: cuBLAS picks its algorithm and workspace
-                a.t() @ b
-            torch.cuda.synchronize(device)
-            graph = torch.cuda.CUDAGraph()
-            if mode == "shared":
-                with torch.cuda.graph(graph):
-                    outs = [a.t() @ b for a, b in ins]
-            else:
-                with torch.cuda.graph(graph, stream=capture_stream(device)):
-                    outs = [a.t() @ b for a, b in ins]
-        built.append((graph, stream, outs, ins))
-    torch.cuda.synchronize(device)
-    return built
-
-
-def run(mode: str, shape: tuple, args, device: torch.device) -> dict:
-    built = build(mode, shape, args.graphs, args.gemms, device, args.seed)
-    refs = []
-    for graph, stream, outs, _ in built:  # alone: one graph at a time
-        with torch.cuda.stream(stream):
-            graph.replay()
-        torch.cuda.synchronize(device)
-        refs.append([o.clone() for o in outs])
-    bad_rounds, worst, bad_outputs = 0, 0.0, 0
-    for _ in range(args.rounds):
-        for graph, stream, _, _ in built:  # together: every graph on its own stream at once
-            with torch.cuda.stream(stream):
-                graph.replay()
-        torch.cuda.synchronize(device)
-        bad = 0
-        for (_, _, outs, _), ref in zip(built, refs):
-            for o, r in zip(outs, ref):
-                if not torch.equal(o, r):
-                    bad += 1
-                    worst = max(worst, (o.float() - r.float()).abs().max().item())
-        bad_rounds += bad > 0
-        bad_outputs += bad
-    return {
-        "mode": mode,
-        "shape": shape[0],
-        "rounds": args.rounds,
-        "rounds_with_a_difference": bad_rounds,
-        "outputs_differing": bad_outputs,
-        "outputs_compared": args.rounds * args.graphs * args.gemms,
-        "max_abs_diff": worst,
-    }
+from hstu_tutorial.perf.graph_streams import compare  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -114,9 +45,8 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("check_graph_streams: needs a CUDA GPU (CUDA graphs); nothing to check here")
         return 0
-    torch.backends.cuda.matmul.allow_tf32 = True
     device = torch.device("cuda", torch.cuda.current_device())
-    rows = [run(mode, shape, args, device) for shape in SHAPES for mode in ("shared", "own")]
+    rows = compare(args.graphs, args.gemms, args.rounds, args.seed)
     lines = [
         f"# Concurrent CUDA-graph replays: {args.graphs} graphs of {args.gemms} GEMMs, {args.rounds} rounds",
         "",

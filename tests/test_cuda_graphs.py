@@ -178,3 +178,13 @@ def test_evaluation_falls_back_to_eager_when_capture_fails(eval_trainer, monkeyp
     assert torch.equal(tr.ranks("valid"), eager)  # eager from now on, no second attempt
     out = capsys.readouterr()
     assert "evaluation as a CUDA graph failed" in out.out + out.err
+
+
+def test_graph_streams_check_needs_a_gpu_and_a_known_mode():
+    from hstu_tutorial.perf import graph_streams
+
+    with pytest.raises(ValueError, match="mode must be one of"):
+        graph_streams.compare_shape("private", graph_streams.SHAPES[0])
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+            graph_streams.compare_shape("own", graph_streams.SHAPES[0])

@@ -3,7 +3,8 @@
 `measure` (timing, memory, machine, result files and tables, a random `JaggedBatch`), `startup` (where a
 command's first seconds go, from a `benchmarks/trace_setup.py` timeline), `trainer_runs`
 (the trainer measured step by step and epoch by epoch, the data-loading profile), `levers` (one table of
-every speed/memory lever) and `scaling` (time and memory against sequence length and depth).
+every speed/memory lever) and `scaling` (time and memory against sequence length and depth). `graph_streams`
+(CUDA graphs replayed at once: do they disturb each other's GEMMs?) needs a GPU and is imported by name.
 """
 
 from hstu_tutorial.perf import levers, scaling
