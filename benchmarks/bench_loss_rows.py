@@ -11,6 +11,10 @@ because their batch was above the budget, and the mean training loss of each var
 trains on through all of them, so they are close, not equal). `--smoke`: synthetic data on the CPU, where there is no graph:
 the eager step with and without the budget, for the logic only.
 
+`--check`: instead, on several batches of a random epoch order, the loss and every gradient with the budget
+against all positions, negatives fixed per position, dropout off (`loss_rows.compare_with_all_positions`), and
+whether the inputs came back unchanged; exits 1 on a difference above 1e-5 (loss) or 1e-4 (gradients).
+
 `--accuracy 42,1,2,3`: instead, train those seeds in full (`train_seeds`, one process) with the budget and
 again without it, and print each variant's test HR@10 / NDCG@10 (mean of the last epochs) per seed and
 mean ± std. The two variants draw different negatives, so they agree only within the seeds' spread.
@@ -122,6 +126,57 @@ def measure(model: str, args) -> dict:
     return out
 
 
+def check(model: str, args) -> dict:
+    """Loss and gradients with the budget against all positions, on `--check-batches` batches."""
+    config = (SMOKE if args.smoke else CONFIGS)[model]
+    sets = {"tensorboard": False, "progress": False, "save_checkpoints": False, "seed": 0, "layout": "padded"}
+    if args.smoke:
+        sets["device"] = "cpu"
+    elif args.data_dir:
+        sets["data_dir"] = args.data_dir
+    tr = Trainer(load_config(config, sets), verbose=False)
+    rs, B = tr.train_rows, tr.cfg.batch_size
+    per_row = loss_rows.supervised_per_row(rs.padded_next_ids)
+    budget = loss_rows.row_budget(per_row[: rs.num_users], B, rs.pad_width) or B * rs.pad_width
+    order = tr.epoch_order()
+    counts = loss_rows.step_counts(per_row, order, B)
+    found = []
+    for s in range(min(args.check_batches, len(counts))):
+        index = order[s * B : (s + 1) * B].to(tr.device)
+        rows = max(counts[s], 1) if counts[s] > budget else budget  # a batch above it: its own count
+        found.append(loss_rows.compare_with_all_positions(tr, index, rows))
+    return {
+        "model": model,
+        "config": config,
+        "device": str(tr.device),
+        "budget": budget,
+        "batches": len(found),
+        "loss_rel_diff": max(f["loss_rel_diff"] for f in found),
+        "grad_rel_diff": max(f["grad_rel_diff"] for f in found),
+        "inputs_unchanged": all(f["inputs_unchanged"] for f in found),
+    }
+
+
+def check_markdown(rows: list[dict], machine: str) -> str:
+    lines = [
+        f"# The loss in its row budget against all positions, negatives fixed ({machine})",
+        "",
+        "| model | budget | batches | loss, largest relative difference | gradients, largest relative difference "
+        "| inputs unchanged | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['budget']} | {r['batches']} | {r['loss_rel_diff']:.1e} | {r['grad_rel_diff']:.1e} "
+            f"| {'yes' if r['inputs_unchanged'] else 'NO'} | {'PASS' if _check_ok(r) else 'FAIL'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _check_ok(row: dict) -> bool:
+    return row["loss_rel_diff"] <= 1e-5 and row["grad_rel_diff"] <= 1e-4 and row["inputs_unchanged"]
+
+
 def accuracy(model: str, seeds: list[int], args) -> dict:
     """Test HR@10 / NDCG@10 of `seeds` trained with the loss's row budget and without it."""
     from hstu_tutorial.training.multi_seed import mean_std, train_seeds
@@ -202,13 +257,20 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="CPU, synthetic data, logic only")
     ap.add_argument("--out", default="", help="write bench_loss_rows.json and .md here")
     ap.add_argument("--accuracy", default="", metavar="SEEDS", help="train these seeds with and without")
+    ap.add_argument("--check", action="store_true", help="loss and gradients against all positions")
+    ap.add_argument("--check-batches", type=int, default=8, help="--check: batches compared per model")
     ap.add_argument("--exp-dir", default="/tmp/bench-loss-rows", help="--accuracy: where the runs go")
     args = ap.parse_args(argv)
     if args.smoke:
         args.rounds = min(args.rounds, 2)
     info = machine_info()
     machine = f"{info.get('device', 'unknown device')}, {time.strftime('%Y-%m-%d')}"
-    if args.accuracy:
+    status = 0
+    if args.check:
+        rows = [check(m, args) for m in args.models.split(",")]
+        text, stem = check_markdown(rows, machine), "bench_loss_rows_check"
+        status = 0 if all(_check_ok(r) for r in rows) else 1
+    elif args.accuracy:
         seeds = [int(s) for s in args.accuracy.split(",")]
         rows = [accuracy(m, seeds, args) for m in args.models.split(",")]
         text, stem = accuracy_markdown(rows, machine), "bench_loss_rows_accuracy"
@@ -221,7 +283,7 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{stem}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
         (out / f"{stem}.md").write_text(text)
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -35,3 +35,12 @@ def test_eval_graph_smoke_same_ranks(tmp_path):
     assert bench_eval_graph.main(["--smoke", "--models", "hstu", "--out", str(tmp_path)]) == 0
     (row,) = json.loads((tmp_path / "bench_eval_graph.json").read_text())["rows"]
     assert row["ranks_differing"] == 0 and row["comparisons"] > 0 and not row["graph"]
+
+
+def test_loss_rows_smoke_check_passes_and_writes_its_table(tmp_path):
+    argv = ["--smoke", "--check", "--check-batches", "2", "--out", str(tmp_path)]
+    assert bench_loss_rows.main(argv) == 0
+    rows = json.loads((tmp_path / "bench_loss_rows_check.json").read_text())["rows"]
+    assert {r["model"] for r in rows} == {"hstu", "sasrec"}
+    assert all(r["inputs_unchanged"] and r["batches"] == 2 for r in rows)
+    assert "PASS" in (tmp_path / "bench_loss_rows_check.md").read_text()

@@ -101,52 +101,46 @@ def test_compact_rows_of_an_empty_batch():
 @pytest.mark.parametrize("model", ["hstu", "sasrec"])
 def test_loss_on_the_supervised_rows_equals_the_padded_loss(dataset50, tmp_path, loss, model):
     """Same loss value and gradients with the padded positions left out (float32: the trainer's loss runs
-    in it; only the order of the sums differs)."""
-    tr = _trainer(dataset50, tmp_path, loss=loss, model=model, dropout=0.0)
-    rs = tr.train_rows
+    in it; only the order of the sums differs), negatives fixed per position, inputs unchanged."""
+    from hstu_tutorial.losses import get_loss
+
+    tr = _trainer(dataset50, tmp_path, loss=loss, model=model)
     index = torch.arange(tr.cfg.batch_size)
-    batch = rs.padded_batch(index)
     n = tr.supervised_count(index)
-    assert n < batch.item_ids.numel(), "the test needs padded positions"
-
-    if loss != "full_softmax":  # negatives are drawn per row: fix them per position for both layouts
-        _fixed_negatives(tr, batch, width=1 if loss == "bce" else 8)
-
-    def loss_and_grads(rows):
-        tr.model.zero_grad(set_to_none=True)
-        value = tr.loss(batch, rows=rows)
-        value.backward()
-        return value.detach(), [p.grad.clone() for p in tr.model.parameters() if p.grad is not None]
-
-    full_value, full_grads = loss_and_grads(None)
-    for rows in (n, n + 64):
-        value, grads = loss_and_grads(rows)
-        torch.testing.assert_close(value, full_value, rtol=1e-6, atol=1e-6)
-        assert len(grads) == len(full_grads)
-        for g, h in zip(grads, full_grads):
-            torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-6)
+    assert n < tr.cfg.batch_size * tr.train_rows.pad_width, "the test needs padded positions"
+    for rows in (
+        n,
+        n + 64,
+        tr.cfg.batch_size * tr.train_rows.pad_width,
+    ):  # the last: as many rows as positions
+        found = loss_rows.compare_with_all_positions(tr, index, rows, width=8)
+        assert found["loss_rel_diff"] < 1e-6 and found["grad_rel_diff"] < 1e-5, found
+        assert found["inputs_unchanged"]
+    assert tr.model.training and tr.loss_fn is get_loss(loss)  # restored
 
 
-def _fixed_negatives(tr, batch, width):
-    """Make the trainer's loss draw the same negatives for a position in both layouts."""
-    supervision = batch.next_item_ids
-    keep = (supervision != 0).nonzero().flatten()
-    gen = torch.Generator().manual_seed(1)
-    per_position = torch.randint(0, tr.catalogue.numel(), (supervision.numel(), width), generator=gen)
-    inner = tr.loss_fn
+def test_the_comparison_sees_a_wrong_compaction(dataset50, tmp_path, monkeypatch):
+    """compare_with_all_positions is a check that can fail: a compaction that keeps weight on filler rows,
+    or loses a supervised row, shows in the loss."""
+    tr = _trainer(dataset50, tmp_path)
+    index = torch.arange(tr.cfg.batch_size)
+    n = tr.supervised_count(index)
+    real = loss_rows.compact_rows
 
-    def fn(query, positive_ids, item_embed_fn, catalogue, num_negatives, temperature, weights=None):
-        if query.shape[0] == supervision.numel():
-            negatives = per_position
-        else:  # compacted: the kept positions' negatives, then fillers (weight zero)
-            negatives = torch.zeros(query.shape[0], width, dtype=torch.int64)
-            negatives[: keep.numel()] = per_position[keep]
-        return inner(
-            query, positive_ids, item_embed_fn, catalogue, width, temperature, weights=weights,
-            negatives=negatives,
-        )  # fmt: skip
+    def fillers_count(supervised, rows):
+        idx, valid, over = real(supervised, rows)
+        return idx, torch.ones_like(valid), over  # filler rows (position 0) keep weight one
 
-    tr.loss_fn = fn
+    monkeypatch.setattr(loss_rows, "compact_rows", fillers_count)
+    assert loss_rows.compare_with_all_positions(tr, index, n + 64, width=8)["loss_rel_diff"] > 1e-3
+
+    def drops_one(supervised, rows):
+        idx, valid, over = real(supervised, rows)
+        return idx, valid & (torch.arange(rows) != 0), over  # the first supervised row lost
+
+    monkeypatch.setattr(loss_rows, "compact_rows", drops_one)
+    found = loss_rows.compare_with_all_positions(tr, index, n, width=8)
+    assert found["loss_rel_diff"] > 1e-6 or found["grad_rel_diff"] > 1e-4
 
 
 def test_loss_counts_a_batch_above_its_rows(dataset50, tmp_path):

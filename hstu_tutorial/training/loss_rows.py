@@ -21,7 +21,14 @@ import math
 
 import torch
 
-__all__ = ["compact_rows", "row_budget", "step_counts", "supervised_per_row"]
+__all__ = [
+    "compact_rows",
+    "compare_with_all_positions",
+    "fixed_negatives",
+    "row_budget",
+    "step_counts",
+    "supervised_per_row",
+]
 
 SIGMAS = 5.0  # standard deviations of a random batch's count above its mean
 ALIGN = 64  # the budget is a multiple of this (GEMM-friendly shapes)
@@ -76,3 +83,71 @@ def compact_rows(supervised: torch.Tensor, rows: int) -> tuple[torch.Tensor, tor
     count = place[-1] + 1 if T else torch.zeros((), dtype=torch.int64, device=supervised.device)
     valid = torch.arange(rows, device=supervised.device) < count  # (rows,)
     return index[:rows], valid, count > rows
+
+
+def fixed_negatives(loss_fn, negatives: torch.Tensor):
+    """`loss_fn` that uses `negatives (M, R)` (positions into the catalogue) instead of drawing its own: for
+    comparing the loss in its row budget with the loss on all positions (`compare_with_all_positions`)."""
+
+    def fn(query, positive_ids, item_embed_fn, catalogue, num_negatives, temperature, weights=None):
+        if query.shape[0] != negatives.shape[0]:
+            raise ValueError(f"{query.shape[0]} rows but negatives for {negatives.shape[0]}")
+        return loss_fn(
+            query, positive_ids, item_embed_fn, catalogue, negatives.shape[1], temperature, weights=weights,
+            negatives=negatives,
+        )  # fmt: skip
+
+    return fn
+
+
+def compare_with_all_positions(
+    trainer, index: torch.Tensor, rows: int, width: int | None = None, seed: int = 1
+) -> dict:
+    """The trainer's loss and gradients on the users `index (B,)` (padded batch) with the loss in `rows`
+    rows against all positions, negatives fixed per position; dropout is off (eval mode) for both.
+
+    Returns {"loss_rel_diff", "grad_rel_diff" (the largest over the parameters, relative to each gradient's
+    largest entry), "inputs_unchanged"}. The trainer's `loss_fn` and model mode are restored."""
+    batch = trainer.train_rows.padded_batch(index)
+    inputs = {f"batch.{k}": v for k, v in vars(batch).items() if isinstance(v, torch.Tensor)}
+    inputs.update(
+        {f"train_rows.{k}": v for k, v in vars(trainer.train_rows).items() if isinstance(v, torch.Tensor)}
+    )
+    before = {k: v.clone() for k, v in inputs.items()}
+    width = width or (1 if trainer.cfg.loss == "bce" else trainer.cfg.num_negatives)
+    # the same negatives for a position in both calls: drawn per position, then compacted like the rows
+    supervised = batch.next_item_ids != 0  # (T,)
+    gen = torch.Generator().manual_seed(seed)
+    per_position = torch.randint(0, trainer.catalogue.numel(), (supervised.numel(), width), generator=gen)
+    per_position = per_position.to(supervised.device)  # (T, width)
+    kept = per_position[supervised][:rows]  # (min(n, rows), width)
+    compacted = torch.cat([kept, kept.new_zeros(rows - kept.shape[0], width)])  # (rows, width): fillers
+    inner, was_training = trainer.loss_fn, trainer.model.training
+    trainer.model.eval()
+    try:
+
+        def loss_and_grads(r):
+            trainer.model.zero_grad(set_to_none=True)
+            if trainer.cfg.loss != "full_softmax":
+                trainer.loss_fn = fixed_negatives(inner, per_position if r is None else compacted)
+            value = trainer.loss(batch, rows=r)
+            value.backward()
+            return value.detach().double(), [
+                p.grad.detach().double().clone() for p in trainer.model.parameters() if p.grad is not None
+            ]
+
+        full, full_grads = loss_and_grads(None)
+        part, part_grads = loss_and_grads(rows)
+    finally:
+        trainer.loss_fn = inner
+        trainer.model.train(was_training)
+        trainer.model.zero_grad(set_to_none=True)
+    grad_diff = max(
+        ((g - h).abs().max() / h.abs().max().clamp(min=1e-30)).item() for g, h in zip(part_grads, full_grads)
+    )
+    unchanged = all(torch.equal(before[k], inputs[k]) for k in inputs)
+    return {
+        "loss_rel_diff": ((part - full).abs() / full.abs()).item(),
+        "grad_rel_diff": grad_diff if len(part_grads) == len(full_grads) else float("inf"),
+        "inputs_unchanged": unchanged,
+    }
