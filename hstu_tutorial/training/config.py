@@ -120,7 +120,9 @@ class TrainConfig:
     tf32: bool = True
     bf16: bool = False  # bf16 autocast for the forward pass
     compile: bool = False  # torch.compile the model (startup cost: tens of seconds)
-    cuda_graphs: str = "auto"  # "auto" (on CUDA), "on", "off": capture the training step as a CUDA graph
+    # "auto" (on CUDA), "on", "off": capture the training step as a CUDA graph (and replay each split's
+    # evaluation as one from its second epoch on)
+    cuda_graphs: str = "auto"
     # Triton attention on a GPU: tile sizes per shape from the shipped table for the GPU family, else the
     # tile cache, else tuned once (a minute) and cached (HSTU_TRITON_TUNING=tune re-times every shape);
     # false: fixed default tiles, no tuning (about 10% slower steps at ML-1M)
