@@ -94,8 +94,7 @@ class TrainerEpochs:
             totals = tr.splits["train"].batch_totals(order, tr.cfg.batch_size // tr.cfg.grad_accum_steps)
         self._supervised = None  # each step's supervised positions, as the trainer's epoch loop counts them
         if tr.graph is not None and tr.loss_rows is not None:
-            per_row = loss_rows.supervised_per_row(tr.train_rows.padded_next_ids)
-            self._supervised = loss_rows.step_counts(per_row, cpu_order, tr.cfg.batch_size)
+            self._supervised = loss_rows.split_step_counts(tr.train_rows, cpu_order, tr.cfg.batch_size)
         return order, totals
 
     def _step(self, order, totals, s):

@@ -26,6 +26,8 @@ __all__ = [
     "compare_with_all_positions",
     "fixed_negatives",
     "row_budget",
+    "split_budget",
+    "split_step_counts",
     "step_counts",
     "supervised_per_row",
 ]
@@ -67,6 +69,17 @@ def step_counts(per_row: torch.Tensor, order: torch.Tensor, batch_size: int) -> 
     if order.numel() % batch_size:
         raise ValueError(f"order has {order.numel()} rows, not a multiple of batch_size {batch_size}")
     return per_row[order].view(-1, batch_size).sum(1).tolist()
+
+
+def split_budget(split, batch_size: int) -> int | None:
+    """`row_budget` of a `ResidentSplit`'s users (its padded layout; the empty filler row left out)."""
+    counts = supervised_per_row(split.padded_next_ids[: split.num_users])  # (U,)
+    return row_budget(counts, batch_size, split.pad_width)
+
+
+def split_step_counts(split, order: torch.Tensor, batch_size: int) -> list[int]:
+    """`step_counts` of a `ResidentSplit`'s padded rows (filler row included) over `order (S*B,)`."""
+    return step_counts(supervised_per_row(split.padded_next_ids), order, batch_size)
 
 
 def compact_rows(supervised: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -175,8 +175,8 @@ def run_results(trainer, status: str = "completed") -> dict:
         "cuda_graphs": trainer.use_graphs,
         # the CUDA graph's loss on the supervised positions only (training/loss_rows.py): its row budget,
         # and the steps run eagerly on all positions because their batch had more
-        "loss_rows": getattr(trainer, "loss_rows", None),
-        "eager_steps_above_budget": getattr(trainer, "eager_steps_above_budget", 0),
+        "loss_rows": trainer.loss_rows,
+        "eager_steps_above_budget": trainer.eager_steps_above_budget,
         "world_size": trainer.world,
         "epochs_run": len(hist),
         "stable_sort_used": getattr(trainer.dataset, "stable_sort", None),

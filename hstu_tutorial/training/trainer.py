@@ -271,8 +271,7 @@ class Trainer:
         index = torch.full((B,), rs.num_users, dtype=torch.int64, device=self.device)  # (B,) filler rows
         index[: min(B, rs.num_users)] = torch.arange(min(B, rs.num_users), device=self.device)
 
-        counts = loss_rows.supervised_per_row(rs.padded_next_ids[: rs.num_users])  # (U,) on the host
-        self.loss_rows = loss_rows.row_budget(counts, B, rs.pad_width)
+        self.loss_rows = loss_rows.split_budget(rs, B)
         self._loss_overflow = torch.zeros((), dtype=torch.int64, device=self.device)
 
         def batch_loss(idx: torch.Tensor) -> torch.Tensor:
@@ -410,8 +409,7 @@ class Trainer:
                     totals = self.train_rows.batch_totals(order, B // per)  # one host sync per epoch
                 supervised = None  # every batch's supervised positions, when the graph's loss has a budget
                 if self.graph is not None and self.loss_rows is not None:
-                    per_row = loss_rows.supervised_per_row(self.train_rows.padded_next_ids)  # (U+1,)
-                    supervised = loss_rows.step_counts(per_row, self.epoch_perm, B)
+                    supervised = loss_rows.split_step_counts(self.train_rows, self.epoch_perm, B)
                 self.model.train()
                 if show and not self.use_graphs:  # CUDA graph steps are too fast to need it
                     steps_bar = progress_bars.step_bar(len(steps), self.step_in_epoch, self.epoch)
