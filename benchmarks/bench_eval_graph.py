@@ -15,26 +15,20 @@ the new weights). `--smoke`: CPU, synthetic, no graph (logic only).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hstu_tutorial.perf import machine_info  # noqa: E402
+from bench_loss_rows import config_name, trainer_for  # noqa: E402
+
+from hstu_tutorial.perf import machine_info, save_results  # noqa: E402
 from hstu_tutorial.perf.measure import sync  # noqa: E402
-from hstu_tutorial.training.config import load_config  # noqa: E402
 from hstu_tutorial.training.trainer import Trainer  # noqa: E402
 
-CONFIGS = {
-    "hstu": "ml-1m/hstu-sampled-softmax-n128-final",
-    "sasrec": "ml-1m/sasrec-sampled-softmax-n128-final",
-}
-SMOKE = {"hstu": "synthetic/hstu-small", "sasrec": "synthetic/sasrec-small"}
 SPLITS = ("valid", "test")
 
 
@@ -46,10 +40,8 @@ def _train(tr: Trainer, steps: int) -> None:
     sync(tr.device)
 
 
-def _timed(fn) -> tuple[float, dict]:
-    sync_device = torch.cuda.is_available()
-    if sync_device:
-        torch.cuda.synchronize()
+def _timed(fn, device) -> tuple[float, dict]:
+    sync(device)
     t0 = time.perf_counter()
     ranks = fn()
     for r in ranks.values():
@@ -58,13 +50,7 @@ def _timed(fn) -> tuple[float, dict]:
 
 
 def measure(model: str, args) -> dict:
-    config = (SMOKE if args.smoke else CONFIGS)[model]
-    sets = {"tensorboard": False, "progress": False, "save_checkpoints": False, "seed": 0}
-    if args.smoke:
-        sets["device"] = "cpu"
-    elif args.data_dir:
-        sets["data_dir"] = args.data_dir
-    tr = Trainer(load_config(config, sets), verbose=False)
+    tr = trainer_for(model, args, seed=0)
     graphs_on = tr._eval_graphs is not None
     _train(tr, args.steps)
 
@@ -80,7 +66,7 @@ def measure(model: str, args) -> dict:
     for _phase in range(2):
         for _ in range(args.rounds):
             for name, fn in (("eager", eager), ("graph", graph)):
-                ms, ranks = _timed(fn)
+                ms, ranks = _timed(fn, tr.device)
                 times[name].append(ms)
                 if name == "eager":
                     want = ranks
@@ -90,7 +76,7 @@ def measure(model: str, args) -> dict:
     users = sum(tr.splits[s].num_users for s in SPLITS)
     return {
         "model": model,
-        "config": config,
+        "config": config_name(model, args),
         "graph": graphs_on and bool(tr._eval_graphs),
         "users_ranked": users,
         "eager_ms": statistics.median(times["eager"]),
@@ -129,13 +115,9 @@ def main(argv=None) -> int:
         args.rounds, args.steps = 2, 2
     rows = [measure(m, args) for m in args.models.split(",")]
     info = machine_info()
-    text = markdown(rows, f"{info.get('device', 'unknown device')}, {time.strftime('%Y-%m-%d')}")
+    text = markdown(rows, f"{info['device']}, {info['date_utc'][:10]}")
     print(text)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "bench_eval_graph.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-        (out / "bench_eval_graph.md").write_text(text)
+    save_results({"machine": info, "rows": rows}, "bench_eval_graph", [args.out], text)
     return 1 if any(r["ranks_differing"] for r in rows) else 0
 
 

@@ -23,7 +23,7 @@ mean ± std. The two variants draw different negatives, so they agree only withi
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import statistics
 import sys
 import time
@@ -32,18 +32,48 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hstu_tutorial.perf import machine_info  # noqa: E402
+from bench_seeds import MODELS, SMOKE  # noqa: E402
+
+from hstu_tutorial.perf import machine_info, save_results  # noqa: E402
 from hstu_tutorial.perf.measure import sync  # noqa: E402
 from hstu_tutorial.training import loss_rows  # noqa: E402
-from hstu_tutorial.training.config import load_config  # noqa: E402
+from hstu_tutorial.training.config import TrainConfig, load_config  # noqa: E402
 from hstu_tutorial.training.trainer import Trainer  # noqa: E402
 
-CONFIGS = {
-    "hstu": "ml-1m/hstu-sampled-softmax-n128-final",
-    "sasrec": "ml-1m/sasrec-sampled-softmax-n128-final",
-}
-SMOKE = {"hstu": "synthetic/hstu-small", "sasrec": "synthetic/sasrec-small"}
+QUIET = {"tensorboard": False, "progress": False, "save_checkpoints": False}
+
+
+def config_name(model: str, args) -> str:
+    """The bundled config of `model`: the ML-1M one, or its synthetic stand-in with --smoke."""
+    return (SMOKE if args.smoke else MODELS)[model]
+
+
+def config_for(model: str, args, **sets) -> TrainConfig:
+    """The ML-1M config of `model` (its synthetic stand-in with --smoke, on the CPU), without files, plus `sets`."""
+    sets = {**QUIET, **sets}
+    if args.smoke:
+        sets["device"] = "cpu"
+    elif args.data_dir:
+        sets["data_dir"] = args.data_dir
+    return load_config(config_name(model, args), sets)
+
+
+def trainer_for(model: str, args, **sets) -> Trainer:
+    """A Trainer of `config_for(model, args, **sets)` (bench_eval_graph.py uses it too)."""
+    return Trainer(config_for(model, args, **sets), verbose=False)
+
+
+@contextlib.contextmanager
+def no_budget():
+    """Inside: a graph captured by the trainer gives its loss every position (the budget switched off)."""
+    real = loss_rows.row_budget
+    loss_rows.row_budget = lambda *a, **k: None
+    try:
+        yield
+    finally:
+        loss_rows.row_budget = real
 
 
 def _epoch(tr: Trainer, order_cpu: torch.Tensor, budgeted: bool) -> tuple[float, float, int]:
@@ -52,9 +82,7 @@ def _epoch(tr: Trainer, order_cpu: torch.Tensor, budgeted: bool) -> tuple[float,
     order = order_cpu.to(tr.device)
     counts = None
     if budgeted and tr.loss_rows is not None:
-        counts = loss_rows.step_counts(
-            loss_rows.supervised_per_row(tr.train_rows.padded_next_ids), order_cpu, B
-        )
+        counts = loss_rows.split_step_counts(tr.train_rows, order_cpu, B)
     eager0 = tr.eager_steps_above_budget
     steps = order.numel() // B
     total = torch.zeros((), device=tr.device)
@@ -68,32 +96,21 @@ def _epoch(tr: Trainer, order_cpu: torch.Tensor, budgeted: bool) -> tuple[float,
 
 
 def measure(model: str, args) -> dict:
-    config = (SMOKE if args.smoke else CONFIGS)[model]
-    sets = {"tensorboard": False, "progress": False, "save_checkpoints": False, "seed": 0, "layout": "padded"}
-    if args.smoke:
-        sets["device"] = "cpu"
-    elif args.data_dir:
-        sets["data_dir"] = args.data_dir
-    tr = Trainer(load_config(config, sets), verbose=False)
+    tr = trainer_for(model, args, seed=0, layout="padded")
+    config = config_name(model, args)
     rs = tr.train_rows
     orders = [tr.epoch_order() for _ in range(args.rounds)]
     if tr.use_graphs:
         tr.capture_graph()
         budget = tr.loss_rows
         with_budget = tr.graph
-        real_budget = loss_rows.row_budget
-        loss_rows.row_budget = lambda *a, **k: None  # the same capture, all B*N positions in the loss
-        try:
+        with no_budget():  # the same capture, all B*N positions in the loss
             tr.graph = None
             tr.capture_graph()
-        finally:
-            loss_rows.row_budget = real_budget
         without = tr.graph
         graphs = {"with budget": (with_budget, budget), "all positions": (without, None)}
     else:  # CPU: no graph; the eager step itself has no budget, so this only runs the code path
-        budget = loss_rows.row_budget(
-            loss_rows.supervised_per_row(rs.padded_next_ids[: rs.num_users]), tr.cfg.batch_size, rs.pad_width
-        )
+        budget = loss_rows.split_budget(rs, tr.cfg.batch_size)
         graphs = {"with budget": (None, None), "all positions": (None, None)}
     times = {k: [] for k in graphs}
     losses = {k: [] for k in graphs}
@@ -128,18 +145,12 @@ def measure(model: str, args) -> dict:
 
 def check(model: str, args) -> dict:
     """Loss and gradients with the budget against all positions, on `--check-batches` batches."""
-    config = (SMOKE if args.smoke else CONFIGS)[model]
-    sets = {"tensorboard": False, "progress": False, "save_checkpoints": False, "seed": 0, "layout": "padded"}
-    if args.smoke:
-        sets["device"] = "cpu"
-    elif args.data_dir:
-        sets["data_dir"] = args.data_dir
-    tr = Trainer(load_config(config, sets), verbose=False)
+    tr = trainer_for(model, args, seed=0, layout="padded")
+    config = config_name(model, args)
     rs, B = tr.train_rows, tr.cfg.batch_size
-    per_row = loss_rows.supervised_per_row(rs.padded_next_ids)
-    budget = loss_rows.row_budget(per_row[: rs.num_users], B, rs.pad_width) or B * rs.pad_width
+    budget = loss_rows.split_budget(rs, B) or B * rs.pad_width
     order = tr.epoch_order()
-    counts = loss_rows.step_counts(per_row, order, B)
+    counts = loss_rows.split_step_counts(rs, order, B)
     found = []
     for s in range(min(args.check_batches, len(counts))):
         index = order[s * B : (s + 1) * B].to(tr.device)
@@ -181,22 +192,12 @@ def accuracy(model: str, seeds: list[int], args) -> dict:
     """Test HR@10 / NDCG@10 of `seeds` trained with the loss's row budget and without it."""
     from hstu_tutorial.training.multi_seed import mean_std, train_seeds
 
-    config = (SMOKE if args.smoke else CONFIGS)[model]
-    sets = {"tensorboard": False, "progress": False, "save_checkpoints": False, "exp_dir": args.exp_dir}
-    if args.smoke:
-        sets.update(device="cpu", num_epochs=2)
-    elif args.data_dir:
-        sets["data_dir"] = args.data_dir
-    out = {"model": model, "config": config, "seeds": seeds}
-    real_budget = loss_rows.row_budget
+    sets = {"exp_dir": args.exp_dir, **({"num_epochs": 2} if args.smoke else {})}
+    out = {"model": model, "config": config_name(model, args), "seeds": seeds}
     for variant in ("with budget", "all positions"):
-        if variant == "all positions":
-            loss_rows.row_budget = lambda *a, **k: None
-        try:
-            cfg = load_config(config, dict(sets, name=f"loss-rows-{model}-{variant.replace(' ', '-')}"))
-            res = train_seeds(cfg, seeds, verbose=False, write=False)
-        finally:
-            loss_rows.row_budget = real_budget
+        name = f"loss-rows-{model}-{variant.replace(' ', '-')}"
+        with no_budget() if variant == "all positions" else contextlib.nullcontext():
+            res = train_seeds(config_for(model, args, name=name, **sets), seeds, verbose=False, write=False)
         per_seed = {s: r["reference_protocol"]["test_mean"] for s, r in zip(seeds, res["runs"])}
         out[variant] = {
             "per_seed": {s: {k: m[k] for k in ("hr@10", "ndcg@10")} for s, m in per_seed.items()},
@@ -264,7 +265,7 @@ def main(argv=None) -> int:
     if args.smoke:
         args.rounds = min(args.rounds, 2)
     info = machine_info()
-    machine = f"{info.get('device', 'unknown device')}, {time.strftime('%Y-%m-%d')}"
+    machine = f"{info['device']}, {info['date_utc'][:10]}"
     status = 0
     if args.check:
         rows = [check(m, args) for m in args.models.split(",")]
@@ -278,11 +279,7 @@ def main(argv=None) -> int:
         rows = [measure(m, args) for m in args.models.split(",")]
         text, stem = markdown(rows, machine), "bench_loss_rows"
     print(text)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{stem}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-        (out / f"{stem}.md").write_text(text)
+    save_results({"machine": info, "rows": rows}, stem, [args.out], text)
     return status
 
 

@@ -23,7 +23,6 @@ differs, and the largest difference. Exits 1 when `own` shows any difference. Th
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hstu_tutorial.perf import save_results  # noqa: E402
 from hstu_tutorial.perf.graph_streams import compare  # noqa: E402
 
 
@@ -65,11 +65,7 @@ def main(argv=None) -> int:
     lines += ["", f"{verdict}: graphs captured on their own replay stream differ in {own_bad} outputs."]
     text = "\n".join(lines) + "\n"
     print(text)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "check_graph_streams.json").write_text(json.dumps(rows, indent=1))
-        (out / "check_graph_streams.md").write_text(text)
+    save_results(rows, "check_graph_streams", [args.out], text)  # a list of rows, as notebook 07 reads it
     return 0 if own_bad == 0 else 1
 
 

@@ -73,9 +73,8 @@ def profile_run(name: str, config: str, overrides: dict, top: int) -> dict:
     out = {"run": name, "config": config, "overrides": overrides, "model": cfg.model}
     if tr.use_graphs:
         tr.capture_graph()
-        rows = (
-            tr.supervised_count(index) if tr.loss_rows is not None else None
-        )  # counted once, as in an epoch
+        # the batch's supervised positions counted once, as the epoch loop does, not synced in every step
+        rows = tr.supervised_count(index) if tr.loss_rows is not None else None
         out["loss_rows"] = tr.loss_rows
         out["graph_step_ms"] = _median_ms(lambda: tr.step(index, supervised=rows), device, 10, 50)
     totals = rs.batch_totals(index, B) if tr.layout == "jagged" else None
