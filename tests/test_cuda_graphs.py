@@ -119,16 +119,15 @@ class _CallStandIn:
 
 @pytest.fixture()
 def eval_trainer(dataset, tmp_path, monkeypatch):
-    from hstu_tutorial.training import trainer as trainer_module
-    from hstu_tutorial.training.config import TrainConfig
+    from tiny_runs import TINY_SETS
+
+    from hstu_tutorial.training.config import load_config
+    from hstu_tutorial.training.trainer import Trainer
 
     monkeypatch.setattr(cuda_graph, "CapturedCall", _CallStandIn)
     _CallStandIn.made = 0
-    cfg = TrainConfig(
-        dataset="synthetic", max_seq_len=20, embedding_dim=16, dqk=16, dv=16, ffn_hidden=16, device="cpu",
-        tensorboard=False, progress=False, exp_dir=str(tmp_path), protocol="validation",
-    )  # fmt: skip
-    tr = trainer_module.Trainer(cfg, dataset=dataset, verbose=False)
+    cfg = load_config("synthetic/hstu-small", [*TINY_SETS, "progress=false", f"exp_dir={tmp_path}"])
+    tr = Trainer(cfg, dataset=dataset, verbose=False)
     tr._eval_graphs = cuda_graph.SplitGraphs(tr.device)  # as on a GPU with CUDA graphs
     return tr
 
