@@ -130,3 +130,52 @@ def test_flagged_embeddings_give_the_same_losses(loss_fn):
     plain = loss_fn(query, positives, lambda ids: table[ids], catalogue, **kw)
     flagged = loss_fn(query, positives, _normalised_embed(table), catalogue, **kw)
     torch.testing.assert_close(flagged, plain, rtol=1e-12, atol=1e-12)
+
+
+def test_padding_for_aligned_matrix_products_changes_no_number(monkeypatch):
+    """D = 50 and C = 301 (not multiples of 8): the padded dense loss equals the unpadded one and the gather
+    reference, in float64, and its gradients have the inputs' shapes."""
+    from hstu_tutorial import losses
+
+    gen = torch.Generator().manual_seed(3)
+    M, D, C, R = 37, 50, 301, 16
+    catalogue = torch.arange(1, C + 1)
+    table = torch.randn(C + 1, D, generator=gen, dtype=torch.float64)
+    query = torch.randn(M, D, generator=gen, dtype=torch.float64)
+    positives = torch.randint(1, C + 1, (M,), generator=gen)
+    negatives = torch.randint(0, C, (M, R), generator=gen)
+    found = {}
+    for name, align, impl in (("padded", 8, "dense"), ("unpadded", 1, "dense"), ("gather", 8, "gather")):
+        monkeypatch.setattr(losses, "GEMM_ALIGN", align)
+        q, t = query.clone().requires_grad_(True), table.clone().requires_grad_(True)
+        loss = sampled_softmax_loss(
+            q, positives, lambda ids, t=t: t[ids], catalogue, negatives=negatives, impl=impl
+        )
+        loss.backward()
+        assert q.grad.shape == (M, D) and t.grad.shape == (C + 1, D)
+        found[name] = (loss.detach(), q.grad, t.grad)
+    for name in ("unpadded", "gather"):
+        for a, b in zip(found["padded"], found[name]):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_padded_operands_are_aligned_and_zero_filled(monkeypatch):
+    from hstu_tutorial import losses
+
+    monkeypatch.setattr(losses, "GEMM_ALIGN", 8)
+    query = torch.randn(5, 50, requires_grad=True)
+    items = torch.randn(301, 50, requires_grad=True)
+    columns = torch.randint(0, 301, (5, 4))
+    hits = torch.zeros(5, 3, dtype=torch.bool)
+    logits = losses._SampledColumns.apply(query, items, columns, hits, 0.05)
+    query_p, items_p, _ = logits.grad_fn.saved_tensors
+    assert query_p.shape == (5, 56) and items_p.shape == (304, 56)
+    assert torch.equal(query_p[:, :50], query.detach()) and not query_p[:, 50:].any()
+    assert (
+        torch.equal(items_p[:301, :50], items.detach())
+        and not items_p[301:].any()
+        and not items_p[:, 50:].any()
+    )
+    # already aligned: no copy
+    aligned = torch.randn(8, 16)
+    assert losses._pad_to(aligned, 8, 16) is aligned
