@@ -44,3 +44,27 @@ def test_loss_rows_smoke_check_passes_and_writes_its_table(tmp_path):
     assert {r["model"] for r in rows} == {"hstu", "sasrec"}
     assert all(r["inputs_unchanged"] and r["batches"] == 2 for r in rows)
     assert "PASS" in (tmp_path / "bench_loss_rows_check.md").read_text()
+
+
+def test_loss_rows_smoke_fallback_runs_and_writes_its_table(tmp_path):
+    argv = ["--smoke", "--fallback", "--models", "hstu", "--exp-dir", str(tmp_path / "exps")]
+    assert bench_loss_rows.main(argv + ["--out", str(tmp_path)]) == 0
+    (row,) = json.loads((tmp_path / "bench_loss_rows_fallback.json").read_text())["rows"]
+    # no graph on a CPU: no budget, no eager steps; the run itself and its bookkeeping still go through
+    assert row["status"] == "completed" and row["finite"] and not row["graph"]
+    assert row["host_counts_wrong"] == 0 and len(row["train_loss"]) == row["epochs"] == 2
+    assert "PASS" in (tmp_path / "bench_loss_rows_fallback.md").read_text()
+
+
+def test_fallback_verdict_fails_on_every_kind_of_fault():
+    good = {"graph": True, "status": "completed", "eager_steps_above_budget": 35, "host_count_above_budget": 35,
+            "host_counts_wrong": 0, "finite": True}  # fmt: skip
+    assert bench_loss_rows._fallback_ok(good)
+    for fault in (
+        {"status": "failed"},  # the overflow guard stopped the run
+        {"eager_steps_above_budget": 0, "host_count_above_budget": 0},  # nothing ran eagerly: not tested
+        {"eager_steps_above_budget": 34},  # a batch above the budget was replayed
+        {"host_counts_wrong": 1},  # the host's counts are not the batches' counts
+        {"finite": False},
+    ):
+        assert not bench_loss_rows._fallback_ok({**good, **fault}), fault
