@@ -7,7 +7,9 @@ untraced: compile, CUDA graph capture) under the PyTorch profiler with CUDA acti
 traced epochs it reports: the kernels' summed time, the time during which at least one kernel ran (the union
 of their intervals), their ratio (the average number of kernels running at once: 1.0 means the streams never
 overlap), the number of streams seen, the wall time, and the wall time not covered by any kernel (the GPU
-idle, waiting for the host). Writes `profile_seeds.json` and `profile_seeds.md`. `--smoke`: CPU, synthetic,
+idle, waiting for the host), and per kernel name the mean duration alone and with the seeds together: the
+kernels that slow down most when they share the GPU show which resource the seeds compete for. Writes
+`profile_seeds.json` and `profile_seeds.md`. `--smoke`: CPU, synthetic,
 logic only (no CUDA kernels to trace).
 """
 
@@ -69,12 +71,16 @@ def trace(cfg, seeds: list[int], dataset, epochs: int) -> dict:
     finally:
         if state["prof"] is not None:
             state["prof"].__exit__(None, None, None)
-    kernels, streams = [], set()
+    kernels, streams, by_name = [], set(), {}
     if state["prof"] is not None:
         for e in state["prof"].events():
             if getattr(e, "device_type", None) is not None and str(e.device_type).endswith("CUDA"):
-                kernels.append((e.time_range.start / 1e6, e.time_range.end / 1e6))
+                start, end = e.time_range.start / 1e6, e.time_range.end / 1e6
+                kernels.append((start, end))
                 streams.add(getattr(e, "device_resource_id", None))
+                entry = by_name.setdefault(e.name[:90], [0, 0.0])
+                entry[0] += 1
+                entry[1] += end - start
     busy = sum(b - a for a, b in kernels)
     covered = union_length(kernels)
     return {
@@ -88,7 +94,28 @@ def trace(cfg, seeds: list[int], dataset, epochs: int) -> dict:
         "concurrency": busy / covered if covered else None,
         "wall_s": wall,
         "gpu_idle_s": wall - covered if kernels else None,
+        "by_kernel": {k: {"calls": c, "sum_s": t} for k, (c, t) in by_name.items()},
     }
+
+
+def slowdown_rows(alone: dict, together: dict, top: int = 15) -> list[dict]:
+    """Per kernel name in both traces: mean duration alone and together, their ratio, and the kernel's share of
+    the extra summed time (together's sum minus alone's sum scaled to the same number of calls); the `top`
+    kernels by that extra time."""
+    rows = []
+    for name, t in together.items():
+        a = alone.get(name)
+        if not a or not a["calls"] or not t["calls"]:
+            continue
+        mean_a, mean_t = a["sum_s"] / a["calls"], t["sum_s"] / t["calls"]
+        rows.append({"kernel": name, "calls_alone": a["calls"], "calls_together": t["calls"],
+                     "mean_us_alone": 1e6 * mean_a, "mean_us_together": 1e6 * mean_t,
+                     "ratio": mean_t / mean_a if mean_a else None,
+                     "extra_s": t["sum_s"] - mean_a * t["calls"]})  # fmt: skip
+    extra = sum(max(r["extra_s"], 0.0) for r in rows)
+    for r in rows:
+        r["extra_share"] = max(r["extra_s"], 0.0) / extra if extra else 0.0
+    return sorted(rows, key=lambda r: r["extra_s"], reverse=True)[:top]
 
 
 def main(argv=None) -> Path:
@@ -146,6 +173,20 @@ def main(argv=None) -> Path:
             f"| {len(r['seeds'])} | {r['kernels']} | {r['streams']} | {r['kernel_sum_s']:.3f} | "
             f"{r['kernel_union_s']:.3f} | {conc} | {r['wall_s']:.3f} | {idle} |"
         )
+    slow = slowdown_rows(rows[0]["by_kernel"], rows[-1]["by_kernel"]) if len(rows) > 1 else []
+    if slow:
+        lines += [
+            "",
+            f"Kernels that slow down most with {len(rows[-1]['seeds'])} seeds together (by the summed time they add):",
+            "",
+            "| kernel | mean µs alone | mean µs together | ratio | share of the added time |",
+            "|---|---|---|---|---|",
+        ]
+        for r in slow:
+            lines.append(
+                f"| `{r['kernel'][:70]}` | {r['mean_us_alone']:.1f} | {r['mean_us_together']:.1f} | "
+                f"{r['ratio']:.2f} | {r['extra_share']:.0%} |"
+            )
     lines += ["", "Command:", "", "    python benchmarks/profile_seeds.py " + " ".join(argv or sys.argv[1:])]
     (out / "profile_seeds.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
