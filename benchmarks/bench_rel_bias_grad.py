@@ -28,6 +28,8 @@ SHAPES = [
     (128, 200, 1, 50, torch.float32),
     (128, 200, 1, 50, torch.bfloat16),
     (32, 1024, 2, 64, torch.bfloat16),
+    (16, 2048, 2, 64, torch.bfloat16),
+    (8, 4096, 2, 64, torch.bfloat16),
     (4, 8192, 2, 64, torch.bfloat16),
 ]
 

@@ -34,17 +34,20 @@ from hstu_tutorial.ops.options import KernelOptions, get_options
 from hstu_tutorial.ops.triton import tiles
 from hstu_tutorial.ops.triton.bias import _Bias, _rel_bias_weight_grads
 from hstu_tutorial.ops.triton.hstu_attention_kernels import hstu_fwd_kernel
-from hstu_tutorial.ops.triton.hstu_bwd_dkdv_kernel import hstu_bwd_dkdv_kernel
+from hstu_tutorial.ops.triton.hstu_bwd_dkdv_kernel import REL_BIAS_GRAD_COPIES, hstu_bwd_dkdv_kernel
 from hstu_tutorial.ops.triton.hstu_bwd_dq_kernel import hstu_bwd_dq_kernel
 
 # rel_bias_grad = "auto" takes the in-kernel atomics up to this longest length, the dense gradient
 # above. Measured on the H200 (fwd+bwd, benchmarks/bench_rel_bias_grad.py): atomic 0.95 vs 1.65 ms at
 # the ML-1M shape (fp32), 2.67 vs 2.88 ms at N = 1024, but 55.8 vs 19.7 ms at N = 8192 (4 sequences x 2
 # heads: ~128 key tiles per sequence add onto the same few hundred addresses), where dense needs 9.2 GiB
-# against 19 MiB. End to end on ML-1M the atomics showed no gain (HSTU-large 36.9 s against 35.0-35.2 s
-# with dense, across machine instances). Measured again in one process on 2026-12-01 (profile_step.py), the
-# CUDA-graph step with atomics is faster (ML-1M HSTU 2.89 vs 3.30 ms, HSTU-large 9.03 vs 9.41 ms), so "auto"
-# is the default (ops/options.py).
+# against 19 MiB. Measured again in one process on 2026-12-01 (profile_step.py), the CUDA-graph step with
+# atomics is faster (ML-1M HSTU 2.89 vs 3.30 ms, HSTU-large 9.03 vs 9.41 ms), so "auto" is the default
+# (ops/options.py). With eight copies of each row (REL_BIAS_GRAD_COPIES, later that day) the atomics take
+# 2.2-2.3 ms at N = 1024 and 15.1-15.7 ms at N = 8192 in that benchmark (dense 3.0 and 19.5 ms), but a whole
+# STU layer of d = 512 and 8 heads (benchmarks/bench_layers.py) is still faster with the dense gradient above
+# N = 1024 (12.0 vs 15.2 ms at N = 2048, 42.7 vs 74.1 ms at N = 8192): the threshold stays
+# (benchmarks/results/h200_2026-12-01/perf/rel_bias_copies/README.md).
 REL_BIAS_ATOMIC_MAX_SEQ_LEN = 1024
 # Tiles with autotune off, (BLOCK_M, BLOCK_N, num_warps, num_stages): one compile per kernel.
 GPU_DEFAULT_CONFIG = {"fwd": (64, 64, 4, 3), "dkdv": (32, 64, 4, 3), "dq": (64, 64, 4, 3)}
@@ -286,8 +289,8 @@ class _HSTUAttentionFunction(torch.autograd.Function):
         short = max_seq_len <= REL_BIAS_ATOMIC_MAX_SEQ_LEN
         atomic_weights = opts.rel_bias_grad == "atomic" or (opts.rel_bias_grad == "auto" and short)
         weights_in_kernel = rab_grad and bias.mode == 2 and atomic_weights
-        if weights_in_kernel:  # (B*H, 2P-1 + NB) fp32: per (sequence, head) [dpos_w | dts_w]
-            drab_w = 2 * bias.P - 1 + bias.NB
+        if weights_in_kernel:  # (B*H, copies * (2P-1 + NB)) fp32: copies of [dpos_w | dts_w] per (seq., head)
+            drab_w = REL_BIAS_GRAD_COPIES.value * (2 * bias.P - 1 + bias.NB)
             drab = torch.zeros((B * H, drab_w), dtype=torch.float32, device=q.device)
         elif rab_grad:  # (B, H, N, N) fp32 bias gradient; entries the kernel skips (masked, padding) read 0
             drab_w = bias.pad_width
@@ -368,7 +371,8 @@ class _HSTUAttentionFunction(torch.autograd.Function):
         if rab_grad and bias.mode == 1:
             grad_rab = _hand_over(drab.sum_to_size(bias.rab4_shape).reshape(rab.shape), rab.dtype)
         elif weights_in_kernel:
-            w = drab.sum(0)  # (2P-1 + NB,): summed over sequences and heads (the weights are shared)
+            # (2P-1 + NB,): summed over the copies, sequences and heads (the weights are shared)
+            w = drab.view(-1, 2 * bias.P - 1 + bias.NB).sum(0)
             grad_pos, grad_ts = w[: 2 * bias.P - 1], w[2 * bias.P - 1 :]
             grad_pos, grad_ts = grad_pos.to(pos_w.dtype), grad_ts.to(ts_w.dtype)
         elif rab_grad and bias.mode == 2:

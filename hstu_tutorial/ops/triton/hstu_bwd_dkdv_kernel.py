@@ -13,6 +13,14 @@ from hstu_tutorial.ops.triton.hstu_attention_kernels import (  # noqa: F401
     _sigmoid,
 )
 
+# RAB_GRAD=2 adds every score gradient onto its (sequence, head)'s [dpos_w | dts_w] row with atomics. The
+# atomics of one tile meet on few addresses: a few dozen diagonals of positions and often a handful of time
+# buckets, and an L2 slice applies additions to one address one at a time. So each (sequence, head) gets
+# this many copies of the row and a score adds onto copy (i + 2j) mod COPIES (i its query, j its key): the
+# additions of a tile spread over COPIES times more addresses (along a diagonal, consecutive scores land on
+# different copies). The caller sums the copies with the sequences and heads.
+REL_BIAS_GRAD_COPIES = tl.constexpr(8)
+
 
 @triton.jit
 def _dkdv_query_tiles(
@@ -86,12 +94,14 @@ def _dkdv_query_tiles(
                 dsT * inv_n,
                 mask=(rows[None, :] < L) & (offs_n[:, None] < L),
             )
-        elif RAB_GRAD == 2:  # straight onto this (sequence, head)'s gradient of [pos_w | ts_w]
+        elif RAB_GRAD == 2:  # straight onto a copy of this (sequence, head)'s gradient of [pos_w | ts_w]
             pos, bucket = _rel_bias_index(TS, NTS, P, NB, rows[None, :], offs_n[:, None], L)
             valid = (rows[None, :] < L) & (offs_n[:, None] < L)
             g = dsT * inv_n
-            tl.atomic_add(drab_base + pos, g, mask=valid)
-            tl.atomic_add(drab_base + (2 * P - 1) + bucket, g, mask=valid)
+            copy = (rows[None, :] + 2 * offs_n[:, None]) % REL_BIAS_GRAD_COPIES  # (BN, BM)
+            copy = copy * (2 * P - 1 + NB)  # its row's offset
+            tl.atomic_add(drab_base + copy + pos, g, mask=valid)
+            tl.atomic_add(drab_base + copy + (2 * P - 1) + bucket, g, mask=valid)
         if ATOMIC_DQ:
             dq_part = tl.dot(tl.trans(dsT.to(k.dtype)), k, input_precision=DOT_PREC)  # (BM, D_QK)
             dq_part = dq_part * (alpha * inv_n)
@@ -108,8 +118,8 @@ def hstu_bwd_dkdv_kernel(
     DQ_G,  # ATOMIC_DQ: dQ (T, H, D_QK) fp32, zeroed, accumulated with atomics; else unused
     DK_G,
     DV_G,  # gradients out: dK (T, H, D_QK), dV (T, H, D_V)
-    DRAB,  # fp32, zeroed. RAB_GRAD=1: bias gradient (B, H, DRAB_W, DRAB_W); 2: rows [dpos_w | dts_w]
-    #        of DRAB_W = 2P-1 + NB per (sequence, head); 0: unused
+    DRAB,  # fp32, zeroed. RAB_GRAD=1: bias gradient (B, H, DRAB_W, DRAB_W); 2: REL_BIAS_GRAD_COPIES rows
+    #        [dpos_w | dts_w] of 2P-1 + NB per (sequence, head), DRAB_W = their total; 0: unused
     OFFSETS,  # (B+1,) int64 sequence starts
     RAB,
     TS,
