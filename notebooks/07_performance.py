@@ -81,7 +81,11 @@ ON_GPU = preset.device == "cuda"
 # loss scores only the supervised positions, in a fixed number of rows (mean + 5 standard deviations of a
 # random batch's count), and each split's evaluation is replayed as a graph too. On the H200 (2026-12-01,
 # `benchmarks/results/h200_2026-12-01/perf/loss_rows_eval_graph/README.md`) that took 8% off the step of both
-# models and 29% off HSTU's evaluation; the table below was measured before either.
+# models and 29% off HSTU's evaluation. One more lever was alignment: that loss multiplies (rows x 50) by
+# (50 x 3,883) fp32 matrices, whose rows do not start on 16-byte boundaries, so cuBLAS fell back to kernels
+# that load one float at a time. Padding both with zero columns and rows to 56 and 3,888 changes no number
+# and took the loss from 0.94 to 0.73 ms, the step 7-8% (`perf/loss_align/README.md`, same GPU and day).
+# The table below was measured before all three.
 
 # %%
 saved = json.loads((H200 / "levers.json").read_text())
