@@ -3,8 +3,10 @@
     PYTHONPATH=. python benchmarks/bench_rel_bias_grad.py [--out DIR]
 
 For each shape: the two modes' gradients against each other (q, k, v, pos_w, ts_w; relative error), and
-forward+backward time and peak memory of each (median of timed calls). Shapes: the ML-1M step (B=128,
-N=200, H=1, d=50, lengths as in ML-1M-like data: uniform in [N/4, N]) and long sequences (N up to 8192).
+forward+backward time and peak memory of each (median of timed calls), and of the same call with the bias
+weights frozen (no bias gradient: the baseline the two modes add to). Fixed tiles (autotune off). Shapes:
+the ML-1M step (B=128, N=200, H=1, d=50, lengths as in ML-1M-like data: uniform in [N/4, N]) and long
+sequences (N up to 8192).
 Needs a GPU (on a CPU the interpreter is far too slow for these shapes; the unit tests check both modes).
 """
 
@@ -53,10 +55,19 @@ def case(B, N, H, d, dtype, seed=0):
 
 
 def run(mode, c):
+    """Forward + backward; mode "atomic" / "dense" (how the weight gradients are formed) or "frozen" (the bias
+    weights detached: the kernels compute no bias gradient at all, the baseline both modes add to)."""
     q, k, v, offsets, ts, nts, bias, grad_out, N = c
-    with use_options(rel_bias_grad=mode):  # the backward follows the forward's options
-        out = triton_hstu_attention_rel_bias(q, k, v, offsets, ts, nts, bias.pos_w, bias.ts_w, max_len=N)
-    return torch.autograd.grad(out, (q, k, v, bias.pos_w, bias.ts_w), grad_out)
+    pos_w, ts_w = bias.pos_w, bias.ts_w
+    if mode == "frozen":
+        pos_w, ts_w = pos_w.detach(), ts_w.detach()
+    with use_options(
+        rel_bias_grad="auto" if mode == "frozen" else mode
+    ):  # the backward follows the forward's
+        out = triton_hstu_attention_rel_bias(q, k, v, offsets, ts, nts, pos_w, ts_w, max_len=N)
+    if mode == "frozen":
+        return torch.autograd.grad(out, (q, k, v), grad_out)
+    return torch.autograd.grad(out, (q, k, v, pos_w, ts_w), grad_out)
 
 
 def rel(a, b):
@@ -92,7 +103,7 @@ def measure(args) -> list[dict]:
             "dtype": str(dtype).split(".")[-1],
             "rel_err_atomic_vs_dense": errs,
         }
-        for mode in ("atomic", "dense"):
+        for mode in ("atomic", "dense", "frozen"):
             for _ in range(3):
                 run(mode, c)
             torch.cuda.synchronize()
@@ -111,7 +122,7 @@ def measure(args) -> list[dict]:
         print(
             f"B={B} N={N} H={H} d={d} {row['dtype']}: atomic {row['atomic_ms']:.3f} ms "
             f"{row['atomic_peak_mib']:.0f} MiB | dense {row['dense_ms']:.3f} ms "
-            f"{row['dense_peak_mib']:.0f} MiB | max rel err {max(errs.values()):.1e} ({errs})",
+            f"{row['dense_peak_mib']:.0f} MiB | no bias gradient {row['frozen_ms']:.3f} ms | max rel err {max(errs.values()):.1e} ({errs})",
             flush=True,
         )
         rows.append(row)
