@@ -157,7 +157,8 @@ def main(argv=None) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"machine": machine, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "config": name}
-    (out / "profile_seeds.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
+    slow = slowdown_rows(rows[0]["by_kernel"], rows[-1]["by_kernel"]) if len(rows) > 1 else []
+    (out / "profile_seeds.json").write_text(json.dumps({**meta, "rows": rows, "slowdown": slow}, indent=1))
     lines = [
         f"# Do the seeds overlap? ({machine}, {meta['date']})",
         "",
@@ -173,7 +174,6 @@ def main(argv=None) -> Path:
             f"| {len(r['seeds'])} | {r['kernels']} | {r['streams']} | {r['kernel_sum_s']:.3f} | "
             f"{r['kernel_union_s']:.3f} | {conc} | {r['wall_s']:.3f} | {idle} |"
         )
-    slow = slowdown_rows(rows[0]["by_kernel"], rows[-1]["by_kernel"]) if len(rows) > 1 else []
     if slow:
         lines += [
             "",
