@@ -109,6 +109,48 @@ fig, drawn = viz.plot_levers(saved)
 # speeds up the arithmetic cannot help a step that is waiting on launches or on data.
 
 # %% [markdown]
+# Once the graph has removed the launches, bytes are what a step spends. The sampled softmax multiplies the
+# step's (rows x 50) queries by the (3,883 x 50) item table, three times (scores, dQ, dE), each reading or
+# writing a (rows x 3,883) fp32 matrix. A GPU loads memory fastest in 16-byte vectors, so cuBLAS picks its
+# vector-load kernels only when every row starts on a 16-byte boundary; rows of 50 or 3,883 floats (200 and
+# 15,532 bytes) do not, and the `align1` kernels it falls back to load one float at a time. The cell below
+# reads the loss alone, timed on the H200 with its operands as they are and padded with zero columns and rows
+# to multiples of 8 (`benchmarks/bench_loss.py`, which also replays the trainer's whole step with each).
+
+# %%
+ALIGN_DIR = ROOT / "benchmarks" / "results" / "h200_2026-12-01" / "perf" / "loss_align"
+align = json.loads((ALIGN_DIR / "bench_loss.json").read_text())
+print(
+    f"{align['machine']['device']}, {align['machine']['date_utc']}: loss forward + backward as a CUDA graph"
+)
+
+
+def kernel_kind(name):
+    """'align1' / 'align4' / 'sm90' / ...: the part of a cuBLAS kernel name that says how it loads."""
+    for tag in ("align1", "align4", "aligna4", "sm90", "ffma"):
+        if tag in name:
+            return tag
+    return name[:20]
+
+
+loss_rows = pd.DataFrame(
+    [{"variant": r["variant"], "ms": round(r["ms"], 3),
+      "GEMM kernels": ", ".join(kernel_kind(k) for k in r["kernels"])} for r in align["rows"]]
+)  # fmt: skip
+display(loss_rows)
+by = {r["variant"]: r["ms"] for r in align["rows"]}
+steps = {r["model"]: r for r in align["steps"]}
+display(
+    Markdown(
+        f"Padded: **{by['dense, padded']:.3f} ms** against {by['dense, unpadded']:.3f} ms unpadded "
+        f"({by['dense, unpadded'] / by['dense, padded']:.2f}x). In the trainer's step, HSTU "
+        f"{steps['hstu']['unpadded_step_ms']:.3f} -> {steps['hstu']['padded_step_ms']:.3f} ms, SASRec "
+        f"{steps['sasrec']['unpadded_step_ms']:.3f} -> {steps['sasrec']['padded_step_ms']:.3f} ms. The padding "
+        "adds exact zeros to every dot product: the same loss, the same gradients."
+    )
+)
+
+# %% [markdown]
 # ## 2. Measuring the levers here
 #
 # The same function produced the saved table; `run_levers` picks the rows this machine can run (on a CPU:
@@ -538,3 +580,37 @@ display(
 # PYTHONPATH=. python benchmarks/check_graph_streams.py
 # PYTHONPATH=. python benchmarks/seeds_alone_vs_together.py --data-dir data/ml-1m-u2999 --model sasrec --repeats 3
 # ```
+
+# %% [markdown]
+# Correct is not yet fast. `--seeds 42,1,2,3` runs its four steps at the same time, yet the four seeds' training
+# costs nearly four times one run's (`benchmarks/bench_seeds.py`, read below). A kernel trace of one seed
+# against four in one process (`benchmarks/profile_seeds.py`, H200, 2026-12-01) shows where the overlap goes:
+# per kernel, its mean duration alone and with the other seeds running.
+
+# %%
+seeds_run = {r["model"]: r for r in json.loads((ALIGN_DIR / "bench_seeds.json").read_text())["rows"]}["hstu"]
+print(
+    f"HSTU train + eval: one run {seeds_run['a']['train_eval_s']:.1f} s, --seeds 42,1,2,3 "
+    f"{seeds_run['b']['train_eval_s']:.1f} s ({seeds_run['b']['train_eval_s'] / seeds_run['a']['train_eval_s']:.2f}x)"
+)
+overlap = json.loads((ALIGN_DIR / "profile_seeds.json").read_text())
+one, four = overlap["rows"][0], overlap["rows"][-1]
+print(
+    f"{overlap['machine']}, {overlap['date']}: 1 seed {one['kernel_sum_s']:.3f} s of kernels; "
+    f"{len(four['seeds'])} seeds {four['kernel_sum_s']:.3f} s of kernels in {four['kernel_union_s']:.3f} s of GPU time "
+    f"({four['concurrency']:.2f} kernels at once)"
+)
+slow = pd.DataFrame(overlap["slowdown"]).head(8)  # the kernels that add the most time together
+slow["kernel"] = slow["kernel"].str.slice(0, 60)
+display(slow[["kernel", "mean_us_alone", "mean_us_together", "ratio", "extra_share"]].round(2))
+small = slow[slow["mean_us_alone"] < 20]
+display(
+    Markdown(
+        f"Four seeds keep {four['concurrency']:.2f} kernels running at once, but the kernels themselves slow down: "
+        f"the {len(small)} small ones in this table (under 20 µs alone) take {small['ratio'].min():.1f}-"
+        f"{small['ratio'].max():.1f}x longer together, the long attention kernels far less. That is what happens when "
+        "each small kernel alone already keeps most of the GPU busy for its few microseconds: two at once share "
+        "it rather than filling each other's gaps. What would make four seeds cheap is less work per step (fewer, "
+        "fused kernels), not more overlap."
+    )
+)
