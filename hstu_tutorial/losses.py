@@ -151,6 +151,54 @@ class _SampledColumns(torch.autograd.Function):
         return dquery, ditems, None, None, None
 
 
+class _SparseSampledColumns(torch.autograd.Function):
+    """The same logits as `_SampledColumns`, with the sampled columns as a sparse (M, C) pattern instead of a
+    dense (M, C) score matrix.
+
+    Forward: one sampled dense-dense product (`torch.sparse.sampled_addmm`, SDDMM) computes <q_m, e_c> only for
+    the M x (1 + R) sampled pairs. Backward: the logit gradient G is a sparse (M, C) matrix with 1 + R entries
+    per row (a column drawn twice is two entries, which the products add), and dQ = G E, dE = G^T Q are two
+    sparse-dense products (SpMM). No (M, C) matrix is ever written: what is read is the sampled items' rows.
+    """
+
+    @staticmethod
+    def forward(ctx, query, items, columns, hits, temperature):
+        (M, width), C = columns.shape, items.shape[0]
+        dtype = torch.promote_types(torch.promote_types(query.dtype, items.dtype), torch.float32)
+        query, items = query.to(dtype), items.to(dtype)
+        crow = torch.arange(0, M * width + 1, width, dtype=torch.int32, device=columns.device)  # (M + 1,)
+        col = columns.reshape(-1).to(torch.int32)  # (M * width,)
+        pattern = _csr(crow, col, query.new_zeros(M * width), (M, C))
+        logits = torch.sparse.sampled_addmm(pattern, query, items.t(), beta=0.0).values().view(M, width)
+        logits = logits.clone()  # (M, 1 + R) edited in place below
+        ctx.save_for_backward(query, items, crow, col)
+        ctx.temperature = temperature
+        logits[:, 1:].masked_fill_(hits, float("-inf"))
+        return logits.div_(temperature)
+
+    @staticmethod
+    def backward(ctx, dlogits):
+        query, items, crow, col = ctx.saved_tensors
+        g = (dlogits / ctx.temperature).to(query.dtype).reshape(-1)  # (M * (1 + R),)
+        grad = _csr(crow, col, g, (query.shape[0], items.shape[0]))  # (M, C) sparse
+        dquery = grad @ items if ctx.needs_input_grad[0] else None  # (M, D)
+        ditems = grad.t() @ query if ctx.needs_input_grad[1] else None  # (C, D)
+        return dquery, ditems, None, None, None
+
+
+def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A sparse CSR matrix (the beta-state warning of sparse CSR tensors silenced; the indices are built here)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
+
+
+# What "auto" picks for a catalogue of at most 64 * R items: "dense" or "sparse" (benchmarks/bench_loss.py).
+SMALL_CATALOGUE_IMPL = "dense"
+
+
 def _weighted_mean(per_position: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
     """sum_i w_i l_i / sum_i w_i (plain mean without weights). The reference averages this way."""
     if weights is None:
@@ -177,14 +225,16 @@ def sampled_softmax_loss(
     query (M, D), positive_ids (M,), catalogue (C,) sorted; `negatives` (M, R) positions into the
     catalogue may be given (tests); otherwise R = `num_negatives` are drawn with `generator`.
 
-    Two implementations give the same numbers:
+    Three implementations give the same numbers:
       * "gather": look up the R negative embeddings of every position, (M, R, D), and take dot products;
         what the reference does. Memory grows with M * R * D.
       * "dense": score every position against the whole catalogue with one matrix product, (M, C), and
         pick the positive and the R sampled columns with one gather. Dense matrix products are what a GPU
         does best, and the backward pass avoids scattering M * R gradient rows into the embedding table.
-    "auto" picks "dense" when the catalogue has at most 64 * R items (ML-1M: 3,883 <= 8,192), else
-    "gather".
+      * "sparse": the sampled columns as a sparse (M, C) pattern: one sampled product (SDDMM) forward, two
+        sparse-dense products backward, and no (M, C) matrix at all ("dense" when 1 + R > C).
+    "auto" picks `SMALL_CATALOGUE_IMPL` ("dense") when the catalogue has at most 64 * R items (ML-1M:
+    3,883 <= 8,192), else "gather".
     """
     if query.dim() != 2:
         raise ValueError(f"query must be (M, D), got shape {tuple(query.shape)}")
@@ -198,16 +248,19 @@ def sampled_softmax_loss(
     if negatives is None:
         negatives = sample_negatives(num_rows, num_negatives, catalogue.numel(), query.device, generator)
     if impl == "auto":
-        impl = "dense" if catalogue.numel() <= 64 * negatives.shape[1] else "gather"
-    if impl not in ("dense", "gather"):
-        raise ValueError(f"impl must be 'auto', 'dense' or 'gather', got {impl!r}")
+        impl = SMALL_CATALOGUE_IMPL if catalogue.numel() <= 64 * negatives.shape[1] else "gather"
+    if impl not in ("dense", "sparse", "gather"):
+        raise ValueError(f"impl must be 'auto', 'dense', 'sparse' or 'gather', got {impl!r}")
     query = l2_normalize(query)  # (M, D)
     pos_index = catalogue_index(catalogue, positive_ids)  # (M,)
     hits = negatives == pos_index[:, None]  # (M, R) accidental hits
-    if impl == "dense":
+    if impl in ("dense", "sparse"):
         items = _item_vectors(item_embed_fn, catalogue)  # (C, D)
         columns = torch.cat([pos_index[:, None], negatives], dim=1)  # (M, 1 + R) positive first
-        logits = _SampledColumns.apply(query, items, columns, hits, temperature)  # (M, 1 + R)
+        # torch's sparse products need no more entries per row than the matrix has columns
+        sparse = impl == "sparse" and columns.shape[1] <= items.shape[0]
+        sampled = _SparseSampledColumns if sparse else _SampledColumns
+        logits = sampled.apply(query, items, columns, hits, temperature)  # (M, 1 + R)
     else:  # "gather": the readable reference
         pos_emb = _item_vectors(item_embed_fn, positive_ids)  # (M, D)
         neg_emb = _item_vectors(item_embed_fn, catalogue[negatives])  # (M, R, D)

@@ -179,3 +179,80 @@ def test_padded_operands_are_aligned_and_zero_filled(monkeypatch):
     # already aligned: no copy
     aligned = torch.randn(8, 16)
     assert losses._pad_to(aligned, 8, 16) is aligned
+
+
+def _sparse_case(seed=1):
+    """40 items, 9 negatives: repeated accidental hits, one column drawn five times, zero weights (float64)."""
+    catalogue, table, query, positives, negatives, weights = _case()
+    gen = torch.Generator().manual_seed(seed)
+    catalogue = torch.arange(1, 41)
+    table = torch.randn(41, table.shape[1], generator=gen, dtype=torch.float64)
+    positives = torch.randint(1, 41, positives.shape, generator=gen)
+    negatives = torch.randint(0, 40, negatives.shape, generator=gen)
+    negatives[0, :3] = catalogue_index(catalogue, positives[0])  # accidental hits, repeated
+    negatives[1, 4:] = 2  # one column drawn five times
+    return catalogue, table, query, positives, negatives, weights
+
+
+@pytest.mark.parametrize("tau", [0.05, 0.7])
+def test_sparse_equals_dense_and_gather(tau):
+    """The sparse sampled columns (SDDMM + SpMM) give the dense loss and gradients (float64)."""
+    catalogue, table, query, positives, negatives, weights = _sparse_case()
+    found = {}
+    for impl in ("sparse", "dense", "gather"):
+        q, t = query.detach().clone().requires_grad_(True), table.detach().clone().requires_grad_(True)
+        loss = sampled_softmax_loss(q, positives, lambda ids, t=t: t[ids], catalogue, temperature=tau,
+                                    weights=weights, negatives=negatives, impl=impl)  # fmt: skip
+        loss.backward()
+        found[impl] = (loss.detach(), q.grad, t.grad)
+    assert all(g is not None for g in found["sparse"])
+    for other in ("dense", "gather"):
+        for a, b in zip(found["sparse"], found[other]):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_sparse_with_more_columns_than_items_is_dense(monkeypatch):
+    """1 + R > C (8 items, 9 negatives): torch's sparse products cannot hold the rows; the dense path runs."""
+    from hstu_tutorial import losses
+
+    catalogue, table, query, positives, negatives, weights = _case()
+    monkeypatch.setattr(losses._SparseSampledColumns, "apply", lambda *a: pytest.fail("sparse path taken"))
+    sparse = sampled_softmax_loss(
+        query, positives, lambda ids: table[ids], catalogue, negatives=negatives, impl="sparse"
+    )
+    dense = sampled_softmax_loss(
+        query, positives, lambda ids: table[ids], catalogue, negatives=negatives, impl="dense"
+    )
+    assert torch.equal(sparse, dense)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sparse_gradients_keep_the_inputs_dtype(dtype):
+    catalogue, table, query, positives, negatives, weights = _sparse_case()
+    q = query.detach().to(dtype).requires_grad_(True)
+    t = table.detach().to(dtype).requires_grad_(True)
+    loss = sampled_softmax_loss(
+        q, positives, lambda ids: t[ids], catalogue, negatives=negatives, impl="sparse"
+    )
+    loss.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert q.grad.dtype == dtype and t.grad.dtype == dtype and q.grad.shape == q.shape
+
+
+def test_auto_follows_the_small_catalogue_setting(monkeypatch):
+    from hstu_tutorial import losses
+
+    catalogue, table, query, positives, negatives, weights = _sparse_case()
+    used = []
+    for name, cls in (("dense", losses._SampledColumns), ("sparse", losses._SparseSampledColumns)):
+        monkeypatch.setattr(
+            cls, "apply", (lambda real, n: lambda *a: used.append(n) or real(*a))(cls.apply, name)
+        )
+    for setting in ("dense", "sparse"):
+        monkeypatch.setattr(losses, "SMALL_CATALOGUE_IMPL", setting)
+        sampled_softmax_loss(query, positives, lambda ids: table[ids], catalogue, negatives=negatives)
+    assert used == ["dense", "sparse"]
+    with pytest.raises(ValueError, match="impl must be"):
+        sampled_softmax_loss(
+            query, positives, lambda ids: table[ids], catalogue, negatives=negatives, impl="csr"
+        )
