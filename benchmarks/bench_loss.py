@@ -8,14 +8,21 @@ the trainer's step, CUDA events, median of `--iters` replays; on a CPU: eager ca
   * dense, padded: `losses._SampledColumns` as the trainer runs it, query and items padded with zeros to
     multiples of `losses.GEMM_ALIGN` (D 50 -> 56, C 3,883 -> 3,888);
   * dense, unpadded: the same with `GEMM_ALIGN = 1` (rows of 50 and 3,883 floats, not 16-byte aligned);
+  * sparse: `losses._SparseSampledColumns`, the sampled columns as a sparse pattern (SDDMM forward, two
+    sparse-dense products backward), no (M, C) matrix;
   * gather: the reference's formulation, (M, R, D) negative embeddings.
 Every variant's loss and gradients are compared with the unpadded dense variant's on the same inputs and
 negatives (TF32 as the trainer runs it), the inputs are checked unchanged, and on a GPU the matrix-product
 kernels each variant launched are listed (torch.profiler), which shows whether cuBLAS used aligned loads.
 
 `--step-data DIR` adds the whole training step: for the ML-1M HSTU and SASRec configs, the trainer's CUDA-graph
-step captured with the padded and the unpadded loss, whole epochs of each replayed in alternation
-(`--step-rounds` each, median), as `bench_loss_rows.py` does for the row budget.
+step captured with the padded and the unpadded loss (`STEP_VARIANTS`), whole epochs of each replayed in rotation
+(`--step-rounds` each, median), as `bench_loss_rows.py` does for the row budget, with each variant's mean training
+loss (one model trains on through all of them: close, not equal).
+
+On a GPU every variant also gets its kernels' summed GPU time per call (torch.profiler, 10 eager calls): the
+figure for a variant that a CUDA graph cannot hold (its graph column then shows why). The exit status is 1 when
+a variant disagrees with the others, changes its inputs or fails outright, not when it cannot be captured.
 """
 
 from __future__ import annotations
@@ -34,7 +41,10 @@ from hstu_tutorial import losses  # noqa: E402
 from hstu_tutorial.perf import machine_info, save_results  # noqa: E402
 from hstu_tutorial.perf.measure import sync  # noqa: E402
 
-VARIANTS = ("dense, padded", "dense, unpadded", "gather")
+VARIANTS = ("dense, padded", "dense, unpadded", "sparse", "gather")
+# the trainer's step with each loss: (GEMM_ALIGN, what "auto" picks for a small catalogue). Not "sparse": torch's
+# sparse CSR products copy to the host, which a CUDA graph cannot hold (H200, 2026-12-01).
+STEP_VARIANTS = {"padded": (None, "dense"), "unpadded": (1, "dense")}
 
 
 @contextlib.contextmanager
@@ -45,6 +55,18 @@ def gemm_align(n: int):
         yield
     finally:
         losses.GEMM_ALIGN = real
+
+
+@contextlib.contextmanager
+def loss_setting(align: int | None, impl: str):
+    """GEMM_ALIGN (None: as shipped) and the implementation "auto" picks for a small catalogue, inside."""
+    real = losses.SMALL_CATALOGUE_IMPL
+    losses.SMALL_CATALOGUE_IMPL = impl
+    try:
+        with gemm_align(losses.GEMM_ALIGN if align is None else align):
+            yield
+    finally:
+        losses.SMALL_CATALOGUE_IMPL = real
 
 
 def make_inputs(rows: int, dim: int, items: int, negatives: int, device, seed: int = 0) -> dict:
@@ -65,7 +87,7 @@ def run(variant: str, inp: dict):
     """One forward + backward; returns (loss, dquery, dtable)."""
     query = inp["query"].detach().requires_grad_(True)
     table = inp["table"].detach().requires_grad_(True)
-    impl = "gather" if variant == "gather" else "dense"
+    impl = variant.split(",")[0]  # dense, sparse or gather
     align = 1 if variant == "dense, unpadded" else losses.GEMM_ALIGN
     with gemm_align(align):
         loss = losses.sampled_softmax_loss(
@@ -116,6 +138,19 @@ def time_variant(variant: str, inp: dict, iters: int, device) -> list[float]:
     return out
 
 
+def kernel_ms(variant: str, inp: dict, device, calls: int = 10) -> float | None:
+    """The summed GPU time of the kernels one eager call launches, in ms (mean of `calls`; GPU only)."""
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            run(variant, inp)
+        sync(device)
+    return sum(e.self_device_time_total for e in prof.key_averages()) / calls / 1e3
+
+
 def gemm_kernels(variant: str, inp: dict, device) -> list[str]:
     """The names of the matrix-product kernels one call launches (GPU only)."""
     if device.type != "cuda":
@@ -132,7 +167,8 @@ def gemm_kernels(variant: str, inp: dict, device) -> list[str]:
 
 
 def step_ab(model: str, data_dir: str, rounds: int, smoke: bool) -> dict:
-    """The trainer's graph step with the loss padded (GEMM_ALIGN as shipped) and unpadded (1), alternating."""
+    """The trainer's graph step with each loss of STEP_VARIANTS, whole epochs in rotation; a variant whose
+    graph cannot be captured is reported with its error instead."""
     import statistics as st
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -141,23 +177,34 @@ def step_ab(model: str, data_dir: str, rounds: int, smoke: bool) -> dict:
     args = argparse.Namespace(smoke=smoke, data_dir=data_dir)
     tr = trainer_for(model, args, seed=0, layout="padded")
     orders = [tr.epoch_order() for _ in range(rounds)]
-    graphs = {}
-    for name, align in (("padded", losses.GEMM_ALIGN), ("unpadded", 1)):
-        with gemm_align(align):
+    graphs, errors = {}, {}
+    for name, setting in STEP_VARIANTS.items():
+        with loss_setting(*setting):
             tr.graph = None
-            if tr.use_graphs:
-                tr.capture_graph()
+            try:
+                if tr.use_graphs:
+                    tr.capture_graph()
+                _epoch(tr, orders[0], budgeted=True)  # warm-up, and the variant runs at all
+            except Exception as e:  # noqa: BLE001 - reported in the table
+                errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                continue
             graphs[name] = (tr.graph, tr.loss_rows)
     times = {k: [] for k in graphs}
-    _epoch(tr, orders[0], budgeted=True)  # warm-up (the last captured graph)
-    for i, order in enumerate(orders):
-        for name, (graph, rows) in list(graphs.items())[:: 1 if i % 2 == 0 else -1]:
-            tr.graph, tr.loss_rows = graph, rows
-            with gemm_align(losses.GEMM_ALIGN if name == "padded" else 1):  # the eager fallback, if any
-                times[name].append(_epoch(tr, order, budgeted=rows is not None)[0])
+    losses_seen = {k: [] for k in graphs}
+    names = list(graphs)
+    for i, order in enumerate(orders):  # rotate the order, so that no variant always runs first
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            tr.graph, tr.loss_rows = graphs[name]
+            with loss_setting(*STEP_VARIANTS[name]):  # also for an eager step above the budget
+                seconds, loss, _ = _epoch(tr, order, budgeted=tr.loss_rows is not None)
+            times[name].append(seconds)
+            losses_seen[name].append(loss)
     steps = orders[0].numel() // tr.cfg.batch_size
-    return {"model": model, "graph": tr.use_graphs, "steps_per_epoch": steps,
-            **{f"{k}_step_ms": 1e3 * st.median(v) / steps for k, v in times.items()}}  # fmt: skip
+    out = {"model": model, "graph": tr.use_graphs, "steps_per_epoch": steps, "errors": errors}
+    for k in STEP_VARIANTS:
+        out[f"{k}_step_ms"] = 1e3 * st.median(times[k]) / steps if times.get(k) else None
+        out[f"{k}_mean_loss"] = st.mean(losses_seen[k]) if losses_seen.get(k) else None
+    return out
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -196,39 +243,56 @@ def _main(argv=None) -> int:
     ref = run("dense, unpadded", inp)
     rows = []
     for v in VARIANTS:  # warm-up, and the comparison
-        got = run(v, inp)
-        rows.append(
-            {
-                "variant": v,
-                "loss_rel_diff": rel(got[0], ref[0]),
-                "dquery_rel_diff": rel(got[1], ref[1]),
-                "dtable_rel_diff": rel(got[2], ref[2]),
-                "times": [],
-                "kernels": gemm_kernels(v, inp, device),
-            }
-        )
+        row = {"variant": v, "times": [], "error": None, "capture": None, "kernels": [], "kernel_ms": None}
+        try:
+            got = run(v, inp)
+            row.update(
+                loss_rel_diff=rel(got[0], ref[0]),
+                dquery_rel_diff=rel(got[1], ref[1]),
+                dtable_rel_diff=rel(got[2], ref[2]),
+                kernels=gemm_kernels(v, inp, device),
+                kernel_ms=kernel_ms(v, inp, device),
+            )
+        except Exception as e:  # noqa: BLE001 - a variant this device cannot run: reported in the table
+            row.update(loss_rel_diff=float("nan"), dquery_rel_diff=float("nan"), dtable_rel_diff=float("nan"))
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        rows.append(row)
     for _ in range(max(1, args.iters // 10)):  # alternate in blocks, so every variant sees the same clocks
         for r in rows:
-            r["times"] += time_variant(r["variant"], inp, 10 if args.iters >= 10 else args.iters, device)
+            if r["error"] is None and r["capture"] is None:
+                try:
+                    r["times"] += time_variant(
+                        r["variant"], inp, 10 if args.iters >= 10 else args.iters, device
+                    )
+                except Exception as e:  # noqa: BLE001 - a CUDA graph that cannot hold the variant: reported
+                    r["capture"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
     unchanged = all(torch.equal(before[k], inp[k]) for k in inp)
     for r in rows:
-        r["ms"] = statistics.median(r.pop("times"))
+        times = r.pop("times")
+        r["ms"] = statistics.median(times) if times and r["error"] is None and r["capture"] is None else None
     info = machine_info()
-    base = next(r["ms"] for r in rows if r["variant"] == "dense, unpadded")
+    base = next(r["ms"] for r in rows if r["variant"] == "dense, unpadded") or float("nan")
     lines = [
         f"# Sampled softmax loss, forward + backward ({info['device']}, {info['date_utc'][:10]})",
         "",
         f"M = {args.rows} rows, D = {args.dim}, C = {args.items} items, R = {args.negatives} negatives, "
         f"fp32 inputs, TF32 matrix products; GEMM_ALIGN = {losses.GEMM_ALIGN}.",
         "",
-        "| variant | ms | vs unpadded | loss rel. diff | dQ rel. diff | dE rel. diff |",
-        "|---|---|---|---|---|---|",
+        "| variant | ms (graph) | vs unpadded | kernel ms (eager) | loss rel. diff | dQ rel. diff | dE rel. diff |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        ms = "-" if r["ms"] is None else f"{r['ms']:.3f}"
+        ratio = "-" if r["ms"] is None else f"{base / r['ms']:.2f}x"
+        kms = "-" if r["kernel_ms"] is None else f"{r['kernel_ms']:.3f}"
         lines.append(
-            f"| {r['variant']} | {r['ms']:.3f} | {base / r['ms']:.2f}x | {r['loss_rel_diff']:.1e} "
+            f"| {r['variant']} | {ms} | {ratio} | {kms} | {r['loss_rel_diff']:.1e} "
             f"| {r['dquery_rel_diff']:.1e} | {r['dtable_rel_diff']:.1e} |"
         )
+    lines += [f"{r['variant']} failed: {r['error']}" for r in rows if r["error"]]
+    lines += [
+        f"{r['variant']} cannot be captured in a CUDA graph: {r['capture']}" for r in rows if r["capture"]
+    ]
     lines += ["", f"Inputs unchanged after all calls: {'yes' if unchanged else 'NO'}.", ""]
     for r in rows:
         if r["kernels"]:
@@ -244,19 +308,30 @@ def _main(argv=None) -> int:
         lines += [
             "The trainer's step (CUDA graph), whole epochs in alternation, median:",
             "",
-            "| model | step ms, unpadded loss | step ms, padded loss | saved |",
-            "|---|---|---|---|",
+            "| model | "
+            + " | ".join(f"step ms, {k} loss" for k in STEP_VARIANTS)
+            + " | mean training loss, "
+            + " / ".join(STEP_VARIANTS)
+            + " |",
+            "|---|" + "---|" * (len(STEP_VARIANTS) + 1),
         ]
+
+        def cell(v, fmt):
+            return "-" if v is None else format(v, fmt)
+
         for r in steps:
-            a, b = r["unpadded_step_ms"], r["padded_step_ms"]
-            lines.append(f"| {r['model']} | {a:.3f} | {b:.3f} | {1 - b / a:.1%} |")
+            ms = " | ".join(cell(r[f"{k}_step_ms"], ".3f") for k in STEP_VARIANTS)
+            mean = " / ".join(cell(r[f"{k}_mean_loss"], ".4f") for k in STEP_VARIANTS)
+            lines.append(f"| {r['model']} | {ms} | {mean} |")
+        lines += [f"{r['model']}, {k}: {e}" for r in steps for k, e in r["errors"].items()]
         lines.append("")
     text = "\n".join(lines) + "\n"
     print(text)
     save_results({"machine": info, "args": vars(args), "rows": rows, "steps": steps, "inputs_unchanged": unchanged}, "bench_loss",
                  [args.out], text)  # fmt: skip
     worst = max(max(r["loss_rel_diff"], r["dquery_rel_diff"], r["dtable_rel_diff"]) for r in rows)
-    return 0 if unchanged and worst < 1e-2 else 1
+    failed = any(r["error"] for r in rows) or any(s["errors"] for s in steps)
+    return 0 if unchanged and worst < 1e-2 and not failed else 1
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ def test_bench_loss_smoke(tmp_path):
         r["ms"] > 0 and r["dtable_rel_diff"] < 1e-5 and r["dquery_rel_diff"] < 1e-5 for r in found["rows"]
     )
     assert {s["model"] for s in found["steps"]} == {"hstu", "sasrec"}
-    assert all(s["padded_step_ms"] > 0 and s["unpadded_step_ms"] > 0 for s in found["steps"])
+    for variant in bench_loss.STEP_VARIANTS:
+        assert all(s[f"{variant}_step_ms"] > 0 and s[f"{variant}_mean_loss"] > 0 for s in found["steps"])
+    assert not any(s["errors"] for s in found["steps"]) and not any(r["error"] for r in found["rows"])
     assert "| dense, padded |" in (tmp_path / "bench_loss.md").read_text()
 
 
@@ -44,3 +46,13 @@ def test_bench_loss_leaves_the_tf32_switches_as_it_found_them(tmp_path):
         assert torch.backends.cuda.matmul.allow_tf32 is False
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_loss_setting_switches_both_knobs_and_restores_them():
+    losses = bench_loss.losses
+    before = losses.GEMM_ALIGN, losses.SMALL_CATALOGUE_IMPL
+    with bench_loss.loss_setting(1, "sparse"):
+        assert (losses.GEMM_ALIGN, losses.SMALL_CATALOGUE_IMPL) == (1, "sparse")
+    with bench_loss.loss_setting(None, "dense"):
+        assert losses.GEMM_ALIGN == before[0]
+    assert (losses.GEMM_ALIGN, losses.SMALL_CATALOGUE_IMPL) == before
