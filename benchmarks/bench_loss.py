@@ -138,32 +138,20 @@ def time_variant(variant: str, inp: dict, iters: int, device) -> list[float]:
     return out
 
 
-def kernel_ms(variant: str, inp: dict, device, calls: int = 10) -> float | None:
-    """The summed GPU time of the kernels one eager call launches, in ms (mean of `calls`; GPU only)."""
+def kernels(variant: str, inp: dict, device, calls: int = 10) -> tuple[list[str], float | None]:
+    """One profiler trace of `calls` eager calls (GPU only; ([], None) elsewhere): the names of the
+    matrix-product kernels a call launches, and the summed GPU time of all its kernels in ms per call."""
     if device.type != "cuda":
-        return None
+        return [], None
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(calls):
             run(variant, inp)
         sync(device)
-    return sum(e.self_device_time_total for e in prof.key_averages()) / calls / 1e3
-
-
-def gemm_kernels(variant: str, inp: dict, device) -> list[str]:
-    """The names of the matrix-product kernels one call launches (GPU only)."""
-    if device.type != "cuda":
-        return []
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        run(variant, inp)
-        sync(device)
-    names = [
-        e.key for e in prof.key_averages() if any(w in e.key.lower() for w in ("gemm", "cutlass", "xmma"))
-    ]
-    return sorted({n[:100] for n in names})
+    events = prof.key_averages()
+    names = [e.key for e in events if any(w in e.key.lower() for w in ("gemm", "cutlass", "xmma"))]
+    return sorted({n[:100] for n in names}), sum(e.self_device_time_total for e in events) / calls / 1e3
 
 
 def step_ab(model: str, data_dir: str, rounds: int, smoke: bool) -> dict:
@@ -250,9 +238,8 @@ def _main(argv=None) -> int:
                 loss_rel_diff=rel(got[0], ref[0]),
                 dquery_rel_diff=rel(got[1], ref[1]),
                 dtable_rel_diff=rel(got[2], ref[2]),
-                kernels=gemm_kernels(v, inp, device),
-                kernel_ms=kernel_ms(v, inp, device),
             )
+            row["kernels"], row["kernel_ms"] = kernels(v, inp, device)
         except Exception as e:  # noqa: BLE001 - a variant this device cannot run: reported in the table
             row.update(loss_rel_diff=float("nan"), dquery_rel_diff=float("nan"), dtable_rel_diff=float("nan"))
             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
