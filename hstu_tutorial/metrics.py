@@ -124,13 +124,20 @@ def batch_ranks(
 ) -> torch.Tensor:
     """Rank of every target of `batches` (JaggedBatch) among the unseen catalogue items: (U,) int64.
 
-    The query of a history is the model's output at its last position (`model.last_embeddings`); it
-    scores every item of `catalogue (C,)` against the L2-normalised item embeddings, and the items of
-    the history window are removed. `forward(batch)` runs the model (default: `model` itself; a trainer
-    passes its compiled or DistributedDataParallel wrapper); `autocast` is the context the forward runs
-    in (e.g. bf16). The model is put in eval mode and its training mode restored afterwards.
+    The query of a history is the model's output at its last position: `model.query_embeddings(batch)`
+    when the model has it (HSTU and SASRec compute their last block for that position only), else
+    `model.last_embeddings(model(batch), batch)`. It scores every item of `catalogue (C,)` against the
+    L2-normalised item embeddings, and the items of the history window are removed. `forward(batch)`, when
+    given, runs the model instead (a trainer passes its compiled or DistributedDataParallel wrapper) and
+    its last positions are the queries; `autocast` is the context the forward runs in (e.g. bf16). The
+    model is put in eval mode and its training mode restored afterwards.
     """
-    forward = model if forward is None else forward
+    if forward is not None:
+        query_of = lambda batch: model.last_embeddings(forward(batch), batch)  # noqa: E731
+    elif hasattr(model, "query_embeddings"):
+        query_of = model.query_embeddings
+    else:
+        query_of = lambda batch: model.last_embeddings(model(batch), batch)  # noqa: E731
     autocast = contextlib.nullcontext() if autocast is None else autocast
     was_training = model.training
     model.eval()
@@ -140,8 +147,7 @@ def batch_ranks(
         ranks = []
         for batch in batches:
             with autocast:
-                out = forward(batch)  # (T, D)
-            query = model.last_embeddings(out, batch).float()  # (B, D)
+                query = query_of(batch).float()  # (B, D)
             history = batch.padded("item_ids")  # (B, N)
             ranks.append(target_ranks(query, items, catalogue, batch.target_item_ids, history, num_items))
         return torch.cat(ranks)  # (U,)

@@ -1,4 +1,4 @@
-"""benchmarks/bench_loss_rows.py and bench_eval_graph.py on the CPU (--smoke): they run both variants through
+"""benchmarks/bench_loss_rows.py, bench_eval_graph.py and bench_eval_last.py on the CPU (--smoke): they run both variants through
 the trainer's own code, write JSON + Markdown, and the evaluation's ranks agree. No timing checks."""
 
 import json
@@ -8,6 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_eval_graph  # noqa: E402
+import bench_eval_last  # noqa: E402
 import bench_loss_rows  # noqa: E402
 
 
@@ -35,6 +36,28 @@ def test_eval_graph_smoke_same_ranks(tmp_path):
     assert bench_eval_graph.main(["--smoke", "--models", "hstu", "--out", str(tmp_path)]) == 0
     (row,) = json.loads((tmp_path / "bench_eval_graph.json").read_text())["rows"]
     assert row["ranks_differing"] == 0 and row["comparisons"] > 0 and not row["graph"]
+
+
+def test_eval_last_smoke_same_ranks_both_models(tmp_path):
+    assert bench_eval_last.main(["--smoke", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "bench_eval_last.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["hstu", "sasrec"]
+    for r in rows:
+        assert r["query_max_abs_diff"] < 1e-5 and r["ranks_differing"] == {"last": 0, "trainer": 0}
+        assert r["metrics"]["full"] == r["metrics"]["last"]
+    assert "PASS" in (tmp_path / "bench_eval_last.md").read_text()
+
+
+def test_eval_last_verdict_fails_above_the_tolerance(tmp_path, monkeypatch):
+    real = bench_eval_last.measure
+
+    def off_by(model, args):  # the shortcut's queries off by twice the tolerance
+        row = real(model, args)
+        return {**row, "query_max_abs_diff": 2 * args.tol}
+
+    monkeypatch.setattr(bench_eval_last, "measure", off_by)
+    assert bench_eval_last.main(["--smoke", "--models", "sasrec", "--out", str(tmp_path)]) == 1
+    assert "FAIL" in (tmp_path / "bench_eval_last.md").read_text()
 
 
 def test_loss_rows_smoke_check_passes_and_writes_its_table(tmp_path):

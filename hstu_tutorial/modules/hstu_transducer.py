@@ -9,6 +9,7 @@ LayerNorm, as in the reference.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from hstu_tutorial.memory import enable_recompute, saved_activation_bytes  # noqa: F401 (re-export)
@@ -126,6 +127,15 @@ class HSTUEncoder(SequentialEncoder):
                 x = block(x, layout)  # (T, D)
         out = l2_normalize(x)  # (T, D)
         return (out, maps) if return_attention else out
+
+    def query_embeddings(self, batch, pad_width: int | None = None) -> torch.Tensor:
+        """`batch: JaggedBatch` -> L2-normalised `(B, D)`: the output at each history's last position, as
+        `last_embeddings(forward(batch), batch)`, with the last block computed for that position only."""
+        layout = self.layout(batch, pad_width)
+        x = self.preprocessor(batch.item_ids, batch.offsets)  # (T, D)
+        for block in self.blocks[:-1]:
+            x = block(x, layout)  # (T, D)
+        return l2_normalize(self.blocks[-1].forward_last(x, layout))  # (B, D)
 
     def set_recompute(self, enabled: bool = True) -> HSTUEncoder:
         """Activation recomputation: store only each STU block's input in training, recompute the rest

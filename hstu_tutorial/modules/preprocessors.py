@@ -122,6 +122,11 @@ class SequentialEncoder(nn.Module):
         """Jagged output `(T, D)` -> `(B, D)`: each history's last position (it scores the target)."""
         return out[batch.offsets[1:] - 1]
 
+    def query_embeddings(self, batch, pad_width: int | None = None) -> torch.Tensor:
+        """`batch` -> `(B, D)`: the output at each history's last position (the query that scores its target).
+        HSTU and SASRec compute their last block for that position only; this default runs every position."""
+        return self.last_embeddings(self(batch, pad_width=pad_width), batch)
+
     def num_parameters(self) -> dict:
         """Trainable parameters per part: item/position embeddings, each block, and the total."""
         counts = {

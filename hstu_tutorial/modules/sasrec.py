@@ -27,7 +27,11 @@ from hstu_tutorial.modules.preprocessors import (
     count_parameters,
     l2_normalize,
 )
-from hstu_tutorial.ops.hstu_attention import fused_softmax_attention, padded_softmax_attention
+from hstu_tutorial.ops.hstu_attention import (
+    fused_softmax_attention,
+    last_query_attention,
+    padded_softmax_attention,
+)
 from hstu_tutorial.ops.jagged_tensors import JaggedLayout, padding_mask
 from hstu_tutorial.ops.layer_norm import layer_norm
 
@@ -85,6 +89,29 @@ class SASRecBlock(nn.Module):
         out = y + F.dropout(self.ffn2(h), p=self.dropout, training=self.training)  # (B, N, D)
         out = out * padding_mask(lengths, N).unsqueeze(-1).to(out.dtype)
         return (out, attn) if return_attention else out
+
+    def forward_last(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """`forward(x, lengths)` at each history's last position only: `x (B, N, D)` -> `(B, D)`.
+
+        Keys and values come from every position, the query from the last one (what evaluation scores
+        with), so the attention costs O(N) per history and the FFN runs on B rows. Histories must not be
+        empty.
+        """
+        B, N, D = x.shape
+        H = self.num_heads
+        x_last = x[torch.arange(B, device=x.device), lengths - 1]  # (B, D)
+        x_q = layer_norm(x_last, eps=1e-8)  # (B, D)
+        w_q, w_k, w_v = self.in_proj.weight.chunk(3)  # each (D, D)
+        b_q, b_k, b_v = self.in_proj.bias.chunk(3)
+        q = F.linear(x_q, w_q, b_q).view(B, H, D // H)
+        k = F.linear(x, w_k, b_k).view(B, N, H, D // H)
+        v = F.linear(x, w_v, b_v).view(B, N, H, D // H)
+        p_attn = self.dropout if self.training else 0.0
+        a = last_query_attention(q, k, v, lengths, activation="softmax", dropout=p_attn)  # (B, H, D/H)
+        a = self.out_proj(a.reshape(B, D))  # (B, D)
+        y = layer_norm(x_q + a, eps=1e-8)  # (B, D)
+        h = F.dropout(F.relu(self.ffn1(y)), p=self.dropout, training=self.training)  # (B, hidden)
+        return y + F.dropout(self.ffn2(h), p=self.dropout, training=self.training)  # (B, D)
 
 
 class SASRecEncoder(SequentialEncoder):
@@ -145,6 +172,16 @@ class SASRecEncoder(SequentialEncoder):
                 x = block(x, layout.lengths)  # (B, N, D)
         out = l2_normalize(layout.unpad(x))  # (T, D)
         return (out, maps) if return_attention else out
+
+    def query_embeddings(self, batch, pad_width: int | None = None) -> torch.Tensor:
+        """`batch: JaggedBatch` -> L2-normalised `(B, D)`: the output at each history's last position, as
+        `last_embeddings(forward(batch), batch)`, with the last block computed for that position only."""
+        N = int(batch.max_len if pad_width is None else pad_width)
+        layout = JaggedLayout.from_batch(batch, N)
+        x = layout.pad(self.preprocessor(batch.item_ids, batch.offsets))  # (B, N, D)
+        for block in self.blocks[:-1]:
+            x = block(x, layout.lengths)  # (B, N, D)
+        return l2_normalize(self.blocks[-1].forward_last(x, layout.lengths))  # (B, D)
 
     def parameter_breakdown(self) -> dict:
         """Counts inside one block: attention projections and FFN."""

@@ -22,7 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hstu_tutorial.ops.hstu_attention import ACTIVATIONS, RelativeAttentionBias, padded_hstu_attention
+from hstu_tutorial.ops.hstu_attention import (
+    ACTIVATIONS,
+    RelativeAttentionBias,
+    last_query_attention,
+    padded_hstu_attention,
+)
 from hstu_tutorial.ops.jagged_tensors import JaggedLayout
 from hstu_tutorial.ops.layer_norm import layer_norm
 
@@ -203,3 +208,39 @@ class STULayer(nn.Module):
             o = u * o  # (T, H*dv)
         out = x + self.o(F.dropout(o, p=self.dropout, training=self.training))  # (T, D)
         return (out, attn) if return_attention else out
+
+    def forward_last(self, x: torch.Tensor, layout: JaggedLayout) -> torch.Tensor:
+        """`forward(x, layout)` at each history's last position only: `x (T, D)` -> `(B, D)`.
+
+        What evaluation needs from the last layer: every position's keys and values, but one query per
+        history (the one that scores the target), so the attention costs O(N) per history, not O(N^2).
+        Histories must not be empty.
+        """
+        B, N, H = layout.batch_size, layout.pad_width, self.num_heads
+        rows = layout.offsets[1:] - 1  # (B,) the last position of each history in x
+        u, v, q, k = self.split_uvqk(x)  # (T, H*dv), (T, H*dv), (T, H*dqk), (T, H*dqk)
+        kp, vp = layout.pad(k), layout.pad(v)  # (B, N, H*dqk), (B, N, H*dv)
+        rab = None
+        if self.rab is not None:
+            ts = nts = None
+            if self.rab.use_time:
+                if layout.timestamps is None:
+                    raise ValueError(
+                        "this STU layer has a time bias but the layout has no timestamps: "
+                        "build it with JaggedLayout.from_batch on a batch with timestamps"
+                    )
+                ts, nts = layout.pad(layout.timestamps), layout.next_timestamps[rows]  # (B, N), (B,)
+            rab = self.rab.query_row(layout.lengths - 1, N, ts, nts)  # (B, N)
+        av = last_query_attention(
+            q[rows].view(B, H, self.dqk),
+            kp.reshape(B, N, H, self.dqk),
+            vp.reshape(B, N, H, self.dv),
+            layout.lengths,
+            rab=rab,
+            norm=self.norm,
+            activation=self.attention_activation,
+        )  # (B, H, dv)
+        o = layer_norm(av.reshape(B, H * self.dv), eps=self.eps)  # (B, H*dv)
+        if u is not None:
+            o = u[rows] * o
+        return x[rows] + self.o(F.dropout(o, p=self.dropout, training=self.training))  # (B, D)

@@ -163,6 +163,50 @@ def hstu_attention(
     return padded_to_jagged(out, offsets, T)  # (T, H, dv)
 
 
+def last_query_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lengths: torch.Tensor,
+    *,
+    rab: torch.Tensor | None = None,
+    norm: float | torch.Tensor | None = None,
+    activation: str = "silu",
+    dropout: float = 0.0,
+) -> torch.Tensor:
+    """The attention of one query per sequence, its last position i = lengths - 1 (what scores a target).
+
+    q `(B, H, dqk)` (the queries at the last positions), k `(B, N, H, dqk)`, v `(B, N, H, dv)`, lengths
+    `(B,)`; rab `(B, N)` or `(B, H, N)`: the bias row of that query. Returns `(B, H, dv)`, equal to row
+    lengths - 1 of `padded_hstu_attention(..., causal=True)` (`activation` "silu" or "softmax", the same
+    `norm`) and, with activation "softmax" and no rab, of `padded_softmax_attention`. `dropout` drops
+    attention weights (training only). Keys j <= i are exactly the sequence's real items.
+    """
+    if q.dim() != 3 or k.dim() != 4 or v.dim() != 4 or k.shape[0] != q.shape[0] or k.shape[2:] != q.shape[1:]:
+        raise ValueError(
+            f"q must be (B, H, dqk) and k (B, N, H, dqk), v (B, N, H, dv); got q {tuple(q.shape)}, "
+            f"k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    check_norm(norm)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+    B, N, H, dqk = k.shape
+    # matmul on (B, H, N, d) views: batched matrix-vector products, no copy of k or v with one head
+    scores = torch.matmul(k.transpose(1, 2), q.unsqueeze(-1)).squeeze(-1)  # (B, H, N)
+    if rab is not None:
+        scores = scores + (rab.unsqueeze(1) if rab.dim() == 2 else rab)
+    mask = padding_mask(lengths, N).unsqueeze(1)  # (B, 1, N): j <= lengths - 1
+    if activation == "softmax":
+        scores = (scores / math.sqrt(dqk)).masked_fill(~mask, torch.finfo(scores.dtype).min)
+        attn = torch.softmax(scores, dim=-1) * mask  # (B, H, N)
+    else:
+        n = lengths.max().clamp(min=1) if norm is None else norm
+        attn = F.silu(scores) * mask / n  # (B, H, N)
+    if dropout > 0.0:
+        attn = F.dropout(attn, p=dropout, training=True)
+    return torch.matmul(attn.to(v.dtype).unsqueeze(2), v.transpose(1, 2)).squeeze(2)  # (B, H, dv)
+
+
 def padded_softmax_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -346,6 +390,34 @@ class RelativeAttentionBias(nn.Module):
         ar = torch.arange(N, device=self.pos_w.device)
         return table_lookup(self.pos_w, self.max_len - 1 + ar[None, :] - ar[:, None])  # (N, N)
 
+    def query_row(
+        self,
+        query_pos: torch.Tensor,
+        N: int,
+        timestamps: torch.Tensor | None = None,
+        next_timestamp: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One bias row per sequence, `rab[b, i_b, :]` `(B, N)` for the query position `i_b = query_pos[b]`;
+        the time term needs the padded `timestamps (B, N)` and the query's next timestamp
+        `next_timestamp (B,)`. Used when only the last position's output is needed."""
+        if N > self.max_len:
+            raise ValueError(
+                f"sequences padded to N={N} exceed the bias table's max_len={self.max_len}; "
+                f"build RelativeAttentionBias(max_len >= {N})"
+            )
+        out = None
+        if self.pos_w is not None:
+            j = torch.arange(N, device=self.pos_w.device)
+            index = self.max_len - 1 + j[None, :] - query_pos[:, None]  # (B, N)
+            out = table_lookup(self.pos_w, index.clamp(0, 2 * self.max_len - 2))  # (B, N)
+        if self.ts_w is not None:
+            if timestamps is None or next_timestamp is None:
+                raise ValueError("this bias has a time term: query_row needs timestamps and next_timestamp")
+            buckets = time_bucket(next_timestamp[:, None] - timestamps, self.num_buckets)  # (B, N)
+            ts = table_lookup(self.ts_w, buckets)  # (B, N)
+            out = ts if out is None else out + ts
+        return out
+
     def from_buckets(self, buckets: torch.Tensor) -> torch.Tensor:
         """`(B, N, N)` int64 or int32 buckets -> `(B, N, N)` bias (lets several layers share one bucketing;
         int32 halves the memory the backward keeps for them)."""
@@ -382,6 +454,7 @@ __all__ = [
     "check_norm",
     "fused_softmax_attention",
     "hstu_attention",
+    "last_query_attention",
     "padded_hstu_attention",
     "padded_softmax_attention",
     "softmax_attention",

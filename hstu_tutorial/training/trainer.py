@@ -299,7 +299,8 @@ class Trainer:
             batches,
             self.catalogue,
             self.dataset.num_items,
-            forward=self.forward,
+            # a compiled or DDP wrapper runs every position; the plain model its last block's last only
+            forward=None if self.forward is self.model else self.forward,
             autocast=self.autocast,
         )
 
