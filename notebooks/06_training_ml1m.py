@@ -129,6 +129,40 @@ print("ranks:", ranks.tolist())                                       # user 0: 
 print({k: round(v, 4) for k, v in metrics_from_ranks(ranks, ks=(1, 10)).items()})
 
 # %% [markdown]
+# Only one output per user is scored: the last position's. Attention is causal, so in the **last** block no
+# other position's output ever reaches it; that block still needs every position's keys and values, but only
+# one query per history. `model.query_embeddings(batch)` runs the blocks before as usual and the last one for
+# the last positions only: its attention costs O(N) per history instead of O(N²), and SASRec's FFN runs on B
+# rows instead of B·N. Below, on random histories, it gives the same queries as the full forward; the trainer's
+# evaluation uses it. The H200 figures printed last (`benchmarks/bench_eval_last.py`) show where it pays: run
+# eagerly, HSTU's shortcut is slower than its full forward (a dozen small PyTorch launches replace one Triton
+# kernel launch), while inside the trainer's CUDA graph, where launches cost nothing, it is faster than the
+# graph of the full forward (that figure is from the same day's run before the change,
+# `benchmarks/results/h200_2026-12-01/perf/loss_rows_eval_graph/`); SASRec's is faster either way.
+
+# %% tags=["nbval-check-output"]
+from hstu_tutorial.modules import hstu_encoder, sasrec_encoder
+from hstu_tutorial.perf import random_jagged_batch
+
+histories = random_jagged_batch([7, 1, 12, 20, 3], max_len=20, num_items=50, seed=0)
+for name, build in (("HSTU", hstu_encoder), ("SASRec", sasrec_encoder)):
+    model = build(50, embedding_dim=16, max_seq_len=20).eval()
+    with torch.no_grad():
+        full_forward = model.last_embeddings(model(histories), histories)  # (B, D): every position, keep the last
+        shortcut = model.query_embeddings(histories)                         # (B, D): last block at the last positions
+    print(f"{name}: the shortcut equals the full forward's last rows (within 1e-5):",
+          torch.allclose(shortcut, full_forward, atol=1e-5))
+ROOT = Path.cwd().resolve().parent if Path.cwd().name == "notebooks" else Path.cwd().resolve()
+run = json.loads((ROOT / "benchmarks/results/h200_2026-12-01/perf/eval_last/bench_eval_last.json").read_text())
+before = json.loads((ROOT / "benchmarks/results/h200_2026-12-01/perf/loss_rows_eval_graph/bench_eval_graph.json").read_text())
+graph_before = {r["model"]: r["graph_ms"] for r in before["rows"]}  # the trainer's graph of the full forward
+print(f"valid + test on an {run['machine']['device']} ({run['machine']['date_utc'][:10]}), ms:")
+for row in run["rows"]:
+    ms = row["ms"]
+    print(f"  {row['model']:6s} {row['users_ranked']:,} users: eager full forward {ms['full']:.1f}, eager shortcut {ms['last']:.1f}; "
+          f"as a CUDA graph: full forward {graph_before[row['model']]:.1f}, shortcut {ms['trainer']:.1f}")
+
+# %% [markdown]
 # ## 3 · The trainer and its configs
 #
 # `hstu_tutorial/configs/` holds TOML files named after the reference's frozen configs
