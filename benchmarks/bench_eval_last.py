@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_eval_graph import _timed  # noqa: E402
 from bench_loss_rows import config_name, trainer_for  # noqa: E402
 
 from hstu_tutorial.metrics import batch_ranks, metrics_from_ranks  # noqa: E402
@@ -47,15 +47,6 @@ def _train(tr, steps: int) -> None:
             tr.step(order[s * B : (s + 1) * B], use_graph=False)
             done += 1
     sync(tr.device)
-
-
-def _timed(fn, device) -> tuple[float, dict]:
-    sync(device)
-    t0 = time.perf_counter()
-    ranks = fn()
-    for r in ranks.values():
-        r.tolist()  # read back, as the trainer's evaluation does
-    return 1e3 * (time.perf_counter() - t0), ranks
 
 
 @contextlib.contextmanager
