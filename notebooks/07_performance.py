@@ -293,8 +293,18 @@ Profile first: the slow kernel was not the one anybody would have guessed.
 # and it is 2.8x slower (19 MiB instead of 9.2 GiB). End to end on ML-1M it first showed no gain; measured
 # again in one process on 2026-12-01 (`benchmarks/results/h200_2026-12-01/perf/README.md`), the CUDA-graph
 # step was faster with it (HSTU 2.89 against 3.30 ms). So the default is `auto`: atomics up to N = 1024, the
-# dense gradient above (`HSTU_TRITON_REL_BIAS_GRAD=dense` or `atomic` forces one). No kernel here is yet both
-# fast and small at long N.
+# dense gradient above (`HSTU_TRITON_REL_BIAS_GRAD=dense` or `atomic` forces one). Later that day
+# (`benchmarks/results/h200_2026-12-01/perf/rel_bias_copies/README.md`) each sequence's atomics were spread over
+# eight copies of the bias rows: attention alone at N = 8192 (B 4, H 2, d 64, bf16) then takes 15.1-15.7 ms with
+# the atomic gradient against 19.4-19.6 ms dense (9 GiB) and 55.8 ms before. In whole STU layers (d 512, 8 heads)
+# dense still wins above N = 1024 (12.0 against 15.2 ms at N = 2048, 42.7 against 74.1 ms at N = 8192, for
+# 5.6-19.7 GiB against 0.65), so `auto` keeps its threshold: fast *or* small at long N, not yet both.
+#
+# **`torch.compile` on top of the graph** (`benchmarks/results/h200_2026-12-01/perf/eval_last/README.md`, same
+# GPU, 2026-12-01): once the step is a CUDA graph, compiling the model's forward takes SASRec's step from 2.63 to
+# 2.35 ms and leaves HSTU's at 2.53-2.55 ms, for 24 s (SASRec) and 10 s (HSTU) more start-up. Inside a graph
+# the launches no longer cost the host anything, so what compiling can still save is fused memory passes:
+# 11% of SASRec's step, nothing measurable of HSTU's. It stays off (`compile = false`).
 #
 # **Two GPUs** (two NVIDIA H200 of one host, 2026-11-28; `benchmarks/bench_ddp.sh`,
 # `benchmarks/results/h200x2_2026-11-28/ddp.md`): under `torchrun` with DistributedDataParallel the trainer
