@@ -120,17 +120,22 @@ def padded_hstu_attention(
     if rab is not None:
         scores = scores + _rab_bhnn(rab, B, H, N)
     mask = attention_mask(lengths, N, causal).unsqueeze(1)  # (B, 1, N, N)
+    attn = _attention_weights(scores, mask, lengths, dqk, norm, activation)  # (B, H, N, N)
+    out = torch.einsum("bhij,bjhd->bihd", attn.to(v.dtype), v)  # (B, N, H, dv)
+    return (out, attn) if return_attention else out
+
+
+def _attention_weights(scores, mask, lengths, dqk: int, norm, activation: str) -> torch.Tensor:
+    """Scores `(B, H, [Nq,] N)` + allowed keys `mask (B, 1, [Nq,] N)` -> attention weights, masked entries 0:
+    SiLU(s) / n (n = the longest of `lengths` when `norm` is None), or the "softmax" ablation's
+    softmax(s / sqrt(dqk)) over the allowed keys."""
     if activation == "softmax":
         # A padding row has no allowed key: a finite fill keeps its softmax finite, the mask zeroes it.
         scores = (scores / math.sqrt(dqk)).masked_fill(~mask, torch.finfo(scores.dtype).min)
-        attn = torch.softmax(scores, dim=-1) * mask  # (B, H, N, N); each real row sums to 1
-        out = torch.einsum("bhij,bjhd->bihd", attn.to(v.dtype), v)  # (B, N, H, dv)
-        return (out, attn) if return_attention else out
+        return torch.softmax(scores, dim=-1) * mask  # each real row sums to 1
     # n stays a tensor when it is derived from lengths, so a GPU never waits for the host.
     n = lengths.max().clamp(min=1) if norm is None else norm
-    attn = F.silu(scores) * mask / n  # (B, H, N, N); masked entries are exact zeros
-    out = torch.einsum("bhij,bjhd->bihd", attn.to(v.dtype), v)  # (B, N, H, dv)
-    return (out, attn) if return_attention else out
+    return F.silu(scores) * mask / n  # masked entries are exact zeros
 
 
 def hstu_attention(
@@ -196,12 +201,7 @@ def last_query_attention(
     if rab is not None:
         scores = scores + (rab.unsqueeze(1) if rab.dim() == 2 else rab)
     mask = padding_mask(lengths, N).unsqueeze(1)  # (B, 1, N): j <= lengths - 1
-    if activation == "softmax":
-        scores = (scores / math.sqrt(dqk)).masked_fill(~mask, torch.finfo(scores.dtype).min)
-        attn = torch.softmax(scores, dim=-1) * mask  # (B, H, N)
-    else:
-        n = lengths.max().clamp(min=1) if norm is None else norm
-        attn = F.silu(scores) * mask / n  # (B, H, N)
+    attn = _attention_weights(scores, mask, lengths, dqk, norm, activation)  # (B, H, N)
     if dropout > 0.0:
         attn = F.dropout(attn, p=dropout, training=True)
     return torch.matmul(attn.to(v.dtype).unsqueeze(2), v.transpose(1, 2)).squeeze(2)  # (B, H, dv)
