@@ -33,10 +33,14 @@ SPLITS = ("valid", "test")
 
 
 def _train(tr: Trainer, steps: int) -> None:
-    order = tr.epoch_order().to(tr.device)
+    """`steps` eager training steps, over as many epochs (new shuffles) as that takes."""
     B = tr.cfg.batch_size
-    for s in range(min(steps, order.numel() // B)):
-        tr.step(order[s * B : (s + 1) * B], use_graph=False)
+    done = 0
+    while done < steps:
+        order = tr.epoch_order().to(tr.device)
+        for s in range(min(steps - done, max(order.numel() // B, 1))):
+            tr.step(order[s * B : (s + 1) * B], use_graph=False)
+            done += 1
     sync(tr.device)
 
 

@@ -27,26 +27,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_eval_graph import _timed  # noqa: E402
+from bench_eval_graph import _timed, _train  # noqa: E402
 from bench_loss_rows import config_name, trainer_for  # noqa: E402
 
 from hstu_tutorial.metrics import batch_ranks, metrics_from_ranks  # noqa: E402
 from hstu_tutorial.perf import machine_info, save_results  # noqa: E402
-from hstu_tutorial.perf.measure import sync  # noqa: E402
 
 SPLITS = ("valid", "test")
-
-
-def _train(tr, steps: int) -> None:
-    """`steps` eager training steps, over as many epochs (new shuffles) as that takes."""
-    B = tr.cfg.batch_size
-    done = 0
-    while done < steps:
-        order = tr.epoch_order().to(tr.device)
-        for s in range(min(steps - done, max(order.numel() // B, 1))):
-            tr.step(order[s * B : (s + 1) * B], use_graph=False)
-            done += 1
-    sync(tr.device)
 
 
 @contextlib.contextmanager
