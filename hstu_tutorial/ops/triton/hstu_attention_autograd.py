@@ -126,7 +126,7 @@ def _launch(kind, grid_dim, max_seq_len, num_bh, args, consts, opts: KernelOptio
     kernel = tuned.fn  # the @triton.jit kernel the autotuner wraps
 
     def grid_of(meta):  # programs along the sequence (query or key tiles) x (sequence, head) pairs
-        return (triton.cdiv(max_seq_len, meta[grid_dim]), num_bh)
+        return (-(-max_seq_len // meta[grid_dim]), num_bh)  # ceil division
 
     if _tune(opts):
         store = _tile_store(args[0].device)  # args[0] is q for every kernel
@@ -175,13 +175,15 @@ def _dot_precision(x: torch.Tensor, opts: KernelOptions) -> str:
     return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
 
 
+# Plain integer arithmetic on the host: triton.next_power_of_2 and triton.cdiv are constexpr functions
+# whose Python calls cost microseconds each, and every launch makes several (benchmarks/attention_host_time.py).
 def _block_dim(d: int) -> int:
-    return max(16, triton.next_power_of_2(d))
+    return tiles.length_class(d)  # the next power of two, at least 16
 
 
 def _seq_len_key(max_seq_len: int) -> int:
     # What the autotuner keys on: nearby lengths share one tuning.
-    return max(16, triton.next_power_of_2(max_seq_len))
+    return tiles.length_class(max_seq_len)
 
 
 def _new(shape, dtype, device, opts: KernelOptions):
