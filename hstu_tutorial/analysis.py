@@ -26,20 +26,25 @@ def _edge(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
-def bucket_labels(edges: Sequence[float]) -> list[str]:
-    """'[a, b)' for every pair of consecutive edges: the labels of `per_bucket_metrics`' rows."""
-    return [f"[{_edge(a)}, {_edge(b)})" for a, b in zip(edges[:-1], edges[1:])]
+def bucket_labels(edges: Sequence[float], closed: str = "left") -> list[str]:
+    """'[a, b)' (or '(a, b]' with closed="right") for every pair of consecutive edges: the labels of
+    `per_bucket_metrics`' rows."""
+    left, right = ("[", ")") if closed == "left" else ("(", "]")
+    return [f"{left}{_edge(a)}, {_edge(b)}{right}" for a, b in zip(edges[:-1], edges[1:])]
 
 
-def per_bucket_metrics(ranks_df, bucket_of: tuple[str, Sequence[float]], k: int = 10):
+def per_bucket_metrics(ranks_df, bucket_of: tuple[str, Sequence[float]], k: int = 10, closed: str = "left"):
     """Users, HR@k and NDCG@k per bucket: a DataFrame with one row per bucket, in edge order.
 
     ranks_df: one row per user with a 1-based "rank" column and the bucketing column; bucket_of:
-    (column, edges), bucket i = [edges[i], edges[i+1]). Columns "users", "hr@{k}", "ndcg@{k}"; an empty
-    bucket has 0 users and NaN metrics. Every value must lie in [edges[0], edges[-1]).
+    (column, edges), bucket i = [edges[i], edges[i+1]) (closed="right": (edges[i], edges[i+1]]). Columns
+    "users", "hr@{k}", "ndcg@{k}"; an empty bucket has 0 users and NaN metrics. Every value must lie in
+    [edges[0], edges[-1]) (closed="right": (edges[0], edges[-1]]).
     """
     import pandas as pd
 
+    if closed not in ("left", "right"):
+        raise ValueError(f'closed must be "left" or "right", got {closed!r}')
     column, edges = bucket_of
     edges = np.asarray(edges, dtype=np.float64)
     if edges.ndim != 1 or len(edges) < 2 or not (np.diff(edges) > 0).all():
@@ -48,12 +53,14 @@ def per_bucket_metrics(ranks_df, bucket_of: tuple[str, Sequence[float]], k: int 
     rank = ranks_df["rank"].to_numpy(dtype=np.float64)  # (U,)
     if len(rank) and rank.min() < 1:
         raise ValueError(f"ranks are 1-based (the best is 1), got a rank of {rank.min():g}")
-    bucket = np.searchsorted(edges, values, side="right") - 1  # (U,) edges[i] <= v < edges[i+1]
+    # (U,) edges[i] <= v < edges[i+1], or edges[i] < v <= edges[i+1] when closed on the right
+    bucket = np.searchsorted(edges, values, side="right" if closed == "left" else "left") - 1
     n = len(edges) - 1
     outside = (bucket < 0) | (bucket >= n)
     if outside.any():
+        (span,) = bucket_labels([edges[0], edges[-1]], closed)
         raise ValueError(
-            f"{int(outside.sum())} value(s) of {column!r} lie outside [{_edge(edges[0])}, {_edge(edges[-1])}), "
+            f"{int(outside.sum())} value(s) of {column!r} lie outside {span}, "
             f"e.g. {values[outside][0]:g}: widen the first or last edge (np.inf is allowed)"
         )
     hit = rank <= k  # (U,)
@@ -62,7 +69,7 @@ def per_bucket_metrics(ranks_df, bucket_of: tuple[str, Sequence[float]], k: int 
     with np.errstate(invalid="ignore", divide="ignore"):  # an empty bucket: 0 / 0 = NaN, no mean
         hr = np.bincount(bucket, weights=hit.astype(np.float64), minlength=n) / users
         ndcg = np.bincount(bucket, weights=gain, minlength=n) / users
-    index = pd.Index(bucket_labels(list(edges)), name=column)
+    index = pd.Index(bucket_labels(list(edges), closed), name=column)
     return pd.DataFrame({"users": users.astype(np.int64), f"hr@{k}": hr, f"ndcg@{k}": ndcg}, index=index)
 
 

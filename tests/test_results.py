@@ -54,6 +54,76 @@ def test_bucket_table_by_hand():
     assert by_pop["bucket"].iloc[0].startswith("[1,")
 
 
+def _bucket_rows_by_masks(per_user, popularity, k, length_edges, num_popularity_buckets):
+    """What bucket_table must give, straight from its definition: a boolean mask per (lo, hi] bucket."""
+    rank = per_user["rank"].to_numpy()
+    counts = np.asarray(popularity)[per_user["target_item_id"].to_numpy()]
+    kinds = {
+        "history_length": (per_user["history_length"].to_numpy(), [float(e) for e in length_edges]),
+        "target_popularity": (counts, R.popularity_edges(counts, num_popularity_buckets)),
+    }
+    rows = []
+    for kind, (values, edges) in kinds.items():
+        for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+            inside = (values > lo) & (values <= hi)
+            if i == 0 and kind == "target_popularity":
+                inside = inside | (values == lo)
+            if inside.any():
+                r = rank[inside]
+                rows.append(
+                    (
+                        kind,
+                        lo,
+                        hi,
+                        int(inside.sum()),
+                        np.mean(r <= k),
+                        np.mean(np.where(r <= k, 1 / np.log2(r + 1.0), 0)),
+                    )
+                )
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_bucket_table_matches_its_definition_on_random_users(seed):
+    # one implementation of the per-bucket means (analysis.per_bucket_metrics) behind bucket_table: same
+    # users in each (lo, hi] bucket as the definition, ties on edges, non-integer quantile edges, users outside
+    rng = np.random.default_rng(seed)
+    n_users, n_items = int(rng.integers(1, 300)), int(rng.integers(2, 60))
+    per_user = pd.DataFrame(
+        {
+            "history_length": rng.choice(
+                [0, 1, 20, 21, 50, 99, 100, 200, 201, *rng.integers(0, 260, 20)], n_users
+            ),
+            "target_item_id": rng.integers(0, n_items, n_users),
+            "rank": rng.integers(1, 40, n_users),
+        }
+    )
+    popularity = rng.integers(0, int(rng.choice([2, 5, 1000])), n_items)
+    buckets = int(rng.integers(1, 7))
+    t = R.bucket_table(per_user, popularity, k=10, num_popularity_buckets=buckets)
+    want = _bucket_rows_by_masks(per_user, popularity, 10, R.LENGTH_EDGES, buckets)
+    assert len(t) == len(want)
+    for (_, row), (kind, lo, hi, users, hr, ndcg) in zip(t.iterrows(), want):
+        assert (row["kind"], row["lo"], row["hi"], row["users"]) == (kind, lo, hi, users)
+        assert row["hr@10"] == pytest.approx(hr, abs=1e-12) and row["ndcg@10"] == pytest.approx(
+            ndcg, abs=1e-12
+        )
+
+
+def test_per_bucket_metrics_closed_on_the_right():
+    from hstu_tutorial import analysis
+
+    df = pd.DataFrame({"x": [1, 2, 2, 3], "rank": [1, 20, 2, 5]})
+    right = analysis.per_bucket_metrics(df, ("x", [0, 2, 3]), closed="right")
+    assert list(right.index) == ["(0, 2]", "(2, 3]"] and right["users"].tolist() == [3, 1]
+    left = analysis.per_bucket_metrics(df, ("x", [0, 2, 4]))
+    assert list(left.index) == ["[0, 2)", "[2, 4)"] and left["users"].tolist() == [1, 3]
+    with pytest.raises(ValueError, match=r"outside \(1, 3\]"):
+        analysis.per_bucket_metrics(df, ("x", [1, 3]), closed="right")  # x = 1 is not in (1, 3]
+    with pytest.raises(ValueError, match="closed"):
+        analysis.per_bucket_metrics(df, ("x", [0, 4]), closed="both")
+
+
 def test_silu_roots_and_floor():
     lo, hi = silu_roots(R.SILU_MIN / 2)
     silu = lambda x: x / (1 + math.exp(-x))  # noqa: E731

@@ -28,41 +28,45 @@ def bucket_table(
     `per_user`: DataFrame with history_length, target_item_id, rank (`Trainer.per_user_ranks`);
     `popularity`: training counts per item id (`metrics.item_popularity(ds, "train")`). Buckets are
     (lo, hi] (the lowest popularity bucket includes lo). Returns kind, bucket, lo, hi, users, hr@k, ndcg@k;
-    empty buckets are left out.
+    empty buckets are left out. The metrics come from `hstu_tutorial.analysis.per_bucket_metrics` (the
+    notebooks' and exercises' per-bucket function), with buckets closed on the right.
     """
     import numpy as np
     import pandas as pd
 
-    rank = per_user["rank"].to_numpy()
-    hit = (rank <= k).astype(float)
-    ndcg = np.where(rank <= k, 1.0 / np.log2(rank + 1.0), 0.0)
+    from hstu_tutorial.analysis import per_bucket_metrics
+
     counts = np.asarray(popularity)[per_user["target_item_id"].to_numpy()]
+    frame = per_user.assign(target_popularity=counts)
     kinds = {
-        "history_length": (per_user["history_length"].to_numpy(), [float(e) for e in length_edges]),
-        "target_popularity": (counts, popularity_edges(counts, num_popularity_buckets)),
+        "history_length": [float(e) for e in length_edges],
+        "target_popularity": popularity_edges(counts, num_popularity_buckets),
     }
     rows = []
-    for kind, (values, edges) in kinds.items():
+    for kind, edges in kinds.items():
+        if len(edges) < 2:  # every target equally popular: no popularity buckets
+            continue
+        lowest_closed = kind == "target_popularity"  # its first bucket also holds the lowest count
+        values = frame[kind].to_numpy(dtype=float)
+        inside = (values > edges[0]) & (values <= edges[-1])  # users outside every bucket are left out
+        cut = list(edges)
+        if lowest_closed:
+            inside |= values == edges[0]
+            cut[0] = float(np.nextafter(edges[0], -np.inf))  # (just below lo, hi] holds lo itself
+        table = per_bucket_metrics(frame[inside], (kind, cut), k, closed="right")
         for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-            inside = (values > lo) & (values <= hi)
-            if i == 0 and kind == "target_popularity":
-                inside |= values == lo
-            n = int(inside.sum())
-            if n:
-                label = (
-                    f"({lo:g}, {hi:g}]"
-                    if not (i == 0 and kind == "target_popularity")
-                    else f"[{lo:g}, {hi:g}]"
-                )
+            users = int(table["users"].iloc[i])
+            if users:
+                label = f"[{lo:g}, {hi:g}]" if (i == 0 and lowest_closed) else f"({lo:g}, {hi:g}]"
                 rows.append(
                     {
                         "kind": kind,
                         "bucket": label,
                         "lo": lo,
                         "hi": hi,
-                        "users": n,
-                        f"hr@{k}": float(hit[inside].mean()),
-                        f"ndcg@{k}": float(ndcg[inside].mean()),
+                        "users": users,
+                        f"hr@{k}": float(table[f"hr@{k}"].iloc[i]),
+                        f"ndcg@{k}": float(table[f"ndcg@{k}"].iloc[i]),
                     }
                 )
     return pd.DataFrame(rows, columns=["kind", "bucket", "lo", "hi", "users", f"hr@{k}", f"ndcg@{k}"])
