@@ -61,6 +61,7 @@ KERNEL_ENV = (
     "HSTU_TRITON_DQ_MODE",
     "HSTU_TRITON_FP32_PRECISION",
     "HSTU_TRITON_TUNING",
+    "HSTU_TRITON_TMA",
 )
 _launcher: subprocess.Popen | None = None
 _started_at = 0.0

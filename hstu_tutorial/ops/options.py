@@ -15,6 +15,7 @@ the next call. The process default comes from the environment the first time it 
     HSTU_TRITON_DQ_MODE=kernel|atomic             dq_mode
     HSTU_TRITON_FP32_PRECISION=tf32|tf32x3|ieee   fp32_precision
     HSTU_TRITON_TUNING=table|tune                 tuning
+    HSTU_TRITON_TMA=auto|on|off                   tma
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _CHOICES = {
     "dq_mode": ("kernel", "atomic"),
     "fp32_precision": (None, "tf32", "tf32x3", "ieee"),
     "tuning": ("table", "tune"),
+    "tma": ("auto", "on", "off"),
 }
 _ENV = {  # field -> environment variable that gives its process default
     "fused_layer_norm": "HSTU_FUSED_LAYER_NORM",
@@ -38,6 +40,7 @@ _ENV = {  # field -> environment variable that gives its process default
     "dq_mode": "HSTU_TRITON_DQ_MODE",
     "fp32_precision": "HSTU_TRITON_FP32_PRECISION",
     "tuning": "HSTU_TRITON_TUNING",
+    "tma": "HSTU_TRITON_TMA",
 }
 
 
@@ -66,6 +69,14 @@ class KernelOptions:
     # tl.dot precision for fp32 operands: None follows torch.backends.cuda.matmul.allow_tf32 ("tf32" when
     # on, else "tf32x3"), or "tf32" | "tf32x3" | "ieee".
     fp32_precision: str | None = None
+    # How the forward kernel reads key and value tiles: "off" = by pointer loads; "auto" = through TMA tensor
+    # descriptors (Hopper's Tensor Memory Accelerator) for causal bf16/fp16 attention on a GPU of compute
+    # capability 9 or more whose k and v have 16-byte aligned addresses and strides, else by pointers;
+    # "on" = TMA whenever the tensors allow it, any dtype, the interpreter included (tests). Off by default
+    # until measured inside the package: a stripped copy of the forward was 1-19% faster with TMA than with
+    # pointer loads at the same tiles (H200, bf16, head size 128, 2026-12-01, benchmarks/try_tma_forward.py),
+    # and the package's TMA forward passed the GPU self-check (benchmarks/check_kernels_gpu.py).
+    tma: str = "off"
     # Fill kernel outputs with NaN before launch (tests: an element never written shows up as NaN).
     poison_outputs: bool = False
     # (BLOCK_M, BLOCK_N) under TRITON_INTERPRET=1; tests shrink them to cross many tiles.

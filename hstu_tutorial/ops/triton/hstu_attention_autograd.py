@@ -28,12 +28,17 @@ import torch
 import triton
 from triton.runtime.errors import OutOfResources
 
+try:  # host-side TMA descriptors (Triton >= 3.4); without them the forward uses pointer loads
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - older Triton
+    TensorDescriptor = None
+
 from hstu_tutorial.ops.hstu_attention import check_norm
 from hstu_tutorial.ops.jagged_tensors import check_floating, check_offsets
 from hstu_tutorial.ops.options import KernelOptions, get_options
 from hstu_tutorial.ops.triton import tiles
 from hstu_tutorial.ops.triton.bias import _Bias, _rel_bias_weight_grads
-from hstu_tutorial.ops.triton.hstu_attention_kernels import hstu_fwd_kernel
+from hstu_tutorial.ops.triton.hstu_attention_kernels import hstu_fwd_kernel, hstu_fwd_tma_kernel
 from hstu_tutorial.ops.triton.hstu_bwd_dkdv_kernel import REL_BIAS_GRAD_COPIES, hstu_bwd_dkdv_kernel
 from hstu_tutorial.ops.triton.hstu_bwd_dq_kernel import hstu_bwd_dq_kernel
 
@@ -50,8 +55,18 @@ from hstu_tutorial.ops.triton.hstu_bwd_dq_kernel import hstu_bwd_dq_kernel
 # (benchmarks/results/h200_2026-12-01/perf/rel_bias_copies/README.md).
 REL_BIAS_ATOMIC_MAX_SEQ_LEN = 1024
 # Tiles with autotune off, (BLOCK_M, BLOCK_N, num_warps, num_stages): one compile per kernel.
-GPU_DEFAULT_CONFIG = {"fwd": (64, 64, 4, 3), "dkdv": (32, 64, 4, 3), "dq": (64, 64, 4, 3)}
-GPU_SMALL_CONFIG = {"fwd": (64, 32, 4, 2), "dkdv": (32, 32, 4, 2), "dq": (64, 32, 4, 2)}
+GPU_DEFAULT_CONFIG = {
+    "fwd": (64, 64, 4, 3),
+    "fwd_tma": (64, 64, 4, 3),
+    "dkdv": (32, 64, 4, 3),
+    "dq": (64, 64, 4, 3),
+}
+GPU_SMALL_CONFIG = {
+    "fwd": (64, 32, 4, 2),
+    "fwd_tma": (64, 32, 4, 2),
+    "dkdv": (32, 32, 4, 2),
+    "dq": (64, 32, 4, 2),
+}
 
 
 def is_interpreter() -> bool:
@@ -99,13 +114,27 @@ def _bench(fn, quantiles):
 # table, then the project's cache file), which works with any Triton version (Triton 3.6's autotuner
 # cannot cache results across processes).
 _fwd_tuned = triton.autotune(_FWD_CONFIGS, key=_KEY, do_bench=_bench)(hstu_fwd_kernel)
+
+
+def _tma_blocks(nargs: dict) -> None:
+    """Give the K and V descriptors the key tile of the config about to run: (BLOCK_N, 1, BLOCK_D)."""
+    for name, width in (("K", "BLOCK_D_QK"), ("V", "BLOCK_D_V")):
+        nargs[name].block_shape = [nargs["BLOCK_N"], 1, nargs[width]]
+
+
+# The same tiles for the TMA forward; each config first sets the descriptors' block to its BLOCK_N.
+_FWD_TMA_CONFIGS = [
+    triton.Config(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages, pre_hook=_tma_blocks)
+    for c in _FWD_CONFIGS
+]
+_fwd_tma_tuned = triton.autotune(_FWD_TMA_CONFIGS, key=_KEY, do_bench=_bench)(hstu_fwd_tma_kernel)
 # DQ_G (atomic dQ) and DRAB (bias gradients) accumulate with atomics, so every timing run starts from
 # zero. Both are always buffers allocated by the backward for this call (see the module docstring).
 _dkdv_tuned = triton.autotune(
     _DKDV_CONFIGS, key=_KEY + ["RAB_GRAD", "ATOMIC_DQ"], do_bench=_bench, reset_to_zero=["DQ_G", "DRAB"]
 )(hstu_bwd_dkdv_kernel)
 _dq_tuned = triton.autotune(_DQ_CONFIGS, key=_KEY, do_bench=_bench)(hstu_bwd_dq_kernel)
-_TUNED = {"fwd": _fwd_tuned, "dkdv": _dkdv_tuned, "dq": _dq_tuned}
+_TUNED = {"fwd": _fwd_tuned, "fwd_tma": _fwd_tma_tuned, "dkdv": _dkdv_tuned, "dq": _dq_tuned}
 
 
 def _tune(opts: KernelOptions) -> bool:
@@ -121,12 +150,17 @@ def _tile_store(device: torch.device) -> tiles.TileStore | None:
 
 
 def _launch(kind, grid_dim, max_seq_len, num_bh, args, consts, opts: KernelOptions):
-    """Launch kernel `kind` ("fwd", "dkdv", "dq"): tiles of its shape class, or fixed tiles."""
+    """Launch kernel `kind` ("fwd", "fwd_tma", "dkdv", "dq"): tiles of its shape class, or fixed tiles."""
     tuned = _TUNED[kind]
     kernel = tuned.fn  # the @triton.jit kernel the autotuner wraps
 
     def grid_of(meta):  # programs along the sequence (query or key tiles) x (sequence, head) pairs
         return (-(-max_seq_len // meta[grid_dim]), num_bh)  # ceil division
+
+    def run(chosen):  # the kernel with these tiles (the autotuner's configs fit the descriptors in a hook)
+        if kind == "fwd_tma":
+            _tma_blocks({"K": args[1], "V": args[2], **consts, **chosen})
+        kernel[grid_of(chosen)](*args, **consts, **chosen)
 
     if _tune(opts):
         store = _tile_store(args[0].device)  # args[0] is q for every kernel
@@ -135,7 +169,7 @@ def _launch(kind, grid_dim, max_seq_len, num_bh, args, consts, opts: KernelOptio
             found, source = store.lookup(key, use_saved=opts.tuning == "table")
             if found is not None:
                 try:
-                    kernel[grid_of(found)](*args, **consts, **found)
+                    run(found)
                     return
                 except OutOfResources as err:  # raised before the kernel runs: nothing written yet
                     warnings.warn(
@@ -150,17 +184,48 @@ def _launch(kind, grid_dim, max_seq_len, num_bh, args, consts, opts: KernelOptio
         if store is not None:
             store.save(key, tiles.tiles_of_config(tuned.best_config))
     elif is_interpreter():
-        block = dict(zip(("BLOCK_M", "BLOCK_N"), opts.interpreter_block))
-        kernel[grid_of(block)](*args, **consts, **block)
+        run(dict(zip(("BLOCK_M", "BLOCK_N"), opts.interpreter_block)))
     else:
         fixed = dict(zip(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"), GPU_DEFAULT_CONFIG[kind]))
         try:
-            kernel[grid_of(fixed)](*args, **consts, **fixed)
+            run(fixed)
         except OutOfResources:
             # fp32 operands with a large head dim overflow shared memory at the default tiles: the launch
             # fails before the kernel runs, so retry with the small config every kernel supports.
             fixed = dict(zip(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"), GPU_SMALL_CONFIG[kind]))
-            kernel[grid_of(fixed)](*args, **consts, **fixed)
+            run(fixed)
+
+
+def _tma_aligned(x: torch.Tensor) -> bool:
+    """What a TMA descriptor over x (T, H, D) needs: unit last stride, 16-byte aligned address and strides,
+    32-bit token coordinates, a head dim the copy engine's box can span (<= 256)."""
+    size = x.element_size()
+    return (
+        x.stride(-1) == 1
+        and x.data_ptr() % 16 == 0
+        and (x.stride(0) * size) % 16 == 0
+        and (x.stride(1) * size) % 16 == 0
+        and 0 < x.shape[0] < 2**31
+        and x.shape[-1] <= 256
+    )
+
+
+def _use_tma(k: torch.Tensor, v: torch.Tensor, causal: bool, opts: KernelOptions) -> bool:
+    """Whether the forward reads k and v through TMA descriptors (`KernelOptions.tma`): never when
+    non-causal (a tile past a sequence's end holds the next one's keys, which only the causal mask drops)."""
+    if opts.tma == "off" or not causal or TensorDescriptor is None:
+        return False
+    if opts.tma == "auto":
+        if is_interpreter() or not k.is_cuda or k.dtype not in (torch.bfloat16, torch.float16):
+            return False
+        if torch.cuda.get_device_capability(k.device)[0] < 9:  # TMA arrived with Hopper
+            return False
+    return _tma_aligned(k) and _tma_aligned(v)
+
+
+def _descriptor(x: torch.Tensor):
+    """A TMA descriptor over x (T, H, D); its block (BLOCK_N, 1, BLOCK_D) is set per launch (_tma_blocks)."""
+    return TensorDescriptor(x, list(x.shape), list(x.stride()), [16, 1, _block_dim(x.shape[-1])])
 
 
 def _dot_precision(x: torch.Tensor, opts: KernelOptions) -> str:
@@ -262,7 +327,11 @@ class _HSTUAttentionFunction(torch.autograd.Function):
                 BIAS=bias.mode,
                 DOT_PREC=_dot_precision(q, opts),
             )
-            _launch("fwd", "BLOCK_M", max_seq_len, B * H, args, consts, opts)
+            if _use_tma(k, v, causal, opts):  # k, v as TMA descriptors; their blocks follow the tiles
+                args = (args[0], _descriptor(k), _descriptor(v), *args[3:])
+                _launch("fwd_tma", "BLOCK_M", max_seq_len, B * H, args, consts, opts)
+            else:
+                _launch("fwd", "BLOCK_M", max_seq_len, B * H, args, consts, opts)
         ctx.save_for_backward(q, k, v, offsets, rab, ts, nts, pos_w, ts_w)
         ctx.alpha, ctx.inv_n, ctx.causal, ctx.max_seq_len, ctx.opts = alpha, inv_n, causal, max_seq_len, opts
         return out

@@ -22,6 +22,10 @@ stride 0 for a broadcast head); 2 relative bias formed in the kernel:
 the time bucket of `hstu_tutorial.ops.time_buckets.time_bucket(d, NB - 1)`, restated in Triton below
 with the same constant.
 
+The forward exists twice over one program (`_fwd_program`): `hstu_fwd_kernel` reads key and value tiles by
+pointer loads, `hstu_fwd_tma_kernel` through TMA tensor descriptors (Hopper's copy engine; causal only, chosen
+by `KernelOptions.tma`).
+
 Names: D_QK, D_V are head sizes (of q/k and of v); dq, dk, dv are gradients.
 """
 
@@ -128,7 +132,9 @@ def _fwd_key_tiles(
     k_ptrs,
     v_ptrs,
     s_kt,
-    s_vt,  # key/value pointers of the sequence's first tile; their token strides
+    s_vt,  # key/value pointers of the sequence's first tile; their token strides (TMA: two descriptors)
+    row0,
+    head,  # TMA only: the sequence's first token (int32) and the head, the descriptors' coordinates
     lo,
     hi,  # key range [lo, hi) to visit, in steps of BLOCK_N
     offs_m,
@@ -148,19 +154,28 @@ def _fwd_key_tiles(
     NB,  # bias inputs (see _bias_tile)
     D_QK: tl.constexpr,
     D_V: tl.constexpr,  # head sizes of q/k and of v
+    BLOCK_D_QK: tl.constexpr,
+    BLOCK_D_V: tl.constexpr,  # the same rounded up to a power of two
     BLOCK_N: tl.constexpr,  # keys per tile
     DIAGONAL: tl.constexpr,  # these tiles straddle the diagonal: apply the causal mask
     BIAS: tl.constexpr,
     DOT_PREC: tl.constexpr,  # tl.dot input precision for fp32 operands: "tf32", "tf32x3" or "ieee"
+    TMA: tl.constexpr,  # key/value tiles through tensor descriptors (causal only, see hstu_fwd_tma_kernel)
 ):
     """acc += SiLU(alpha q k^T + rab) v over the key tiles [lo, hi) (1/n is applied by the caller)."""
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n  # (BN,) key positions
-        kv_mask = cols[:, None] < L
-        k = tl.load(
-            k_ptrs + start_n * s_kt, mask=kv_mask & (offs_d_qk[None, :] < D_QK), other=0.0
-        )  # (BN, D_QK)
-        v = tl.load(v_ptrs + start_n * s_vt, mask=kv_mask & (offs_d_v[None, :] < D_V), other=0.0)  # (BN, D_V)
+        if TMA:  # the copy engine fetches the whole tile; head-dim columns past D read zeros
+            k = k_ptrs.load([row0 + start_n, head, 0]).reshape(BLOCK_N, BLOCK_D_QK)  # (BN, D_QK)
+            v = v_ptrs.load([row0 + start_n, head, 0]).reshape(BLOCK_N, BLOCK_D_V)  # (BN, D_V)
+        else:
+            kv_mask = cols[:, None] < L
+            k = tl.load(
+                k_ptrs + start_n * s_kt, mask=kv_mask & (offs_d_qk[None, :] < D_QK), other=0.0
+            )  # (BN, D_QK)
+            v = tl.load(
+                v_ptrs + start_n * s_vt, mask=kv_mask & (offs_d_v[None, :] < D_V), other=0.0
+            )  # (BN, D_V)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * alpha  # (BM, BN), fp32 accumulation
         if BIAS != 0:
             s += _bias_tile(
@@ -171,6 +186,202 @@ def _fwd_key_tiles(
             p = tl.where(cols[None, :] <= offs_m[:, None], p, 0.0)
         acc += tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)  # (BM, D_V)
     return acc
+
+
+@triton.jit
+def _fwd_program(
+    Q,
+    K,
+    V,
+    OUT,  # (T, H, D_QK), (T, H, D_QK), (T, H, D_V), (T, H, D_V); last dim contiguous
+    OFFSETS,  # (B+1,) int64 sequence starts
+    RAB,  # BIAS=1: padded bias rab[b, h, i, j] given by strides (s_rb, s_rh may be 0); else unused
+    TS,
+    NTS,
+    POS_W,
+    TS_W,  # BIAS=2: jagged timestamps (T,), next timestamps (T,), pos_w (2P-1,), ts_w (NB,)
+    s_qt,
+    s_qh,
+    s_kt,
+    s_kh,
+    s_vt,
+    s_vh,
+    s_ot,
+    s_oh,  # token and head strides of q, k, v, out
+    s_rb,
+    s_rh,
+    s_ri,
+    s_rj,  # strides of rab (batch, head, row, column)
+    H,
+    P,
+    NB,  # heads; pos_w has 2P-1 entries; ts_w has NB (time buckets)
+    alpha,
+    inv_n,  # score scale and 1/n
+    MAX_SEQ_LEN_KEY,  # next power of two of the longest sequence: read by the autotuner only
+    D_QK: tl.constexpr,
+    D_V: tl.constexpr,  # head dims of q/k and of v
+    BLOCK_D_QK: tl.constexpr,
+    BLOCK_D_V: tl.constexpr,  # head dims rounded up to a power of two (>= 16)
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,  # query rows and key columns per tile
+    CAUSAL: tl.constexpr,  # keys j <= i only
+    BIAS: tl.constexpr,  # 0 none, 1 the tensor RAB, 2 formed from POS_W, TS_W (module docstring)
+    DOT_PREC: tl.constexpr,  # tl.dot input precision for fp32 operands: "tf32", "tf32x3" or "ieee"
+    TMA: tl.constexpr,  # K, V are tensor descriptors (hstu_fwd_tma_kernel) or pointers
+):
+    """The forward's program, shared by the two kernels below."""
+    # Query tiles far down a sequence see the most keys: launch them first, so the short ones fill
+    # the gaps at the end instead of a few long ones finishing alone.
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # which query tile
+    pid_bh = tl.program_id(1)  # which (sequence, head)
+    b = pid_bh // H
+    h = pid_bh % H
+    start = tl.load(OFFSETS + b)  # int64: first token of the sequence
+    L = (tl.load(OFFSETS + b + 1) - start).to(tl.int32)
+    start_m = pid_m * BLOCK_M
+    # A tile past the sequence's end does nothing (the jagged saving). A branch rather than an early return:
+    # this is a helper the two kernels call.
+    if start_m < L:
+        offs_m = start_m + tl.arange(0, BLOCK_M)  # (BM,) query positions in the sequence
+        offs_n = tl.arange(0, BLOCK_N)  # (BN,) key positions relative to a tile's start
+        offs_d_qk = tl.arange(0, BLOCK_D_QK)
+        offs_d_v = tl.arange(0, BLOCK_D_V)
+        # Masked loads fill rows past L (and head-dim padding) with zeros. A zero value row adds nothing to
+        # the output, so outside the diagonal tiles no `where` is needed.
+        q = tl.load(
+            Q + start * s_qt + h * s_qh + offs_m[:, None] * s_qt + offs_d_qk[None, :],
+            mask=(offs_m[:, None] < L) & (offs_d_qk[None, :] < D_QK),
+            other=0.0,
+        )  # (BM, D_QK)
+        if TMA:  # K and V are tensor descriptors over (T, H, D): tiles are addressed by (token, head)
+            tl.static_assert(CAUSAL, "TMA tiles past a sequence's end hold the next one's keys: causal only")
+            k_ptrs, v_ptrs = K, V
+        else:
+            k_ptrs = K + start * s_kt + h * s_kh + offs_n[:, None] * s_kt + offs_d_qk[None, :]  # (BN, D_QK)
+            v_ptrs = V + start * s_vt + h * s_vh + offs_n[:, None] * s_vt + offs_d_v[None, :]  # (BN, D_V)
+        row0 = start.to(tl.int32)  # TMA coordinates are 32-bit (the launcher checks T < 2**31)
+        rab_base = RAB + b.to(tl.int64) * s_rb + h.to(tl.int64) * s_rh
+        acc = tl.zeros((BLOCK_M, BLOCK_D_V), dtype=tl.float32)
+
+        if CAUSAL:
+            # Tiles wholly left of the diagonal: no mask. Tiles wholly right of it (start_n >= start_m +
+            # BLOCK_M) would be all zeros: never visited, which halves the work.
+            full_end = tl.minimum(((start_m + 1) // BLOCK_N) * BLOCK_N, L)
+            acc = _fwd_key_tiles(
+                acc,
+                q,
+                k_ptrs,
+                v_ptrs,
+                s_kt,
+                s_vt,
+                row0,
+                h,
+                0,
+                full_end,
+                offs_m,
+                offs_n,
+                offs_d_qk,
+                offs_d_v,
+                L,
+                alpha,
+                rab_base,
+                s_ri,
+                s_rj,
+                TS + start,
+                NTS + start,
+                POS_W,
+                TS_W,
+                P,
+                NB,
+                D_QK,
+                D_V,
+                BLOCK_D_QK,
+                BLOCK_D_V,
+                BLOCK_N,
+                False,
+                BIAS,
+                DOT_PREC,
+                TMA,
+            )
+            acc = _fwd_key_tiles(
+                acc,
+                q,
+                k_ptrs,
+                v_ptrs,
+                s_kt,
+                s_vt,
+                row0,
+                h,
+                full_end,
+                tl.minimum(L, start_m + BLOCK_M),
+                offs_m,
+                offs_n,
+                offs_d_qk,
+                offs_d_v,
+                L,
+                alpha,
+                rab_base,
+                s_ri,
+                s_rj,
+                TS + start,
+                NTS + start,
+                POS_W,
+                TS_W,
+                P,
+                NB,
+                D_QK,
+                D_V,
+                BLOCK_D_QK,
+                BLOCK_D_V,
+                BLOCK_N,
+                True,
+                BIAS,
+                DOT_PREC,
+                TMA,
+            )
+        else:
+            acc = _fwd_key_tiles(
+                acc,
+                q,
+                k_ptrs,
+                v_ptrs,
+                s_kt,
+                s_vt,
+                row0,
+                h,
+                0,
+                L,
+                offs_m,
+                offs_n,
+                offs_d_qk,
+                offs_d_v,
+                L,
+                alpha,
+                rab_base,
+                s_ri,
+                s_rj,
+                TS + start,
+                NTS + start,
+                POS_W,
+                TS_W,
+                P,
+                NB,
+                D_QK,
+                D_V,
+                BLOCK_D_QK,
+                BLOCK_D_V,
+                BLOCK_N,
+                False,
+                BIAS,
+                DOT_PREC,
+                TMA,
+            )
+        acc = acc * inv_n
+        tl.store(
+            OUT + start * s_ot + h * s_oh + offs_m[:, None] * s_ot + offs_d_v[None, :],
+            acc.to(OUT.dtype.element_ty),
+            mask=(offs_m[:, None] < L) & (offs_d_v[None, :] < D_V),
+        )
 
 
 @triton.jit
@@ -214,135 +425,130 @@ def hstu_fwd_kernel(
     DOT_PREC: tl.constexpr,  # tl.dot input precision for fp32 operands: "tf32", "tf32x3" or "ieee"
 ):
     """Grid (cdiv(max_seq_len, BLOCK_M), B * H): one program = BLOCK_M queries of one (sequence, head)."""
-    # Query tiles far down a sequence see the most keys: launch them first, so the short ones fill
-    # the gaps at the end instead of a few long ones finishing alone.
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # which query tile
-    pid_bh = tl.program_id(1)  # which (sequence, head)
-    b = pid_bh // H
-    h = pid_bh % H
-    start = tl.load(OFFSETS + b)  # int64: first token of the sequence
-    L = (tl.load(OFFSETS + b + 1) - start).to(tl.int32)
-    start_m = pid_m * BLOCK_M
-    if start_m >= L:  # the sequence is shorter than this tile's start: the jagged saving
-        return
+    _fwd_program(
+        Q,
+        K,
+        V,
+        OUT,
+        OFFSETS,
+        RAB,
+        TS,
+        NTS,
+        POS_W,
+        TS_W,
+        s_qt,
+        s_qh,
+        s_kt,
+        s_kh,
+        s_vt,
+        s_vh,
+        s_ot,
+        s_oh,
+        s_rb,
+        s_rh,
+        s_ri,
+        s_rj,
+        H,
+        P,
+        NB,
+        alpha,
+        inv_n,
+        MAX_SEQ_LEN_KEY,
+        D_QK,
+        D_V,
+        BLOCK_D_QK,
+        BLOCK_D_V,
+        BLOCK_M,
+        BLOCK_N,
+        CAUSAL,
+        BIAS,
+        DOT_PREC,
+        False,
+    )
 
-    offs_m = start_m + tl.arange(0, BLOCK_M)  # (BM,) query positions in the sequence
-    offs_n = tl.arange(0, BLOCK_N)  # (BN,) key positions relative to a tile's start
-    offs_d_qk = tl.arange(0, BLOCK_D_QK)
-    offs_d_v = tl.arange(0, BLOCK_D_V)
-    # Masked loads fill rows past L (and head-dim padding) with zeros. A zero value row adds nothing to
-    # the output, so outside the diagonal tiles no `where` is needed.
-    q = tl.load(
-        Q + start * s_qt + h * s_qh + offs_m[:, None] * s_qt + offs_d_qk[None, :],
-        mask=(offs_m[:, None] < L) & (offs_d_qk[None, :] < D_QK),
-        other=0.0,
-    )  # (BM, D_QK)
-    k_ptrs = K + start * s_kt + h * s_kh + offs_n[:, None] * s_kt + offs_d_qk[None, :]  # (BN, D_QK)
-    v_ptrs = V + start * s_vt + h * s_vh + offs_n[:, None] * s_vt + offs_d_v[None, :]  # (BN, D_V)
-    rab_base = RAB + b.to(tl.int64) * s_rb + h.to(tl.int64) * s_rh
-    acc = tl.zeros((BLOCK_M, BLOCK_D_V), dtype=tl.float32)
 
-    if CAUSAL:
-        # Tiles wholly left of the diagonal: no mask. Tiles wholly right of it (start_n >= start_m +
-        # BLOCK_M) would be all zeros: never visited, which halves the work.
-        full_end = tl.minimum(((start_m + 1) // BLOCK_N) * BLOCK_N, L)
-        acc = _fwd_key_tiles(
-            acc,
-            q,
-            k_ptrs,
-            v_ptrs,
-            s_kt,
-            s_vt,
-            0,
-            full_end,
-            offs_m,
-            offs_n,
-            offs_d_qk,
-            offs_d_v,
-            L,
-            alpha,
-            rab_base,
-            s_ri,
-            s_rj,
-            TS + start,
-            NTS + start,
-            POS_W,
-            TS_W,
-            P,
-            NB,
-            D_QK,
-            D_V,
-            BLOCK_N,
-            False,
-            BIAS,
-            DOT_PREC,
-        )
-        acc = _fwd_key_tiles(
-            acc,
-            q,
-            k_ptrs,
-            v_ptrs,
-            s_kt,
-            s_vt,
-            full_end,
-            tl.minimum(L, start_m + BLOCK_M),
-            offs_m,
-            offs_n,
-            offs_d_qk,
-            offs_d_v,
-            L,
-            alpha,
-            rab_base,
-            s_ri,
-            s_rj,
-            TS + start,
-            NTS + start,
-            POS_W,
-            TS_W,
-            P,
-            NB,
-            D_QK,
-            D_V,
-            BLOCK_N,
-            True,
-            BIAS,
-            DOT_PREC,
-        )
-    else:
-        acc = _fwd_key_tiles(
-            acc,
-            q,
-            k_ptrs,
-            v_ptrs,
-            s_kt,
-            s_vt,
-            0,
-            L,
-            offs_m,
-            offs_n,
-            offs_d_qk,
-            offs_d_v,
-            L,
-            alpha,
-            rab_base,
-            s_ri,
-            s_rj,
-            TS + start,
-            NTS + start,
-            POS_W,
-            TS_W,
-            P,
-            NB,
-            D_QK,
-            D_V,
-            BLOCK_N,
-            False,
-            BIAS,
-            DOT_PREC,
-        )
-    acc = acc * inv_n
-    tl.store(
-        OUT + start * s_ot + h * s_oh + offs_m[:, None] * s_ot + offs_d_v[None, :],
-        acc.to(OUT.dtype.element_ty),
-        mask=(offs_m[:, None] < L) & (offs_d_v[None, :] < D_V),
+@triton.jit
+def hstu_fwd_tma_kernel(
+    Q,
+    K,
+    V,
+    OUT,  # (T, H, D_QK), (T, H, D_QK), (T, H, D_V), (T, H, D_V); last dim contiguous
+    OFFSETS,  # (B+1,) int64 sequence starts
+    RAB,  # BIAS=1: padded bias rab[b, h, i, j] given by strides (s_rb, s_rh may be 0); else unused
+    TS,
+    NTS,
+    POS_W,
+    TS_W,  # BIAS=2: jagged timestamps (T,), next timestamps (T,), pos_w (2P-1,), ts_w (NB,)
+    s_qt,
+    s_qh,
+    s_kt,
+    s_kh,
+    s_vt,
+    s_vh,
+    s_ot,
+    s_oh,  # token and head strides of q, k, v, out
+    s_rb,
+    s_rh,
+    s_ri,
+    s_rj,  # strides of rab (batch, head, row, column)
+    H,
+    P,
+    NB,  # heads; pos_w has 2P-1 entries; ts_w has NB (time buckets)
+    alpha,
+    inv_n,  # score scale and 1/n
+    MAX_SEQ_LEN_KEY,  # next power of two of the longest sequence: read by the autotuner only
+    D_QK: tl.constexpr,
+    D_V: tl.constexpr,  # head dims of q/k and of v
+    BLOCK_D_QK: tl.constexpr,
+    BLOCK_D_V: tl.constexpr,  # head dims rounded up to a power of two (>= 16)
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,  # query rows and key columns per tile
+    CAUSAL: tl.constexpr,  # keys j <= i only
+    BIAS: tl.constexpr,  # 0 none, 1 the tensor RAB, 2 formed from POS_W, TS_W (module docstring)
+    DOT_PREC: tl.constexpr,  # tl.dot input precision for fp32 operands: "tf32", "tf32x3" or "ieee"
+):
+    """hstu_fwd_kernel with K and V as TMA tensor descriptors over (T, H, D_QK) and (T, H, D_V), block
+    (BLOCK_N, 1, BLOCK_D): on Hopper the Tensor Memory Accelerator copies each key/value tile into shared
+    memory, no per-element addresses or masks. A tile that runs past its sequence's end holds the next
+    sequence's first keys (zeros past the tensor's end), which only the causal mask keeps out: causal only.
+    The launcher chooses it (`KernelOptions.tma`), with its own tiles (shape class "fwd_tma")."""
+    _fwd_program(
+        Q,
+        K,
+        V,
+        OUT,
+        OFFSETS,
+        RAB,
+        TS,
+        NTS,
+        POS_W,
+        TS_W,
+        s_qt,
+        s_qh,
+        s_kt,
+        s_kh,
+        s_vt,
+        s_vh,
+        s_ot,
+        s_oh,
+        s_rb,
+        s_rh,
+        s_ri,
+        s_rj,
+        H,
+        P,
+        NB,
+        alpha,
+        inv_n,
+        MAX_SEQ_LEN_KEY,
+        D_QK,
+        D_V,
+        BLOCK_D_QK,
+        BLOCK_D_V,
+        BLOCK_M,
+        BLOCK_N,
+        CAUSAL,
+        BIAS,
+        DOT_PREC,
+        True,
     )
