@@ -31,12 +31,12 @@ if "--smoke" in sys.argv:
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
+from attention_host_time import D, H, graph_ms, make_case  # noqa: E402  (same cases, same timing)
 
 from hstu_tutorial.ops.triton import triton_hstu_attention  # noqa: E402
 from hstu_tutorial.ops.triton.hstu_attention_kernels import _sigmoid  # noqa: E402
 from hstu_tutorial.perf import machine_info, save_results  # noqa: E402
 
-H, D = 4, 128
 CONFIGS = [(64, 64, 4, 3), (64, 64, 4, 4), (128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 3)]
 
 
@@ -120,32 +120,6 @@ def forward(q, k, v, offsets, n, config, tma: bool):
     return out
 
 
-def make_case(name, tokens, device, dtype):
-    kind, n = name.split("-")
-    n = int(n)
-    batch = max(1, tokens // n)
-    torch.manual_seed(0)
-    lengths = [n] * batch if kind == "dense" else torch.randint(n // 2, n + 1, (batch,)).tolist()
-    offsets = torch.tensor([0] + lengths, device=device).cumsum(0)
-    q, k, v = (torch.randn(int(offsets[-1]), H, D, device=device, dtype=dtype).mul_(0.5) for _ in range(3))
-    return q, k, v, offsets, n
-
-
-def graph_ms(fn):
-    from triton.testing import do_bench
-
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    return do_bench(g.replay, warmup=50, rep=300)
-
-
 def _cell(row: dict, label: str) -> str:
     """A table cell: the kernel's ms, or why it did not run."""
     return f"{row[label + '_ms']:.3f}" if label + "_ms" in row else row.get(label + "_error", "-")
@@ -172,7 +146,8 @@ def main(argv=None) -> int:
     ]
     rows, ok = [], True
     for name in args.cases.split(","):
-        q, k, v, offsets, n = make_case(name, args.tokens, device, dtype)
+        q, k, v, _, offsets, n = make_case(name, args.tokens, device, dtype)
+        q, k, v = (t.detach() for t in (q, k, v))
         before = [t.clone() for t in (q, k, v, offsets)]
         package = functools.partial(
             triton_hstu_attention, q, k, v, offsets, alpha=1.0 / D**0.5, norm=n, max_len=n
