@@ -568,6 +568,39 @@ for c in host_run["cases"]:
 # replays its whole step as a CUDA graph (notebook 06), so training sees the GPU-alone figure. To compare
 # kernels at small sizes, time graph replays.
 #
+# **How a tile reaches shared memory.** Every key tile above arrives by *pointer loads*: each thread
+# computes the addresses of its elements, masks those past the sequence's end and issues the copies. Hopper
+# GPUs also have a copy engine, the Tensor Memory Accelerator (TMA): given a *descriptor* of a tensor (base,
+# shape, strides, tile shape), one instruction copies a whole tile, with no addresses or masks in the
+# threads' registers. Over the jagged layout a descriptor tile that runs past a sequence's end holds the next
+# sequence's first keys instead of zeros, and those keys come after every query of the sequence, so the
+# causal mask of the diagonal tile already drops them. `benchmarks/try_tma_forward.py` timed two stripped
+# copies of the forward that differ only in the load, at five tile shapes, on an H200. The next cell reads
+# both of its runs: the first copies visited the key tiles in one loop with a mask branch per tile, the second
+# in this kernel's two loops (unmasked tiles, then the diagonal).
+
+# %%
+tma_dir = results_file.parents[1] / "h200_2026-12-01" / "perf" / "tma"
+for run, label in (("one_loop", "one loop, a mask branch per tile"), ("two_loops", "two loops, as this kernel")):
+    tma_rows = json.loads((tma_dir / run / "try_tma_forward.json").read_text())["rows"]
+    ratios = [r["tma_ms"] / r["pointer_ms"] for r in tma_rows]
+    by_case = {}
+    for r in tma_rows:
+        by_case.setdefault(r["case"], []).append(r)
+    best = [min(rs, key=lambda r: r["tma_ms"])["tma_ms"] / rs[0]["package_ms"] for rs in by_case.values()]
+    exact = all(r["tma_err"] == 0 and r["pointer_err"] == 0 for r in tma_rows)
+    print(f"{label}: TMA / pointer time at the same tiles {min(ratios):.2f}-{max(ratios):.2f} "
+          f"({len(ratios)} case x tile runs); best TMA tiles / package forward {min(best):.2f}-{max(best):.2f}; "
+          f"outputs identical to the package's: {exact}")
+
+# %% [markdown]
+# With the mask branch inside the loop, TMA was faster at some tile shapes and slower at others, and even its
+# best tiles trailed this kernel; with the two loops, TMA was faster at every tile shape and beat this kernel's
+# tuned forward. The loop's shape decided more than the load path.
+# The package has the TMA forward as an option (`HSTU_TRITON_TMA=auto`: causal bf16/fp16 attention with
+# aligned rows on compute capability 9 and above), checked on the GPU and off by default until it is timed
+# inside the package (`benchmarks/results/h200_2026-12-01/perf/tma/README.md`).
+#
 # Take-aways: a pointwise (SiLU) attention fuses more simply than softmax attention, since there is no
 # row statistic to carry; jagged inputs and causal tile skipping remove the padding and the masked half
 # from the work; and the backward pass is two walks over the same tiles, recomputing the scores instead
