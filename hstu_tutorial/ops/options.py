@@ -72,10 +72,11 @@ class KernelOptions:
     # How the forward kernel reads key and value tiles: "off" = by pointer loads; "auto" = through TMA tensor
     # descriptors (Hopper's Tensor Memory Accelerator) for causal bf16/fp16 attention on a GPU of compute
     # capability 9 or more whose k and v have 16-byte aligned addresses and strides, else by pointers;
-    # "on" = TMA whenever the tensors allow it, any dtype, the interpreter included (tests). Off by default
-    # until measured inside the package: a stripped copy of the forward was 1-19% faster with TMA than with
-    # pointer loads at the same tiles (H200, bf16, head size 128, 2026-12-01, benchmarks/try_tma_forward.py),
-    # and the package's TMA forward passed the GPU self-check (benchmarks/check_kernels_gpu.py).
+    # "on" = TMA whenever the tensors allow it, any dtype, the interpreter included (tests; on a GPU still
+    # compute capability 9 or more). Off by default until measured inside the package: a stripped copy of
+    # the forward was 1-19% faster with TMA than with pointer loads at the same tiles (H200, bf16, head size
+    # 128, 2026-12-01, benchmarks/try_tma_forward.py), and the package's TMA forward passed the GPU
+    # self-check (benchmarks/check_kernels_gpu.py).
     tma: str = "off"
     # Fill kernel outputs with NaN before launch (tests: an element never written shows up as NaN).
     poison_outputs: bool = False

@@ -215,11 +215,10 @@ def _use_tma(k: torch.Tensor, v: torch.Tensor, causal: bool, opts: KernelOptions
     non-causal (a tile past a sequence's end holds the next one's keys, which only the causal mask drops)."""
     if opts.tma == "off" or not causal or TensorDescriptor is None:
         return False
-    if opts.tma == "auto":
-        if is_interpreter() or not k.is_cuda or k.dtype not in (torch.bfloat16, torch.float16):
-            return False
-        if torch.cuda.get_device_capability(k.device)[0] < 9:  # TMA arrived with Hopper
-            return False
+    if k.is_cuda and torch.cuda.get_device_capability(k.device)[0] < 9:  # TMA arrived with Hopper
+        return False
+    if opts.tma == "auto" and (is_interpreter() or k.dtype not in (torch.bfloat16, torch.float16)):
+        return False
     return _tma_aligned(k) and _tma_aligned(v)
 
 
