@@ -247,7 +247,8 @@ def _fwd_program(
         offs_d_qk = tl.arange(0, BLOCK_D_QK)
         offs_d_v = tl.arange(0, BLOCK_D_V)
         # Masked loads fill rows past L (and head-dim padding) with zeros. A zero value row adds nothing to
-        # the output, so outside the diagonal tiles no `where` is needed.
+        # the output, so outside the diagonal tiles no `where` is needed. (TMA tiles past L hold the next
+        # sequence's rows instead; only diagonal tiles reach past L, and their causal mask drops them.)
         q = tl.load(
             Q + start * s_qt + h * s_qh + offs_m[:, None] * s_qt + offs_d_qk[None, :],
             mask=(offs_m[:, None] < L) & (offs_d_qk[None, :] < D_QK),
