@@ -55,18 +55,10 @@ from hstu_tutorial.ops.triton.hstu_bwd_dq_kernel import hstu_bwd_dq_kernel
 # (benchmarks/results/h200_2026-12-01/perf/rel_bias_copies/README.md).
 REL_BIAS_ATOMIC_MAX_SEQ_LEN = 1024
 # Tiles with autotune off, (BLOCK_M, BLOCK_N, num_warps, num_stages): one compile per kernel.
-GPU_DEFAULT_CONFIG = {
-    "fwd": (64, 64, 4, 3),
-    "fwd_tma": (64, 64, 4, 3),
-    "dkdv": (32, 64, 4, 3),
-    "dq": (64, 64, 4, 3),
-}
-GPU_SMALL_CONFIG = {
-    "fwd": (64, 32, 4, 2),
-    "fwd_tma": (64, 32, 4, 2),
-    "dkdv": (32, 32, 4, 2),
-    "dq": (64, 32, 4, 2),
-}
+GPU_DEFAULT_CONFIG = {"fwd": (64, 64, 4, 3), "dkdv": (32, 64, 4, 3), "dq": (64, 64, 4, 3)}
+GPU_SMALL_CONFIG = {"fwd": (64, 32, 4, 2), "dkdv": (32, 32, 4, 2), "dq": (64, 32, 4, 2)}
+for _fixed in (GPU_DEFAULT_CONFIG, GPU_SMALL_CONFIG):  # the TMA forward takes the forward's fixed tiles
+    _fixed["fwd_tma"] = _fixed["fwd"]
 
 
 def is_interpreter() -> bool:
