@@ -10,13 +10,15 @@ the trainer's step, CUDA events, median of `--iters` replays; on a CPU: eager ca
   * dense, unpadded: the same with `GEMM_ALIGN = 1` (rows of 50 and 3,883 floats, not 16-byte aligned);
   * sparse: `losses._SparseSampledColumns`, the sampled columns as a sparse pattern (SDDMM forward, two
     sparse-dense products backward), no (M, C) matrix;
-  * gather: the reference's formulation, (M, R, D) negative embeddings.
+  * gather: the reference's formulation, (M, R, D) negative embeddings;
+  * fused: the gather formula in two Triton kernels (`ops.triton.sampled_softmax`), no (M, R, D) or (M, C)
+    tensor: what `impl="auto"` runs on a GPU (option `fused_loss`).
 Every variant's loss and gradients are compared with the unpadded dense variant's on the same inputs and
 negatives (TF32 as the trainer runs it), the inputs are checked unchanged, and on a GPU the matrix-product
 kernels each variant launched are listed (torch.profiler), which shows whether cuBLAS used aligned loads.
 
 `--step-data DIR` adds the whole training step: for the ML-1M HSTU and SASRec configs, the trainer's CUDA-graph
-step captured with the padded and the unpadded loss (`STEP_VARIANTS`), whole epochs of each replayed in rotation
+step captured with the fused, the padded dense and the unpadded dense loss (`STEP_VARIANTS`), whole epochs of each replayed in rotation
 (`--step-rounds` each, median), as `bench_loss_rows.py` does for the row budget, with each variant's mean training
 loss (one model trains on through all of them: close, not equal).
 
@@ -41,10 +43,10 @@ from hstu_tutorial import losses  # noqa: E402
 from hstu_tutorial.perf import machine_info, save_results  # noqa: E402
 from hstu_tutorial.perf.measure import sync  # noqa: E402
 
-VARIANTS = ("dense, padded", "dense, unpadded", "sparse", "gather")
-# the trainer's step with each loss: (GEMM_ALIGN, what "auto" picks for a small catalogue). Not "sparse": torch's
-# sparse CSR products copy to the host, which a CUDA graph cannot hold (H200, 2026-12-01).
-STEP_VARIANTS = {"padded": (None, "dense"), "unpadded": (1, "dense")}
+VARIANTS = ("dense, padded", "dense, unpadded", "sparse", "gather", "fused")
+# the trainer's step with each loss: (GEMM_ALIGN, what "auto" picks). Not "sparse": torch's sparse CSR products
+# copy to the host, which a CUDA graph cannot hold (H200, 2026-12-01).
+STEP_VARIANTS = {"fused": (None, "fused"), "padded": (None, "dense"), "unpadded": (1, "dense")}
 
 
 @contextlib.contextmanager
@@ -59,11 +61,18 @@ def gemm_align(n: int):
 
 @contextlib.contextmanager
 def loss_setting(align: int | None, impl: str):
-    """GEMM_ALIGN (None: as shipped) and the implementation "auto" picks for a small catalogue, inside."""
+    """GEMM_ALIGN (None: as shipped) and the implementation "auto" picks, inside: "fused" (the Triton kernels,
+    option `fused_loss` on), or "dense" / "sparse" (`fused_loss` off, and what it picks for a small catalogue)."""
+    from hstu_tutorial.ops import use_options
+
     real = losses.SMALL_CATALOGUE_IMPL
-    losses.SMALL_CATALOGUE_IMPL = impl
+    if impl != "fused":
+        losses.SMALL_CATALOGUE_IMPL = impl
     try:
-        with gemm_align(losses.GEMM_ALIGN if align is None else align):
+        with (
+            gemm_align(losses.GEMM_ALIGN if align is None else align),
+            use_options(fused_loss=impl == "fused"),
+        ):
             yield
     finally:
         losses.SMALL_CATALOGUE_IMPL = real

@@ -10,8 +10,11 @@ For each case (dtype x bias x causal x lengths x shape), on the very tensors the
     ||x - ref|| / ||ref||: 1e-2 for bf16, 1e-3 for fp32 with the default tf32x3 dots);
   * nothing is NaN although the kernels' outputs were filled with NaN first (an element a kernel never
     writes stays NaN).
-Also: the kernels' time buckets against `time_bucket` on many gaps. One row per case, PASS/FAIL; the exit
-status is 1 on any FAIL.
+Also: the kernels' time buckets against `time_bucket` on many gaps; and the sampled softmax loss's two kernels
+(`ops.triton.sampled_softmax`) against the float64 formula, loss and both gradients, on the ML-1M step's shape
+and on a catalogue too big for the GPU's cache, with accidental hits, repeated negatives and rows of zero
+gradient, inputs checked unchanged and outputs NaN-poisoned. One row per case, PASS/FAIL; the exit status is 1
+on any FAIL.
 
 Triton compiles and tunes into a fresh temporary TRITON_CACHE_DIR unless --cache-dir is given, so no
 earlier tuning result or compiled kernel hides a problem: the autotuner's timing runs (and the buffers it
@@ -225,6 +228,61 @@ def check_time_buckets(device: str) -> dict:
     )
 
 
+LOSS_TOL = {torch.bfloat16: 1e-2, torch.float32: 1e-5}
+
+
+def loss_cases(small: bool) -> list[tuple]:
+    """(dtype, M rows, D, C items, R negatives): the ML-1M step's loss; a catalogue larger than the L2 cache
+    (every item vector read from memory); a width and a count of negatives that fill no tile exactly."""
+    if small:
+        return [(torch.float32, 40, 10, 30, 9), (torch.bfloat16, 33, 7, 50, 5)]
+    return [
+        (torch.float32, 17344, 50, 3883, 128),
+        (torch.bfloat16, 17344, 50, 3883, 128),
+        (torch.float32, 4096, 64, 200_000, 128),
+        (torch.float32, 3000, 33, 500, 77),
+    ]
+
+
+def check_sampled_softmax(dtype, M, D, C, R, device, seed=0) -> dict:
+    """The fused sampled softmax on one random case against the float64 formula (inputs rounded to `dtype`)."""
+    from hstu_tutorial.ops import use_options
+    from hstu_tutorial.ops.triton.sampled_softmax import triton_sampled_softmax
+
+    g = torch.Generator().manual_seed(seed)
+    q = torch.nn.functional.normalize(torch.randn(M, D, generator=g), dim=1).to(device, dtype)
+    e = torch.nn.functional.normalize(torch.randn(C, D, generator=g), dim=1).to(device, dtype)
+    cols = torch.randint(0, C, (M, 1 + R), generator=g)
+    cols[: M // 50, 1 : 1 + R // 4] = cols[: M // 50, :1]  # accidental hits
+    cols[M // 50 : M // 25, 2] = cols[M // 50 : M // 25, 1]  # a negative drawn twice
+    cols = cols.to(device)
+    dloss = torch.rand(M, generator=g, dtype=torch.float64)
+    dloss[torch.rand(M, generator=g) < 0.1] = 0.0  # padded rows: no gradient
+    dloss = dloss.to(device)
+    q.requires_grad_(), e.requires_grad_()
+    before = {"q": q.detach().clone(), "e": e.detach().clone(), "cols": cols.clone(), "dloss": dloss.clone()}
+    with use_options(poison_outputs=True):
+        loss = triton_sampled_softmax(q, e, cols, 0.05)
+        dq, de = torch.autograd.grad(loss, [q, e], dloss.float())
+    if device == "cuda":
+        torch.cuda.synchronize()
+    now = {"q": q.detach(), "e": e.detach(), "cols": cols, "dloss": dloss}
+    changed = [k for k in before if not torch.equal(before[k], now[k])]
+    q64, e64 = (t.detach().double().requires_grad_() for t in (q, e))
+    s = (q64[:, None, :] * e64[cols]).sum(-1) / 0.05  # (M, 1 + R)
+    drop = torch.zeros_like(s, dtype=torch.bool)
+    drop[:, 1:] = cols[:, 1:] == cols[:, :1]
+    ref = torch.logsumexp(s.masked_fill(drop, float("-inf")), dim=1) - s[:, 0]
+    ref_dq, ref_de = torch.autograd.grad(ref, [q64, e64], dloss)
+    errs = {"out": rel_err(loss, ref), "dq": rel_err(dq, ref_dq), "de": rel_err(de, ref_de)}
+    nan = [k for k, t in (("out", loss), ("dq", dq), ("de", de)) if torch.isnan(t).any()]
+    zero_rows_ok = bool((dq[dloss == 0] == 0).all())
+    ok = not changed and not nan and zero_rows_ok and max(errs.values()) <= LOSS_TOL[dtype]
+    dt = "bf16" if dtype == torch.bfloat16 else "fp32"
+    name = f"sampled softmax {dt} M={M} D={D} C={C} R={R}"
+    return dict(case=name, errs=errs, changed=changed, nan=nan, ok=ok, tol=LOSS_TOL[dtype])
+
+
 def format_row(r: dict) -> str:
     e = r["errs"]
     grads = " ".join(f"{k}={v:.1e}" for k, v in e.items() if k != "out")
@@ -241,7 +299,10 @@ def main() -> int:
     ap.add_argument("--small", action="store_true", help="tiny shapes (CPU interpreter)")
     ap.add_argument("--cache-dir", default="", help="use this TRITON_CACHE_DIR instead of a fresh one")
     ap.add_argument(
-        "--only", default="", help="run only the cases whose name contains this (several: separated by '|')"
+        "--only",
+        default="",
+        help="run only the attention cases whose name contains this (several: separated by '|'); "
+        "the loss cases run when it is empty or one of its parts is 'loss'",
     )
     ap.add_argument("--slice", default=":", help="run cases[i:j] of the list (e.g. 12:16), to split runs")
     ap.add_argument("--time-budget", type=float, default=480.0, help="seconds; later cases are skipped")
@@ -272,12 +333,12 @@ def main() -> int:
         f"TRITON_CACHE_DIR={os.environ['TRITON_CACHE_DIR']}, autotune on, tma={args.tma}, outputs NaN-poisoned",
         flush=True,
     )
-    print("| case | out err | grad errs | tol | inputs | NaN | result |\n|" + " --- |" * 7, flush=True)
     t0, failed, skipped = time.time(), 0, 0
     i, j = (int(x) if x else None for x in args.slice.split(":"))
-    for case in cases(args.small)[i:j]:
-        if not any(part in case.name for part in args.only.split("|")):
-            continue
+    selected = [c for c in cases(args.small)[i:j] if any(part in c.name for part in args.only.split("|"))]
+    if selected:
+        print("| case | out err | grad errs | tol | inputs | NaN | result |\n|" + " --- |" * 7, flush=True)
+    for case in selected:
         if time.time() - t0 > args.time_budget:
             print(f"| {case.name} | - | - | - | - | - | SKIP (time budget) |", flush=True)
             skipped += 1
@@ -294,6 +355,15 @@ def main() -> int:
         f"{b['edge_mismatch']} of {b['on_edge']} within 1e-5 of an edge differ by one: "
         f"{'PASS' if b['ok'] else 'FAIL'}"
     )
+    if not args.only or "loss" in args.only.split("|"):
+        print(
+            "\n| loss case | loss err | grad errs | tol | inputs | NaN | result |\n|" + " --- |" * 7,
+            flush=True,
+        )
+        for c in loss_cases(args.small):
+            r = check_sampled_softmax(*c, device)
+            failed += not r["ok"]
+            print(format_row(r), flush=True)
     print(f"\n{failed} FAIL, {skipped} skipped, {time.time() - t0:.0f} s")
     return 1 if failed else 0
 

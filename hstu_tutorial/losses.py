@@ -197,6 +197,16 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tupl
 
 # What "auto" picks for a catalogue of at most 64 * R items: "dense" or "sparse" (benchmarks/bench_loss.py).
 SMALL_CATALOGUE_IMPL = "dense"
+IMPLS = ("dense", "sparse", "gather", "fused")
+
+
+def _auto_impl(query: torch.Tensor, catalogue_size: int, num_negatives: int) -> str:
+    """The sampled softmax's implementation for impl="auto" (see `sampled_softmax_loss`)."""
+    from hstu_tutorial.ops.options import get_options
+
+    if query.is_cuda and query.dtype != torch.float64 and get_options().fused_loss:
+        return "fused"
+    return SMALL_CATALOGUE_IMPL if catalogue_size <= 64 * num_negatives else "gather"
 
 
 def _weighted_mean(per_position: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -225,7 +235,7 @@ def sampled_softmax_loss(
     query (M, D), positive_ids (M,), catalogue (C,) sorted; `negatives` (M, R) positions into the
     catalogue may be given (tests); otherwise R = `num_negatives` are drawn with `generator`.
 
-    Three implementations give the same numbers:
+    Four implementations give the same numbers:
       * "gather": look up the R negative embeddings of every position, (M, R, D), and take dot products;
         what the reference does. Memory grows with M * R * D.
       * "dense": score every position against the whole catalogue with one matrix product, (M, C), and
@@ -233,8 +243,12 @@ def sampled_softmax_loss(
         does best, and the backward pass avoids scattering M * R gradient rows into the embedding table.
       * "sparse": the sampled columns as a sparse (M, C) pattern: one sampled product (SDDMM) forward, two
         sparse-dense products backward, and no (M, C) matrix at all ("dense" when 1 + R > C).
-    "auto" picks `SMALL_CATALOGUE_IMPL` ("dense") when the catalogue has at most 64 * R items (ML-1M:
-    3,883 <= 8,192), else "gather".
+      * "fused": the "gather" formula in two Triton kernels (`ops.triton.sampled_softmax`): every row reads
+        its 1 + R item vectors from the table and keeps only its running logsumexp; no (M, R, D) or (M, C)
+        tensor. fp32 arithmetic whatever the inputs' dtype (float64 inputs: "gather").
+    "auto" picks "fused" on a CUDA tensor when the option `fused_loss` is on (the default; `use_options`, or
+    `HSTU_FUSED_LOSS=0`) and the inputs are float32 or narrower; otherwise `SMALL_CATALOGUE_IMPL` ("dense")
+    when the catalogue has at most 64 * R items (ML-1M: 3,883 <= 8,192), else "gather".
     """
     if query.dim() != 2:
         raise ValueError(f"query must be (M, D), got shape {tuple(query.shape)}")
@@ -248,11 +262,19 @@ def sampled_softmax_loss(
     if negatives is None:
         negatives = sample_negatives(num_rows, num_negatives, catalogue.numel(), query.device, generator)
     if impl == "auto":
-        impl = SMALL_CATALOGUE_IMPL if catalogue.numel() <= 64 * negatives.shape[1] else "gather"
-    if impl not in ("dense", "sparse", "gather"):
-        raise ValueError(f"impl must be 'auto', 'dense', 'sparse' or 'gather', got {impl!r}")
+        impl = _auto_impl(query, catalogue.numel(), negatives.shape[1])
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be 'auto' or one of {', '.join(map(repr, IMPLS))}, got {impl!r}")
+    if impl == "fused" and query.dtype == torch.float64:
+        impl = "gather"  # the kernels compute in float32
     query = l2_normalize(query)  # (M, D)
     pos_index = catalogue_index(catalogue, positive_ids)  # (M,)
+    if impl == "fused":
+        from hstu_tutorial.ops.triton.sampled_softmax import triton_sampled_softmax
+
+        items = _item_vectors(item_embed_fn, catalogue)  # (C, D)
+        columns = torch.cat([pos_index[:, None], negatives], dim=1)  # (M, 1 + R) positive first
+        return _weighted_mean(triton_sampled_softmax(query, items, columns, temperature), weights)
     hits = negatives == pos_index[:, None]  # (M, R) accidental hits
     if impl in ("dense", "sparse"):
         items = _item_vectors(item_embed_fn, catalogue)  # (C, D)

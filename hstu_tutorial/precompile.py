@@ -57,6 +57,7 @@ NEUTRAL_KEYS = frozenset(
 # were recorded without them, so a run that sets one compiles its own kernels instead.
 KERNEL_ENV = (
     "HSTU_FUSED_LAYER_NORM",
+    "HSTU_FUSED_LOSS",
     "HSTU_TRITON_REL_BIAS_GRAD",
     "HSTU_TRITON_DQ_MODE",
     "HSTU_TRITON_FP32_PRECISION",

@@ -56,3 +56,14 @@ def test_loss_setting_switches_both_knobs_and_restores_them():
     with bench_loss.loss_setting(None, "dense"):
         assert losses.GEMM_ALIGN == before[0]
     assert (losses.GEMM_ALIGN, losses.SMALL_CATALOGUE_IMPL) == before
+
+
+def test_loss_setting_switches_the_fused_loss_option():
+    from hstu_tutorial.ops import get_options
+
+    before = get_options().fused_loss, bench_loss.losses.SMALL_CATALOGUE_IMPL
+    with bench_loss.loss_setting(None, "fused"):
+        assert get_options().fused_loss and bench_loss.losses.SMALL_CATALOGUE_IMPL == before[1]
+    with bench_loss.loss_setting(None, "dense"):
+        assert not get_options().fused_loss
+    assert (get_options().fused_loss, bench_loss.losses.SMALL_CATALOGUE_IMPL) == before

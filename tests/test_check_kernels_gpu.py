@@ -60,3 +60,34 @@ def test_case_list_covers_every_kind():
     # on the GPU: a head size that is no power of two on the TMA forward (bf16, causal, 16-byte rows)
     odd = [c for c in ck.cases(False) if c.d & (c.d - 1)]
     assert any(c.dtype == torch.bfloat16 and c.causal and (c.d * 2) % 16 == 0 for c in odd)
+
+
+def test_sampled_softmax_check_passes_and_catches_faults(monkeypatch):
+    import hstu_tutorial.ops.triton.sampled_softmax as tss
+
+    for case in ck.loss_cases(small=True):
+        r = ck.check_sampled_softmax(*case, "cpu")
+        assert r["ok"] and not r["changed"] and not r["nan"], ck.format_row(r)
+    real = tss.triton_sampled_softmax
+
+    def writes_into_query(q, e, cols, t):
+        out = real(q, e, cols, t)
+        q.data[0, 0] += 1.0  # as a kernel writes: autograd's version counter does not see it
+        return out
+
+    monkeypatch.setattr(tss, "triton_sampled_softmax", writes_into_query)
+    r = ck.check_sampled_softmax(*ck.loss_cases(small=True)[0], "cpu")
+    assert not r["ok"] and r["changed"] == ["q"] and "FAIL" in ck.format_row(r)
+    # a kernel that forgets the 1/tau of the gradient: the errors, not the input checks, must fail it
+    monkeypatch.setattr(tss, "triton_sampled_softmax", real)
+    monkeypatch.setattr(tss._SampledSoftmax, "backward", _scaled_backward(tss._SampledSoftmax.backward))
+    r = ck.check_sampled_softmax(*ck.loss_cases(small=True)[0], "cpu")
+    assert not r["ok"] and not r["changed"] and r["errs"]["dq"] > 0.5
+
+
+def _scaled_backward(backward):
+    def wrong(ctx, dloss):
+        dq, de, *rest = backward(ctx, dloss)
+        return (dq * 0.05, de * 0.05, *rest)
+
+    return staticmethod(wrong)

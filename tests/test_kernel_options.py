@@ -13,6 +13,7 @@ from hstu_tutorial.ops import KernelOptions, get_options, set_options, use_optio
 def test_defaults_and_environment(monkeypatch):
     for var in (
         "HSTU_FUSED_LAYER_NORM",
+        "HSTU_FUSED_LOSS",
         "HSTU_TRITON_REL_BIAS_GRAD",
         "HSTU_TRITON_DQ_MODE",
         "HSTU_TRITON_FP32_PRECISION",
@@ -30,6 +31,9 @@ def test_defaults_and_environment(monkeypatch):
         "atomic",
         "ieee",
     )
+    assert opts.fused_loss  # unset: on
+    monkeypatch.setenv("HSTU_FUSED_LOSS", "0")
+    assert KernelOptions.from_env().fused_loss is False
     monkeypatch.setenv("HSTU_TRITON_DQ_MODE", "fast")
     with pytest.raises(ValueError, match="dq_mode .* got 'fast'.*HSTU_TRITON_DQ_MODE=fast"):
         KernelOptions.from_env()
