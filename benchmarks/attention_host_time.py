@@ -118,7 +118,7 @@ def graph_ms(call) -> float:
             call()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, stream=side):  # the warm-up's stream: autograd's nodes were made on it
         call()
     return do_bench(graph.replay, warmup=50, rep=300)
 
@@ -161,7 +161,10 @@ def calls(f, case):
     alpha = 1.0 / D**0.5
 
     def fwd_bwd():
-        return torch.autograd.grad(f(q, k, v, offsets, alpha, n), (q, k, v), do)
+        # fresh leaves (views of the same storage) every call: autograd makes their gradient nodes on the
+        # stream that is current now, so a call captured in a CUDA graph never waits on another stream
+        leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+        return torch.autograd.grad(f(*leaves, offsets, alpha, n), leaves, do)
 
     def fwd():
         with torch.no_grad():
