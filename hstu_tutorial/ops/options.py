@@ -78,11 +78,11 @@ class KernelOptions:
     # descriptors (Hopper's Tensor Memory Accelerator) for causal bf16/fp16 attention on a GPU of compute
     # capability 9 or more whose k and v have 16-byte aligned addresses and strides, else by pointers;
     # "on" = TMA whenever the tensors allow it, any dtype, the interpreter included (tests; on a GPU still
-    # compute capability 9 or more). Off by default until measured inside the package: a stripped copy of
-    # the forward was 1-19% faster with TMA than with pointer loads at the same tiles (H200, bf16, head size
-    # 128, 2026-12-01, benchmarks/try_tma_forward.py), and the package's TMA forward passed the GPU
-    # self-check (benchmarks/check_kernels_gpu.py).
-    tma: str = "off"
+    # compute capability 9 or more). "auto" by default: the TMA forward took 0.90x the pointer forward's time
+    # (bf16, head size 128, jagged-1024 and dense-4096; H200, 2026-12-01, benchmarks/attention_host_time.py)
+    # and passed the GPU self-check (benchmarks/check_kernels_gpu.py). The ML-1M configs (fp32, or bf16 rows
+    # of 50 values: not 16-byte aligned) stay on pointer loads.
+    tma: str = "auto"
     # Fill kernel outputs with NaN before launch (tests: an element never written shows up as NaN).
     poison_outputs: bool = False
     # (BLOCK_M, BLOCK_N) under TRITON_INTERPRET=1; tests shrink them to cross many tiles.
