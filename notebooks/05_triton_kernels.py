@@ -597,10 +597,23 @@ for run, label in (("one_loop", "one loop, a mask branch per tile"), ("two_loops
 # With the mask branch inside the loop, TMA was faster at some tile shapes and slower at others, and even its
 # best tiles trailed this kernel; with the two loops, TMA was faster at every tile shape and beat this kernel's
 # tuned forward. The loop's shape decided more than the load path.
-# The package has the TMA forward as an option (`HSTU_TRITON_TMA=auto`: causal bf16/fp16 attention with
-# aligned rows on compute capability 9 and above), checked on the GPU and off by default until it is timed
-# inside the package (`benchmarks/results/h200_2026-12-01/perf/tma/README.md`).
-#
+# The package has the TMA forward (`HSTU_TRITON_TMA=auto`, the default: causal bf16/fp16 attention with
+# aligned rows on compute capability 9 and above; `off` keeps pointer loads), checked on the GPU. The cell
+# below reads its timing inside the package, one process with each setting on the same machine
+# (`benchmarks/results/h200_2026-12-01/perf/tma/README.md`).
+
+# %%
+AB_DIR = tma_dir / "package_ab"
+ab = {m: json.loads((AB_DIR / f"attention_host_time_{m}.json").read_text()) for m in ("off", "auto")}
+print(f"{ab['auto']['machine']['device']}, {ab['auto']['machine']['date_utc'][:10]}; forward alone, CUDA-graph replays")
+for case_off, case_auto in zip(ab["off"]["cases"], ab["auto"]["cases"]):
+    ours = {m: next(r for r in c["rows"] if r["impl"] == "ours") for m, c in (("off", case_off), ("auto", case_auto))}
+    official = next(r for r in case_auto["rows"] if r["impl"] == "official")
+    ratio = ours["auto"]["gpu_fwd_ms"] / ours["off"]["gpu_fwd_ms"]
+    print(f"{case_auto['case']:<12} pointer {ours['off']['gpu_fwd_ms']:.3f} ms, TMA {ours['auto']['gpu_fwd_ms']:.3f} ms "
+          f"({ratio:.2f}x), official {official['gpu_fwd_ms']:.3f} ms")
+
+# %% [markdown]
 # Take-aways: a pointwise (SiLU) attention fuses more simply than softmax attention, since there is no
 # row statistic to carry; jagged inputs and causal tile skipping remove the padding and the masked half
 # from the work; and the backward pass is two walks over the same tiles, recomputing the scores instead

@@ -105,10 +105,11 @@ print(f"sampled softmax ~ {loss.item():.1f}, full softmax over all 6 items ~ {fu
 # rescaled sum underestimates on average. Its gradient is biased too: popular items, which the full softmax
 # pushes down often, are sampled only as often as any other. The reference trains with it because it is cheap;
 # section 4 measures the gap on the model trained there and the dataset this notebook loads.
-# In the package the sampled logits come from one dense product of the queries with the whole catalogue
-# (`impl="dense"`, the same numbers as gathering the negatives' embeddings; faster on a GPU for catalogues of a
-# few thousand items: for a step of 17,344 rows and 3,883 items, 0.73 ms forward + backward against 7.6 ms
-# for the gather, on an NVIDIA H200 on 2026-12-01, `benchmarks/results/h200_2026-12-01/perf/loss_align/README.md`).
+# In the package, on a CPU, the sampled logits come from one dense product of the queries with the whole
+# catalogue (`impl="dense"`, the same numbers as gathering the negatives' embeddings); on a GPU, from two Triton
+# kernels that gather each row's 129 item vectors without storing them (`impl="fused"`). For a step of 17,344
+# rows and 3,883 items, forward + backward: 7.5 ms for the plain gather, 0.74 ms dense, 0.66 ms fused (NVIDIA
+# H200, 2026-12-01, `benchmarks/results/h200_2026-12-01/perf/fused_loss/README.md`; `07_performance` reads them).
 #
 # ## 2 · The metrics: full ranking
 #

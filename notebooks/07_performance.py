@@ -151,6 +151,40 @@ display(
 )
 
 # %% [markdown]
+# Aligned or not, the three products still write or read that (rows x 3,883) matrix, although a row needs only
+# 129 of its columns: its positive and its 128 negatives. On a GPU the package now runs the loss as the
+# reference writes it, gather the 129 item vectors and take dot products, but inside a Triton kernel that never
+# stores them (`hstu_tutorial/ops/triton/sampled_softmax.py`). One program per row reads its item vectors from
+# the table (3,883 x 50 floats, 0.8 MB, small enough to stay in the GPU's L2 cache), keeps a running max and sum
+# (the same log-sum-exp trick as flash attention) and writes 129 scores. The backward writes the gradient of
+# those scores into the (rows x catalogue) matrix, zero elsewhere, and leaves dQ and dE to the two products.
+# A backward with no matrix at all, adding each item's gradient with atomics, was the first version: every item
+# is a negative in about 576 rows of a step, and atomics on one address wait for each other. The cell reads
+# the measurements (`benchmarks/bench_sampled_softmax.py`, `benchmarks/bench_loss.py`).
+
+# %%
+FUSED_DIR = ROOT / "benchmarks" / "results" / "h200_2026-12-01" / "perf" / "fused_loss"
+fused = json.loads((FUSED_DIR / "bench_sampled_softmax.json").read_text())
+print(f"{fused['machine']['device']}, {fused['machine']['date_utc'][:10]}: CUDA-graph replays at the step's shape")
+fwd = sorted((r for r in fused["rows"] if r["what"] == "forward"), key=lambda r: r["ms"])
+print(f"forward kernel: {len(fwd)} tile choices, {fwd[0]['ms']:.3f}-{fwd[-1]['ms']:.3f} ms; fastest BLOCK_R = "
+      f"{fwd[0]['BLOCK_R']}, {fwd[0]['num_warps']} warp(s) per row")
+display(pd.DataFrame([{"what": r["what"], "ms": round(r["ms"], 3)} for r in fused["rows"] if r["what"] != "forward"]))
+step = {r["model"]: r for r in json.loads((FUSED_DIR / "bench_loss.json").read_text())["steps"]}
+display(
+    Markdown(
+        "The trainer's step, whole epochs in alternation: "
+        + ", ".join(
+            f"{m} {step[m]['padded_step_ms']:.3f} -> **{step[m]['fused_step_ms']:.3f} ms** "
+            f"({1 - step[m]['fused_step_ms'] / step[m]['padded_step_ms']:.0%} less)"
+            for m in ("hstu", "sasrec")
+        )
+        + ". The loss is one of about 250 kernels of a step: fusing it buys a few percent, and the next few "
+        "percent must come from the others."
+    )
+)
+
+# %% [markdown]
 # ## 2. Measuring the levers here
 #
 # The same function produced the saved table; `run_levers` picks the rows this machine can run (on a CPU:
