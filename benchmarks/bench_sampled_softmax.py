@@ -92,6 +92,15 @@ def rel(a, b) -> float:
 
 
 def main(argv=None) -> int:
+    """Runs the benchmark; the process's TF32 switch is restored afterwards (tests call this in-process)."""
+    flag = torch.backends.cuda.matmul.allow_tf32
+    try:
+        return _main(argv)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = flag
+
+
+def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=17344)
     ap.add_argument("--dim", type=int, default=50)

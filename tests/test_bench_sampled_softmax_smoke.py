@@ -13,7 +13,15 @@ import hstu_tutorial.ops.triton.sampled_softmax as tss  # noqa: E402
 
 
 def test_smoke_run_and_a_wrong_kernel(tmp_path, monkeypatch):
-    assert bench_sampled_softmax.main(["--smoke", "--out", str(tmp_path)]) == 0
+    import torch
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        assert bench_sampled_softmax.main(["--smoke", "--out", str(tmp_path)]) == 0
+        assert torch.backends.cuda.matmul.allow_tf32 is False  # the process's switch is left as it was
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
     found = json.loads((tmp_path / "bench_sampled_softmax.json").read_text())
     what = [r["what"] for r in found["rows"]]
     assert what.count("forward") == 2 and found["inputs_unchanged"] and found["worst_err"] < 1e-5
