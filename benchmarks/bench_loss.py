@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hstu_tutorial import losses  # noqa: E402
 from hstu_tutorial.perf import machine_info, save_results  # noqa: E402
-from hstu_tutorial.perf.measure import sync  # noqa: E402
+from hstu_tutorial.perf.measure import graph_replay_ms, sync  # noqa: E402
 
 VARIANTS = ("dense, padded", "dense, unpadded", "sparse", "gather", "fused")
 # the trainer's step with each loss: (GEMM_ALIGN, what "auto" picks). Not "sparse": torch's sparse CSR products
@@ -126,25 +126,8 @@ def time_variant(variant: str, inp: dict, iters: int, device) -> list[float]:
         return out
     from hstu_tutorial.training.cuda_graph import capture_stream
 
-    stream = capture_stream(device)
-    stream.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(stream):
-        for _ in range(2):  # warm-up on the capture stream (cuBLAS workspaces, autograd)
-            run(variant, inp)
-    torch.cuda.current_stream(device).wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        run(variant, inp)
-    out = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        out.append(start.elapsed_time(end))
-    del graph
-    return out
+    with torch.cuda.device(device):
+        return graph_replay_ms(lambda: run(variant, inp), iters, stream=capture_stream(device))
 
 
 def kernels(variant: str, inp: dict, device, calls: int = 10) -> tuple[list[str], float | None]:

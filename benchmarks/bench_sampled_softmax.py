@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hstu_tutorial import losses  # noqa: E402
 from hstu_tutorial.perf import machine_info, save_results  # noqa: E402
+from hstu_tutorial.perf.measure import graph_replay_ms  # noqa: E402
 
 TILES = [(r, w) for r in (16, 32, 64, 128) for w in (1, 2, 4, 8)]
 TOL = 2e-3  # TF32 products: the dense loss differs from an fp32 one by up to 6.5e-4 (bench_loss.py, H200)
@@ -44,24 +45,7 @@ def graph_ms(fn, iters: int) -> float:
             fn()
             out.append(1e3 * (time.perf_counter() - t0))
         return statistics.median(out)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        fn()
-    out = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        out.append(start.elapsed_time(end))
-    return statistics.median(out)
+    return statistics.median(graph_replay_ms(fn, iters))
 
 
 def make_inputs(M, D, C, R, device, seed=0) -> dict:

@@ -90,6 +90,30 @@ def time_call(fn, device: torch.device, warmup: int = 2, iters: int = 10) -> dic
     return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times)}
 
 
+def graph_replay_ms(fn, iters: int, stream: torch.cuda.Stream | None = None, warmup: int = 2) -> list[float]:
+    """GPU milliseconds of each of `iters` replays of `fn` captured as one CUDA graph (CUDA events around
+    every replay). `fn` runs `warmup` times on `stream` (a new one if None) first, then is captured there, so
+    that autograd's nodes and cuBLAS's workspaces belong to the capturing stream. CUDA only."""
+    stream = torch.cuda.Stream() if stream is None else stream
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        fn()
+    out = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        out.append(start.elapsed_time(end))
+    return out
+
+
 def state_mib(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> float:
     """Parameters + gradients (+ optimizer state): what training holds besides activations, in MiB."""
     params = sum(p.numel() * p.element_size() for p in model.parameters())
