@@ -136,21 +136,13 @@ def sampled_softmax_bwd_kernel(
     dq = tl.zeros((BLOCK_D,), dtype=tl.float32)
     if g != 0.0:
         lse = tl.load(LSE + row)
-        q, c, e, s, j_ok = _scores(Q_row, E, COLS_row, j0, 1, D, stride_e, inv_tau, BLOCK_D)
-        pos = tl.sum(tl.where(j0 == 0, c, 0))
-        # column 0: d loss / d s_0 = p_0 - 1
-        coef = tl.where(j_ok, g * (tl.exp(s - lse) - 1.0), 0.0)  # (BLOCK_R,) nonzero at lane 0 only
-        dq += tl.sum(coef[:, None] * e, axis=0)
-        if ADD_DE:
-            tl.atomic_add(
-                DE + c[:, None] * stride_de + d[None, :],
-                coef[:, None] * q[None, :],
-                mask=j_ok[:, None] & d_ok[None, :],
-            )
-        for start in range(1, R1, BLOCK_R):
-            q, c, e, s, j_ok = _scores(Q_row, E, COLS_row, start + j0, R1, D, stride_e, inv_tau, BLOCK_D)
-            keep = j_ok & (c != pos)
-            coef = tl.where(keep, g * tl.exp(s - lse), 0.0)  # (BLOCK_R,)
+        pos = tl.load(COLS_row)
+        for start in range(0, R1, BLOCK_R):
+            j = start + j0
+            q, c, e, s, j_ok = _scores(Q_row, E, COLS_row, j, R1, D, stride_e, inv_tau, BLOCK_D)
+            keep = j_ok & ((j == 0) | (c != pos))  # the positive, and the negatives that are not it
+            # d loss / d s_j = p_j - [j = 0]
+            coef = tl.where(keep, g * (tl.exp(s - lse) - tl.where(j == 0, 1.0, 0.0)), 0.0)  # (BLOCK_R,)
             dq += tl.sum(coef[:, None] * e, axis=0)
             if ADD_DE:
                 tl.atomic_add(
