@@ -171,10 +171,26 @@ def test_direct_call_per_row_losses_and_errors():
         tss.triton_sampled_softmax(q, e, cols, 0.0)
     with pytest.raises(ValueError, match="backward must be"):
         tss.triton_sampled_softmax(q, e, cols, 0.5, backward="sparse")
+    assert tss.triton_sampled_softmax(q[:0], e, cols[:0], 0.5).shape == (0,)
+
+
+def test_auto_backward_keeps_the_matrix_to_small_catalogues(monkeypatch):
+    assert tss.backward_for("auto", 3883, 128) == "matrix"  # ML-1M
+    assert tss.backward_for("auto", 64 * 128 + 1, 128) == "atomic"  # an (M, C) matrix grows with C
+    assert tss.backward_for("atomic", 10, 128) == "atomic" and tss.backward_for("matrix", 10**6, 1) == "matrix"
+    with pytest.raises(ValueError, match="backward must be"):
+        tss.backward_for("fast", 10, 1)
+    seen = []
+    real = tss._SampledSoftmax.apply
+    monkeypatch.setattr(tss._SampledSoftmax, "apply", lambda *a: seen.append(a[-1]) or real(*a))
+    monkeypatch.setattr(tss, "BACKWARD", "auto")
+    q, e = torch.randn(4, 3), torch.randn(200, 3)
+    tss.triton_sampled_softmax(q, e, torch.randint(0, 200, (4, 5)), 0.5)  # 200 <= 64 x 4
+    tss.triton_sampled_softmax(q, e, torch.randint(0, 200, (4, 2)), 0.5)  # 200 > 64 x 1
+    assert seen == ["matrix", "atomic"]
     with pytest.raises(ValueError, match="up to"):
         wide = torch.zeros(2, tss.MAX_WIDTH + 1)
         tss.triton_sampled_softmax(wide, wide, torch.zeros(2, 2, dtype=torch.long), 0.5)
-    assert tss.triton_sampled_softmax(q[:0], e, cols[:0], 0.5).shape == (0,)
 
 
 def test_impl_choice(monkeypatch):

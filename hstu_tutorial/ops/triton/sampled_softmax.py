@@ -19,12 +19,13 @@ ML-1M step's 17,344 rows and 128 negatives of 50 floats) and scatters as many gr
 formula scores every row against the whole catalogue, three passes over an (M, C) matrix (269 MB). Here the
 forward runs one program per row: it reads the row's 1 + R item vectors straight from the table (ML-1M's
 3,883 x 50 floats stay in the GPU's L2 cache), keeps a running max and sum, and writes the row's loss,
-log-sum-exp and 1 + R scores; its dot products are fp32 multiply-adds (no TF32). The backward ("matrix", the
-default) writes G from those scores, one program per row, and leaves dQ and dE to two matrix products. A
-backward without G ("atomic": each row recomputes its scores and adds dE with fp32 atomics) is kept for
-comparison: on an H200 it took 2.6 ms against 0.45 ms for forward + backward at the ML-1M step, since every
-item is a negative in about 576 rows of a step and atomics on one address queue up
-(`benchmarks/bench_sampled_softmax.py`, 2026-12-01).
+log-sum-exp and 1 + R scores; its dot products are fp32 multiply-adds (no TF32). The backward ("matrix") writes
+G from those scores, one program per row, and leaves dQ and dE to two matrix products. A backward without G
+("atomic": each row recomputes its scores and adds dE with fp32 atomics) took 2.6 ms against 0.45 ms for
+forward + backward at the ML-1M step on an H200, since every item is a negative in about 576 rows of a step and
+atomics on one address queue up (`benchmarks/bench_sampled_softmax.py`, 2026-12-01). So "auto" runs the matrix
+backward for catalogues of up to 64 R items, and the atomic one only above, where an (M, C) matrix would not fit
+in memory (and each item is drawn less often).
 
 Fixed tiles (no autotuning): nothing is restored between launches, and outputs are fresh buffers (NaN-filled
 first under the option `poison_outputs`, so an element a kernel never writes shows).
@@ -184,8 +185,20 @@ def sampled_softmax_grad_matrix_kernel(
 
 
 GEMM_ALIGN = 8  # the matrix backward pads D and C to multiples of this (16-byte rows for cuBLAS)
-BACKWARDS = ("matrix", "atomic")
-BACKWARD = "matrix"  # what triton_sampled_softmax runs unless told
+BACKWARDS = ("matrix", "atomic")  # the two backward passes
+BACKWARD = "auto"  # what triton_sampled_softmax runs unless told: "auto" or one of BACKWARDS
+# "auto": the matrix backward for catalogues of at most this many items per negative (the dense loss's rule:
+# ML-1M's 3,883 items against 64 x 128), the atomic one above, where an (M, C) matrix would not fit.
+MATRIX_MAX_ITEMS_PER_NEGATIVE = 64
+
+
+def backward_for(backward: str, num_items: int, num_negatives: int) -> str:
+    """The backward pass `backward` ("auto", "matrix" or "atomic") stands for, for C items and R negatives."""
+    if backward not in ("auto", *BACKWARDS):
+        raise ValueError(f"backward must be 'auto' or one of {BACKWARDS}, got {backward!r}")
+    if backward != "auto":
+        return backward
+    return "matrix" if num_items <= MATRIX_MAX_ITEMS_PER_NEGATIVE * max(num_negatives, 1) else "atomic"
 
 
 def _aligned(n: int) -> int:
@@ -269,9 +282,10 @@ def triton_sampled_softmax(
     """Each row's sampled softmax loss, (M,) float32: `query (M, D)` against the rows `columns (M, 1 + R)`
     of `items (C, D)`, column 0 the positive, negatives equal to it dropped (module docstring).
 
-    `backward` (None: the module's `BACKWARD`): "matrix" writes the (M, C) gradient of the scores, zero but in the sampled columns, and
-    forms dQ and dE as two matrix products (fp32, TF32 when `torch.backends.cuda.matmul.allow_tf32` is on);
-    "atomic" recomputes each row's scores and adds into dE with fp32 atomics, with no (M, C) matrix.
+    `backward` (None: the module's `BACKWARD`, "auto"): "matrix" writes the (M, C) gradient of the scores,
+    zero but in the sampled columns, and forms dQ and dE as two matrix products (fp32, TF32 when
+    `torch.backends.cuda.matmul.allow_tf32` is on); "atomic" recomputes each row's scores and adds into dE
+    with fp32 atomics, with no (M, C) matrix; "auto" picks "matrix" for C <= 64 R, else "atomic".
 
     Differentiable in query and items (fp32 arithmetic whatever their dtype; gradients in their dtypes).
     Column ids must lie in [0, C): they are not checked on the GPU (that would cost a sync).
@@ -292,7 +306,5 @@ def triton_sampled_softmax(
         )
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    backward = BACKWARD if backward is None else backward
-    if backward not in BACKWARDS:
-        raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+    backward = backward_for(BACKWARD if backward is None else backward, items.shape[0], columns.shape[1] - 1)
     return _SampledSoftmax.apply(query, items, columns, float(temperature), backward)
