@@ -177,7 +177,9 @@ def test_direct_call_per_row_losses_and_errors():
 def test_auto_backward_keeps_the_matrix_to_small_catalogues(monkeypatch):
     assert tss.backward_for("auto", 3883, 128) == "matrix"  # ML-1M
     assert tss.backward_for("auto", 64 * 128 + 1, 128) == "atomic"  # an (M, C) matrix grows with C
-    assert tss.backward_for("atomic", 10, 128) == "atomic" and tss.backward_for("matrix", 10**6, 1) == "matrix"
+    assert (
+        tss.backward_for("atomic", 10, 128) == "atomic" and tss.backward_for("matrix", 10**6, 1) == "matrix"
+    )
     with pytest.raises(ValueError, match="backward must be"):
         tss.backward_for("fast", 10, 1)
     seen = []
