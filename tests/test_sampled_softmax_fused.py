@@ -153,7 +153,7 @@ def per_row_loss(q, e, cols, temperature):
     return torch.logsumexp(s.masked_fill(~keep, float("-inf")), dim=1) - s[:, 0]
 
 
-def test_direct_call_per_row_losses_and_errors():
+def test_direct_call_per_row_losses_and_errors(monkeypatch):
     torch.manual_seed(0)
     q = torch.nn.functional.normalize(torch.randn(6, 5), dim=1)
     e = torch.nn.functional.normalize(torch.randn(9, 5), dim=1)
@@ -171,6 +171,13 @@ def test_direct_call_per_row_losses_and_errors():
         tss.triton_sampled_softmax(q, e, cols, 0.0)
     with pytest.raises(ValueError, match="backward must be"):
         tss.triton_sampled_softmax(q, e, cols, 0.5, backward="sparse")
+    if DEV == "cpu":
+        with pytest.raises(ValueError, match="one device"):
+            tss.triton_sampled_softmax(q, e.to("meta"), cols, 0.5)
+        with monkeypatch.context() as m:  # a CPU tensor outside the interpreter: a clear error, no launch
+            m.setattr(tss, "is_interpreter", lambda: False)
+            with pytest.raises(ValueError, match="runs on CUDA tensors"):
+                tss.triton_sampled_softmax(q, e, cols, 0.5)
     assert tss.triton_sampled_softmax(q[:0], e, cols[:0], 0.5).shape == (0,)
 
 

@@ -300,6 +300,15 @@ def triton_sampled_softmax(
             f"shapes do not match: query {tuple(query.shape)}, items {tuple(items.shape)}, "
             f"columns {tuple(columns.shape)} (need items (C, D) and columns (M, 1 + R))"
         )
+    if items.device != query.device or columns.device != query.device:
+        raise ValueError(
+            f"query, items and columns must be on one device; got {query.device}, {items.device}, {columns.device}"
+        )
+    if not query.is_cuda and not is_interpreter():
+        raise ValueError(
+            "triton_sampled_softmax runs on CUDA tensors (on a CPU only under TRITON_INTERPRET=1); "
+            f"got tensors on {query.device}: use losses.sampled_softmax_loss(impl='dense') there"
+        )
     if query.shape[1] > MAX_WIDTH:
         raise ValueError(
             f"triton_sampled_softmax handles vectors of up to {MAX_WIDTH} values, got {query.shape[1]}"
