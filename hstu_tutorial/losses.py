@@ -38,6 +38,7 @@ __all__ = [
     "l2_normalize",
     "sample_negatives",
     "sampled_softmax_loss",
+    "sampled_softmax_rows",
 ]
 
 
@@ -197,6 +198,8 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tupl
 
 # What "auto" picks for a catalogue of at most 64 * R items: "dense" or "sparse" (benchmarks/bench_loss.py).
 SMALL_CATALOGUE_IMPL = "dense"
+# A catalogue of at most this many items per negative is "small": an (M, C) matrix is then affordable.
+SMALL_CATALOGUE_ITEMS_PER_NEGATIVE = 64
 IMPLS = ("dense", "sparse", "gather", "fused")
 
 
@@ -206,7 +209,22 @@ def _auto_impl(query: torch.Tensor, catalogue_size: int, num_negatives: int) -> 
 
     if query.is_cuda and query.dtype != torch.float64 and get_options().fused_loss:
         return "fused"
-    return SMALL_CATALOGUE_IMPL if catalogue_size <= 64 * num_negatives else "gather"
+    small = catalogue_size <= SMALL_CATALOGUE_ITEMS_PER_NEGATIVE * num_negatives
+    return SMALL_CATALOGUE_IMPL if small else "gather"
+
+
+def sampled_softmax_rows(
+    query: torch.Tensor, items: torch.Tensor, columns: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Each row's sampled softmax loss in plain PyTorch, (M,): `query (M, D)` against the rows `columns (M, 1 + R)`
+    of `items (C, D)`, column 0 the positive, negatives equal to it dropped, a negative drawn twice counted twice.
+
+    What the fused kernels compute (`ops.triton.sampled_softmax`); their checks compare them with it in float64.
+    Memory grows with M * (1 + R) * D, like the "gather" implementation."""
+    scores = (query[:, None, :] * items[columns]).sum(-1) / temperature  # (M, 1 + R)
+    drop = torch.zeros_like(scores, dtype=torch.bool)
+    drop[:, 1:] = columns[:, 1:] == columns[:, :1]  # accidental hits
+    return torch.logsumexp(scores.masked_fill(drop, float("-inf")), dim=1) - scores[:, 0]
 
 
 def _weighted_mean(per_position: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:

@@ -137,20 +137,12 @@ def test_strided_query_bf16_and_no_item_grad():
     assert got.dtype == torch.float32 and qb.grad.dtype == eb.grad.dtype == torch.bfloat16
     q64 = qb.detach().double().cpu().requires_grad_()
     e64 = eb.detach().double().cpu().requires_grad_()
-    want = per_row_loss(q64, e64, cols, 0.05)
+    want = losses.sampled_softmax_rows(q64, e64, cols, 0.05)
     (want * dl).sum().backward()
     assert_matches(
         (got.double().cpu(), qb.grad.double().cpu(), eb.grad.double().cpu()), (want, q64.grad, e64.grad), 1e-2
     )
     torch.testing.assert_close(got.double().cpu(), want.detach(), rtol=1e-6, atol=1e-5)
-
-
-def per_row_loss(q, e, cols, temperature):
-    """The module docstring's formula in plain PyTorch: (M,) losses."""
-    s = (q[:, None, :] * e[cols]).sum(-1) / temperature  # (M, 1 + R)
-    keep = torch.ones_like(s, dtype=torch.bool)
-    keep[:, 1:] = cols[:, 1:] != cols[:, :1]
-    return torch.logsumexp(s.masked_fill(~keep, float("-inf")), dim=1) - s[:, 0]
 
 
 def test_direct_call_per_row_losses_and_errors(monkeypatch):
@@ -159,7 +151,7 @@ def test_direct_call_per_row_losses_and_errors(monkeypatch):
     e = torch.nn.functional.normalize(torch.randn(9, 5), dim=1)
     cols = torch.tensor([[0, 1, 2], [3, 3, 3], [4, 5, 4], [8, 0, 1], [2, 2, 7], [6, 7, 8]])
     got = tss.triton_sampled_softmax(q, e, cols, 0.5)
-    torch.testing.assert_close(got, per_row_loss(q, e, cols, 0.5), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got, losses.sampled_softmax_rows(q, e, cols, 0.5), rtol=1e-6, atol=1e-6)
     assert got[1].item() == 0.0  # every negative is the positive: the loss is log(1)
     with pytest.raises(ValueError, match="shapes do not match"):
         tss.triton_sampled_softmax(q, e[:, :4], cols, 0.5)
@@ -215,3 +207,16 @@ def test_impl_choice(monkeypatch):
         assert not called
     assert losses._auto_impl(torch.zeros(2, 2), 100, 4) == "dense"
     assert losses._auto_impl(torch.zeros(2, 2), 10_000, 4) == "gather"
+
+
+def test_plain_per_row_formula_is_the_gather_loss():
+    # the checks' float64 reference, `losses.sampled_softmax_rows`, against the loss's "gather" implementation
+    case = make_case(19, 7, 11, 6, seed=4)
+    norm = losses.l2_normalize
+    cols = torch.cat(
+        [losses.catalogue_index(case["catalogue"], case["positive_ids"])[:, None], case["negatives"]], 1
+    )
+    rows = losses.sampled_softmax_rows(norm(case["query"]), norm(case["table"][1:]), cols, 0.05)
+    want = run(case, "gather", torch.float64)[0]
+    got = (rows * case["weights"]).sum() / case["weights"].sum()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)

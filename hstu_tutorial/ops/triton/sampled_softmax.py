@@ -37,6 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
+from hstu_tutorial import losses
 from hstu_tutorial.ops.options import get_options
 from hstu_tutorial.ops.triton import hstu_attention_autograd as _attention
 from hstu_tutorial.ops.triton.hstu_attention_autograd import _last_dim_contiguous, is_interpreter
@@ -185,12 +186,8 @@ def sampled_softmax_grad_matrix_kernel(
         tl.atomic_add(G + row * stride_g + c, coef, mask=keep)
 
 
-GEMM_ALIGN = 8  # the matrix backward pads D and C to multiples of this (16-byte rows for cuBLAS)
 BACKWARDS = ("matrix", "atomic")  # the two backward passes
 BACKWARD = "auto"  # what triton_sampled_softmax runs unless told: "auto" or one of BACKWARDS
-# "auto": the matrix backward for catalogues of at most this many items per negative (the dense loss's rule:
-# ML-1M's 3,883 items against 64 x 128), the atomic one above, where an (M, C) matrix would not fit.
-MATRIX_MAX_ITEMS_PER_NEGATIVE = 64
 
 
 def backward_for(backward: str, num_items: int, num_negatives: int) -> str:
@@ -199,17 +196,10 @@ def backward_for(backward: str, num_items: int, num_negatives: int) -> str:
         raise ValueError(f"backward must be 'auto' or one of {BACKWARDS}, got {backward!r}")
     if backward != "auto":
         return backward
-    return "matrix" if num_items <= MATRIX_MAX_ITEMS_PER_NEGATIVE * max(num_negatives, 1) else "atomic"
-
-
-def _aligned(n: int) -> int:
-    return -(-n // GEMM_ALIGN) * GEMM_ALIGN
-
-
-def _pad(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    if x.shape == (rows, cols):
-        return x
-    return torch.nn.functional.pad(x, (0, cols - x.shape[1], 0, rows - x.shape[0]))
+    # the matrix backward where the dense loss would build its (M, C) matrix too (ML-1M's 3,883 items against
+    # 64 x 128), the atomic one above, where an (M, C) matrix would not fit
+    small = num_items <= losses.SMALL_CATALOGUE_ITEMS_PER_NEGATIVE * max(num_negatives, 1)
+    return "matrix" if small else "atomic"
 
 
 def _tiles(R1: int, D: int) -> dict:
@@ -252,15 +242,18 @@ class _SampledSoftmax(torch.autograd.Function):
         add_de = ctx.needs_input_grad[1]
         inv_tau = 1.0 / ctx.temperature
         if ctx.backward == "matrix":
-            Dp, Cp = _aligned(D), _aligned(C)
+            # padded to 16-byte rows as the dense loss's products are (losses.GEMM_ALIGN)
+            Dp, Cp = losses._aligned(D), losses._aligned(C)
             grad = torch.zeros(M, Cp, dtype=torch.float32, device=query.device)  # (M, Cp) dL/d(scores)
             if M:
                 sampled_softmax_grad_matrix_kernel[(M,)](
                     scores, lse, dloss, columns, grad, R1, scores.stride(0), columns.stride(0), grad.stride(0),
                     inv_tau, BLOCK_R1=triton.next_power_of_2(R1),
                 )  # fmt: skip
-            dq = (grad @ _pad(items.float(), Cp, Dp))[:, :D].to(query.dtype)  # (M, D)
-            de = (grad.t() @ _pad(query.float(), M, Dp))[:C, :D].to(items.dtype) if add_de else None  # (C, D)
+            dq = (grad @ losses._pad_to(items.float(), Cp, Dp))[:, :D].to(query.dtype)  # (M, D)
+            de = (
+                (grad.t() @ losses._pad_to(query.float(), M, Dp))[:C, :D].to(items.dtype) if add_de else None
+            )  # (C, D)
             return dq, de, None, None, None
         dq = _outputs(query.shape, query.dtype, query.device)
         de = torch.zeros(items.shape if add_de else (1, 1), dtype=torch.float32, device=items.device)
