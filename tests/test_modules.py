@@ -240,6 +240,32 @@ def test_sasrec_fused_attention_matches_spelled_out(num_heads):
         sasrec_encoder(30, attention_impl="triton")
 
 
+def _norm_rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.mark.parametrize("num_heads", [1, 2])
+def test_sasrec_bf16_attention_matches_spelled_out_to_bf16_precision(num_heads):
+    """attention_impl="sdpa-bf16": the same encoder as the spelled-out fp64 one, to bf16's precision (q, k, v
+    rounded to 8 bits), forward and every gradient; a mask, scale or weight mistake would be off by far more."""
+    torch.manual_seed(17)
+    kw = dict(embedding_dim=16, num_blocks=2, num_heads=num_heads, ffn_hidden=12, max_seq_len=8)
+    bf16 = sasrec_encoder(40, attention_impl="sdpa-bf16", **kw).eval()
+    ref = sasrec_encoder(40, attention_impl="pytorch", **kw).double().eval()
+    ref.load_state_dict(bf16.state_dict())
+    batch = make_batch([3, 1, 8, 6, 8], 8)
+    out, want = bf16(batch), ref(batch)
+    assert out.dtype == torch.float32
+    assert 1e-5 < _norm_rel(out, want) < 1e-2  # really rounded to bf16, and only that
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(0))
+    grads = torch.autograd.grad((out * w).sum(), list(bf16.parameters()))
+    ref_grads = torch.autograd.grad((want * w.double()).sum(), list(ref.parameters()))
+    for (name, _), g, r in zip(bf16.named_parameters(), grads, ref_grads):
+        assert _norm_rel(g, r) < 5e-2, name
+    # dropout=0 in eval mode: the same call twice gives the same numbers
+    torch.testing.assert_close(bf16(batch), out, rtol=0, atol=0)
+
+
 def test_bf16_autocast_runs():
     torch.manual_seed(7)
     kw = dict(embedding_dim=8, max_seq_len=6)

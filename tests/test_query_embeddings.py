@@ -84,6 +84,20 @@ def test_sasrec_query_embeddings_equal_full_forward(attention_impl, heads):
         torch.testing.assert_close(model.query_embeddings(batch, pad_width=8), got, rtol=0, atol=1e-12)
 
 
+def test_sasrec_bf16_query_embeddings_close_to_full_forward():
+    """With attention_impl="sdpa-bf16" the last block's query-only attention runs in full precision, the full
+    forward on bf16 copies of q, k, v: the two agree to bf16's precision."""
+    torch.manual_seed(3)
+    model = sasrec_encoder(
+        30, embedding_dim=16, num_blocks=2, ffn_hidden=6, max_seq_len=6, attention_impl="sdpa-bf16"
+    )
+    model = model.eval()
+    for seed, lengths in enumerate(LENGTHS):
+        batch = batch_of(lengths, seed)
+        got, want = model.query_embeddings(batch), full_path(model, batch)
+        assert ((got - want).norm() / want.norm()).item() < 1e-2
+
+
 @pytest.mark.parametrize("factory", [hstu_encoder, sasrec_encoder])
 def test_query_embeddings_gradients_equal_full_forward(factory):
     """Training mode without dropout: the same loss gives the same gradient on every parameter."""

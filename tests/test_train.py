@@ -110,6 +110,18 @@ def test_bad_files_are_explained(tmp_path, capsys):
     assert main(["--list"]) == 0
 
 
+def test_sasrec_attention_impl_choices():
+    """SASRec takes sdpa, sdpa-bf16 and pytorch; "auto" is sdpa on a CPU (sdpa-bf16 on CUDA)."""
+    for impl in ("sdpa", "sdpa-bf16", "pytorch"):
+        cfg = TrainConfig(model="sasrec", **{**FAST, "attention_impl": impl}).validate()
+        model, got = build_model(cfg, 30, torch.device("cpu"))
+        assert got == impl and {b.attention_impl for b in model.blocks} == {impl}
+    _, got = build_model(TrainConfig(model="sasrec", **FAST).validate(), 30, torch.device("cpu"))
+    assert got == "sdpa"
+    with pytest.raises(ConfigError, match="sdpa-bf16"):
+        TrainConfig(model="sasrec", **{**FAST, "attention_impl": "sdpa_bf16"}).validate()
+
+
 # ---- the padded layout gives the jagged layout's outputs --------------------------------------------
 
 

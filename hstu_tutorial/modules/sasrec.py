@@ -10,8 +10,9 @@ One block, as the HSTU reference's SASRec runs it (x padded `(B, N, D)`):
 Outputs are L2-normalised, no final LayerNorm; every 2-D weight is xavier-normal, attention biases 0.
 
 `attention_impl`: "sdpa" runs the attention through PyTorch's fused kernel (one kernel instead of a
-dozen passes over `(B, H, N, N)`); "pytorch" spells it out. Both compute the same function; attention
-maps (`return_attention=True`) always come from the spelled-out path.
+dozen passes over `(B, H, N, N)`); "sdpa-bf16" does the same on bf16 copies of q, k, v (on a GPU, SDPA's
+flash kernel, measured by benchmarks/bench_sasrec_step.py; the rest of the block stays fp32); "pytorch" spells it out. All compute the same function (the bf16 one to bf16's
+precision); attention maps (`return_attention=True`) always come from the spelled-out path.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from hstu_tutorial.ops.hstu_attention import (
 from hstu_tutorial.ops.jagged_tensors import JaggedLayout, padding_mask
 from hstu_tutorial.ops.layer_norm import layer_norm
 
+ATTENTION_IMPLS = ("sdpa", "sdpa-bf16", "pytorch")
+
 
 class SASRecBlock(nn.Module):
     """Pre-LayerNorm causal multi-head softmax attention + ReLU FFN on padded `(B, N, D)`."""
@@ -48,8 +51,10 @@ class SASRecBlock(nn.Module):
         attention_impl: str = "sdpa",
     ):
         super().__init__()
-        if attention_impl not in ("sdpa", "pytorch"):
-            raise ValueError(f"SASRec attention_impl must be 'sdpa' or 'pytorch', got {attention_impl!r}")
+        if attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(
+                f"SASRec attention_impl must be one of {list(ATTENTION_IMPLS)}, got {attention_impl!r}"
+            )
         self.attention_impl = attention_impl
         if embedding_dim % num_heads:
             raise ValueError(f"embedding_dim={embedding_dim} must be divisible by num_heads={num_heads}")
@@ -71,24 +76,31 @@ class SASRecBlock(nn.Module):
         B, N, D = x.shape
         H = self.num_heads
         x_q = layer_norm(x, eps=1e-8)  # (B, N, D)
-        w_q, w_k, w_v = self.in_proj.weight.chunk(3)  # each (D, D)
-        b_q, b_k, b_v = self.in_proj.bias.chunk(3)
-        q = F.linear(x_q, w_q, b_q).view(B, N, H, D // H)  # queries from the normalised input
-        k = F.linear(x, w_k, b_k).view(B, N, H, D // H)  # keys and values from the raw input
-        v = F.linear(x, w_v, b_v).view(B, N, H, D // H)
+        q, k, v = (t.unflatten(-1, (H, D // H)) for t in self._project(x_q, x))  # each (B, N, H, D/H)
         p_attn = self.dropout if self.training else 0.0
         if return_attention or self.attention_impl == "pytorch":
             a, attn = padded_softmax_attention(
                 q, k, v, lengths, causal=True, dropout=p_attn, return_attention=True
             )  # (B, N, H, D/H), (B, H, N, N)
         else:
-            a, attn = fused_softmax_attention(q, k, v, lengths, dropout=p_attn), None  # (B, N, H, D/H)
+            dtype = torch.bfloat16 if self.attention_impl == "sdpa-bf16" else None
+            a = fused_softmax_attention(q, k, v, lengths, dropout=p_attn, dtype=dtype)  # (B, N, H, D/H)
+            attn = None
         a = self.out_proj(a.reshape(B, N, D))  # (B, N, D)
         y = layer_norm(x_q + a, eps=1e-8)  # (B, N, D)
         h = F.dropout(F.relu(self.ffn1(y)), p=self.dropout, training=self.training)  # (B, N, hidden)
         out = y + F.dropout(self.ffn2(h), p=self.dropout, training=self.training)  # (B, N, D)
         out = out * padding_mask(lengths, N).unsqueeze(-1).to(out.dtype)
         return (out, attn) if return_attention else out
+
+    def _project(self, x_q: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries from the normalised input `x_q (..., D)`, keys and values from the raw input `x (B, N, D)`
+        (one matrix product for both) -> q `(..., D)`, k, v `(B, N, D)` (views)."""
+        D = self.embedding_dim
+        w, b = self.in_proj.weight, self.in_proj.bias  # (3D, D), (3D,): rows q, k, v
+        q = F.linear(x_q, w[:D], b[:D])
+        k, v = F.linear(x, w[D:], b[D:]).chunk(2, dim=-1)
+        return q, k, v
 
     def forward_last(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """`forward(x, lengths)` at each history's last position only: `x (B, N, D)` -> `(B, D)`.
@@ -101,11 +113,7 @@ class SASRecBlock(nn.Module):
         H = self.num_heads
         x_last = x[torch.arange(B, device=x.device), lengths - 1]  # (B, D)
         x_q = layer_norm(x_last, eps=1e-8)  # (B, D)
-        w_q, w_k, w_v = self.in_proj.weight.chunk(3)  # each (D, D)
-        b_q, b_k, b_v = self.in_proj.bias.chunk(3)
-        q = F.linear(x_q, w_q, b_q).view(B, H, D // H)
-        k = F.linear(x, w_k, b_k).view(B, N, H, D // H)
-        v = F.linear(x, w_v, b_v).view(B, N, H, D // H)
+        q, k, v = (t.unflatten(-1, (H, D // H)) for t in self._project(x_q, x))  # (B, H, .), (B, N, H, .)
         p_attn = self.dropout if self.training else 0.0
         a = last_query_attention(q, k, v, lengths, activation="softmax", dropout=p_attn)  # (B, H, D/H)
         a = self.out_proj(a.reshape(B, D))  # (B, D)
@@ -206,7 +214,8 @@ def sasrec_encoder(
     attention_impl: str = "sdpa",
 ) -> SASRecEncoder:
     """Build the SASRec baseline (defaults: the reference's ML-1M config: D=50, 2 blocks, 1 head, FFN 50).
-    `attention_impl`: "sdpa" (PyTorch's fused attention kernel) or "pytorch" (spelled out)."""
+    `attention_impl`: "sdpa" (PyTorch's fused attention kernel), "sdpa-bf16" (the same on bf16 copies of
+    q, k, v) or "pytorch" (spelled out)."""
     return SASRecEncoder(
         num_items,
         embedding_dim=embedding_dim,

@@ -246,6 +246,7 @@ def fused_softmax_attention(
     *,
     scale: float | None = None,
     dropout: float = 0.0,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """`padded_softmax_attention(..., causal=True)` through PyTorch's fused kernel (SDPA), no maps.
 
@@ -253,21 +254,28 @@ def fused_softmax_attention(
     rows). Histories are right-padded, so the causal mask alone keeps every real query off the padding
     keys. Head widths are zero-padded to a multiple of 8 (what the fused GPU kernels accept; zeros change
     no dot product). `dropout` drops attention weights, as in `padded_softmax_attention`.
+
+    `dtype`: compute the attention in this dtype (q, k, v go in as copies in it, the output comes back in
+    q's dtype, and gradients flow through both casts). `torch.bfloat16` lets SDPA use its flash kernel on a
+    GPU; in fp32 it takes the slower memory-efficient one.
     """
     _check_qkv(q, k, v, padded=True)
     B, N, H, dqk = q.shape
     dv = v.shape[-1]
     scale = 1.0 / math.sqrt(dqk) if scale is None else scale
+    out_dtype = q.dtype
 
     def heads_first(t: torch.Tensor) -> torch.Tensor:  # (B, N, H, d) -> (B, H, N, d8)
         t = t.transpose(1, 2)
+        if dtype is not None:
+            t = t.to(dtype)
         pad = -t.shape[-1] % 8
         return F.pad(t, (0, pad)) if pad else t
 
     out = F.scaled_dot_product_attention(
         heads_first(q), heads_first(k), heads_first(v), dropout_p=dropout, is_causal=True, scale=scale
     )  # (B, H, N, dv8)
-    out = out[..., :dv].transpose(1, 2)  # (B, N, H, dv)
+    out = out[..., :dv].transpose(1, 2).to(out_dtype)  # (B, N, H, dv)
     return out * padding_mask(lengths, N)[:, :, None, None].to(out.dtype)
 
 

@@ -88,7 +88,8 @@ class TrainConfig:
     dv: int = 50  # HSTU: value width per head
     ffn_hidden: int = 50  # SASRec: feed-forward width
     dropout: float = 0.2
-    # HSTU: "pytorch", "triton" or "auto" (triton on CUDA); SASRec: "sdpa", "pytorch" or "auto" (sdpa)
+    # HSTU: "pytorch", "triton" or "auto" (triton on CUDA); SASRec: "sdpa", "sdpa-bf16" (SDPA on bf16
+    # copies of q, k, v), "pytorch" or "auto" (sdpa-bf16 on CUDA, sdpa elsewhere)
     attention_impl: str = "auto"
     # HSTU ablation switches (docs/model_and_training.md, "Ablation switches"); SASRec takes only the defaults
     use_pos_bias: bool = True  # the position term of the relative attention bias
@@ -156,7 +157,7 @@ class TrainConfig:
                     f"{key} = {getattr(self, key)!r} is not one of {list(allowed)}"
                     + _did_you_mean(str(getattr(self, key)), allowed)
                 )
-        per_model = {"hstu": ("auto", "pytorch", "triton"), "sasrec": ("auto", "sdpa", "pytorch")}
+        per_model = {"hstu": ("auto", "pytorch", "triton"), "sasrec": ("auto", "sdpa", "sdpa-bf16", "pytorch")}
         if self.attention_impl not in per_model[self.model]:
             raise ConfigError(
                 f"model = {self.model!r} takes attention_impl in {list(per_model[self.model])}, "

@@ -70,7 +70,8 @@ def build_model(cfg: TrainConfig, num_items: int, device: torch.device) -> tuple
             **switches,
         )
     else:
-        impl = "sdpa" if impl == "auto" else impl
+        if impl == "auto":  # bf16 attention lets SDPA use its flash kernel (benchmarks/bench_sasrec_step.py)
+            impl = "sdpa-bf16" if device.type == "cuda" else "sdpa"
         model = modules.sasrec_encoder(
             num_items,
             embedding_dim=cfg.embedding_dim,
