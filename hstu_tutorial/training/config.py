@@ -157,7 +157,10 @@ class TrainConfig:
                     f"{key} = {getattr(self, key)!r} is not one of {list(allowed)}"
                     + _did_you_mean(str(getattr(self, key)), allowed)
                 )
-        per_model = {"hstu": ("auto", "pytorch", "triton"), "sasrec": ("auto", "sdpa", "sdpa-bf16", "pytorch")}
+        per_model = {
+            "hstu": ("auto", "pytorch", "triton"),
+            "sasrec": ("auto", "sdpa", "sdpa-bf16", "pytorch"),
+        }
         if self.attention_impl not in per_model[self.model]:
             raise ConfigError(
                 f"model = {self.model!r} takes attention_impl in {list(per_model[self.model])}, "
