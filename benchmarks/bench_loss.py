@@ -18,9 +18,10 @@ negatives (TF32 as the trainer runs it), the inputs are checked unchanged, and o
 kernels each variant launched are listed (torch.profiler), which shows whether cuBLAS used aligned loads.
 
 `--step-data DIR` adds the whole training step: for the ML-1M HSTU and SASRec configs, the trainer's CUDA-graph
-step captured with the fused, the padded dense and the unpadded dense loss (`STEP_VARIANTS`), whole epochs of each replayed in rotation
-(`--step-rounds` each, median), as `bench_loss_rows.py` does for the row budget, with each variant's mean training
-loss (one model trains on through all of them: close, not equal).
+step captured with the fused loss (its default backward, and the matrix one), the padded dense and the
+unpadded dense loss (`STEP_VARIANTS`), whole epochs of each replayed in rotation (`--step-rounds` each, median),
+as `bench_loss_rows.py` does for the row budget, with each variant's mean training loss (one model trains on
+through all of them: close, not equal).
 
 On a GPU every variant also gets its kernels' summed GPU time per call (torch.profiler, 10 eager calls): the
 figure for a variant that a CUDA graph cannot hold (its graph column then shows why). The exit status is 1 when
@@ -46,7 +47,12 @@ from hstu_tutorial.perf.measure import graph_replay_ms, sync  # noqa: E402
 VARIANTS = ("dense, padded", "dense, unpadded", "sparse", "gather", "fused")
 # the trainer's step with each loss: (GEMM_ALIGN, what "auto" picks). Not "sparse": torch's sparse CSR products
 # copy to the host, which a CUDA graph cannot hold (H200, 2026-12-01).
-STEP_VARIANTS = {"fused": (None, "fused"), "padded": (None, "dense"), "unpadded": (1, "dense")}
+STEP_VARIANTS = {
+    "fused": (None, "fused"),
+    "fused (matrix backward)": (None, "fused:matrix"),
+    "padded": (None, "dense"),
+    "unpadded": (1, "dense"),
+}
 
 
 @contextlib.contextmanager
@@ -62,20 +68,29 @@ def gemm_align(n: int):
 @contextlib.contextmanager
 def loss_setting(align: int | None, impl: str):
     """GEMM_ALIGN (None: as shipped) and the implementation "auto" picks, inside: "fused" (the Triton kernels,
-    option `fused_loss` on), or "dense" / "sparse" (`fused_loss` off, and what it picks for a small catalogue)."""
+    option `fused_loss` on; "fused:<backward>" with that backward pass), or "dense" / "sparse" (`fused_loss`
+    off, and what it picks for a small catalogue)."""
     from hstu_tutorial.ops import use_options
 
+    fused = impl.startswith("fused")
     real = losses.SMALL_CATALOGUE_IMPL
-    if impl != "fused":
+    if not fused:
         losses.SMALL_CATALOGUE_IMPL = impl
+    tss = None
+    if ":" in impl:
+        import hstu_tutorial.ops.triton.sampled_softmax as tss
+
+        real_backward, tss.BACKWARD = tss.BACKWARD, impl.split(":", 1)[1]
     try:
         with (
             gemm_align(losses.GEMM_ALIGN if align is None else align),
-            use_options(fused_loss=impl == "fused"),
+            use_options(fused_loss=fused),
         ):
             yield
     finally:
         losses.SMALL_CATALOGUE_IMPL = real
+        if tss is not None:
+            tss.BACKWARD = real_backward
 
 
 def make_inputs(rows: int, dim: int, items: int, negatives: int, device, seed: int = 0) -> dict:

@@ -3,11 +3,14 @@
     PYTHONPATH=. python3 benchmarks/bench_sampled_softmax.py [--out DIR]     # GPU
     PYTHONPATH=. python benchmarks/bench_sampled_softmax.py --smoke          # CPU interpreter, tiny shapes
 
-At the ML-1M training step's shape (M = 17,344 rows, D = 50, C = 3,883 items, R = 128 negatives, fp32), each
-call replayed as a CUDA graph (median of `--iters` replays, CUDA events):
+At the ML-1M training step's shape (M = 17,344 rows, D = 50, C = 3,883 items, R = 128 negatives, fp32; a tenth
+of the rows zero-gradient filler rows with positive column 0, as the trainer's graph step pads its loss rows),
+each call replayed as a CUDA graph (median of `--iters` replays, CUDA events):
   * the forward kernel alone, for every (BLOCK_R, num_warps) in `TILES`;
-  * forward + backward with each backward pass ("matrix": the (M, C) score gradient and two matrix products;
-    "atomic": item gradients added with fp32 atomics) at the forward's fastest tiles;
+  * forward + backward with each backward pass at the forward's fastest tiles ("segments": dQ from the forward,
+    dE summed per item over the sampled positions sorted by item, for every (BLOCK_N, num_warps) in
+    `SEGMENT_TILES`; "matrix": the (M, C) score gradient and two matrix products; "atomic": item gradients
+    added with fp32 atomics);
   * the whole loss (`losses.sampled_softmax_loss`, normalisation and mean included) with impl "fused" and
     "dense" (the padded matrix-product loss), forward + backward.
 The whole-loss rows run the module's shipped tiles and backward. Every variant's loss and gradients are compared
@@ -31,6 +34,7 @@ from hstu_tutorial.perf import machine_info, save_results  # noqa: E402
 from hstu_tutorial.perf.measure import graph_replay_ms  # noqa: E402
 
 TILES = [(r, w) for r in (16, 32, 64, 128) for w in (1, 2, 4, 8)]
+SEGMENT_TILES = [(n, w) for n in (16, 32, 64, 128) for w in (1, 2, 4)]  # the segments backward's item kernel
 TOL = 2e-3  # TF32 products: the dense loss differs from an fp32 one by up to 6.5e-4 (bench_loss.py, H200)
 
 
@@ -48,13 +52,19 @@ def graph_ms(fn, iters: int) -> float:
     return statistics.median(graph_replay_ms(fn, iters))
 
 
-def make_inputs(M, D, C, R, device, seed=0) -> dict:
+def make_inputs(M, D, C, R, device, seed=0, filler=0.1) -> dict:
+    """Random rows; the last `filler` of them as the trainer's CUDA-graph step pads its loss rows: positive
+    column 0 and a zero gradient."""
     g = torch.Generator().manual_seed(seed)
+    columns = torch.randint(0, C, (M, 1 + R), generator=g)
+    dloss = torch.rand(M, generator=g) / M
+    n = int(M * filler)
+    columns[M - n :, 0], dloss[M - n :] = 0, 0.0
     return {
         "query": torch.nn.functional.normalize(torch.randn(M, D, generator=g), dim=1).to(device),
         "items": torch.nn.functional.normalize(torch.randn(C, D, generator=g), dim=1).to(device),
-        "columns": torch.randint(0, C, (M, 1 + R), generator=g).to(device),
-        "dloss": (torch.rand(M, generator=g) / M).to(device),
+        "columns": columns.to(device),
+        "dloss": dloss.to(device),
     }
 
 
@@ -103,6 +113,7 @@ def _main(argv=None) -> int:
     e = inp["items"].clone().requires_grad_()
     tiles = TILES if device == "cuda" else [(8, 1), (16, 4)]
     real = tss.GPU_BLOCK_R, tss.GPU_NUM_WARPS, tss.is_interpreter
+    real_segments = tss.GPU_SEGMENT_BLOCK, tss.GPU_SEGMENT_WARPS
     rows, worst = [], 0.0
 
     def fwd():
@@ -127,15 +138,23 @@ def _main(argv=None) -> int:
         best = min(rows, key=lambda r: r["ms"])
         tss.GPU_BLOCK_R, tss.GPU_NUM_WARPS = best["BLOCK_R"], best["num_warps"]
         for backward in tss.BACKWARDS:
-            call = fwd_bwd(backward)
-            call()
-            errs = rel(q.grad, ref[1]), rel(e.grad, ref[2])
-            worst = max(worst, *errs)
-            ms = graph_ms(call, args.iters)
-            rows.append({"what": f"forward + backward, {backward}", "BLOCK_R": best["BLOCK_R"],
-                         "num_warps": best["num_warps"], "ms": ms, "dq_err": errs[0], "de_err": errs[1]})  # fmt: skip
+            # the segments backward at every tile of its item-gradient kernel, the others once
+            seg_tiles = SEGMENT_TILES if device == "cuda" else [(4, 1), (64, 2)]
+            for block_n, seg_warps in seg_tiles if backward == "segments" else [(None, None)]:
+                if block_n is not None:
+                    tss.GPU_SEGMENT_BLOCK, tss.GPU_SEGMENT_WARPS = block_n, seg_warps
+                call = fwd_bwd(backward)
+                call()
+                errs = rel(q.grad, ref[1]), rel(e.grad, ref[2])
+                worst = max(worst, *errs)
+                ms = graph_ms(call, args.iters)
+                what = f"forward + backward, {backward}"
+                what += f" (BLOCK_N = {block_n}, {seg_warps} warps)" if block_n is not None else ""
+                rows.append({"what": what, "BLOCK_R": best["BLOCK_R"], "num_warps": best["num_warps"], "ms": ms,
+                             "dq_err": errs[0], "de_err": errs[1], "BLOCK_N": block_n, "segment_warps": seg_warps})  # fmt: skip
     finally:
         tss.GPU_BLOCK_R, tss.GPU_NUM_WARPS, tss.is_interpreter = real
+        tss.GPU_SEGMENT_BLOCK, tss.GPU_SEGMENT_WARPS = real_segments
     catalogue = torch.arange(1, args.items + 1, device=device)
     table = torch.cat([torch.zeros(1, args.dim, device=device), inp["items"]]).requires_grad_()
     pos = inp["columns"][:, 0] + 1

@@ -244,8 +244,9 @@ def loss_cases(small: bool) -> list[tuple]:
     ]
 
 
-def check_sampled_softmax(dtype, M, D, C, R, device, seed=0) -> dict:
-    """The fused sampled softmax on one random case against the float64 formula (inputs rounded to `dtype`)."""
+def check_sampled_softmax(dtype, M, D, C, R, device, seed=0, backward="auto") -> dict:
+    """The fused sampled softmax on one random case against the float64 formula (inputs rounded to `dtype`),
+    with the backward pass `backward`."""
     from hstu_tutorial.losses import sampled_softmax_rows
     from hstu_tutorial.ops import use_options
     from hstu_tutorial.ops.triton.sampled_softmax import triton_sampled_softmax
@@ -263,7 +264,7 @@ def check_sampled_softmax(dtype, M, D, C, R, device, seed=0) -> dict:
     q.requires_grad_(), e.requires_grad_()
     before = {"q": q.detach().clone(), "e": e.detach().clone(), "cols": cols.clone(), "dloss": dloss.clone()}
     with use_options(poison_outputs=True):
-        loss = triton_sampled_softmax(q, e, cols, 0.05)
+        loss = triton_sampled_softmax(q, e, cols, 0.05, backward=backward)
         dq, de = torch.autograd.grad(loss, [q, e], dloss.float())
     if device == "cuda":
         torch.cuda.synchronize()
@@ -277,7 +278,7 @@ def check_sampled_softmax(dtype, M, D, C, R, device, seed=0) -> dict:
     zero_rows_ok = bool((dq[dloss == 0] == 0).all())
     ok = not changed and not nan and zero_rows_ok and max(errs.values()) <= LOSS_TOL[dtype]
     dt = "bf16" if dtype == torch.bfloat16 else "fp32"
-    name = f"sampled softmax {dt} M={M} D={D} C={C} R={R}"
+    name = f"sampled softmax {dt} M={M} D={D} C={C} R={R}, {backward} backward"
     return dict(case=name, errs=errs, changed=changed, nan=nan, ok=ok, tol=LOSS_TOL[dtype])
 
 
@@ -358,10 +359,13 @@ def main() -> int:
             "\n| loss case | loss err | grad errs | tol | inputs | NaN | result |\n|" + " --- |" * 7,
             flush=True,
         )
+        from hstu_tutorial.ops.triton.sampled_softmax import BACKWARDS
+
         for c in loss_cases(args.small):
-            r = check_sampled_softmax(*c, device)
-            failed += not r["ok"]
-            print(format_row(r), flush=True)
+            for backward in BACKWARDS:
+                r = check_sampled_softmax(*c, device, backward=backward)
+                failed += not r["ok"]
+                print(format_row(r), flush=True)
     print(f"\n{failed} FAIL, {skipped} skipped, {time.time() - t0:.0f} s")
     return 1 if failed else 0
 

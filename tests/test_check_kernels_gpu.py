@@ -66,12 +66,14 @@ def test_sampled_softmax_check_passes_and_catches_faults(monkeypatch):
     import hstu_tutorial.ops.triton.sampled_softmax as tss
 
     for case in ck.loss_cases(small=True):
-        r = ck.check_sampled_softmax(*case, "cpu")
-        assert r["ok"] and not r["changed"] and not r["nan"], ck.format_row(r)
+        for backward in tss.BACKWARDS:
+            r = ck.check_sampled_softmax(*case, "cpu", backward=backward)
+            assert r["ok"] and not r["changed"] and not r["nan"], ck.format_row(r)
+            assert f"{backward} backward" in r["case"]
     real = tss.triton_sampled_softmax
 
-    def writes_into_query(q, e, cols, t):
-        out = real(q, e, cols, t)
+    def writes_into_query(q, e, cols, t, backward=None):
+        out = real(q, e, cols, t, backward)
         q.data[0, 0] += 1.0  # as a kernel writes: autograd's version counter does not see it
         return out
 

@@ -14,7 +14,7 @@ DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 @pytest.fixture(params=tss.BACKWARDS, autouse=True)
 def backward(request, monkeypatch):
-    """Every test runs with both backward passes."""
+    """Every test runs with every backward pass."""
     monkeypatch.setattr(tss, "BACKWARD", request.param)
     return request.param
 
@@ -81,6 +81,7 @@ def test_fused_matches_float64_gather(shape, gpu_tiles, monkeypatch):
     if gpu_tiles and DEV == "cpu":  # the GPU's tiling in the interpreter: several tiles of negatives per row
         monkeypatch.setattr(tss, "is_interpreter", lambda: False)
         monkeypatch.setattr(tss, "GPU_BLOCK_R", 4)
+        monkeypatch.setattr(tss, "GPU_SEGMENT_BLOCK", 4)  # several tiles per item's segment
     case = make_case(*shape, seed=sum(shape))
     want = run(case, "gather", torch.float64)
     got = run(case, "fused", torch.float32)
@@ -105,6 +106,39 @@ def test_inputs_unchanged_and_unit_weight_rows_only():
     # rows of weight 0 get exactly zero gradient (the backward skips them)
     assert torch.count_nonzero(query.grad[5:12]) == 0
     assert torch.count_nonzero(query.grad[:5]) > 0
+
+
+@pytest.mark.parametrize("gpu_tiles", [False, True])
+def test_every_item_row_written_and_direct_call_matches_float64(gpu_tiles, monkeypatch):
+    """A catalogue mostly unsampled (their dE rows must be written as zeros: outputs start NaN-poisoned), a
+    popular item sampled by most rows, columns repeated within a row, accidental hits, rows of zero gradient."""
+    from hstu_tutorial.ops import use_options
+
+    if gpu_tiles and DEV == "cpu":
+        monkeypatch.setattr(tss, "is_interpreter", lambda: False)
+        monkeypatch.setattr(tss, "GPU_BLOCK_R", 4)
+        monkeypatch.setattr(tss, "GPU_SEGMENT_BLOCK", 4)
+    g = torch.Generator().manual_seed(11)
+    M, D, C, R = 9, 6, 60, 7
+    q = torch.randn(M, D, generator=g, dtype=torch.float64)
+    e = torch.randn(C, D, generator=g, dtype=torch.float64)
+    cols = torch.randint(0, 10, (M, 1 + R), generator=g)  # items 10 .. 59 never sampled
+    cols[:, 3] = 4  # item 4 in every row, the positive of row 0 too
+    cols[0, 0] = 4
+    cols[1, 2] = cols[1, 1]  # a negative drawn twice
+    dloss = torch.rand(M, generator=g, dtype=torch.float64)
+    dloss[[2, 5]] = 0.0
+    ref_q, ref_e = q.clone().requires_grad_(), e.clone().requires_grad_()
+    want = losses.sampled_softmax_rows(ref_q, ref_e, cols, 0.1)
+    want_dq, want_de = torch.autograd.grad(want, [ref_q, ref_e], dloss)
+    qf, ef = (t.float().to(DEV).requires_grad_() for t in (q, e))
+    with use_options(poison_outputs=True):
+        got = tss.triton_sampled_softmax(qf, ef, cols.to(DEV), 0.1)
+        dq, de = torch.autograd.grad(got, [qf, ef], dloss.float().to(DEV))
+    for a, b in ((got, want), (dq, want_dq), (de, want_de)):
+        assert torch.isfinite(a).all()
+        assert ((a.double().cpu() - b).abs().max() / b.abs().max()).item() < 2e-6
+    assert torch.count_nonzero(de[10:]) == 0 and torch.count_nonzero(dq[[2, 5]]) == 0
 
 
 def test_tiny_temperature_is_stable():
@@ -173,22 +207,19 @@ def test_direct_call_per_row_losses_and_errors(monkeypatch):
     assert tss.triton_sampled_softmax(q[:0], e, cols[:0], 0.5).shape == (0,)
 
 
-def test_auto_backward_keeps_the_matrix_to_small_catalogues(monkeypatch):
-    assert tss.backward_for("auto", 3883, 128) == "matrix"  # ML-1M
-    assert tss.backward_for("auto", 64 * 128 + 1, 128) == "atomic"  # an (M, C) matrix grows with C
-    assert (
-        tss.backward_for("atomic", 10, 128) == "atomic" and tss.backward_for("matrix", 10**6, 1) == "matrix"
-    )
+def test_auto_backward_is_segments(monkeypatch):
+    assert tss.backward_for("auto") == "segments"
+    assert all(tss.backward_for(b) == b for b in tss.BACKWARDS)
     with pytest.raises(ValueError, match="backward must be"):
-        tss.backward_for("fast", 10, 1)
+        tss.backward_for("fast")
     seen = []
     real = tss._SampledSoftmax.apply
     monkeypatch.setattr(tss._SampledSoftmax, "apply", lambda *a: seen.append(a[-1]) or real(*a))
     monkeypatch.setattr(tss, "BACKWARD", "auto")
     q, e = torch.randn(4, 3), torch.randn(200, 3)
-    tss.triton_sampled_softmax(q, e, torch.randint(0, 200, (4, 5)), 0.5)  # 200 <= 64 x 4
-    tss.triton_sampled_softmax(q, e, torch.randint(0, 200, (4, 2)), 0.5)  # 200 > 64 x 1
-    assert seen == ["matrix", "atomic"]
+    tss.triton_sampled_softmax(q, e, torch.randint(0, 200, (4, 5)), 0.5)
+    tss.triton_sampled_softmax(q, e, torch.randint(0, 200, (4, 5)), 0.5, backward="matrix")
+    assert seen == ["segments", "matrix"]
     with pytest.raises(ValueError, match="up to"):
         wide = torch.zeros(2, tss.MAX_WIDTH + 1)
         tss.triton_sampled_softmax(wide, wide, torch.zeros(2, 2, dtype=torch.long), 0.5)
