@@ -108,8 +108,9 @@ print(f"sampled softmax ~ {loss.item():.1f}, full softmax over all 6 items ~ {fu
 # In the package, on a CPU, the sampled logits come from one dense product of the queries with the whole
 # catalogue (`impl="dense"`, the same numbers as gathering the negatives' embeddings); on a GPU, from two Triton
 # kernels that gather each row's 129 item vectors without storing them (`impl="fused"`). For a step of 17,344
-# rows and 3,883 items, forward + backward: 7.5 ms for the plain gather, 0.74 ms dense, 0.66 ms fused (NVIDIA
-# H200, 2026-12-01, `benchmarks/results/h200_2026-12-01/perf/fused_loss/README.md`; `07_performance` reads them).
+# rows and 3,883 items, forward + backward: 7.5 ms for the plain gather, 0.72 ms dense, 0.54 ms fused (NVIDIA
+# H200, 2026-12-01, `benchmarks/results/h200_2026-12-01/perf/segments_sasrec/bench_loss.md`; `07_performance`
+# reads them).
 #
 # ## 2 · The metrics: full ranking
 #

@@ -185,6 +185,34 @@ display(
 )
 
 # %% [markdown]
+# The matrix went next. The backward needs, per row, the query gradient dq_i = (sum_j p_ij e_j - e_pos) / tau,
+# and per item the sum of (p_ij - [j = 0]) q_i over every row that sampled it. The first is a softmax-weighted
+# sum of the very vectors the forward already reads, so the forward keeps it (with the same running max). For the
+# second, the package sorts the step's 17,344 x 129 sampled positions by item and lets one program per item sum
+# its own run: no atomics, no matrix ("segments", `bench_sampled_softmax.py`). Its first version was faster
+# alone and *slower* in the trainer's step: the graph step pads its loss rows with zero-gradient filler rows, all
+# with the same positive column, and one item's program summed all of them alone. Setting zero-gradient rows
+# aside fixed it. SASRec's step also changed: its attention now gets bf16 copies of q, k, v, so PyTorch's SDPA
+# runs its flash kernel instead of the fp32 memory-efficient one (`attention_impl="sdpa-bf16"`). The cell reads
+# both measurements (`benchmarks/results/h200_2026-12-01/perf/segments_sasrec/`).
+
+# %%
+SEG_DIR = ROOT / "benchmarks" / "results" / "h200_2026-12-01" / "perf" / "segments_sasrec"
+seg = json.loads((SEG_DIR / "bench_sampled_softmax.json").read_text())
+fb = {r["what"]: r["ms"] for r in seg["rows"] if r["what"].startswith("forward + backward")}
+best_seg = min((k for k in fb if "segments" in k), key=fb.get)
+print(f"{seg['machine']['device']}, {seg['machine']['date_utc'][:10]}: loss forward + backward at the step's shape")
+print(f"  segments {fb[best_seg]:.3f} ms ({best_seg.split('(')[1][:-1]}), matrix {fb['forward + backward, matrix']:.3f} ms,"
+      f" atomic {fb['forward + backward, atomic']:.3f} ms")
+for label, path in (("first version", SEG_DIR / "segments_first" / "bench_loss.json"), ("filler rows set aside", SEG_DIR / "bench_loss.json")):
+    st = {r["model"]: r for r in json.loads(path.read_text())["steps"]}
+    print(f"  step, {label}: " + ", ".join(
+        f"{m} {st[m]['fused (matrix backward)_step_ms']:.3f} -> {st[m]['fused_step_ms']:.3f} ms" for m in ("hstu", "sasrec")))
+sas = json.loads((SEG_DIR / "final_split" / "bench_sasrec_step.json").read_text())["rows"]
+display(pd.DataFrame([{"SASRec step variant": r["variant"], "ms": round(r["step_ms"], 3),
+                       "vs first": f"{r['step_ms'] / sas[0]['step_ms']:.2f}x"} for r in sas]))
+
+# %% [markdown]
 # ## 2. Measuring the levers here
 #
 # The same function produced the saved table; `run_levers` picks the rows this machine can run (on a CPU:

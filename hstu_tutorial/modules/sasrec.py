@@ -12,7 +12,8 @@ Outputs are L2-normalised, no final LayerNorm; every 2-D weight is xavier-normal
 `attention_impl`: "sdpa" runs the attention through PyTorch's fused kernel (one kernel instead of a
 dozen passes over `(B, H, N, N)`); "sdpa-bf16" does the same on bf16 copies of q, k, v (on a GPU, SDPA's
 flash kernel, measured by benchmarks/bench_sasrec_step.py; the rest of the block stays fp32); "pytorch" spells it out. All compute the same function (the bf16 one to bf16's
-precision); attention maps (`return_attention=True`) always come from the spelled-out path.
+precision); attention maps (`return_attention=True`) always come from the spelled-out path. `forward_last`
+(evaluation's last block) computes its one query's attention in full precision whatever the choice.
 """
 
 from __future__ import annotations
@@ -97,9 +98,11 @@ class SASRecBlock(nn.Module):
         """Queries from the normalised input `x_q (..., D)`, keys and values from the raw input `x (B, N, D)`
         (one matrix product for both) -> q `(..., D)`, k, v `(B, N, D)` (views)."""
         D = self.embedding_dim
-        w, b = self.in_proj.weight, self.in_proj.bias  # (3D, D), (3D,): rows q, k, v
-        q = F.linear(x_q, w[:D], b[:D])
-        k, v = F.linear(x, w[D:], b[D:]).chunk(2, dim=-1)
+        # split, not two slices: its backward is one concatenation (a slice's fills a zeroed copy of the weight)
+        w_q, w_kv = self.in_proj.weight.split([D, 2 * D])  # (D, D), (2D, D): rows q, then k and v
+        b_q, b_kv = self.in_proj.bias.split([D, 2 * D])
+        q = F.linear(x_q, w_q, b_q)
+        k, v = F.linear(x, w_kv, b_kv).chunk(2, dim=-1)
         return q, k, v
 
     def forward_last(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
