@@ -261,7 +261,7 @@ def sampled_softmax_loss(
         does best, and the backward pass avoids scattering M * R gradient rows into the embedding table.
       * "sparse": the sampled columns as a sparse (M, C) pattern: one sampled product (SDDMM) forward, two
         sparse-dense products backward, and no (M, C) matrix at all ("dense" when 1 + R > C).
-      * "fused": the "gather" formula in two Triton kernels (`ops.triton.sampled_softmax`): every row reads
+      * "fused": the "gather" formula in Triton kernels (`ops.triton.sampled_softmax`): every row reads
         its 1 + R item vectors from the table and keeps only its running logsumexp; no (M, R, D) or (M, C)
         tensor. fp32 arithmetic whatever the inputs' dtype (float64 inputs: "gather").
     "auto" picks "fused" on a CUDA tensor when the option `fused_loss` is on (the default; `use_options`, or
