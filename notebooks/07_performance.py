@@ -193,8 +193,26 @@ display(
 # alone and *slower* in the trainer's step: the graph step pads its loss rows with zero-gradient filler rows, all
 # with the same positive column, and one item's program summed all of them alone. Setting zero-gradient rows
 # aside fixed it. SASRec's step also changed: its attention now gets bf16 copies of q, k, v, so PyTorch's SDPA
-# runs its flash kernel instead of the fp32 memory-efficient one (`attention_impl="sdpa-bf16"`). The cell reads
-# both measurements (`benchmarks/results/h200_2026-12-01/perf/segments_sasrec/`).
+# runs its flash kernel instead of the fp32 memory-efficient one (`attention_impl="sdpa-bf16"`). The next cell
+# shows the item-gradient idea in plain PyTorch on a toy step; the one after reads both measurements
+# (`benchmarks/results/h200_2026-12-01/perf/segments_sasrec/`).
+
+# %%
+# dE through the (rows x catalogue) matrix, and by runs of positions sorted by item: the same numbers
+gen = torch.Generator().manual_seed(0)
+M, R1, C, D = 6, 4, 5, 3  # rows, sampled columns per row, items, width
+cols = torch.randint(0, C, (M, R1), generator=gen)  # each row's sampled items
+coef = torch.randn(M, R1, generator=gen, dtype=torch.float64)  # d loss / d score of each sampled position
+q = torch.randn(M, D, generator=gen, dtype=torch.float64)  # the rows' query vectors
+rows = torch.arange(M)[:, None].expand(M, R1)
+G = torch.zeros(M, C, dtype=torch.float64).index_put_((rows, cols), coef, accumulate=True)  # (M, C), zero elsewhere
+de_matrix = G.T @ q  # (C, D)
+keys, order = torch.sort(cols.reshape(-1))  # flat positions i * R1 + j, grouped by item
+start = torch.searchsorted(keys, torch.arange(C + 1))  # item c's run: order[start[c] : start[c + 1]]
+runs = [order[start[c] : start[c + 1]] for c in range(C)]
+de_runs = torch.stack([(coef.reshape(-1)[r, None] * q[r // R1]).sum(0) for r in runs])  # one sum per item
+print("positions per item:", [len(r) for r in runs], "of", M * R1)
+print("dE by runs equals dE through the matrix:", torch.allclose(de_runs, de_matrix))
 
 # %%
 SEG_DIR = ROOT / "benchmarks" / "results" / "h200_2026-12-01" / "perf" / "segments_sasrec"
