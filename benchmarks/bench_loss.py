@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import statistics
 import sys
 from pathlib import Path
@@ -167,33 +168,13 @@ def step_ab(model: str, data_dir: str, rounds: int, smoke: bool) -> dict:
     import statistics as st
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_loss_rows import _epoch, trainer_for
+    from bench_loss_rows import graph_variants_in_rotation, trainer_for
 
     args = argparse.Namespace(smoke=smoke, data_dir=data_dir)
     tr = trainer_for(model, args, seed=0, layout="padded")
     orders = [tr.epoch_order() for _ in range(rounds)]
-    graphs, errors = {}, {}
-    for name, setting in STEP_VARIANTS.items():
-        with loss_setting(*setting):
-            tr.graph = None
-            try:
-                if tr.use_graphs:
-                    tr.capture_graph()
-                _epoch(tr, orders[0], budgeted=True)  # warm-up, and the variant runs at all
-            except Exception as e:  # noqa: BLE001 - reported in the table
-                errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-                continue
-            graphs[name] = (tr.graph, tr.loss_rows)
-    times = {k: [] for k in graphs}
-    losses_seen = {k: [] for k in graphs}
-    names = list(graphs)
-    for i, order in enumerate(orders):  # rotate the order, so that no variant always runs first
-        for name in names[i % len(names) :] + names[: i % len(names)]:
-            tr.graph, tr.loss_rows = graphs[name]
-            with loss_setting(*STEP_VARIANTS[name]):  # also for an eager step above the budget
-                seconds, loss, _ = _epoch(tr, order, budgeted=tr.loss_rows is not None)
-            times[name].append(seconds)
-            losses_seen[name].append(loss)
+    settings = {name: functools.partial(loss_setting, *setting) for name, setting in STEP_VARIANTS.items()}
+    times, losses_seen, errors, _ = graph_variants_in_rotation(tr, settings, orders)
     steps = orders[0].numel() // tr.cfg.batch_size
     out = {"model": model, "graph": tr.use_graphs, "steps_per_epoch": steps, "errors": errors}
     for k in STEP_VARIANTS:

@@ -190,6 +190,39 @@ def _epoch(tr: Trainer, order_cpu: torch.Tensor, budgeted: bool) -> tuple[float,
     return time.perf_counter() - t0, (total / steps).item(), tr.eager_steps_above_budget - eager0
 
 
+def graph_variants_in_rotation(tr: Trainer, settings: dict, orders: list) -> tuple[dict, dict, dict, dict]:
+    """Time the trainer's step under each of `settings` (name -> a function returning the context manager the
+    variant runs under): each variant is captured as its own CUDA graph (eager steps on a CPU) and trains one
+    warm-up epoch on `orders[0]`; then every variant trains one whole epoch per order, the variants' order
+    rotated each time, so that none always runs first. Returns per variant its epochs' seconds and mean losses,
+    the error of a variant that could not be captured or run, and its capture + warm-up seconds."""
+    graphs, errors, setup_s = {}, {}, {}
+    for name, setting in settings.items():
+        t0 = time.perf_counter()
+        with setting():
+            tr.graph = None
+            try:
+                if tr.use_graphs:
+                    tr.capture_graph()
+                _epoch(tr, orders[0], budgeted=True)  # warm-up, and the variant runs at all
+            except Exception as e:  # noqa: BLE001 - reported by the caller
+                errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+                continue
+            graphs[name] = (tr.graph, tr.loss_rows)
+        setup_s[name] = time.perf_counter() - t0
+    times = {k: [] for k in graphs}
+    losses = {k: [] for k in graphs}
+    names = list(graphs)
+    for i, order in enumerate(orders):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            tr.graph, tr.loss_rows = graphs[name]
+            with settings[name]():  # also for an eager step above the budget
+                seconds, loss, _ = _epoch(tr, order, budgeted=tr.loss_rows is not None)
+            times[name].append(seconds)
+            losses[name].append(loss)
+    return times, losses, errors, setup_s
+
+
 def measure(model: str, args) -> dict:
     tr = trainer_for(model, args, seed=0, layout="padded")
     config = config_name(model, args)

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_loss_rows import _epoch, trainer_for  # noqa: E402
+from bench_loss_rows import graph_variants_in_rotation, trainer_for  # noqa: E402
 
 from hstu_tutorial.modules import sasrec  # noqa: E402
 from hstu_tutorial.ops import use_options  # noqa: E402
@@ -150,32 +150,13 @@ def main(argv=None) -> int:
         return 0 if ok else 1
     tr = trainer_for("sasrec", args, seed=0, layout="padded")
     orders = [tr.epoch_order() for _ in range(args.rounds)]
-    graphs, errors, setup_s = {}, {}, {}
+    settings = {name: functools.partial(variant, name, tr.model) for name in names}
+    times, seen, errors, setup_s = graph_variants_in_rotation(tr, settings, orders)
     for name in names:
-        t0 = time.perf_counter()
-        with variant(name, tr.model):
-            tr.graph = None
-            try:
-                if tr.use_graphs:
-                    tr.capture_graph()
-                _epoch(tr, orders[0], budgeted=True)
-            except Exception as e:  # noqa: BLE001 - reported in the table
-                errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
-                print(f"{name}: {errors[name]}", flush=True)
-                continue
-            graphs[name] = (tr.graph, tr.loss_rows)
-        setup_s[name] = time.perf_counter() - t0
-        print(f"{name}: captured and warmed up in {setup_s[name]:.1f} s", flush=True)
-    times = {k: [] for k in graphs}
-    seen = {k: [] for k in graphs}
-    live = list(graphs)
-    for i, order in enumerate(orders):
-        for name in live[i % len(live) :] + live[: i % len(live)]:
-            tr.graph, tr.loss_rows = graphs[name]
-            with variant(name, tr.model):  # also for an eager step above the budget
-                seconds, loss, _ = _epoch(tr, order, budgeted=tr.loss_rows is not None)
-            times[name].append(seconds)
-            seen[name].append(loss)
+        print(
+            f"{name}: "
+            + (errors[name] if name in errors else f"captured and warmed up in {setup_s[name]:.1f} s")
+        )
     steps = orders[0].numel() // tr.cfg.batch_size
     first = names[0] if names and times.get(names[0]) else None
     base = statistics.median(times[first]) if first else float("nan")

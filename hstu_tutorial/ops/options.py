@@ -59,7 +59,7 @@ class KernelOptions:
     tuning: str = "table"
     # LayerNorm through the fused Triton kernel on CUDA tensors (False: F.layer_norm everywhere).
     fused_layer_norm: bool = True
-    # The sampled softmax loss through its two Triton kernels on CUDA tensors (losses.sampled_softmax_loss,
+    # The sampled softmax loss through its Triton kernels on CUDA tensors (losses.sampled_softmax_loss,
     # impl="auto"; False: the "dense" matrix products, or "gather" for a large catalogue).
     fused_loss: bool = True
     # How the gradients of the relative bias's weights (pos_w, ts_w) are formed: "dense" (the kernel
