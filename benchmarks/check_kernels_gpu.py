@@ -3,7 +3,9 @@
     PYTHONPATH=. python3 benchmarks/check_kernels_gpu.py            # on a GPU: every case below
     PYTHONPATH=. python benchmarks/check_kernels_gpu.py --small      # CPU, Triton interpreter: tiny shapes
 
-For each case (dtype x bias x causal x lengths x shape), on the very tensors the kernels ran on:
+For each case (dtype x bias x causal x lengths x shape), on the very tensors the kernels ran on (lengths
+"padded": every sequence stored in N rows, as the trainer's padded layout does, and the kernels told how many
+hold items through `lengths=`; the rows after them must come back zero):
   * the inputs (q, k, v, offsets, rab or ts/nts/pos_w/ts_w) are bit-identical to clones taken before,
     after the forward and again after the backward (and dO after the backward);
   * the output and every gradient are within a dtype tolerance of a float64 reference (relative error
@@ -47,7 +49,10 @@ class Case:
     dtype: torch.dtype
     bias: str  # "none" | "rab" (a padded bias tensor) | "rel" (relative bias formed in the kernel)
     causal: bool
-    lengths: str  # "jagged" (lengths spread over [1, N], one of length 1) | "dense" (all N)
+    lengths: (
+        str  # "jagged" (lengths spread over [1, N], one of length 1) | "dense" (all N) | "padded" (N rows
+    )
+    # each, items spread over [0, N] with one empty, one of 1 and one full, handed over as `lengths=`)
     B: int
     N: int
     H: int
@@ -77,6 +82,8 @@ def cases(small: bool) -> list[Case]:
     out = []
     for (N, H, d), (b_big, b_small) in zip(shapes, sizes):
         out += [
+            Case(bf, "rel", True, "padded", b_big, N, H, d),
+            Case(f32, "none", False, "padded", b_small + 1, N, H, d),
             Case(bf, "none", True, "jagged", b_big, N, H, d),
             Case(bf, "none", True, "dense", b_small, N, H, d),
             Case(f32, "none", True, "jagged", b_small, N, H, d),
@@ -91,6 +98,7 @@ def cases(small: bool) -> list[Case]:
         out += [
             Case(bf, "none", True, "jagged", 16, 300, 2, 48),
             Case(bf, "rel", True, "jagged", 16, 300, 2, 48),
+            Case(bf, "none", True, "padded", 16, 300, 2, 48),
         ]
     return out
 
@@ -102,8 +110,15 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def make_inputs(case: Case, device: str, seed: int = 0) -> dict:
     """q, k, v (scores of order 1), offsets and the bias inputs of one case."""
     g = torch.Generator().manual_seed(seed)
+    items = None
     if case.lengths == "dense":
         lengths = torch.full((case.B,), case.N)
+    elif case.lengths == "padded":  # N rows per sequence; the kernels are told how many hold items
+        lengths = torch.full((case.B,), case.N)
+        items = torch.randint(1, case.N + 1, (case.B,), generator=g)
+        items[0], items[-1] = 1, case.N  # one item, and a full sequence
+        if case.B > 2:
+            items[1] = 0  # no item at all
     else:
         lengths = torch.randint(1, case.N + 1, (case.B,), generator=g)
         lengths[0], lengths[-1] = 1, case.N  # a length-1 sequence and a full one
@@ -117,6 +132,8 @@ def make_inputs(case: Case, device: str, seed: int = 0) -> dict:
         for name in ("q", "k", "v")
     }
     x["offsets"] = offsets.to(device)
+    if items is not None:
+        x["lengths"] = items.to(device)
     if case.bias == "rab":
         x["rab"] = (torch.randn(case.B, case.H, case.N, case.N, generator=g) * 0.5).to(device, case.dtype)
         x["rab"].requires_grad_()
@@ -130,8 +147,26 @@ def make_inputs(case: Case, device: str, seed: int = 0) -> dict:
 
 
 def reference(case: Case, x: dict, dout: torch.Tensor, norm: float):
-    """Output and gradients in float64 through the package's PyTorch reference (bias formed in float64)."""
-    from hstu_tutorial.ops import hstu_attention, jagged_to_padded, time_bucket
+    """Output and gradients in float64 through the package's PyTorch reference (bias formed in float64).
+    With `lengths`: the reference of the items alone, stored jagged, and zeros on the other rows."""
+    from hstu_tutorial.ops import hstu_attention, jagged_to_padded, lengths_to_offsets, time_bucket
+
+    if "lengths" in x:
+        from hstu_tutorial.ops.triton.hstu_attention_autograd import attended_rows
+
+        real = attended_rows(x["offsets"], x["lengths"], x["q"].shape[0])  # (T,)
+        items = {k: t for k, t in x.items() if k not in ("lengths", "offsets")}
+        items.update({k: x[k].detach()[real].requires_grad_() for k in ("q", "k", "v")})
+        items.update({k: x[k][real] for k in ("ts", "nts") if k in x})
+        items["offsets"] = lengths_to_offsets(x["lengths"])
+        out, grads = reference(case, items, dout[real], norm)
+
+        def full(t):  # rows that hold no item: zeros
+            return torch.zeros(real.shape[0], *t.shape[1:], dtype=t.dtype, device=t.device).index_put_(
+                (real,), t
+            )
+
+        return full(out), {k: full(g) if k in ("q", "k", "v") else g for k, g in grads.items()}
 
     params = {k: t.detach().double().requires_grad_() for k, t in x.items() if t.requires_grad}
     rab = params.get("rab")
@@ -172,10 +207,18 @@ def run_case(case: Case, device: str, seed: int = 0) -> dict:
                 x["ts_w"],
                 norm=norm,
                 causal=case.causal,
+                lengths=x.get("lengths"),
             )
         else:
             out = triton_hstu_attention(
-                x["q"], x["k"], x["v"], x["offsets"], rab=x.get("rab"), norm=norm, causal=case.causal
+                x["q"],
+                x["k"],
+                x["v"],
+                x["offsets"],
+                rab=x.get("rab"),
+                norm=norm,
+                causal=case.causal,
+                lengths=x.get("lengths"),
             )
     changed += [f"{k}@fwd" for k, t in before.items() if not torch.equal(x[k].detach(), t)]
     g = torch.Generator().manual_seed(seed + 1)

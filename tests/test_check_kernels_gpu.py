@@ -21,6 +21,8 @@ def tuned_in_interpreter(monkeypatch):
         ck.Case(torch.float32, "rab", True, "jagged", 3, 24, 2, 8),
         ck.Case(torch.float32, "none", False, "dense", 2, 20, 1, 10),
         ck.Case(torch.bfloat16, "rel", True, "jagged", 3, 20, 1, 16),
+        ck.Case(torch.bfloat16, "rel", True, "padded", 4, 20, 1, 16),
+        ck.Case(torch.float32, "none", False, "padded", 3, 24, 2, 8),
     ],
     ids=lambda c: c.name,
 )
@@ -55,7 +57,11 @@ def test_case_list_covers_every_kind():
         cs = ck.cases(small)
         assert {c.dtype for c in cs} == {torch.float32, torch.bfloat16}
         assert {c.bias for c in cs} == {"none", "rab", "rel"}
-        assert {c.causal for c in cs} == {True, False} and {c.lengths for c in cs} == {"jagged", "dense"}
+        assert {c.causal for c in cs} == {True, False} and {c.lengths for c in cs} == {
+            "jagged",
+            "dense",
+            "padded",
+        }
         assert len({(c.N, c.H, c.d) for c in cs}) == (3 if small else 4) and len({c.B for c in cs}) >= 3
     # on the GPU: a head size that is no power of two on the TMA forward (bf16, causal, 16-byte rows)
     odd = [c for c in ck.cases(False) if c.d & (c.d - 1)]

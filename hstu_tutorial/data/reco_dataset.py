@@ -62,6 +62,9 @@ class JaggedBatch:
     target_ratings: torch.Tensor  # (B,)
     target_timestamps: torch.Tensor  # (B,)
     next_item_ids: torch.Tensor | None = None  # (T,) the item each position predicts; 0 = none
+    # (B,) items of each history when a sequence holds more rows than that (the trainer's padded layout:
+    # N rows each, the history first); None: every row is an item. HSTU's Triton attention skips the rest.
+    history_lengths: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:

@@ -155,6 +155,7 @@ class STULayer(nn.Module):
                     norm=self.norm,
                     causal=True,
                     max_len=layout.pad_width,
+                    lengths=layout.history_lengths,
                 )
             else:
                 out = triton_hstu_attention_rel_bias(
@@ -169,6 +170,7 @@ class STULayer(nn.Module):
                     norm=self.norm,
                     causal=True,
                     max_len=layout.pad_width,
+                    lengths=layout.history_lengths,  # padding rows of the padded layout: no FLOPs
                 )  # (T, H, dv)
             return out.reshape(T, H * self.dv), None
         # PyTorch path: pad v, q, k together with one scatter, attend with masks, gather back.
@@ -189,7 +191,7 @@ class STULayer(nn.Module):
             qp.reshape(B, N, H, self.dqk),
             kp.reshape(B, N, H, self.dqk),
             vp.reshape(B, N, H, self.dv),
-            layout.lengths,
+            layout.lengths if layout.history_lengths is None else layout.history_lengths,
             rab=rab,
             norm=self.norm,
             causal=True,

@@ -242,7 +242,7 @@ def fused_softmax_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    lengths: torch.Tensor,
+    lengths: torch.Tensor | None,
     *,
     scale: float | None = None,
     dropout: float = 0.0,
@@ -251,7 +251,7 @@ def fused_softmax_attention(
     """`padded_softmax_attention(..., causal=True)` through PyTorch's fused kernel (SDPA), no maps.
 
     q, k `(B, N, H, dqk)`, v `(B, N, H, dv)`, lengths `(B,)` -> `(B, N, H, dv)` (zeros on padding
-    rows). Histories are right-padded, so the causal mask alone keeps every real query off the padding
+    rows; `lengths=None`: every row is real, nothing is masked). Histories are right-padded, so the causal mask alone keeps every real query off the padding
     keys. Head widths are zero-padded to a multiple of 8 (what the fused GPU kernels accept; zeros change
     no dot product). `dropout` drops attention weights, as in `padded_softmax_attention`.
 
@@ -276,6 +276,8 @@ def fused_softmax_attention(
         heads_first(q), heads_first(k), heads_first(v), dropout_p=dropout, is_causal=True, scale=scale
     )  # (B, H, N, dv8)
     out = out[..., :dv].transpose(1, 2).to(out_dtype)  # (B, N, H, dv)
+    if lengths is None:
+        return out
     return out * padding_mask(lengths, N)[:, :, None, None].to(out.dtype)
 
 

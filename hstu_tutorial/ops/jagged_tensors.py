@@ -262,7 +262,11 @@ class JaggedLayout:
     """What every layer of one forward pass shares, computed once per batch (all on-device).
 
     `index (T,)`: row of each jagged token in the flattened padded view `(B*N, ...)`; `buckets (B, N, N)`:
-    time buckets of `t_next[i] - t[j]` (the same for every layer, only the bias tables differ).
+    time buckets of `t_next[i] - t[j]` (the same for every layer, only the bias tables differ);
+    `history_lengths (B,)` or None: the batch's `history_lengths` (items at the front of each sequence when
+    a sequence holds padding rows too; attention may skip the rest). `uniform`: every sequence holds exactly N
+    rows (the trainer's padded layout), so padding and unpadding are reshapes. `index` and `next_timestamps`
+    are computed when first read.
     """
 
     def __init__(
@@ -271,7 +275,7 @@ class JaggedLayout:
         lengths: torch.Tensor,
         pad_width: int,
         num_tokens: int,
-        index: torch.Tensor,
+        index: torch.Tensor | None = None,
         timestamps: torch.Tensor | None = None,
         next_timestamps: torch.Tensor | None = None,
         buckets: torch.Tensor | None = None,
@@ -280,10 +284,35 @@ class JaggedLayout:
         self.lengths = lengths  # (B,)
         self.pad_width = pad_width  # N
         self.num_tokens = num_tokens  # T
-        self.index = index  # (T,)
+        self._index = index  # (T,) or None: computed when first read
         self.timestamps = timestamps  # (T,) jagged
-        self.next_timestamps = next_timestamps  # (T,) jagged
+        self._next_timestamps = next_timestamps  # (T,) jagged, or None: computed when first read
+        self._target_timestamps: torch.Tensor | None = None  # (B,) what next_timestamps needs
         self.buckets = buckets  # (B, N, N) int32
+        self.history_lengths: torch.Tensor | None = None  # (B,) see the class docstring
+        self.uniform = False  # every sequence holds exactly N rows (see from_batch)
+
+    @property
+    def index(self) -> torch.Tensor:
+        """(T,) row of each jagged token in the flattened padded view `(B*N, ...)`."""
+        if self._index is None:
+            self._index = padded_index(self.offsets, self.pad_width, self.num_tokens)
+        return self._index
+
+    @property
+    def next_timestamps(self) -> torch.Tensor | None:
+        """(T,) jagged timestamp of each row's next item (`next_timestamps`), None without timestamps."""
+        if (
+            self._next_timestamps is None
+            and self.timestamps is not None
+            and self._target_timestamps is not None
+        ):
+            self._next_timestamps = next_timestamps(self.timestamps, self.offsets, self._target_timestamps)
+        return self._next_timestamps
+
+    @next_timestamps.setter
+    def next_timestamps(self, value: torch.Tensor | None) -> None:
+        self._next_timestamps = value
 
     @property
     def batch_size(self) -> int:
@@ -297,15 +326,15 @@ class JaggedLayout:
         N = int(batch.max_len if pad_width is None else pad_width)
         T = batch.item_ids.shape[0]
         layout = cls(
-            offsets=batch.offsets,
-            lengths=offsets_to_lengths(batch.offsets),
-            pad_width=N,
-            num_tokens=T,
-            index=padded_index(batch.offsets, N, T),
+            offsets=batch.offsets, lengths=offsets_to_lengths(batch.offsets), pad_width=N, num_tokens=T
         )
+        layout.history_lengths = getattr(batch, "history_lengths", None)
+        # No history is longer than the batch's max_len, so with N >= max_len the rows add up to B * N only
+        # when every sequence holds exactly N of them (known from shapes alone: no host sync).
+        layout.uniform = N >= batch.max_len and T == (batch.offsets.numel() - 1) * N
         if getattr(batch, "timestamps", None) is not None:
             layout.timestamps = batch.timestamps
-            layout.next_timestamps = next_timestamps(batch.timestamps, batch.offsets, batch.target_timestamps)
+            layout._target_timestamps = batch.target_timestamps
             if rab is not None:
                 ts = jagged_to_padded(layout.timestamps, batch.offsets, N)  # (B, N)
                 nts = jagged_to_padded(layout.next_timestamps, batch.offsets, N)  # (B, N)
@@ -313,14 +342,18 @@ class JaggedLayout:
         return layout
 
     def pad(self, values: torch.Tensor) -> torch.Tensor:
-        """Jagged `(T, ...)` -> padded `(B, N, ...)` zeros on padding (one scatter)."""
+        """Jagged `(T, ...)` -> padded `(B, N, ...)` zeros on padding (one scatter; a view when uniform)."""
         B, N = self.batch_size, self.pad_width
+        if self.uniform:
+            return values.view(B, N, *values.shape[1:])
         out = values.new_zeros(B * N + 1, *values.shape[1:])  # +1: scratch row for over-long rows
         return out.index_copy(0, self.index, values)[: B * N].view(B, N, *values.shape[1:])
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
-        """Padded `(B, N, ...)` -> jagged `(T, ...)` (one gather)."""
+        """Padded `(B, N, ...)` -> jagged `(T, ...)` (one gather; a reshape when uniform)."""
         B, N = padded.shape[:2]
         flat = padded.reshape(B * N, *padded.shape[2:])
+        if self.uniform and N == self.pad_width:
+            return flat
         flat = torch.cat([flat, flat.new_zeros(1, *flat.shape[1:])])  # scratch row, see pad()
         return flat.index_select(0, self.index)

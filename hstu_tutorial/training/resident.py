@@ -86,6 +86,7 @@ class ResidentSplit:
             target_ratings=self.target_ratings[index],
             target_timestamps=self.target_timestamps[index],
             next_item_ids=self.padded_next_ids[index].reshape(-1),  # (B*N,)
+            history_lengths=self.lengths[index],  # (B,) the real items at the front of each row
         )
 
     def padded_last(self, index: torch.Tensor) -> torch.Tensor:

@@ -248,6 +248,25 @@ def _new(shape, dtype, device, opts: KernelOptions):
     return torch.empty(shape, dtype=dtype, device=device)
 
 
+def _new_rows(shape, dtype, offsets: torch.Tensor, lengths: torch.Tensor | None, opts: KernelOptions):
+    """An output buffer (T, ...) for the kernels. With `lengths`, the rows past each sequence's first
+    lengths[b] are zeros (no kernel writes them); under `poison_outputs` the rows the kernels must write are
+    NaN, so a row they skip shows."""
+    if lengths is None:
+        return _new(shape, dtype, offsets.device, opts)
+    if not opts.poison_outputs:
+        return torch.zeros(shape, dtype=dtype, device=offsets.device)
+    out = _new(shape, dtype, offsets.device, opts)
+    return out.masked_fill_(~attended_rows(offsets, lengths, shape[0]).view(-1, *[1] * (len(shape) - 1)), 0.0)
+
+
+def attended_rows(offsets: torch.Tensor, lengths: torch.Tensor, total: int) -> torch.Tensor:
+    """(T,) bool: True on the rows of each sequence (`offsets` (B+1,)) among its first `lengths[b]`."""
+    t = torch.arange(total, device=offsets.device)
+    seq = torch.searchsorted(offsets[1:], t, right=True).clamp(max=max(offsets.numel() - 2, 0))  # (T,)
+    return (t - offsets[seq]) < lengths.to(offsets.device)[seq]
+
+
 _PLACEHOLDERS: dict[torch.device, torch.Tensor] = {}
 
 
@@ -278,13 +297,13 @@ class _HSTUAttentionFunction(torch.autograd.Function):
     backward too (kept on ctx: the backward may run on another thread, outside any use_options scope)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, offsets, rab, ts, nts, pos_w, ts_w, alpha, inv_n, causal, max_seq_len):
+    def forward(ctx, q, k, v, offsets, lengths, rab, ts, nts, pos_w, ts_w, alpha, inv_n, causal, max_seq_len):
         opts = get_options()
         T, H, D_QK = q.shape
         D_V = v.shape[-1]
         B = offsets.numel() - 1
         bias = _Bias(rab, ts, nts, pos_w, ts_w, max_seq_len, _placeholder(q.device))
-        out = _new((T, H, D_V), q.dtype, q.device, opts)  # (T, H, D_V)
+        out = _new_rows((T, H, D_V), q.dtype, offsets, lengths, opts)  # (T, H, D_V)
         if T > 0:
             args = (
                 q,
@@ -292,6 +311,7 @@ class _HSTUAttentionFunction(torch.autograd.Function):
                 v,
                 out,
                 offsets,
+                _placeholder(q.device) if lengths is None else lengths,
                 *bias.args,
                 q.stride(0),
                 q.stride(1),
@@ -317,19 +337,20 @@ class _HSTUAttentionFunction(torch.autograd.Function):
                 CAUSAL=causal,
                 BIAS=bias.mode,
                 DOT_PREC=_dot_precision(q, opts),
+                HAS_LENGTHS=lengths is not None,
             )
             if _use_tma(k, v, causal, opts):  # k, v as TMA descriptors; their blocks follow the tiles
                 args = (args[0], _descriptor(k), _descriptor(v), *args[3:])
                 _launch("fwd_tma", "BLOCK_M", max_seq_len, B * H, args, consts, opts)
             else:
                 _launch("fwd", "BLOCK_M", max_seq_len, B * H, args, consts, opts)
-        ctx.save_for_backward(q, k, v, offsets, rab, ts, nts, pos_w, ts_w)
+        ctx.save_for_backward(q, k, v, offsets, lengths, rab, ts, nts, pos_w, ts_w)
         ctx.alpha, ctx.inv_n, ctx.causal, ctx.max_seq_len, ctx.opts = alpha, inv_n, causal, max_seq_len, opts
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v, offsets, rab, ts, nts, pos_w, ts_w = ctx.saved_tensors
+        q, k, v, offsets, lengths, rab, ts, nts, pos_w, ts_w = ctx.saved_tensors
         opts = ctx.opts
         T, H, D_QK = q.shape
         D_V = v.shape[-1]
@@ -342,11 +363,11 @@ class _HSTUAttentionFunction(torch.autograd.Function):
         if atomic_dq:  # (T, H, D_QK) fp32: the dK/dV kernel's atomics accumulate into it
             dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
         else:  # (T, H, D_QK), written by the dQ kernel; the dK/dV kernel gets the placeholder
-            dq, dq_acc = _new(q.shape, q.dtype, q.device, opts), unused
-        dk = _new(k.shape, k.dtype, k.device, opts)  # (T, H, D_QK)
-        dv = _new(v.shape, v.dtype, v.device, opts)  # (T, H, D_V)
-        rab_grad = (rab is not None and ctx.needs_input_grad[4]) or (
-            pos_w is not None and (ctx.needs_input_grad[7] or ctx.needs_input_grad[8])
+            dq, dq_acc = _new_rows(q.shape, q.dtype, offsets, lengths, opts), unused
+        dk = _new_rows(k.shape, k.dtype, offsets, lengths, opts)  # (T, H, D_QK)
+        dv = _new_rows(v.shape, v.dtype, offsets, lengths, opts)  # (T, H, D_V)
+        rab_grad = (rab is not None and ctx.needs_input_grad[5]) or (
+            pos_w is not None and (ctx.needs_input_grad[8] or ctx.needs_input_grad[9])
         )
         short = max_seq_len <= REL_BIAS_ATOMIC_MAX_SEQ_LEN
         atomic_weights = opts.rel_bias_grad == "atomic" or (opts.rel_bias_grad == "auto" and short)
@@ -369,7 +390,9 @@ class _HSTUAttentionFunction(torch.autograd.Function):
                 CAUSAL=ctx.causal,
                 BIAS=bias.mode,
                 DOT_PREC=_dot_precision(q, opts),
+                HAS_LENGTHS=lengths is not None,
             )
+            lengths_arg = unused if lengths is None else lengths
             tail = (H, bias.P, bias.NB, float(ctx.alpha), float(ctx.inv_n), _seq_len_key(max_seq_len))
             qkv_strides = (
                 q.stride(0),
@@ -392,6 +415,7 @@ class _HSTUAttentionFunction(torch.autograd.Function):
                 dv,
                 drab,
                 offsets,
+                lengths_arg,
                 *bias.args,
                 *qkv_strides,
                 *dq_strides,
@@ -420,6 +444,7 @@ class _HSTUAttentionFunction(torch.autograd.Function):
                     dout,
                     dq,
                     offsets,
+                    lengths_arg,
                     *bias.args,
                     *qkv_strides,
                     *dq_strides,
@@ -440,7 +465,7 @@ class _HSTUAttentionFunction(torch.autograd.Function):
         elif rab_grad and bias.mode == 2:
             grad_pos, grad_ts = _rel_bias_weight_grads(drab.sum(1), offsets, ts, nts, bias.P, bias.NB)
             grad_pos, grad_ts = grad_pos.to(pos_w.dtype), grad_ts.to(ts_w.dtype)
-        return dq, dk, dv, None, grad_rab, None, None, grad_pos, grad_ts, None, None, None, None
+        return dq, dk, dv, None, None, grad_rab, None, None, grad_pos, grad_ts, None, None, None, None
 
 
 def _prepare(q, k, v, offsets, norm, max_seq_len):
@@ -474,6 +499,21 @@ def _prepare(q, k, v, offsets, norm, max_seq_len):
     return [_last_dim_contiguous(x) for x in (q, k, v)], offsets, inv_n, int(max_seq_len)
 
 
+def _check_lengths(lengths: torch.Tensor | None, offsets: torch.Tensor) -> torch.Tensor | None:
+    """`lengths` (B,) as the kernels read it (shape, dtype and device checked; values not: no host sync)."""
+    if lengths is None:
+        return None
+    B = offsets.numel() - 1
+    if lengths.shape != (B,) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise ValueError(
+            f"lengths must be (B,) = ({B},) integers, one per sequence of offsets; got {tuple(lengths.shape)} "
+            f"{lengths.dtype}"
+        )
+    if lengths.device != offsets.device:
+        raise ValueError(f"lengths is on {lengths.device}, offsets on {offsets.device}")
+    return lengths.contiguous()
+
+
 def _fp32_in_interpreter(tensors):
     # The interpreter's bf16 arithmetic is not faithful; there we compute in fp32 and cast back.
     dtype = tensors[0].dtype
@@ -493,6 +533,7 @@ def triton_hstu_attention(
     norm: float | torch.Tensor | None = None,
     causal: bool = True,
     max_len: int | None = None,
+    lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """HSTU pointwise attention on a jagged batch, fused in Triton (forward and backward).
 
@@ -500,6 +541,9 @@ def triton_hstu_attention(
     rab: optional padded bias (B, N, N) or (B, H, N, N), N >= longest length (differentiable).
     norm: the divisor n > 0 (default: the longest length in the batch); max_len: the longest sequence
     length, if known (saves the host sync; the offsets' values are then not checked).
+    lengths: optional (B,) integers: sequence b attends over its first lengths[b] rows only (queries and
+    keys); its other rows get zero outputs and gradients and cost no FLOPs (a padded batch stored as
+    sequences of N rows). norm still defaults to the longest row count.
     Returns (T, H, dv): inside each sequence, for query i,
         out_i = sum_{j <= i} SiLU(alpha <q_i, k_j> + rab_ij) / n * v_j      (all j if not causal)
     which is Eq. (2) of the HSTU paper with the pointwise (not softmax) normalisation.
@@ -514,8 +558,9 @@ def triton_hstu_attention(
             )
         rab = _last_dim_contiguous(rab) if rab.stride(-1) not in (0, 1) else rab
     (q, k, v, rab), cast_back = _fp32_in_interpreter([q, k, v, rab])
+    lengths = _check_lengths(lengths, offsets)
     out = _HSTUAttentionFunction.apply(
-        q, k, v, offsets, rab, None, None, None, None, alpha, inv_n, causal, max_seq_len
+        q, k, v, offsets, lengths, rab, None, None, None, None, alpha, inv_n, causal, max_seq_len
     )
     return out if cast_back is None else out.to(cast_back)
 
@@ -534,6 +579,7 @@ def triton_hstu_attention_rel_bias(
     norm: float | torch.Tensor | None = None,
     causal: bool = True,
     max_len: int | None = None,
+    lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """HSTU attention with the relative attention bias formed inside the kernel (no (B, N, N) tensor).
 
@@ -559,7 +605,8 @@ def triton_hstu_attention_rel_bias(
         )
     ts, nts = timestamps.to(torch.int64).contiguous(), next_timestamps.to(torch.int64).contiguous()
     (q, k, v, pos_w, ts_w), cast_back = _fp32_in_interpreter([q, k, v, pos_w.contiguous(), ts_w.contiguous()])
+    lengths = _check_lengths(lengths, offsets)
     out = _HSTUAttentionFunction.apply(
-        q, k, v, offsets, None, ts, nts, pos_w, ts_w, alpha, inv_n, causal, max_seq_len
+        q, k, v, offsets, lengths, None, ts, nts, pos_w, ts_w, alpha, inv_n, causal, max_seq_len
     )
     return out if cast_back is None else out.to(cast_back)

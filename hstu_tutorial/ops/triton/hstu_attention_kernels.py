@@ -15,6 +15,11 @@ Layout: q, k (T, H, D_QK), v and out (T, H, D_V), jagged along T by `offsets` (B
 on one tile of BLOCK_M queries (or BLOCK_N keys) of one (sequence, head). Programs whose tile starts
 past the end of their sequence return at once, so padding costs a launch slot, never FLOPs.
 
+With LENGTHS (HAS_LENGTHS, a compile-time constant) a sequence of `offsets` may hold more rows than it has
+items: only its first LENGTHS[b] positions attend and are attended to, and the kernels leave the rows after
+them alone (the caller hands in zeros there). The trainer's padded layout stores every history in N rows; this
+way its padding costs no FLOPs either.
+
 Bias modes (BIAS, a compile-time constant): 0 none; 1 a padded tensor rab[b, h, i, j] (any strides,
 stride 0 for a broadcast head); 2 relative bias formed in the kernel:
     rab_ij = pos_w[P - 1 + j - i] + ts_w[bucket(next_ts_i - ts_j)],
@@ -41,6 +46,16 @@ _TIME_LOG_BASE = tl.constexpr(TIME_BUCKET_LOG_BASE)
 # The GPU's one-instruction tanh exists only on a GPU: the CPU interpreter (TRITON_INTERPRET=1, which must
 # be set before Triton is imported, so reading it here is reliable) takes the exact sigmoid.
 _GPU_TANH = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
+
+
+@triton.jit
+def _seq_bounds(OFFSETS, LENGTHS, b, HAS_LENGTHS: tl.constexpr):
+    """Sequence b's first token and how many of its positions attend: all its rows, or the first LENGTHS[b]."""
+    start = tl.load(OFFSETS + b)  # int64
+    L = (tl.load(OFFSETS + b + 1) - start).to(tl.int32)
+    if HAS_LENGTHS:
+        L = tl.minimum(L, tl.load(LENGTHS + b).to(tl.int32))
+    return start, L
 
 
 @triton.jit
@@ -195,6 +210,7 @@ def _fwd_program(
     V,
     OUT,  # (T, H, D_QK), (T, H, D_QK), (T, H, D_V), (T, H, D_V); last dim contiguous
     OFFSETS,  # (B+1,) int64 sequence starts
+    LENGTHS,  # HAS_LENGTHS: (B,) attend over each sequence's first LENGTHS[b] positions only
     RAB,  # BIAS=1: padded bias rab[b, h, i, j] given by strides (s_rb, s_rh may be 0); else unused
     TS,
     NTS,
@@ -227,6 +243,7 @@ def _fwd_program(
     CAUSAL: tl.constexpr,  # keys j <= i only
     BIAS: tl.constexpr,  # 0 none, 1 the tensor RAB, 2 formed from POS_W, TS_W (module docstring)
     DOT_PREC: tl.constexpr,  # tl.dot input precision for fp32 operands: "tf32", "tf32x3" or "ieee"
+    HAS_LENGTHS: tl.constexpr,  # LENGTHS given: positions past LENGTHS[b] are left alone (zeros)
     TMA: tl.constexpr,  # K, V are tensor descriptors (hstu_fwd_tma_kernel) or pointers
 ):
     """The forward's program, shared by the two kernels below."""
@@ -236,8 +253,7 @@ def _fwd_program(
     pid_bh = tl.program_id(1)  # which (sequence, head)
     b = pid_bh // H
     h = pid_bh % H
-    start = tl.load(OFFSETS + b)  # int64: first token of the sequence
-    L = (tl.load(OFFSETS + b + 1) - start).to(tl.int32)
+    start, L = _seq_bounds(OFFSETS, LENGTHS, b, HAS_LENGTHS)  # first token, positions attended
     start_m = pid_m * BLOCK_M
     # A tile past the sequence's end does nothing (the jagged saving). A branch rather than an early return:
     # this is a helper the two kernels call.
@@ -392,6 +408,7 @@ def hstu_fwd_kernel(
     V,
     OUT,  # (T, H, D_QK), (T, H, D_QK), (T, H, D_V), (T, H, D_V); last dim contiguous
     OFFSETS,  # (B+1,) int64 sequence starts
+    LENGTHS,  # HAS_LENGTHS: (B,) attend over each sequence's first LENGTHS[b] positions only
     RAB,  # BIAS=1: padded bias rab[b, h, i, j] given by strides (s_rb, s_rh may be 0); else unused
     TS,
     NTS,
@@ -424,6 +441,7 @@ def hstu_fwd_kernel(
     CAUSAL: tl.constexpr,  # keys j <= i only
     BIAS: tl.constexpr,  # 0 none, 1 the tensor RAB, 2 formed from POS_W, TS_W (module docstring)
     DOT_PREC: tl.constexpr,  # tl.dot input precision for fp32 operands: "tf32", "tf32x3" or "ieee"
+    HAS_LENGTHS: tl.constexpr,  # LENGTHS given: positions past LENGTHS[b] are left alone (zeros)
 ):
     """Grid (cdiv(max_seq_len, BLOCK_M), B * H): one program = BLOCK_M queries of one (sequence, head)."""
     _fwd_program(
@@ -432,6 +450,7 @@ def hstu_fwd_kernel(
         V,
         OUT,
         OFFSETS,
+        LENGTHS,
         RAB,
         TS,
         NTS,
@@ -464,6 +483,7 @@ def hstu_fwd_kernel(
         CAUSAL,
         BIAS,
         DOT_PREC,
+        HAS_LENGTHS,
         False,
     )
 
@@ -475,6 +495,7 @@ def hstu_fwd_tma_kernel(
     V,
     OUT,  # (T, H, D_QK), (T, H, D_QK), (T, H, D_V), (T, H, D_V); last dim contiguous
     OFFSETS,  # (B+1,) int64 sequence starts
+    LENGTHS,  # HAS_LENGTHS: (B,) attend over each sequence's first LENGTHS[b] positions only
     RAB,  # BIAS=1: padded bias rab[b, h, i, j] given by strides (s_rb, s_rh may be 0); else unused
     TS,
     NTS,
@@ -507,6 +528,7 @@ def hstu_fwd_tma_kernel(
     CAUSAL: tl.constexpr,  # keys j <= i only
     BIAS: tl.constexpr,  # 0 none, 1 the tensor RAB, 2 formed from POS_W, TS_W (module docstring)
     DOT_PREC: tl.constexpr,  # tl.dot input precision for fp32 operands: "tf32", "tf32x3" or "ieee"
+    HAS_LENGTHS: tl.constexpr,  # LENGTHS given: positions past LENGTHS[b] are left alone (zeros)
 ):
     """hstu_fwd_kernel with K and V as TMA tensor descriptors over (T, H, D_QK) and (T, H, D_V), block
     (BLOCK_N, 1, BLOCK_D): on Hopper the Tensor Memory Accelerator copies each key/value tile into shared
@@ -519,6 +541,7 @@ def hstu_fwd_tma_kernel(
         V,
         OUT,
         OFFSETS,
+        LENGTHS,
         RAB,
         TS,
         NTS,
@@ -551,5 +574,6 @@ def hstu_fwd_tma_kernel(
         CAUSAL,
         BIAS,
         DOT_PREC,
+        HAS_LENGTHS,
         True,
     )

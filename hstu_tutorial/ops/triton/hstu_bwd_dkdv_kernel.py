@@ -10,6 +10,7 @@ import triton.language as tl
 from hstu_tutorial.ops.triton.hstu_attention_kernels import (  # noqa: F401
     _bias_tile,
     _rel_bias_index,
+    _seq_bounds,
     _sigmoid,
 )
 
@@ -121,6 +122,7 @@ def hstu_bwd_dkdv_kernel(
     DRAB,  # fp32, zeroed. RAB_GRAD=1: bias gradient (B, H, DRAB_W, DRAB_W); 2: REL_BIAS_GRAD_COPIES rows
     #        [dpos_w | dts_w] of 2P-1 + NB per (sequence, head), DRAB_W = their total; 0: unused
     OFFSETS,  # (B+1,) int64 sequence starts
+    LENGTHS,  # HAS_LENGTHS: (B,) attend over each sequence's first LENGTHS[b] positions only
     RAB,
     TS,
     NTS,
@@ -162,6 +164,7 @@ def hstu_bwd_dkdv_kernel(
     RAB_GRAD: tl.constexpr,  # 0 no bias gradient, 1 dense into DRAB, 2 atomics onto the weights' rows
     ATOMIC_DQ: tl.constexpr,  # dQ by atomics here (no separate dQ kernel)
     DOT_PREC: tl.constexpr,  # tl.dot input precision for fp32 operands
+    HAS_LENGTHS: tl.constexpr,  # LENGTHS given: positions past LENGTHS[b] are left alone (zeros)
 ):
     """Grid (cdiv(max_seq_len, BLOCK_N), B * H): one program owns BLOCK_N keys and visits every query
     tile that sees them. With keys as rows, dK and dV come out of plain dots:
@@ -174,8 +177,7 @@ def hstu_bwd_dkdv_kernel(
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
-    start = tl.load(OFFSETS + b)
-    L = (tl.load(OFFSETS + b + 1) - start).to(tl.int32)
+    start, L = _seq_bounds(OFFSETS, LENGTHS, b, HAS_LENGTHS)  # first token, positions attended
     start_n = pid_n * BLOCK_N
     if start_n >= L:
         return

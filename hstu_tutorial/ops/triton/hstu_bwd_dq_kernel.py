@@ -10,6 +10,7 @@ import triton.language as tl
 from hstu_tutorial.ops.triton.hstu_attention_kernels import (  # noqa: F401
     _bias_tile,
     _rel_bias_index,
+    _seq_bounds,
     _sigmoid,
 )
 
@@ -77,6 +78,7 @@ def hstu_bwd_dq_kernel(
     DO,  # output gradient dO (T, H, D_V)
     DQ_G,  # dQ out (T, H, D_QK)
     OFFSETS,  # (B+1,) int64 sequence starts
+    LENGTHS,  # HAS_LENGTHS: (B,) attend over each sequence's first LENGTHS[b] positions only
     RAB,
     TS,
     NTS,
@@ -111,14 +113,14 @@ def hstu_bwd_dq_kernel(
     CAUSAL: tl.constexpr,  # keys j <= i only
     BIAS: tl.constexpr,  # bias mode (module docstring)
     DOT_PREC: tl.constexpr,  # tl.dot input precision for fp32 operands
+    HAS_LENGTHS: tl.constexpr,  # LENGTHS given: positions past LENGTHS[b] are left alone (zeros)
 ):
     """Grid (cdiv(max_seq_len, BLOCK_M), B * H), the forward's walk: dQ = alpha sum_j ds_ij k_j / n."""
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # longest walks first, as in the forward
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
-    start = tl.load(OFFSETS + b)
-    L = (tl.load(OFFSETS + b + 1) - start).to(tl.int32)
+    start, L = _seq_bounds(OFFSETS, LENGTHS, b, HAS_LENGTHS)  # first token, positions attended
     start_m = pid_m * BLOCK_M
     if start_m >= L:
         return
