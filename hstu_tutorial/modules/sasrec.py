@@ -72,16 +72,18 @@ class SASRecBlock(nn.Module):
         nn.init.zeros_(self.in_proj.bias)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor, return_attention: bool = False):
-        """`x (B, N, D)`, `lengths (B,)` -> `(B, N, D)` (padding rows 0); A `(B, H, N, N)` if asked."""
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None, return_attention: bool = False):
+        """`x (B, N, D)`, `lengths (B,)` -> `(B, N, D)` (padding rows 0); A `(B, H, N, N)` if asked.
+        `lengths=None`: every row is a position of its history (no padding to mask)."""
         B, N, D = x.shape
         H = self.num_heads
         x_q = layer_norm(x, eps=1e-8)  # (B, N, D)
         q, k, v = (t.unflatten(-1, (H, D // H)) for t in self._project(x_q, x))  # each (B, N, H, D/H)
         p_attn = self.dropout if self.training else 0.0
         if return_attention or self.attention_impl == "pytorch":
+            every = torch.full((B,), N, dtype=torch.int64, device=x.device) if lengths is None else lengths
             a, attn = padded_softmax_attention(
-                q, k, v, lengths, causal=True, dropout=p_attn, return_attention=True
+                q, k, v, every, causal=True, dropout=p_attn, return_attention=True
             )  # (B, N, H, D/H), (B, H, N, N)
         else:
             dtype = torch.bfloat16 if self.attention_impl == "sdpa-bf16" else None
@@ -91,7 +93,8 @@ class SASRecBlock(nn.Module):
         y = layer_norm(x_q + a, eps=1e-8)  # (B, N, D)
         h = F.dropout(F.relu(self.ffn1(y)), p=self.dropout, training=self.training)  # (B, N, hidden)
         out = y + F.dropout(self.ffn2(h), p=self.dropout, training=self.training)  # (B, N, D)
-        out = out * padding_mask(lengths, N).unsqueeze(-1).to(out.dtype)
+        if lengths is not None:
+            out = out * padding_mask(lengths, N).unsqueeze(-1).to(out.dtype)
         return (out, attn) if return_attention else out
 
     def _project(self, x_q: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -174,13 +177,16 @@ class SASRecEncoder(SequentialEncoder):
         layout = JaggedLayout.from_batch(batch, N)  # no bias: SASRec has no timestamps in its math
         x = self.preprocessor(batch.item_ids, batch.offsets)  # (T, D)
         x = layout.pad(x)  # (B, N, D): SASRec works padded throughout, as the reference does
+        # Every row of a uniform batch (the trainer's padded layout) is a row of the model's input, masked by
+        # the preprocessor where its id is 0: nothing to pad, unpad or mask, the same numbers with fewer kernels.
+        lengths = None if layout.uniform else layout.lengths
         maps = []
         for block in self.blocks:
             if return_attention:
-                x, attn = block(x, layout.lengths, return_attention=True)
+                x, attn = block(x, lengths, return_attention=True)
                 maps.append(attn)
             else:
-                x = block(x, layout.lengths)  # (B, N, D)
+                x = block(x, lengths)  # (B, N, D)
         out = l2_normalize(layout.unpad(x))  # (T, D)
         return (out, maps) if return_attention else out
 
@@ -193,6 +199,22 @@ class SASRecEncoder(SequentialEncoder):
         for block in self.blocks[:-1]:
             x = block(x, layout.lengths)  # (B, N, D)
         return l2_normalize(self.blocks[-1].forward_last(x, layout.lengths))  # (B, D)
+
+    def query_embeddings_and_previous(self, batch, pad_width: int | None = None):
+        """`query_embeddings(batch)` and, from the same pass, each history's query without its last item:
+        two L2-normalised `(B, D)`. Exact for SASRec: positions count from the oldest item and attention is
+        causal, so no position before the last sees it (training/prefix_eval.py uses it for validation).
+        The second is meaningless for one-item histories."""
+        N = int(batch.max_len if pad_width is None else pad_width)
+        layout = JaggedLayout.from_batch(batch, N)
+        x = layout.pad(self.preprocessor(batch.item_ids, batch.offsets))  # (B, N, D)
+        for block in self.blocks[:-1]:
+            x = block(x, layout.lengths)  # (B, N, D)
+        last = self.blocks[-1]
+        previous = (layout.lengths - 1).clamp(min=1)  # (B,)
+        return l2_normalize(last.forward_last(x, layout.lengths)), l2_normalize(
+            last.forward_last(x, previous)
+        )
 
     def parameter_breakdown(self) -> dict:
         """Counts inside one block: attention projections and FFN."""

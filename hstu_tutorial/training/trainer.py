@@ -42,6 +42,7 @@ from hstu_tutorial.training.distributed import (
 from hstu_tutorial.training.log import note
 from hstu_tutorial.training.model import build_model, resolve_device
 from hstu_tutorial.training.optimizer import AdamW
+from hstu_tutorial.training.prefix_eval import PrefixPairs, paired_ranks, prefix_pairs
 from hstu_tutorial.training.resident import ResidentSplit
 from hstu_tutorial.training.signals import StopRun, install_sigint_handler
 
@@ -137,6 +138,9 @@ class Trainer:
         # Each split's evaluation as a CUDA graph (same shapes every epoch). None: always eager (no graphs,
         # or torch.compile).
         self._eval_graphs = SplitGraphs(self.device) if self.use_graphs and not cfg.compile else None
+        # Validation queries from the test pass where the model allows it (training/prefix_eval.py); decided
+        # at the first evaluation of both splits: False when it does not apply.
+        self._prefix_pairs: PrefixPairs | bool | None = None
         self.run_dir: Path | None = None
         self.writer = None
         self.setup_s = time.perf_counter() - t0
@@ -304,6 +308,37 @@ class Trainer:
             autocast=self.autocast,
         )
 
+    def _pairs(self) -> PrefixPairs | None:
+        """The validation/test pairing of prefix_eval, or None where one pass cannot serve both splits (a
+        model whose queries read timestamps, a compiled or distributed forward, no user covered)."""
+        if self._prefix_pairs is None:
+            ok = hasattr(self.model, "query_embeddings_and_previous") and self.forward is self.model
+            pairs = (
+                prefix_pairs(self.splits["valid"], self.splits["test"], self.cfg.eval_batch_size)
+                if ok
+                else None
+            )
+            self._prefix_pairs = pairs if pairs is not None and pairs.covered > 0 else False
+        return self._prefix_pairs or None
+
+    @_with_kernel_options
+    def ranks_valid_and_test(self, pairs: PrefixPairs) -> dict[str, torch.Tensor]:
+        """`ranks("valid")` and `ranks("test")` from one pass over the test histories (prefix_eval.py), as one
+        CUDA graph under the same rules as `ranks`."""
+
+        def both() -> torch.Tensor:
+            valid, test = self.splits["valid"], self.splits["test"]
+            args = (self.model, valid, test, pairs, self.catalogue, self.dataset.num_items, self.autocast)
+            return torch.cat(paired_ranks(*args))  # (U_v + U_t,)
+
+        if self._eval_graphs is None:
+            out = both()
+        else:
+            watch = [*self.model.parameters(), *self.model.buffers(), self.catalogue]
+            out = self._eval_graphs.run("valid+test", both, watch)
+        U_v = self.splits["valid"].num_users
+        return {"valid": out[:U_v], "test": out[U_v:]}
+
     def evaluate(self, splits: Sequence[str] = ("valid", "test")) -> dict[str, dict[str, float]]:
         """Metrics of the current model on `splits` (one host transfer for all of them)."""
         return _drain(self.evaluation(splits))
@@ -311,7 +346,11 @@ class Trainer:
     def evaluation(self, splits: Sequence[str]):
         """`evaluate` as a generator: it yields once between queueing the work and reading it back."""
         ks = self.cfg.eval_ks
-        self.last_ranks = {s: self.ranks(s) for s in splits}  # (U,) per split, kept on the device
+        pairs = self._pairs() if {"valid", "test"} <= set(splits) else None
+        paired = self.ranks_valid_and_test(pairs) if pairs is not None else {}
+        self.last_ranks = {
+            s: paired[s] if s in paired else self.ranks(s) for s in splits
+        }  # (U,) on the device
         per_split = [metrics_from_ranks(self.last_ranks[s], ks, as_float=False) for s in splits]
         names = metric_names(ks)
         flat = torch.stack([torch.stack([m[n] for n in names]) for m in per_split])  # (S, M) on the device
