@@ -231,6 +231,50 @@ display(pd.DataFrame([{"SASRec step variant": r["variant"], "ms": round(r["step_
                        "vs first": f"{r['step_ms'] / sas[0]['step_ms']:.2f}x"} for r in sas]))
 
 # %% [markdown]
+# Then the padding itself. The graph step stores every history in $N = 200$ rows, items first, and HSTU's
+# attention kernel used to compute all of them: a query among the items never reads a padding key (causal), and
+# nothing reads a padding row's output, so all that work was thrown away. The batch now carries each history's
+# item count and the kernels take it (`lengths=`): tiles past the items return at once, the padding rows get
+# zeros. Nothing a supervised position sees changes, so the loss and every gradient stay the same. The next cell
+# counts, on this notebook's training split, the causal $64 \times 64$ tiles the kernels visit with the counts
+# against those of full rows (on ML-1M: 44%), and reads the H200's profile of the step before and after
+# (`benchmarks/results/h200_2026-12-02/perf/attention_lengths/`).
+#
+# SASRec got two smaller changes (`benchmarks/results/h200_2026-12-02/perf/uniform_prefix_eval/`). Its padded
+# batches are reshaped instead of scattered and gathered, and its all-ones padding masks are skipped there. And its
+# evaluation reads the validation queries off the test pass: a validation history is, as a rule, the test history without its last item, and in a
+# causal model without timestamps the output at the test history's second-to-last position *is* the validation
+# query. HSTU cannot do this: its time bias for a query reads the timestamp of the item after it, the validation
+# target in one split and the test target in the other.
+
+# %%
+train_split = preset.load_dataset().split("train")
+N_rows, train_lengths = train_split.pad_width, train_split.lengths.tolist()
+
+
+def causal_tiles(n, block=64):  # query x key tiles on or below the diagonal of an n x n causal attention
+    t = -(-n // block)
+    return t * (t + 1) // 2
+
+
+print(f"training histories ({len(train_lengths)} users, {preset.dataset}): {sum(train_lengths) / len(train_lengths):.1f} items on "
+      f"average; causal tiles with the counts: "
+      f"{sum(map(causal_tiles, train_lengths)) / (len(train_lengths) * causal_tiles(N_rows)):.0%} of those of {N_rows} rows")
+LEN_DIR = ROOT / "benchmarks" / "results" / "h200_2026-12-02" / "perf" / "attention_lengths"
+prof = {k: json.loads((LEN_DIR / f"profile_{k}.json").read_text()) for k in ("before", "after")}
+for k, pr in prof.items():
+    r = pr["results"][0]
+    attn = sum(x["ms"] for x in r["step_kernels"] if x["name"].startswith("hstu_") and "kernel" in x["name"])
+    print(f"{pr['machine']['device']}, {pr['machine']['date_utc']}, {k}: HSTU graph step {r['graph_step_ms']:.2f} ms; "
+          f"attention kernels of one step {attn:.3f} ms")
+SAS_DIR = LEN_DIR.parent / "uniform_prefix_eval"
+for k, name in (("before", "profile_before_sasrec.json"), ("after", "profile_after.json")):
+    pr = json.loads((SAS_DIR / name).read_text())
+    r = next(x for x in pr["results"] if x["run"] == "sasrec")
+    print(f"{pr['machine']['device']}, {pr['machine']['date_utc']}, {k}: SASRec graph step {r['graph_step_ms']:.2f} ms, "
+          f"evaluation (valid + test) {r['eval_ms']:.1f} ms")
+
+# %% [markdown]
 # ## 2. Measuring the levers here
 #
 # The same function produced the saved table; `run_levers` picks the rows this machine can run (on a CPU:
