@@ -188,7 +188,9 @@ print("softmax: with running max + rescaling:", torch.allclose(acc / l, soft_ful
 #
 # 1. **Grid** `(cdiv(max_len, BLOCK_M), B * H)`: axis 0 = a tile of `BLOCK_M` queries, axis 1 = one
 #    (sequence, head). Programs whose tile starts past the end of their sequence **return at once**:
-#    a short sequence costs an empty launch slot, never FLOPs.
+#    a short sequence costs an empty launch slot, never FLOPs. The trainer's CUDA-graph step stores every
+#    history in N rows (fixed shapes), so it also hands the kernels each history's item count (`lengths=`):
+#    a sequence then ends where its items end, and its padding rows get zeros without costing FLOPs either.
 # 2. **Load the query tile** `q (BLOCK_M, dqk)` once, from `offsets[b]` on; rows past the end are masked
 #    to zero.
 # 3. **Walk the key tiles** `k, v (BLOCK_N, d)`: `s = alpha * q @ k^T (+ rab)` `(BLOCK_M, BLOCK_N)`,
