@@ -27,6 +27,10 @@ def test_layout_knows_a_uniform_batch_from_shapes():
     jagged = random_jagged_batch([3, 1, 6, 2], N, 30, seed=1)
     assert not JaggedLayout.from_batch(jagged).uniform
     assert not JaggedLayout.from_batch(uniform_batch(), pad_width=N + 2).uniform  # wider than the rows
+    # a batch that breaks the rule "no history longer than max_len" is not taken for uniform (checked on a CPU)
+    broken = random_jagged_batch([N + 2, N - 2], N + 2, 30, seed=2)
+    broken.max_len = N
+    assert not JaggedLayout.from_batch(broken).uniform
 
 
 def test_uniform_pad_and_unpad_equal_the_scatter_and_gather():

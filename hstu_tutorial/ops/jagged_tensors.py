@@ -332,6 +332,8 @@ class JaggedLayout:
         # No history is longer than the batch's max_len, so with N >= max_len the rows add up to B * N only
         # when every sequence holds exactly N of them (known from shapes alone: no host sync).
         layout.uniform = N >= batch.max_len and T == (batch.offsets.numel() - 1) * N
+        if layout.uniform and batch.offsets.device.type == "cpu":  # free to confirm there (as `padded` does)
+            layout.uniform = bool((layout.lengths == N).all())
         if getattr(batch, "timestamps", None) is not None:
             layout.timestamps = batch.timestamps
             layout._target_timestamps = batch.target_timestamps
