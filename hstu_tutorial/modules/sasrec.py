@@ -11,8 +11,8 @@ Outputs are L2-normalised, no final LayerNorm; every 2-D weight is xavier-normal
 
 `attention_impl`: "sdpa" runs the attention through PyTorch's fused kernel (one kernel instead of a
 dozen passes over `(B, H, N, N)`); "sdpa-bf16" does the same on bf16 copies of q, k, v (on a GPU, SDPA's
-flash kernel, measured by benchmarks/bench_sasrec_step.py; the rest of the block stays fp32); "pytorch" spells it out. All compute the same function (the bf16 one to bf16's
-precision); attention maps (`return_attention=True`) always come from the spelled-out path. `forward_last`
+flash kernel, measured by benchmarks/bench_sasrec_step.py; the rest of the block stays fp32); "pytorch"
+spells it out. All compute the same function (the bf16 one to bf16's precision); attention maps (`return_attention=True`) always come from the spelled-out path. `forward_last`
 (evaluation's last block) computes its one query's attention in full precision whatever the choice.
 """
 
@@ -193,28 +193,27 @@ class SASRecEncoder(SequentialEncoder):
     def query_embeddings(self, batch, pad_width: int | None = None) -> torch.Tensor:
         """`batch: JaggedBatch` -> L2-normalised `(B, D)`: the output at each history's last position, as
         `last_embeddings(forward(batch), batch)`, with the last block computed for that position only."""
+        x, lengths = self._last_block_input(batch, pad_width)  # (B, N, D), (B,)
+        return l2_normalize(self.blocks[-1].forward_last(x, lengths))  # (B, D)
+
+    def _last_block_input(self, batch, pad_width: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the last block reads: every block but the last on the padded batch -> `(B, N, D)`, lengths `(B,)`."""
         N = int(batch.max_len if pad_width is None else pad_width)
         layout = JaggedLayout.from_batch(batch, N)
         x = layout.pad(self.preprocessor(batch.item_ids, batch.offsets))  # (B, N, D)
         for block in self.blocks[:-1]:
             x = block(x, layout.lengths)  # (B, N, D)
-        return l2_normalize(self.blocks[-1].forward_last(x, layout.lengths))  # (B, D)
+        return x, layout.lengths
 
     def query_embeddings_and_previous(self, batch, pad_width: int | None = None):
         """`query_embeddings(batch)` and, from the same pass, each history's query without its last item:
         two L2-normalised `(B, D)`. Exact for SASRec: positions count from the oldest item and attention is
         causal, so no position before the last sees it (training/prefix_eval.py uses it for validation).
         The second is meaningless for one-item histories."""
-        N = int(batch.max_len if pad_width is None else pad_width)
-        layout = JaggedLayout.from_batch(batch, N)
-        x = layout.pad(self.preprocessor(batch.item_ids, batch.offsets))  # (B, N, D)
-        for block in self.blocks[:-1]:
-            x = block(x, layout.lengths)  # (B, N, D)
+        x, lengths = self._last_block_input(batch, pad_width)  # (B, N, D), (B,)
         last = self.blocks[-1]
-        previous = (layout.lengths - 1).clamp(min=1)  # (B,)
-        return l2_normalize(last.forward_last(x, layout.lengths)), l2_normalize(
-            last.forward_last(x, previous)
-        )
+        previous = (lengths - 1).clamp(min=1)  # (B,)
+        return l2_normalize(last.forward_last(x, lengths)), l2_normalize(last.forward_last(x, previous))
 
     def parameter_breakdown(self) -> dict:
         """Counts inside one block: attention projections and FFN."""

@@ -251,8 +251,8 @@ def fused_softmax_attention(
     """`padded_softmax_attention(..., causal=True)` through PyTorch's fused kernel (SDPA), no maps.
 
     q, k `(B, N, H, dqk)`, v `(B, N, H, dv)`, lengths `(B,)` -> `(B, N, H, dv)` (zeros on padding
-    rows; `lengths=None`: every row is real, nothing is masked). Histories are right-padded, so the causal mask alone keeps every real query off the padding
-    keys. Head widths are zero-padded to a multiple of 8 (what the fused GPU kernels accept; zeros change
+    rows; `lengths=None`: every row is real, nothing is masked). Histories are right-padded, so the causal
+    mask alone keeps every real query off the padding keys. Head widths are zero-padded to a multiple of 8 (what the fused GPU kernels accept; zeros change
     no dot product). `dropout` drops attention weights, as in `padded_softmax_attention`.
 
     `dtype`: compute the attention in this dtype (q, k, v go in as copies in it, the output comes back in

@@ -310,10 +310,6 @@ class JaggedLayout:
             self._next_timestamps = next_timestamps(self.timestamps, self.offsets, self._target_timestamps)
         return self._next_timestamps
 
-    @next_timestamps.setter
-    def next_timestamps(self, value: torch.Tensor | None) -> None:
-        self._next_timestamps = value
-
     @property
     def batch_size(self) -> int:
         return self.lengths.shape[0]

@@ -293,8 +293,11 @@ class Trainer:
         and later ones replay it: the same kernels on the same memory, without the host launching each."""
         if self._eval_graphs is None:
             return self._ranks_eager(split)
-        watch = [*self.model.parameters(), *self.model.buffers(), self.catalogue]  # what the graph reads
-        return self._eval_graphs.run(split, lambda: self._ranks_eager(split), watch)
+        return self._eval_graphs.run(split, lambda: self._ranks_eager(split), self._eval_watch())
+
+    def _eval_watch(self) -> list[torch.Tensor]:
+        """The tensors an evaluation graph reads: a replaced one means capturing it again."""
+        return [*self.model.parameters(), *self.model.buffers(), self.catalogue]
 
     def _ranks_eager(self, split: str) -> torch.Tensor:
         batches = self.splits[split].batches(self.cfg.eval_batch_size)
@@ -334,8 +337,7 @@ class Trainer:
         if self._eval_graphs is None:
             out = both()
         else:
-            watch = [*self.model.parameters(), *self.model.buffers(), self.catalogue]
-            out = self._eval_graphs.run("valid+test", both, watch)
+            out = self._eval_graphs.run("valid+test", both, self._eval_watch())
         U_v = self.splits["valid"].num_users
         return {"valid": out[:U_v], "test": out[U_v:]}
 

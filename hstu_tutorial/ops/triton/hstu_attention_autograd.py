@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - older Triton
     TensorDescriptor = None
 
 from hstu_tutorial.ops.hstu_attention import check_norm
-from hstu_tutorial.ops.jagged_tensors import check_floating, check_offsets
+from hstu_tutorial.ops.jagged_tensors import check_floating, check_offsets, jagged_batch_ids, jagged_positions
 from hstu_tutorial.ops.options import KernelOptions, get_options
 from hstu_tutorial.ops.triton import tiles
 from hstu_tutorial.ops.triton.bias import _Bias, _rel_bias_weight_grads
@@ -262,9 +262,8 @@ def _new_rows(shape, dtype, offsets: torch.Tensor, lengths: torch.Tensor | None,
 
 def attended_rows(offsets: torch.Tensor, lengths: torch.Tensor, total: int) -> torch.Tensor:
     """(T,) bool: True on the rows of each sequence (`offsets` (B+1,)) among its first `lengths[b]`."""
-    t = torch.arange(total, device=offsets.device)
-    seq = torch.searchsorted(offsets[1:], t, right=True).clamp(max=max(offsets.numel() - 2, 0))  # (T,)
-    return (t - offsets[seq]) < lengths.to(offsets.device)[seq]
+    seq = jagged_batch_ids(offsets, total)  # (T,)
+    return jagged_positions(offsets, total) < lengths.to(offsets.device)[seq]
 
 
 _PLACEHOLDERS: dict[torch.device, torch.Tensor] = {}
