@@ -81,7 +81,8 @@ def test_atomic_save_replaces_whole_files(tmp_path):
 def test_ckpt_last_is_written_after_every_epoch(dataset, tmp_path):
     seen = []
 
-    def after_epoch(record):  # called once the epoch's checkpoint is on disk
+    def after_epoch(record):  # the epoch's checkpoint is handed to its writer: wait for it, then read it
+        tr.flush_epoch_files()
         state = torch.load(tr.run_dir / "ckpt_last.pt", weights_only=True)
         seen.append((record["epoch"], state["epoch"], len(checkpoints.history_of(state))))
 
@@ -100,6 +101,7 @@ def test_resume_from_every_epoch_boundary_is_exact(dataset, tmp_path):
     copies = []
 
     def keep(record):
+        tr.flush_epoch_files()
         copy = tmp_path / f"after{record['epoch']}.pt"
         shutil.copy(tr.run_dir / "ckpt_last.pt", copy)
         copies.append(copy)
@@ -134,7 +136,11 @@ def test_tensorboard_continues_without_duplicate_epochs(dataset, tmp_path):
     kw = dict(num_epochs=3, exp_dir=str(tmp_path), tensorboard=True)
     saved = tmp_path / "after0.pt"
     tr = _trainer(dataset, **kw)
-    tr.fit(callback=lambda r: r["epoch"] == 0 and shutil.copy(tr.run_dir / "ckpt_last.pt", saved))
+    tr.fit(
+        callback=lambda r: (
+            r["epoch"] == 0 and (tr.flush_epoch_files(), shutil.copy(tr.run_dir / "ckpt_last.pt", saved))
+        )
+    )
     shutil.copy(saved, tr.run_dir / "ckpt_last.pt")  # the kill: epochs 1-2 are lost but logged
     res = _trainer(dataset, **{**kw, "resume": str(tr.run_dir)}).fit()
     acc = EventAccumulator(str(tr.run_dir))

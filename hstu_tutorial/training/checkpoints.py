@@ -144,15 +144,30 @@ def history_of(state: dict) -> list[dict]:
     return json.loads(history) if isinstance(history, str) else history
 
 
-def save_checkpoint(trainer, path: str | os.PathLike) -> Path:
-    """Write `trainer_state(trainer)` to `path`, atomically (rank 0 only)."""
+def _write(trainer, state: dict, path: Path, background: bool, then=None) -> Path:
+    """`state` to `path`: now, after the files the trainer's writer still holds, or (`background`) through
+    that writer, which copies the state now and writes it on its thread, then calls `then()`
+    (training/epoch_writer.py)."""
+    writer = getattr(trainer, "epoch_writer", None)
+    if background and writer is not None:
+        return writer.submit(state, path, then)
+    if writer is not None:
+        writer.flush()  # an older state queued earlier must not land on top of this one
+    atomic_save(state, path)
+    if then is not None:
+        then()
+    return path
+
+
+def save_checkpoint(trainer, path: str | os.PathLike, background: bool = False, then=None) -> Path:
+    """Write `trainer_state(trainer)` to `path`, atomically (rank 0 only); `background`, `then`: `_write`."""
     path = Path(path)
     if getattr(trainer, "rank", 0) != 0:  # one writer under DistributedDataParallel
         return path
-    return atomic_save(trainer_state(trainer), path)
+    return _write(trainer, trainer_state(trainer), path, background, then)
 
 
-def save_best(trainer, epoch: int) -> Path:
+def save_best(trainer, epoch: int, background: bool = False) -> Path:
     """Write the current weights as the run's best (`ckpt_best.pt`, kind "weights"), atomically."""
     state = {
         "format": FORMAT,
@@ -162,7 +177,7 @@ def save_best(trainer, epoch: int) -> Path:
         "epoch": epoch,
         "model": trainer.model.state_dict(),
     }
-    return atomic_save(state, trainer.run_dir / "ckpt_best.pt")
+    return _write(trainer, state, trainer.run_dir / "ckpt_best.pt", background)
 
 
 # ---- reading ----------------------------------------------------------------------------------------------

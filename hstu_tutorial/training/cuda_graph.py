@@ -18,13 +18,27 @@ workspace is queued on the same stream, one after the other.
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable
 
 import torch
 
 from hstu_tutorial.training.log import note
 
-__all__ = ["CapturedCall", "SplitGraphs", "StepGraph", "capture_stream", "restore_optimizer_in_place"]
+__all__ = [
+    "CAPTURE_LOCK",
+    "CapturedCall",
+    "SplitGraphs",
+    "StepGraph",
+    "capture_stream",
+    "restore_optimizer_in_place",
+]
+
+# Held for every capture here. While a graph is captured, a CUDA call that waits for the device (a copy to
+# pageable host memory, an event's synchronize) invalidates the capture from whatever thread it comes:
+# a thread making such calls while the training thread may capture (the epoch writer's copies of a
+# checkpoint to the host, training/epoch_writer.py) holds this lock around them.
+CAPTURE_LOCK = threading.RLock()
 
 
 def restore_optimizer_in_place(optimizer: torch.optim.Optimizer, saved: dict) -> None:
@@ -94,7 +108,7 @@ class StepGraph:
         self.graph = torch.cuda.CUDAGraph()
         optimizer.zero_grad(set_to_none=True)
         self.capture_stream = capture_stream(device)
-        with torch.cuda.graph(self.graph, stream=self.capture_stream):
+        with CAPTURE_LOCK, torch.cuda.graph(self.graph, stream=self.capture_stream):
             loss = batch_loss(static_index)
             loss.backward()
             optimizer.step()
@@ -121,7 +135,7 @@ class CapturedCall:
         self.addresses = [t.data_ptr() for t in watch]
         self.graph = torch.cuda.CUDAGraph()
         self.capture_stream = capture_stream(device)
-        with torch.cuda.graph(self.graph, stream=self.capture_stream):
+        with CAPTURE_LOCK, torch.cuda.graph(self.graph, stream=self.capture_stream):
             self.out = fn()
         torch.cuda.synchronize(device)
 

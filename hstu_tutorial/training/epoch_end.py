@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from hstu_tutorial.training import checkpoints, progress_bars, report
 from hstu_tutorial.training.log import note
 
@@ -11,6 +13,9 @@ def patience_spent(trainer) -> bool:
     cfg = trainer.cfg
     if not (cfg.early_stopping_patience and trainer.bad_epochs >= cfg.early_stopping_patience):
         return False
+    writer = getattr(trainer, "epoch_writer", None)
+    if writer is not None:
+        writer.flush()  # the last epoch's line (printed once its file is written) comes before this one
     note(
         f"early stopping: no better validation {cfg.selection_metric} for "
         f"{trainer.bad_epochs} epochs (best at epoch {trainer.best['epoch']})"
@@ -27,16 +32,21 @@ def after_epoch(trainer, record: dict, bar) -> None:
         trainer.best_ranks = (record["epoch"], trainer.last_ranks)
         trainer.bad_epochs = 0
         if cfg.save_checkpoints:
-            checkpoints.save_best(trainer, record["epoch"])
+            checkpoints.save_best(trainer, record["epoch"], background=True)
     else:
         trainer.bad_epochs += 1
-    if trainer.writer is not None:
-        report.log_epoch(trainer.writer, record)
-    # ckpt_last.pt after every epoch (checkpoint_every = 1): a hard kill loses at most the next epoch.
-    if cfg.save_checkpoints and trainer.epoch % cfg.checkpoint_every == 0 and trainer.epoch < cfg.num_epochs:
-        trainer.save(trainer.run_dir / "ckpt_last.pt")
+    if trainer.writer is not None:  # TensorBoard, on the epoch writer's thread (epoch_writer.py)
+        trainer.epoch_writer.later(functools.partial(report.log_epoch, trainer.writer, record))
+    # ckpt_last.pt after every epoch (checkpoint_every = 1). Both files are copied off the device here and
+    # written while the next epoch trains (epoch_writer.py); the epoch's line is printed once its
+    # ckpt_last.pt is on disk, so a hard kill loses at most the epochs after the last line printed.
+    line = None
     if cfg.progress and trainer.verbose and bar is None:
-        progress_bars.epoch_line(record, cfg.num_epochs)
+        line = functools.partial(progress_bars.epoch_line, record, cfg.num_epochs)
+    if cfg.save_checkpoints and trainer.epoch % cfg.checkpoint_every == 0 and trainer.epoch < cfg.num_epochs:
+        checkpoints.save_checkpoint(trainer, trainer.run_dir / "ckpt_last.pt", background=True, then=line)
+    elif line is not None:
+        line()
     if bar is not None:
         bar.set_postfix(
             loss=f"{record['loss']:.3f}",

@@ -128,13 +128,19 @@ def results_markdown(results: dict, ks: Sequence[int] | None = None) -> str:
         lines += [
             f"Time: {t['train_eval_s']:.1f} s for {plural(results['epochs_run'], 'epoch')} "
             "of training + evaluation "
-            f"({t['s_per_epoch']:.3f} s/epoch; train {t['train_s']:.1f} s, eval {t['eval_s']:.1f} s), "
+            f"({t['s_per_epoch']:.3f} s/epoch; train {t['train_s']:.1f} s, eval {t['eval_s']:.1f} s"
+            f"{_epoch_end(t)}), "
             f"setup {t['setup_s']:.1f} s{_setup_split(t)}; {t['train_tokens_per_s']:,.0f} train tokens/s"
             + (f"; peak GPU memory {peak:.2f} GiB" if peak is not None else "")
             + ".",
             "",
         ]
     return "\n".join(lines)
+
+
+def _epoch_end(t: dict) -> str:
+    """The results line's ", epoch ends 0.1 s" (checkpoints and logs after each epoch), or "" without it."""
+    return f", epoch ends {t['epoch_end_s']:.1f} s" if "epoch_end_s" in t else ""
 
 
 def _setup_split(t: dict) -> str:
@@ -199,7 +205,8 @@ def run_results(trainer, status: str = "completed") -> dict:
             )
     train_tokens = trainer.splits["train"].total_tokens
     elapsed = trainer.elapsed
-    total = elapsed["train_s"] + elapsed["eval_s"]
+    end_s = elapsed.get("end_s", 0.0)  # absent from checkpoints written before 2026-12-02
+    total = elapsed["train_s"] + elapsed["eval_s"] + end_s
     out["timing"] = {
         "setup_s": trainer.setup_s,
         # data loading; compile = the first step(s) less tuning (CUDA-graph warm-up and capture, in setup_s,
@@ -210,6 +217,7 @@ def run_results(trainer, status: str = "completed") -> dict:
         "tune_s": tuning_seconds() - trainer.tune_s0,
         "train_s": elapsed["train_s"],
         "eval_s": elapsed["eval_s"],
+        "epoch_end_s": end_s,  # checkpoints handed to their writer, TensorBoard, the progress line
         "train_eval_s": total,
         "s_per_epoch": total / max(1, len(hist)),
         "train_tokens_per_s": train_tokens * len(hist) / max(elapsed["train_s"], 1e-9),

@@ -39,6 +39,7 @@ from hstu_tutorial.training.distributed import (
     setup_distributed,
     wrap_ddp,
 )
+from hstu_tutorial.training.epoch_writer import EpochWriter
 from hstu_tutorial.training.log import note
 from hstu_tutorial.training.model import build_model, resolve_device
 from hstu_tutorial.training.optimizer import AdamW
@@ -128,7 +129,10 @@ class Trainer:
         self.perm_epoch = -1  # the epoch `epoch_perm` belongs to
         self._interrupted = False
         self.epoch_loss_sum = torch.zeros((), device=self.device)
-        self.elapsed = {"train_s": 0.0, "eval_s": 0.0}
+        # The epochs' time: steps, evaluation, and the epoch ends' own work (checkpoints, logs; _after_epoch)
+        self.elapsed = {"train_s": 0.0, "eval_s": 0.0, "end_s": 0.0}
+        # checkpoints, TensorBoard, epoch lines: written while the next epoch's steps run (epoch_writer.py)
+        self.epoch_writer = EpochWriter(gated=self.device.type == "cuda")
         self.graph: StepGraph | None = None
         # The graph's loss on the supervised positions only (training/loss_rows.py): its fixed row budget,
         # the device flag of a batch replayed above it, the eager steps taken instead of one above it.
@@ -371,8 +375,14 @@ class Trainer:
         return checkpoints.trainer_state(self)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write a resumable checkpoint to `path` (rank 0 only, atomically)."""
+        """Write a resumable checkpoint to `path` now (rank 0 only, atomically), after the epoch files still
+        being written."""
         return checkpoints.save_checkpoint(self, path)
+
+    def flush_epoch_files(self) -> None:
+        """Wait until what the epochs so far left to the epoch writer (checkpoint files, TensorBoard scalars)
+        is written: fit's `callback` runs while the epoch's files may still be being written."""
+        self.epoch_writer.flush()
 
     def load(self, path: str | os.PathLike) -> Path:
         """Continue from a checkpoint file or run folder (its ckpt_last.pt); returns the file read."""
@@ -478,7 +488,8 @@ class Trainer:
                 if steps_bar is not None:  # the full-ranking evaluation can take as long as the steps
                     steps_bar.set_description(f"epoch {self.epoch}: evaluating")
                 if self.device.type == "cuda":  # this run's stream: other runs' streams keep going
-                    torch.cuda.current_stream(self.device).synchronize()
+                    with self.epoch_writer.window():  # the last epoch's files are written meanwhile
+                        torch.cuda.current_stream(self.device).synchronize()
                 if self._loss_overflow is not None and int(self._loss_overflow):
                     raise RuntimeError(
                         f"epoch {self.epoch}: {int(self._loss_overflow)} graph step(s) had more supervised "
@@ -509,7 +520,9 @@ class Trainer:
                 self.history.append(record)
                 self.epoch += 1
                 self.step_in_epoch = 0
+                t_end0 = time.perf_counter()
                 self._after_epoch(record, bar)
+                self.elapsed["end_s"] = self.elapsed.get("end_s", 0.0) + time.perf_counter() - t_end0
                 if callback is not None:
                     callback(record)
                 if self._interrupted:
@@ -520,6 +533,9 @@ class Trainer:
             status = "interrupted"
         except StopRun as stop:
             status = stop.status
+        except BaseException:
+            self._close_writer_quietly()  # the files queued so far still land; the error that ended the run wins
+            raise
         finally:
             if steps_bar is not None:
                 steps_bar.close()
@@ -529,6 +545,7 @@ class Trainer:
                 signal.signal(signal.SIGINT, old_handler)
         if cfg.save_checkpoints or status in ("interrupted", "stopped"):
             self.save(self.run_dir / "ckpt_last.pt")
+        self.epoch_writer.close()  # every epoch file on disk before the results point at them
         if status in ("interrupted", "stopped"):
             note(
                 f"{status} at epoch {self.epoch} step {self.step_in_epoch}; continue with "
@@ -539,6 +556,12 @@ class Trainer:
         if self.writer is not None:
             self.writer.flush()
         return results
+
+    def _close_writer_quietly(self) -> None:
+        try:
+            self.epoch_writer.close()
+        except Exception as err:  # noqa: BLE001 - reported, not raised over the run's own error
+            note(f"a checkpoint write also failed: {type(err).__name__}: {err}")
 
     def stochastic_length_draw(self) -> None:
         """Redraw the training histories for this epoch with Stochastic Length (a no-op when it is off)."""
@@ -597,8 +620,10 @@ def train(
     """Train a model as `config` says (a TrainConfig, a TOML path or a bundled name) and return the results.
 
     `callback(record)` is called after every epoch with {"epoch", "loss", "valid": {...}, "test": {...}}
-    (live curves in a notebook). Keyword arguments override config keys. The returned dict has
-    "best_by_valid", "reference_protocol", "timing" and "history"; `results["trainer"]` is the Trainer.
+    (live curves in a notebook); the epoch's checkpoint files may still be being written then (a Trainer's
+    `flush_epoch_files()` waits for them; all are on disk when train returns). Keyword arguments override
+    config keys. The returned dict has "best_by_valid", "reference_protocol", "timing" and "history";
+    `results["trainer"]` is the Trainer.
     """
     if isinstance(config, TrainConfig):
         cfg = config_from_dict(overrides, config, source="keyword arguments").validate()
