@@ -57,7 +57,53 @@ def test_a_gated_writer_runs_jobs_only_inside_a_window_or_a_flush(tmp_path):
     assert ran == [1]
     writer.flush()  # a flush opens the gate for as long as it waits
     assert ran == [1, 2] and not writer._open.is_set()
+    writer.allow()  # the trainer: the next epoch's first steps are queued
+    writer.later(lambda: ran.append(3))
+    writer._jobs.join()
+    assert ran == [1, 2, 3]
+    with writer.window():  # the trainer's wait for the epoch's steps: after it, hold off again
+        pass
+    writer.later(lambda: ran.append(4))
+    time.sleep(0.05)
+    assert ran == [1, 2, 3]
     writer.close()
+
+
+def test_a_gated_trainer_writes_an_epochs_files_once_the_next_epochs_first_steps_are_queued(
+    dataset, tmp_path, monkeypatch
+):
+    tr = _trainer(dataset, tmp_path, num_epochs=3, batch_size=16)
+    tr.epoch_writer = EpochWriter(gated=True)  # as on a GPU (where the wait for the steps also opens it)
+    real = epoch_writer.atomic_save
+    seen = []
+
+    def record(obj, path):
+        seen.append((path.name, obj.get("epoch"), tr.epoch, tr.step_in_epoch))
+        return real(obj, path)
+
+    monkeypatch.setattr(epoch_writer, "atomic_save", record)
+    allowed = []
+    real_allow = tr.epoch_writer.allow
+
+    def allow():
+        if not allowed or allowed[-1][0] != tr.epoch:
+            allowed.append((tr.epoch, tr.step_in_epoch))
+        real_allow()
+
+    tr.epoch_writer.allow = allow
+    tr.fit()
+    steps = -(-tr.splits["train"].num_users // 16)
+    first = min(epoch_writer.STEPS_QUEUED_FIRST, steps)
+    assert steps > first and allowed == [(e, first) for e in range(3)]  # from each epoch's first steps on
+    lasts = [s for s in seen if s[0] == "ckpt_last.pt" and s[1] < 3]  # written in the background
+    assert [s[1] for s in lasts] == [1, 2]
+    for (
+        _,
+        done,
+        epoch,
+        step,
+    ) in lasts:  # the file of the epochs done: once the next one's first steps are queued
+        assert (epoch, step) >= (done, first), seen
 
 
 def test_a_submitted_state_is_the_one_written_even_if_the_tensors_change_after(tmp_path):

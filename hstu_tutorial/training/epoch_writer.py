@@ -15,9 +15,10 @@ one by one, in the order they were given.
 
 A failed job (disk full, folder removed) is raised again in the training thread by the next `submit` or
 `later`, or by `flush`; the jobs queued after it are dropped. On a GPU the worker is gated: it starts a job
-only while the training thread waits for the GPU to finish an epoch's steps (`window`), since a job holding
-Python's GIL would otherwise hold up the queueing of those steps: ungated, the writes in the background still
-added 3.5-4.5 ms to every epoch's steps (same benchmark). `flush` waits for every job given so far: the
+only once the training thread has queued the next epoch's first `STEPS_QUEUED_FIRST` steps (`allow`) and until
+that epoch's steps are done (the trainer's wait for them is a `window`), since a job holding Python's GIL while
+the GPU has nothing queued holds up the queueing: ungated, the writes in the background still added 3.5-4.5 ms
+to every epoch's steps (same benchmark). `flush` waits for every job given so far: the
 trainer calls it before a checkpoint it writes itself (`Trainer.save`) and at the end of `fit` (`close`, which
 also ends the thread); a caller that wants the files mid-run calls `Trainer.flush_epoch_files`.
 """
@@ -36,7 +37,11 @@ import torch
 from hstu_tutorial.training.checkpoints import atomic_save
 from hstu_tutorial.training.cuda_graph import CAPTURE_LOCK
 
-__all__ = ["EpochWriter", "snapshot", "to_host"]
+__all__ = ["STEPS_QUEUED_FIRST", "EpochWriter", "snapshot", "to_host"]
+
+# On a GPU the worker may start once this many of an epoch's steps are queued: the GPU then has several steps
+# of work (about 2 ms each on ML-1M on an H200) while the worker takes the GIL now and then.
+STEPS_QUEUED_FIRST = 4
 
 
 def _map_tensors(obj, fn):
@@ -88,8 +93,9 @@ class EpochWriter:
     """Runs an epoch's writes on one worker thread, in submission order (module docstring)."""
 
     def __init__(self, gated: bool = False):
-        """`gated`: the worker starts a job only inside `window()`, which the trainer opens while it waits for
-        the GPU: a job holding Python's GIL then never delays the training thread queueing work."""
+        """`gated`: the worker starts a job only after `allow()` or inside `window()`, and no longer once a window
+        has ended: the trainer allows it once an epoch's first steps are queued and ends the window when that
+        epoch's steps are done, so a job holding Python's GIL never keeps an idle GPU waiting for work."""
         self._jobs: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -98,9 +104,14 @@ class EpochWriter:
         if not gated:
             self._open.set()
 
+    def allow(self) -> None:
+        """Let the worker start jobs until the next `window` ends."""
+        if not self._open.is_set():
+            self._open.set()
+
     @contextlib.contextmanager
     def window(self):
-        """Let the worker start jobs while the body runs (always, when not gated)."""
+        """Let the worker start jobs while the body runs; gated, it may not once the body is done."""
         self._open.set()
         try:
             yield

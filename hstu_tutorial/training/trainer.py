@@ -39,7 +39,7 @@ from hstu_tutorial.training.distributed import (
     setup_distributed,
     wrap_ddp,
 )
-from hstu_tutorial.training.epoch_writer import EpochWriter
+from hstu_tutorial.training.epoch_writer import STEPS_QUEUED_FIRST, EpochWriter
 from hstu_tutorial.training.log import note
 from hstu_tutorial.training.model import build_model, resolve_device
 from hstu_tutorial.training.optimizer import AdamW
@@ -482,13 +482,15 @@ class Trainer:
                     self.step_in_epoch += 1
                     self.global_step += 1
                     steps_this_call += 1
+                    if self.step_in_epoch >= min(STEPS_QUEUED_FIRST, len(steps)):
+                        self.epoch_writer.allow()  # the last epoch's files, while the GPU has steps to run
                     if steps_bar is not None:
                         steps_bar.update(1)
                     yield
                 if steps_bar is not None:  # the full-ranking evaluation can take as long as the steps
                     steps_bar.set_description(f"epoch {self.epoch}: evaluating")
-                if self.device.type == "cuda":  # this run's stream: other runs' streams keep going
-                    with self.epoch_writer.window():  # the last epoch's files are written meanwhile
+                with self.epoch_writer.window():  # its jobs may run until the steps are done, then wait
+                    if self.device.type == "cuda":  # this run's stream: other runs' streams keep going
                         torch.cuda.current_stream(self.device).synchronize()
                 if self._loss_overflow is not None and int(self._loss_overflow):
                     raise RuntimeError(
