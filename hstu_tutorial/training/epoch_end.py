@@ -43,8 +43,11 @@ def after_epoch(trainer, record: dict, bar) -> None:
     line = None
     if cfg.progress and trainer.verbose and bar is None:
         line = functools.partial(progress_bars.epoch_line, record, cfg.num_epochs)
-    if cfg.save_checkpoints and trainer.epoch % cfg.checkpoint_every == 0 and trainer.epoch < cfg.num_epochs:
+    last = trainer.epoch >= cfg.num_epochs
+    if cfg.save_checkpoints and trainer.epoch % cfg.checkpoint_every == 0 and not last:
         checkpoints.save_checkpoint(trainer, trainer.run_dir / "ckpt_last.pt", background=True, then=line)
+    elif line is not None and cfg.save_checkpoints and last:
+        trainer.final_line = line  # fit prints it once it has written the run's last ckpt_last.pt
     elif line is not None:
         line()
     if bar is not None:

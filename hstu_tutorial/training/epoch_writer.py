@@ -18,9 +18,11 @@ A failed job (disk full, folder removed) is raised again in the training thread 
 only once the training thread has queued the next epoch's first `STEPS_QUEUED_FIRST` steps (`allow`) and until
 that epoch's steps are done (the trainer's wait for them is a `window`), since a job holding Python's GIL while
 the GPU has nothing queued holds up the queueing: ungated, the writes in the background still added 3.5-4.5 ms
-to every epoch's steps (same benchmark). `flush` waits for every job given so far: the
-trainer calls it before a checkpoint it writes itself (`Trainer.save`) and at the end of `fit` (`close`, which
-also ends the thread); a caller that wants the files mid-run calls `Trainer.flush_epoch_files`.
+to every epoch's steps (same benchmark).
+
+`flush` waits for every job given so far: the trainer calls it before a checkpoint it writes itself
+(`Trainer.save`) and at the end of `fit` (`close`, which also ends the thread; the last epoch's line is printed
+after that final checkpoint); a caller that wants the files mid-run calls `Trainer.flush_epoch_files`.
 """
 
 from __future__ import annotations

@@ -133,6 +133,7 @@ class Trainer:
         self.elapsed = {"train_s": 0.0, "eval_s": 0.0, "end_s": 0.0}
         # checkpoints, TensorBoard, epoch lines: written while the next epoch's steps run (epoch_writer.py)
         self.epoch_writer = EpochWriter(gated=self.device.type == "cuda")
+        self.final_line: Callable[[], object] | None = None  # the last epoch's line, printed after its file
         self.graph: StepGraph | None = None
         # The graph's loss on the supervised positions only (training/loss_rows.py): its fixed row budget,
         # the device flag of a batch replayed above it, the eager steps taken instead of one above it.
@@ -548,6 +549,9 @@ class Trainer:
         if cfg.save_checkpoints or status in ("interrupted", "stopped"):
             self.save(self.run_dir / "ckpt_last.pt")
         self.epoch_writer.close()  # every epoch file on disk before the results point at them
+        if self.final_line is not None:  # the last epoch's line, now that its checkpoint is written
+            line, self.final_line = self.final_line, None
+            line()
         if status in ("interrupted", "stopped"):
             note(
                 f"{status} at epoch {self.epoch} step {self.step_in_epoch}; continue with "
