@@ -12,8 +12,9 @@ Outputs are L2-normalised, no final LayerNorm; every 2-D weight is xavier-normal
 `attention_impl`: "sdpa" runs the attention through PyTorch's fused kernel (one kernel instead of a
 dozen passes over `(B, H, N, N)`); "sdpa-bf16" does the same on bf16 copies of q, k, v (on a GPU, SDPA's
 flash kernel, measured by benchmarks/bench_sasrec_step.py; the rest of the block stays fp32); "pytorch"
-spells it out. All compute the same function (the bf16 one to bf16's precision); attention maps (`return_attention=True`) always come from the spelled-out path. `forward_last`
-(evaluation's last block) computes its one query's attention in full precision whatever the choice.
+spells it out. All compute the same function (the bf16 one to bf16's precision); attention maps
+(`return_attention=True`) always come from the spelled-out path. `forward_last` (evaluation's last block)
+computes its one query's attention in full precision whatever the choice.
 """
 
 from __future__ import annotations

@@ -252,8 +252,8 @@ def fused_softmax_attention(
 
     q, k `(B, N, H, dqk)`, v `(B, N, H, dv)`, lengths `(B,)` -> `(B, N, H, dv)` (zeros on padding
     rows; `lengths=None`: every row is real, nothing is masked). Histories are right-padded, so the causal
-    mask alone keeps every real query off the padding keys. Head widths are zero-padded to a multiple of 8 (what the fused GPU kernels accept; zeros change
-    no dot product). `dropout` drops attention weights, as in `padded_softmax_attention`.
+    mask alone keeps every real query off the padding keys. Head widths are zero-padded to a multiple of 8
+    (what the fused GPU kernels accept; zeros change no dot product). `dropout` drops attention weights, as in `padded_softmax_attention`.
 
     `dtype`: compute the attention in this dtype (q, k, v go in as copies in it, the output comes back in
     q's dtype, and gradients flow through both casts). `torch.bfloat16` lets SDPA use its flash kernel on a

@@ -148,11 +148,9 @@ def _write(trainer, state: dict, path: Path, background: bool, then=None) -> Pat
     """`state` to `path`: now, after the files the trainer's writer still holds, or (`background`) through
     that writer, which copies the state now and writes it on its thread, then calls `then()`
     (training/epoch_writer.py)."""
-    writer = getattr(trainer, "epoch_writer", None)
-    if background and writer is not None:
-        return writer.submit(state, path, then)
-    if writer is not None:
-        writer.flush()  # an older state queued earlier must not land on top of this one
+    if background:
+        return trainer.epoch_writer.submit(state, path, then)
+    trainer.epoch_writer.flush()  # an older state queued earlier must not land on top of this one
     atomic_save(state, path)
     if then is not None:
         then()

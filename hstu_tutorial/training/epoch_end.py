@@ -13,9 +13,7 @@ def patience_spent(trainer) -> bool:
     cfg = trainer.cfg
     if not (cfg.early_stopping_patience and trainer.bad_epochs >= cfg.early_stopping_patience):
         return False
-    writer = getattr(trainer, "epoch_writer", None)
-    if writer is not None:
-        writer.flush()  # the last epoch's line (printed once its file is written) comes before this one
+    trainer.epoch_writer.flush()  # the last epoch's line (printed once its file is written) comes before this one
     note(
         f"early stopping: no better validation {cfg.selection_metric} for "
         f"{trainer.bad_epochs} epochs (best at epoch {trainer.best['epoch']})"
