@@ -43,6 +43,29 @@ def test_snapshot_copies_every_tensor_and_keeps_the_rest():
     assert torch.equal(host["model"]["w"], snap["model"]["w"]) and host["epoch"] == 3
 
 
+def _bits(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous().view(torch.uint8) if x.dtype.is_floating_point else x
+
+
+def test_snapshot_is_bit_exact_for_every_dtype_and_layout():
+    special = torch.tensor([-0.0, float("nan"), float("inf"), 1e-42, -3.5])  # a negative zero, a subnormal
+    t = torch.randn(4, 6)
+    state = {
+        "f32": special,
+        "bf16": torch.randn(5).to(torch.bfloat16),
+        "step": torch.tensor(12, dtype=torch.int64),
+        "mask": torch.tensor([True, False]),
+        "strided": t.t(),  # not contiguous
+        "empty": torch.empty(0, 3),
+    }
+    snap, _ = snapshot(state)
+    for k, v in state.items():
+        assert snap[k].dtype == v.dtype and snap[k].shape == v.shape, k
+        assert snap[k].stride() == v.stride() or not v.numel(), k
+        assert torch.equal(_bits(snap[k]), _bits(v)), k
+        assert snap[k].data_ptr() != v.data_ptr() or not v.numel(), k
+
+
 def test_a_gated_writer_runs_jobs_only_inside_a_window_or_a_flush(tmp_path):
     writer = EpochWriter(gated=True)
     ran = []

@@ -9,6 +9,10 @@ One block, as the HSTU reference's SASRec runs it (x padded `(B, N, D)`):
 
 Outputs are L2-normalised, no final LayerNorm; every 2-D weight is xavier-normal, attention biases 0.
 
+The block's second half (out_proj, the residual LayerNorm, the FFN and its two dropouts) runs on CUDA float32
+tensors as one Triton kernel each way (`hstu_tutorial.ops.triton.sasrec_output`, option `fused_sasrec_output`),
+the same math with dropout masks from its own generator; elsewhere it is spelled out as above.
+
 `attention_impl`: "sdpa" runs the attention through PyTorch's fused kernel (one kernel instead of a
 dozen passes over `(B, H, N, N)`); "sdpa-bf16" does the same on bf16 copies of q, k, v (on a GPU, SDPA's
 flash kernel, measured by benchmarks/bench_sasrec_step.py; the rest of the block stays fp32); "pytorch"
@@ -37,6 +41,7 @@ from hstu_tutorial.ops.hstu_attention import (
 )
 from hstu_tutorial.ops.jagged_tensors import JaggedLayout, padding_mask
 from hstu_tutorial.ops.layer_norm import layer_norm
+from hstu_tutorial.ops.options import get_options
 
 ATTENTION_IMPLS = ("sdpa", "sdpa-bf16", "pytorch")
 
@@ -90,10 +95,7 @@ class SASRecBlock(nn.Module):
             dtype = torch.bfloat16 if self.attention_impl == "sdpa-bf16" else None
             a = fused_softmax_attention(q, k, v, lengths, dropout=p_attn, dtype=dtype)  # (B, N, H, D/H)
             attn = None
-        a = self.out_proj(a.reshape(B, N, D))  # (B, N, D)
-        y = layer_norm(x_q + a, eps=1e-8)  # (B, N, D)
-        h = F.dropout(F.relu(self.ffn1(y)), p=self.dropout, training=self.training)  # (B, N, hidden)
-        out = y + F.dropout(self.ffn2(h), p=self.dropout, training=self.training)  # (B, N, D)
+        out = self._output(x_q, a.reshape(B, N, D))  # (B, N, D)
         if lengths is not None:
             out = out * padding_mask(lengths, N).unsqueeze(-1).to(out.dtype)
         return (out, attn) if return_attention else out
@@ -123,10 +125,31 @@ class SASRecBlock(nn.Module):
         q, k, v = (t.unflatten(-1, (H, D // H)) for t in self._project(x_q, x))  # (B, H, .), (B, N, H, .)
         p_attn = self.dropout if self.training else 0.0
         a = last_query_attention(q, k, v, lengths, activation="softmax", dropout=p_attn)  # (B, H, D/H)
-        a = self.out_proj(a.reshape(B, D))  # (B, D)
-        y = layer_norm(x_q + a, eps=1e-8)  # (B, D)
-        h = F.dropout(F.relu(self.ffn1(y)), p=self.dropout, training=self.training)  # (B, hidden)
-        return y + F.dropout(self.ffn2(h), p=self.dropout, training=self.training)  # (B, D)
+        return self._output(x_q, a.reshape(B, D))  # (B, D)
+
+    def _output(self, x_q: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The block's second half on `x_q, a (..., D)` (attention output before its projection) -> `(..., D)`:
+        y = LayerNorm(x_q + W_o a + b_o), out = y + Dropout(W_2 Dropout(ReLU(W_1 y + b_1)) + b_2).
+
+        On CUDA float32 tensors it runs as one Triton kernel each way (`ops.triton.sasrec_output`; the option
+        `fused_sasrec_output`), with dropout masks of its own generator; elsewhere spelled out as here."""
+        p = self.dropout if self.training else 0.0
+        if _fused_output(x_q, self.embedding_dim, self.ffn1.out_features):
+            from hstu_tutorial.ops.triton.sasrec_output import sasrec_output
+
+            return sasrec_output(a, x_q, self.out_proj, self.ffn1, self.ffn2, dropout=p, eps=1e-8)
+        y = layer_norm(x_q + self.out_proj(a), eps=1e-8)  # (..., D)
+        h = F.dropout(F.relu(self.ffn1(y)), p=p, training=self.training)  # (..., hidden)
+        return y + F.dropout(self.ffn2(h), p=p, training=self.training)  # (..., D)
+
+
+def _fused_output(x: torch.Tensor, D: int, hidden: int) -> bool:
+    """Whether `SASRecBlock._output` takes the Triton kernels: CUDA float32 inputs, the option on, widths that fit."""
+    if not (x.is_cuda and x.dtype == torch.float32 and get_options().fused_sasrec_output):
+        return False
+    from hstu_tutorial.ops.triton.sasrec_output import MAX_WIDTH
+
+    return max(D, hidden) <= MAX_WIDTH
 
 
 class SASRecEncoder(SequentialEncoder):

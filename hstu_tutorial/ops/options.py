@@ -12,6 +12,7 @@ the next call. The process default comes from the environment the first time it 
 
     HSTU_FUSED_LAYER_NORM=0                       fused_layer_norm = False
     HSTU_FUSED_LOSS=0                             fused_loss = False
+    HSTU_FUSED_SASREC_OUTPUT=0                    fused_sasrec_output = False
     HSTU_TRITON_REL_BIAS_GRAD=dense|atomic|auto   rel_bias_grad
     HSTU_TRITON_DQ_MODE=kernel|atomic             dq_mode
     HSTU_TRITON_FP32_PRECISION=tf32|tf32x3|ieee   fp32_precision
@@ -35,9 +36,11 @@ _CHOICES = {
     "tuning": ("table", "tune"),
     "tma": ("auto", "on", "off"),
 }
+_SWITCHES = ("fused_layer_norm", "fused_loss", "fused_sasrec_output")  # on/off options: "0" turns one off
 _ENV = {  # field -> environment variable that gives its process default
     "fused_layer_norm": "HSTU_FUSED_LAYER_NORM",
     "fused_loss": "HSTU_FUSED_LOSS",
+    "fused_sasrec_output": "HSTU_FUSED_SASREC_OUTPUT",
     "rel_bias_grad": "HSTU_TRITON_REL_BIAS_GRAD",
     "dq_mode": "HSTU_TRITON_DQ_MODE",
     "fp32_precision": "HSTU_TRITON_FP32_PRECISION",
@@ -62,6 +65,10 @@ class KernelOptions:
     # The sampled softmax loss through its Triton kernels on CUDA tensors (losses.sampled_softmax_loss,
     # impl="auto"; False: the "dense" matrix products, or "gather" for a large catalogue).
     fused_loss: bool = True
+    # The second half of a SASRec block (output projection, residual LayerNorm, FFN) through one Triton
+    # kernel each way on CUDA float32 tensors (hstu_tutorial.ops.triton.sasrec_output; False: nn.Linear,
+    # layer_norm and F.dropout, spelled out).
+    fused_sasrec_output: bool = True
     # How the gradients of the relative bias's weights (pos_w, ts_w) are formed: "dense" (the kernel
     # writes the (B, H, N, N) bias gradient, PyTorch reduces it), "atomic" (the kernel adds onto the two
     # vectors directly) or "auto" (atomic up to N = 1024, dense above: the atomics collide more and more
@@ -89,7 +96,7 @@ class KernelOptions:
     interpreter_block: tuple[int, int] = (64, 64)
 
     def __post_init__(self):
-        for name in ("autotune", "fused_layer_norm", "fused_loss", "poison_outputs"):
+        for name in ("autotune", "fused_layer_norm", "fused_loss", "fused_sasrec_output", "poison_outputs"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"KernelOptions.{name} must be True or False; got {getattr(self, name)!r}")
         for name, allowed in _CHOICES.items():
@@ -117,7 +124,7 @@ class KernelOptions:
             value = os.environ.get(var)
             if value is None or value == "":
                 continue
-            changes[name] = value != "0" if name in ("fused_layer_norm", "fused_loss") else value
+            changes[name] = value != "0" if name in _SWITCHES else value
         try:
             return cls(**changes)
         except ValueError as e:
