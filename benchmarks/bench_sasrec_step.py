@@ -16,7 +16,10 @@ them, so the variants' mean losses are close, not equal. Variants:
   with its flash kernel; the trainer's default on a GPU);
 - `bf16 attention, compiled blocks`: also each block's forward through `torch.compile` (PyTorch's
   LayerNorm inside, so that the compiler can fuse it), captured in the same graph; not a trainer option
-  for the graph step (`compile = true` compiles the whole forward and gives up evaluation graphs).
+  for the graph step (`compile = true` compiles the whole forward and gives up evaluation graphs);
+- `bf16 attention, fused output half`: bf16 attention, and each block's output projection, residual
+  LayerNorm and FFN through the Triton kernels of `ops.triton.sasrec_output` (the trainer's default on a GPU
+  since 2026-12-02; every other variant spells that half out).
 
 `--check`: instead, the fused attention in fp32 and on bf16 copies against the spelled-out attention in
 float64 on random inputs of the step's shape (no dropout): output and gradients, zero padding rows, inputs
@@ -56,19 +59,20 @@ def _three_projections(self, x_q, x):
     return F.linear(x_q, w_q, b_q), F.linear(x, w_k, b_k), F.linear(x, w_v, b_v)
 
 
-# name: (attention_impl, one product for k and v, compiled blocks)
+# name: (attention_impl, one product for k and v, compiled blocks, fused output half)
 VARIANTS = {
-    "fp32 attention, three projections": ("sdpa", False, False),
-    "fp32 attention": ("sdpa", True, False),
-    "bf16 attention": ("sdpa-bf16", True, False),
-    "bf16 attention, compiled blocks": ("sdpa-bf16", True, True),
+    "fp32 attention, three projections": ("sdpa", False, False, False),
+    "fp32 attention": ("sdpa", True, False, False),
+    "bf16 attention": ("sdpa-bf16", True, False, False),
+    "bf16 attention, compiled blocks": ("sdpa-bf16", True, True, False),
+    "bf16 attention, fused output half": ("sdpa-bf16", True, False, True),
 }
 
 
 @contextlib.contextmanager
 def variant(name: str, model):
     """Inside: the model's SASRec blocks run as variant `name` says (restored after)."""
-    impl, kv_fused, compiled = VARIANTS[name]
+    impl, kv_fused, compiled, fused_output = VARIANTS[name]
     blocks = _blocks(model)
     before = [b.attention_impl for b in blocks]
     for b in blocks:
@@ -78,7 +82,7 @@ def variant(name: str, model):
         if compiled:  # PyTorch's LayerNorm inside, so that the compiler can fuse it
             b.forward = torch.compile(sasrec.SASRecBlock.forward.__get__(b), dynamic=False)
     try:
-        with use_options(fused_layer_norm=False) if compiled else contextlib.nullcontext():
+        with use_options(fused_layer_norm=not compiled, fused_sasrec_output=fused_output):
             yield
     finally:
         for b, impl in zip(blocks, before):
@@ -135,12 +139,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", default="data/ml-1m-u2999")
     ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--only", default="", help="comma-separated variant names")
+    ap.add_argument("--only", default="", help="variant names separated by |")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--check", action="store_true", help="only the accuracy check of each attention_impl")
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
-    names = [n for n in VARIANTS if not args.only or n in args.only.split(",")]
+    names = [n for n in VARIANTS if not args.only or n in args.only.split("|")]
     if args.smoke:
         names = [n for n in names if not VARIANTS[n][2]]
     if args.check:

@@ -15,8 +15,9 @@ hold items through `lengths=`; the rows after them must come back zero):
 Also: the kernels' time buckets against `time_bucket` on many gaps; and the sampled softmax loss's two kernels
 (`ops.triton.sampled_softmax`) against the float64 formula, loss and both gradients, on the ML-1M step's shape
 and on a catalogue too big for the GPU's cache, with accidental hits, repeated negatives and rows of zero
-gradient, inputs checked unchanged and outputs NaN-poisoned. One row per case, PASS/FAIL; the exit status is 1
-on any FAIL.
+gradient, inputs checked unchanged and outputs NaN-poisoned; and the fused second half of a SASRec block
+(`ops.triton.sasrec_output`) against float64 with the kernels' own dropout masks, the same way. One row per
+case, PASS/FAIL; the exit status is 1 on any FAIL.
 
 Triton compiles and tunes into a fresh temporary TRITON_CACHE_DIR unless --cache-dir is given, so no
 earlier tuning result or compiled kernel hides a problem: the autotuner's timing runs (and the buffers it
@@ -325,6 +326,92 @@ def check_sampled_softmax(dtype, M, D, C, R, device, seed=0, backward="auto") ->
     return dict(case=name, errs=errs, changed=changed, nan=nan, ok=ok, tol=LOSS_TOL[dtype])
 
 
+def sasrec_output_cases(small: bool) -> list[tuple]:
+    """(M rows, D, H, dropout, dot precision): the ML-1M SASRec step's rows (128 x 200) with and without dropout,
+    in the trainer's TF32 and in tf32x3; widths that fill no tile; a few rows (evaluation's last positions)."""
+    if small:
+        return [(70, 10, 20, 0.0, "ieee"), (70, 10, 20, 0.25, "ieee")]
+    return [
+        (25600, 50, 50, 0.2, "tf32"),
+        (25600, 50, 50, 0.2, "tf32x3"),
+        (25600, 50, 50, 0.0, "tf32x3"),
+        (9999, 20, 100, 0.5, "tf32x3"),
+        (128, 50, 50, 0.0, "tf32"),
+    ]
+
+
+def check_sasrec_output(M, D, H, p, precision, device, seed=0) -> dict:
+    """The fused second half of a SASRec block (`ops.triton.sasrec_output`) on random inputs against the same
+    math in float64 with the kernels' own dropout masks: output and the eight gradients (a, x_q, W_o, b_o,
+    W_1, b_1, W_2, b_2), inputs and weights unchanged, outputs NaN-poisoned. Tolerance 1e-3 of the norm; in TF32,
+    three times the largest error of the same math through nn.functional in TF32 (at least 1e-3)."""
+    from hstu_tutorial.ops import use_options
+    from hstu_tutorial.ops.triton import sasrec_output as so
+
+    g = torch.Generator().manual_seed(seed)
+    mods = [torch.nn.Linear(i, o) for i, o in ((D, D), (D, H), (H, D))]
+    with torch.no_grad():
+        for m in mods:
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features**0.5)
+            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.3)
+    mods = [m.to(device) for m in mods]
+    a = torch.randn(M, D, generator=g).to(device).requires_grad_()
+    x_q = torch.nn.functional.layer_norm(torch.randn(M, D, generator=g), (D,)).to(device).requires_grad_()
+    dout = torch.randn(M, D, generator=g).to(device)
+    params = [t for m in mods for t in (m.weight, m.bias)]
+    leaves = [a, x_q, *params]
+    before = [t.detach().clone() for t in leaves] + [dout.clone()]
+    with use_options(poison_outputs=True, fp32_precision=precision):
+        torch.manual_seed(seed + 1)
+        out = so.sasrec_output(a, x_q, *mods, dropout=p, eps=1e-8)
+        grads = torch.autograd.grad(out, leaves, dout)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    changed = [i for i, (b, t) in enumerate(zip(before, [*leaves, dout])) if not torch.equal(b, t.detach())]
+    keep = None
+    if p:
+        torch.manual_seed(seed + 1)  # the forward's draw
+        keep = so.dropout_masks(torch.randint(0, 2**31 - 1, (1,), device=device), M, D, H, p)
+
+    def spelled(
+        dtype,
+    ):  # the same math with nn.functional, the kernels' masks: output and the eight gradients
+        w = [t.detach().to(dtype).requires_grad_() for t in leaves]
+        s = w[1] + torch.nn.functional.linear(w[0], w[2], w[3])
+        y = torch.nn.functional.layer_norm(s, (D,), eps=1e-8)
+        h = torch.relu(torch.nn.functional.linear(y, w[4], w[5]))
+        if keep is not None:
+            h = h * keep[0] / (1.0 - p)
+        z = torch.nn.functional.linear(h, w[6], w[7])
+        if keep is not None:
+            z = z * keep[1] / (1.0 - p)
+        out = y + z
+        return out, torch.autograd.grad(out, w, dout.to(dtype))
+
+    ref, ref_grads = spelled(torch.float64)
+    names = ["a", "x_q", "W_o", "b_o", "W_1", "b_1", "W_2", "b_2"]
+    errs = {"out": rel_err(out, ref), **{n: rel_err(gr, rg) for n, gr, rg in zip(names, grads, ref_grads)}}
+    nan = [k for k, t in zip(["out", *names], (out, *grads)) if torch.isnan(t).any()]
+    tol = 1e-3
+    if precision == "tf32" and device == "cuda":
+        # TF32 products (10-bit mantissas) are what nn.Linear does under the trainer's `tf32 = true`: the
+        # yardstick is that path's largest error on the same inputs; the kernels may not be more than three times
+        # off (a wrong mask, index or weight gives errors of order 1).
+        before_tf32 = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            y_out, y_grads = spelled(torch.float32)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = before_tf32
+        yard = max([rel_err(y_out, ref)] + [rel_err(a, b) for a, b in zip(y_grads, ref_grads)])
+        tol = max(1e-3, 3 * yard)
+    ok = not changed and not nan and max(errs.values()) <= tol
+    name = f"SASRec output half M={M} D={D} H={H} dropout={p} {precision}"
+    return dict(
+        case=name, errs=errs, changed=[(names + ["dout"])[i] for i in changed], nan=nan, ok=ok, tol=tol
+    )
+
+
 def format_row(r: dict) -> str:
     e = r["errs"]
     grads = " ".join(f"{k}={v:.1e}" for k, v in e.items() if k != "out")
@@ -344,7 +431,7 @@ def main() -> int:
         "--only",
         default="",
         help="run only the attention cases whose name contains this (several: separated by '|'); "
-        "the loss cases run when it is empty or one of its parts is 'loss'",
+        "the loss (SASRec output) cases run when it is empty or one of its parts is 'loss' ('sasrec')",
     )
     ap.add_argument("--slice", default=":", help="run cases[i:j] of the list (e.g. 12:16), to split runs")
     ap.add_argument("--time-budget", type=float, default=480.0, help="seconds; later cases are skipped")
@@ -409,6 +496,15 @@ def main() -> int:
                 r = check_sampled_softmax(*c, device, backward=backward)
                 failed += not r["ok"]
                 print(format_row(r), flush=True)
+    if not args.only or "sasrec" in args.only.split("|"):
+        print(
+            "\n| SASRec output case | out err | grad errs | tol | inputs | NaN | result |\n|" + " --- |" * 7,
+            flush=True,
+        )
+        for c in sasrec_output_cases(args.small):
+            r = check_sasrec_output(*c, device)
+            failed += not r["ok"]
+            print(format_row(r), flush=True)
     print(f"\n{failed} FAIL, {skipped} skipped, {time.time() - t0:.0f} s")
     return 1 if failed else 0
 

@@ -99,3 +99,31 @@ def _scaled_backward(backward):
         return (dq * 0.05, de * 0.05, *rest)
 
     return staticmethod(wrong)
+
+
+def test_sasrec_output_check_passes_and_catches_faults(monkeypatch):
+    import hstu_tutorial.ops.triton.sasrec_output as so
+
+    for case in ck.sasrec_output_cases(small=True):
+        r = ck.check_sasrec_output(*case, "cpu")
+        assert r["ok"] and not r["changed"] and not r["nan"] and set(r["errs"]) == {
+            "out", "a", "x_q", "W_o", "b_o", "W_1", "b_1", "W_2", "b_2"
+        }, ck.format_row(r)  # fmt: skip
+    dropout_case = ck.sasrec_output_cases(small=True)[1]
+    # masks the check cannot see: the kernels' dropout no longer matches `dropout_masks`
+    real_masks = so.dropout_masks
+    monkeypatch.setattr(so, "dropout_masks", lambda seed, *a: real_masks(seed + 1, *a))
+    r = ck.check_sasrec_output(*dropout_case, "cpu")
+    assert not r["ok"] and not r["changed"] and r["errs"]["out"] > 0.05
+    monkeypatch.setattr(so, "dropout_masks", real_masks)
+    # a backward that forgets the residual's gradient into x_q: only that gradient's error may show it
+    real_backward = so._SASRecOutput.backward
+
+    def no_residual(ctx, g):
+        grads = list(real_backward(ctx, g))
+        grads[1] = grads[1] * 0.5
+        return tuple(grads)
+
+    monkeypatch.setattr(so._SASRecOutput, "backward", staticmethod(no_residual))
+    r = ck.check_sasrec_output(*dropout_case, "cpu")
+    assert not r["ok"] and r["errs"]["x_q"] > 0.3 and r["errs"]["a"] < 1e-3
