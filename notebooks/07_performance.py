@@ -298,6 +298,36 @@ timeline = pd.DataFrame(timeline).groupby(["model", "code"]).agg(["min", "max"])
 display(timeline)
 
 # %% [markdown]
+# With the epoch ends out of the way, SASRec's step is many small kernels (its profile counts at least 274
+# launches), each a pass over $128 \times 200$ rows of 50 values. The second half of each block,
+#
+# $$y = \mathrm{LayerNorm}(x_q + W_o a + b_o), \qquad \mathrm{out} = y + \mathrm{Dropout}(W_2\,\mathrm{Dropout}(\mathrm{ReLU}(W_1 y + b_1)) + b_2),$$
+#
+# was nine operations forward and their backward passes, each a kernel or more.
+# `hstu_tutorial/ops/triton/sasrec_output.py` does it in one kernel each way: a program keeps its rows in
+# registers through all three products, the norm and both dropouts, and the backward recomputes the forward
+# (dropout masks included, from the same Philox seed) instead of storing it. Its first form held the three weight
+# matrices in registers all along and spilled hundreds of registers per thread; reading them where they are used
+# made it the faster one. The saved H200 measurements (`benchmarks/results/h200_2026-12-02/perf/sasrec_output/`):
+
+# %%
+OUT_DIR = LEN_DIR.parent / "sasrec_output"
+half = []
+forms = {"sweep_weights_in_registers": "first form, weights held in registers: best tiles",
+         "sweep": "weights read where used: best tiles", "shipped": "weights read where used: shipped tiles"}
+for form, label in forms.items():
+    rows = json.loads((OUT_DIR / form / "bench_sasrec_output.json").read_text())["rows"]
+    fused = min((r for r in rows if r["variant"].startswith("fused") and r["fwd+bwd"] == r["fwd+bwd"]),
+                key=lambda r: r["fwd+bwd"])
+    half.append({"kernels": label, "spelled out, fwd + bwd (ms)": round(rows[0]["fwd+bwd"], 3),
+                 "fused, fwd + bwd (ms)": round(fused["fwd+bwd"], 3),
+                 "registers, spills per thread": fused["regs/spills"]})
+display(pd.DataFrame(half))
+step_rows = json.loads((OUT_DIR / "step" / "bench_sasrec_step.json").read_text())["rows"]
+for r in step_rows:
+    print(f"SASRec graph step, {r['variant']}: {r['step_ms']:.3f} ms")
+
+# %% [markdown]
 # ## 2. Measuring the levers here
 #
 # The same function produced the saved table; `run_levers` picks the rows this machine can run (on a CPU:
