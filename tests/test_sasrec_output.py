@@ -178,11 +178,19 @@ def test_sasrec_block_takes_the_kernels_with_the_same_math(monkeypatch):
         assert ((block.eval()._output(x_q, a) - y).abs() < 1e-5).float().mean().item() < 0.01  # none in eval
 
 
-def test_fused_output_is_chosen_only_where_it_applies():
+def test_fused_output_is_chosen_only_where_it_applies(monkeypatch):
+    from types import SimpleNamespace
+
     from hstu_tutorial.modules.sasrec import _fused_output
 
     x = torch.randn(2, 50)
     assert not _fused_output(x, 50, 50)  # a CPU tensor: spelled out
+    like_cuda = SimpleNamespace(is_cuda=True, dtype=torch.float32)  # what the choice reads of a tensor
+    assert _fused_output(like_cuda, 50, 50) and not _fused_output(like_cuda, 50, so.MAX_WIDTH + 1)
+    with use_options(fused_sasrec_output=False):
+        assert not _fused_output(like_cuda, 50, 50)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # torch.compile tracing the model
+    assert not _fused_output(like_cuda, 50, 50)
     if torch.cuda.is_available():
         xc = x.cuda()
         assert _fused_output(xc, 50, 50) and not _fused_output(xc.double(), 50, 50)

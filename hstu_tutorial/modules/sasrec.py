@@ -144,8 +144,12 @@ class SASRecBlock(nn.Module):
 
 
 def _fused_output(x: torch.Tensor, D: int, hidden: int) -> bool:
-    """Whether `SASRecBlock._output` takes the Triton kernels: CUDA float32 inputs, the option on, widths that fit."""
+    """Whether `SASRecBlock._output` takes the Triton kernels: CUDA float32 inputs, the option on, widths that fit,
+    and not while `torch.compile` traces the model (the trainer's `compile = true` lets the compiler fuse the
+    spelled-out half itself, as before the kernels existed)."""
     if not (x.is_cuda and x.dtype == torch.float32 and get_options().fused_sasrec_output):
+        return False
+    if torch.compiler.is_compiling():
         return False
     from hstu_tutorial.ops.triton.sasrec_output import MAX_WIDTH
 
