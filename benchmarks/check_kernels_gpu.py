@@ -373,19 +373,9 @@ def check_sasrec_output(M, D, H, p, precision, device, seed=0) -> dict:
         torch.manual_seed(seed + 1)  # the forward's draw
         keep = so.dropout_masks(torch.randint(0, 2**31 - 1, (1,), device=device), M, D, H, p)
 
-    def spelled(
-        dtype,
-    ):  # the same math with nn.functional, the kernels' masks: output and the eight gradients
+    def spelled(dtype):  # the same math through nn.functional, the kernels' masks: output and the 8 gradients
         w = [t.detach().to(dtype).requires_grad_() for t in leaves]
-        s = w[1] + torch.nn.functional.linear(w[0], w[2], w[3])
-        y = torch.nn.functional.layer_norm(s, (D,), eps=1e-8)
-        h = torch.relu(torch.nn.functional.linear(y, w[4], w[5]))
-        if keep is not None:
-            h = h * keep[0] / (1.0 - p)
-        z = torch.nn.functional.linear(h, w[6], w[7])
-        if keep is not None:
-            z = z * keep[1] / (1.0 - p)
-        out = y + z
+        out = so.spelled_out(*w, *(keep or (None, None)), p=p, eps=1e-8)
         return out, torch.autograd.grad(out, w, dout.to(dtype))
 
     ref, ref_grads = spelled(torch.float64)

@@ -21,44 +21,15 @@ def layers(D: int, H: int, seed: int = 0):
     return [lin.to(DEV) for lin in (out_proj, ffn1, ffn2)]
 
 
-def reference(a, x_q, out_proj, ffn1, ffn2, keep1=None, keep2=None, p=0.0):
-    """The block's math spelled out in float64, with given keep masks (None: no dropout)."""
-    lin = [(m.weight.double(), m.bias.double()) for m in (out_proj, ffn1, ffn2)]
-    scale = 1.0 / (1.0 - p)
-    s = x_q.double() + F.linear(a.double(), *lin[0])
-    y = F.layer_norm(s, (s.shape[-1],), eps=EPS)
-    h = F.relu(F.linear(y, *lin[1]))
-    if keep1 is not None:
-        h = h * keep1.double() * scale
-    z = F.linear(h, *lin[2])
-    if keep2 is not None:
-        z = z * keep2.double() * scale
-    return y + z
-
-
-def grads_of(fn, inputs, params, g):
-    for t in inputs + params:
-        t.grad = None
-    (fn() * g).sum().backward()
-    return [t.grad.double().clone() for t in inputs + params]
+def params_of(mods):
+    return [t for m in mods for t in (m.weight, m.bias)]  # W_o, b_o, W_1, b_1, W_2, b_2
 
 
 def ref_grads(a, x_q, mods, g, **kw):
-    a64 = a.detach().double().requires_grad_()
-    x64 = x_q.detach().double().requires_grad_()
-    ref_mods = [_double_copy(m) for m in mods]
-    params = [t for m in ref_mods for t in (m.weight, m.bias)]
-    out = reference(a64, x64, *ref_mods, **kw)
-    (out * g.double()).sum().backward()
-    return out.detach(), [a64.grad, x64.grad] + [t.grad for t in params]
-
-
-def _double_copy(m: nn.Linear) -> nn.Linear:
-    c = nn.Linear(m.in_features, m.out_features, dtype=torch.float64, device=m.weight.device)
-    with torch.no_grad():
-        c.weight.copy_(m.weight)
-        c.bias.copy_(m.bias)
-    return c
+    """`so.spelled_out` in float64 on the same values: the output and the gradients of a, x_q and the weights."""
+    leaves = [t.detach().double().requires_grad_() for t in [a, x_q, *params_of(mods)]]
+    out = so.spelled_out(*leaves, eps=EPS, **kw)
+    return out.detach(), torch.autograd.grad(out, leaves, g.double())
 
 
 CASES = [(37, 50, 50), (300, 50, 50), (130, 20, 36), (5, 16, 64)]
@@ -74,12 +45,12 @@ def test_matches_float64_forward_and_backward(M, D, H, p, monkeypatch):
     a = torch.randn(M, D, device=DEV).requires_grad_()
     x_q = F.layer_norm(torch.randn(M, D, device=DEV), (D,)).requires_grad_()
     a0, x0 = a.detach().clone(), x_q.detach().clone()
-    weights0 = [t.detach().clone() for m in mods for t in (m.weight, m.bias)]
+    weights0 = [t.detach().clone() for t in params_of(mods)]
     g = torch.randn(M, D, device=DEV)
     with use_options(fp32_precision="ieee", poison_outputs=True):  # every output element must be written
         torch.manual_seed(123)
         out = so.sasrec_output(a, x_q, *mods, dropout=p, eps=EPS)
-        params = [t for m in mods for t in (m.weight, m.bias)]
+        params = params_of(mods)
         (out * g).sum().backward()
     got = [a.grad, x_q.grad] + [t.grad for t in params]
     keep = {}
@@ -115,7 +86,8 @@ def test_dropout_draws_new_masks_each_call_and_none_in_eval():
     plain = so.sasrec_output(a, x_q, *mods, dropout=0.0, eps=EPS)
     assert torch.equal(plain, so.sasrec_output(a, x_q, *mods, dropout=0.0, eps=EPS))
     with torch.no_grad():
-        torch.testing.assert_close(plain.double(), reference(a, x_q, *mods), rtol=2e-3, atol=2e-3)
+        want = so.spelled_out(*[t.double() for t in [a, x_q, *params_of(mods)]], eps=EPS)
+        torch.testing.assert_close(plain.double(), want, rtol=2e-3, atol=2e-3)
 
 
 def test_keeps_shape_and_empty():

@@ -283,9 +283,7 @@ def _segment_tiles(D: int) -> dict:
 
 def _outputs(shape, dtype, device) -> torch.Tensor:
     """A fresh buffer the kernel writes in full; NaN-filled under the option `poison_outputs` (tests)."""
-    if get_options().poison_outputs:
-        return torch.full(shape, float("nan"), dtype=dtype, device=device)
-    return torch.empty(shape, dtype=dtype, device=device)
+    return _attention._new(shape, dtype, device, get_options())
 
 
 class _SampledSoftmax(torch.autograd.Function):

@@ -40,11 +40,18 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
 from hstu_tutorial.ops.options import get_options
-from hstu_tutorial.ops.triton.hstu_attention_autograd import _last_dim_contiguous, is_interpreter
+from hstu_tutorial.ops.triton.hstu_attention_autograd import (
+    _block_dim,
+    _dot_precision,
+    _last_dim_contiguous,
+    _new,
+    is_interpreter,
+)
 
 # (rows per tile, warps) of each kernel on a GPU, and how many backward programs per multiprocessor (each
 # writes its share of the weight gradients; one torch.sum adds them up). Measured on an H200 at the ML-1M step's
@@ -233,10 +240,6 @@ def dropout_masks_kernel(
     tl.store(KEEP2 + r64 * D + d[None, :], keep2.to(tl.int8), mask=row_ok[:, None] & (d < D)[None, :])
 
 
-def _dims(D: int, H: int) -> tuple[int, int]:
-    return max(16, triton.next_power_of_2(D)), max(16, triton.next_power_of_2(H))
-
-
 @functools.cache
 def _multiprocessors(device: int) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
@@ -247,7 +250,7 @@ def _tiles(M: int, backward: bool, device: torch.device) -> tuple[int, int, dict
     loop over the tiles (GPU_BWD_PROGRAMS_PER_SM per multiprocessor at most, each writing one share of the
     weight gradients)."""
     if is_interpreter():
-        block_m = max(16, min(triton.next_power_of_2(max(M, 1)), INTERPRETER_BLOCK_M))
+        block_m = min(_block_dim(M), INTERPRETER_BLOCK_M)
         tiles = max(1, triton.cdiv(M, block_m))
         return block_m, min(tiles, INTERPRETER_BWD_PROGRAMS) if backward else tiles, {}
     block_m, warps = GPU_BWD_TILE if backward else GPU_FWD_TILE
@@ -259,19 +262,6 @@ def _tiles(M: int, backward: bool, device: torch.device) -> tuple[int, int, dict
     return block_m, tiles, {"num_warps": warps}
 
 
-def _precision() -> str:
-    opts = get_options()
-    if opts.fp32_precision is not None:
-        return opts.fp32_precision
-    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
-
-
-def _outputs(shape, device) -> torch.Tensor:
-    if get_options().poison_outputs:
-        return torch.full(shape, float("nan"), dtype=torch.float32, device=device)
-    return torch.empty(shape, dtype=torch.float32, device=device)
-
-
 class _SASRecOutput(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, x_q, wo, bo, w1, b1, w2, b2, p: float, eps: float):
@@ -279,7 +269,7 @@ class _SASRecOutput(torch.autograd.Function):
         weights = [t.contiguous() for t in (wo, bo, w1, b1, w2, b2)]
         M, D = x_q.shape
         H = weights[2].shape[0]
-        block_d, block_h = _dims(D, H)
+        block_d, block_h = _block_dim(D), _block_dim(H)
         dropout = p > 0.0
         if dropout and M * (block_d + block_h) >= 2**31:
             raise ValueError(
@@ -292,30 +282,32 @@ class _SASRecOutput(torch.autograd.Function):
             else x_q.new_zeros(1, dtype=torch.int64)
         )
         scale = 1.0 / (1.0 - p) if dropout else 1.0
-        prec = _precision()
+        # read once: the backward may run outside the caller's use_options scope (another thread)
+        opts = get_options()
+        out = _new((M, D), torch.float32, x_q.device, opts)
+        prec = _dot_precision(out, opts)  # the products' operands are fp32 in the kernels whatever a's dtype
         block_m, programs, launch = _tiles(M, False, x_q.device)
-        out = _outputs((M, D), x_q.device)
         if M:
             sasrec_output_fwd_kernel[(programs,)](
                 a, x_q, *weights, out, seed, M, D, H, a.stride(0), x_q.stride(0), eps, p, scale,
                 DROPOUT=dropout, PREC=prec, BLOCK_M=block_m, BLOCK_D=block_d, BLOCK_H=block_h, **launch,
             )  # fmt: skip
         ctx.save_for_backward(a, x_q, seed, *weights)
-        ctx.args = (p, eps, scale, prec)
+        ctx.args = (p, eps, scale, prec, opts)
         return out
 
     @staticmethod
     def backward(ctx, g):
         a, x_q, seed, wo, bo, w1, b1, w2, b2 = ctx.saved_tensors
-        p, eps, scale, prec = ctx.args
+        p, eps, scale, prec, opts = ctx.args
         g = _last_dim_contiguous(g)
         M, D = x_q.shape
         H = w1.shape[0]
-        block_d, block_h = _dims(D, H)
+        block_d, block_h = _block_dim(D), _block_dim(H)
         block_m, programs, launch = _tiles(M, True, a.device)
         width = block_d * block_d + 2 * block_h * block_d + 2 * block_d + block_h
-        da, dxq = _outputs((M, D), a.device), _outputs((M, D), a.device)
-        part = _outputs((programs, width), a.device)
+        da, dxq = (_new((M, D), torch.float32, a.device, opts) for _ in range(2))
+        part = _new((programs, width), torch.float32, a.device, opts)
         if M:
             sasrec_output_bwd_kernel[(programs,)](
                 a, x_q, wo, bo, w1, b1, w2, b2, seed, g, da, dxq, part,
@@ -379,15 +371,39 @@ def sasrec_output(
     return out.view(shape)
 
 
+def spelled_out(a, x_q, wo, bo, w1, b1, w2, b2, keep1=None, keep2=None, p: float = 0.0, eps: float = 1e-8):
+    """The kernels' math in PyTorch operations, in the inputs' dtype, with given keep masks (None: that dropout
+    off; `dropout_masks` gives the kernels' own): the reference the tests and `benchmarks/check_kernels_gpu.py`
+    compare the kernels with."""
+    scale = 1.0 / (1.0 - p)
+    y = F.layer_norm(x_q + F.linear(a, wo, bo), (x_q.shape[-1],), eps=eps)
+    h = F.relu(F.linear(y, w1, b1))
+    if keep1 is not None:
+        h = h * keep1 * scale
+    z = F.linear(h, w2, b2)
+    if keep2 is not None:
+        z = z * keep2 * scale
+    return y + z
+
+
 def dropout_masks(seed: torch.Tensor, M: int, D: int, H: int, p: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The keep masks (bool) the kernels use for `seed (1,) int64` and M rows: Dropout_1's (M, H) and
     Dropout_2's (M, D). For tests and for reading what a run dropped."""
-    block_d, block_h = _dims(D, H)
     keep1 = torch.empty((M, H), dtype=torch.int8, device=seed.device)
     keep2 = torch.empty((M, D), dtype=torch.int8, device=seed.device)
-    block_m = max(16, min(triton.next_power_of_2(max(M, 1)), INTERPRETER_BLOCK_M if is_interpreter() else 64))
+    block_m, programs, launch = _tiles(M, False, seed.device)  # the forward's tiles
     if M:
-        dropout_masks_kernel[(triton.cdiv(M, block_m),)](
-            seed, keep1, keep2, M, D, H, p, BLOCK_M=block_m, BLOCK_D=block_d, BLOCK_H=block_h
+        dropout_masks_kernel[(programs,)](
+            seed,
+            keep1,
+            keep2,
+            M,
+            D,
+            H,
+            p,
+            BLOCK_M=block_m,
+            BLOCK_D=_block_dim(D),
+            BLOCK_H=_block_dim(H),
+            **launch,
         )
     return keep1.bool(), keep2.bool()
