@@ -312,6 +312,11 @@ display(timeline)
 
 # %%
 OUT_DIR = LEN_DIR.parent / "sasrec_output"
+before = json.loads((OUT_DIR / "profile_before" / "profile.json").read_text())
+r = before["results"][0]
+print(f"{before['machine']['device']}, {before['machine']['date_utc']}, before: SASRec graph step "
+      f"{r['graph_step_ms']:.2f} ms; one eager step launched at least {sum(k['calls'] for k in r['step_kernels'])} "
+      f"kernels (counted among its {len(r['step_kernels'])} costliest kinds)")
 half = []
 forms = {"sweep_weights_in_registers": "first form, weights held in registers: best tiles",
          "sweep": "weights read where used: best tiles", "shipped": "weights read where used: shipped tiles"}
