@@ -126,8 +126,15 @@ class EpochWriter:
         once the file is in place (the trainer prints an epoch's line there: a line printed means its file is
         on disk). Raises an earlier job's error first."""
         self._raise()
+        return self.submit_snapshot(*snapshot(state), path, then)  # device clones, queued now
+
+    def submit_snapshot(
+        self, copy: dict, ready: list, path: str | os.PathLike, then: Callable[[], object] | None = None
+    ) -> Path:
+        """`submit` for a state already snapshotted (`snapshot`'s copy and ready): the trainer clones an epoch's
+        state as its steps end and hands it over once the epoch's evaluation is read back."""
+        self._raise()
         path = Path(path)
-        copy, ready = snapshot(state)  # device clones, queued before the next epoch's steps
 
         def write():
             atomic_save(to_host(copy, ready), path)

@@ -139,8 +139,13 @@ def results_markdown(results: dict, ks: Sequence[int] | None = None) -> str:
 
 
 def _epoch_end(t: dict) -> str:
-    """The results line's ", epoch ends 0.1 s" (checkpoints and logs after each epoch), or "" without it."""
-    return f", epoch ends {t['epoch_end_s']:.1f} s" if "epoch_end_s" in t else ""
+    """The results line's ", epoch ends 0.1 s" (checkpoints and logs after each epoch), or "" without it; with
+    the part done while the next epoch's steps ran (training/epoch_end.py), which the total does not count."""
+    if "epoch_end_s" not in t:
+        return ""
+    overlapped = t.get("epoch_end_overlapped_s") or 0.0
+    more = f" (+{overlapped:.1f} s while the next epoch trained)" if overlapped else ""
+    return f", epoch ends {t['epoch_end_s']:.1f} s{more}"
 
 
 def _setup_split(t: dict) -> str:
@@ -218,6 +223,8 @@ def run_results(trainer, status: str = "completed") -> dict:
         "train_s": elapsed["train_s"],
         "eval_s": elapsed["eval_s"],
         "epoch_end_s": end_s,  # checkpoints handed to their writer, TensorBoard, the progress line
+        # the same bookkeeping done while the next epoch's steps ran on the GPU: no time of the run's
+        "epoch_end_overlapped_s": elapsed.get("end_overlapped_s", 0.0),
         "train_eval_s": total,
         "s_per_epoch": total / max(1, len(hist)),
         "train_tokens_per_s": train_tokens * len(hist) / max(elapsed["train_s"], 1e-9),

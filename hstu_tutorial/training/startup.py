@@ -2,8 +2,9 @@
 
 `start(trainer)`: resume or initialise from a checkpoint, make the run folder, open TensorBoard, wait for
 the Triton kernels compiled ahead in other processes (`hstu_tutorial.precompile`), capture the training
-step as a CUDA graph. `add_compile_time(trainer, t0, tune0)`: count the seconds since `t0`, less tile
-tuning, as the run's compile time (the results line splits set-up into data, compile and tune).
+step and the per-epoch evaluation as CUDA graphs. `add_compile_time(trainer, t0, tune0)`: count the seconds
+since `t0`, less tile tuning, as the run's compile time (the results line splits set-up into data, compile
+and tune).
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ def start(trainer) -> None:
             note(f"CUDA graph capture failed ({type(err).__name__}: {err}); running eager steps")
             trainer.use_graphs, trainer.graph = False, None
             trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.setup_s += time.perf_counter() - t0
+        add_compile_time(trainer, t0, tune0)
+    if trainer.use_graphs and trainer._eval_graphs is not None and not trainer._eval_graphs.graphs:
+        t0, tune0 = time.perf_counter(), report.tuning_seconds()
+        trainer.capture_evaluation()  # its warm-up and capture are set-up too, as the step's are
         trainer.setup_s += time.perf_counter() - t0
         add_compile_time(trainer, t0, tune0)
 

@@ -33,8 +33,6 @@ from hstu_tutorial.training import (
 from hstu_tutorial.training.config import TrainConfig, config_from_dict, load_config
 from hstu_tutorial.training.cuda_graph import SplitGraphs, StepGraph
 from hstu_tutorial.training.distributed import (
-    all_reduce_mean,
-    broadcast_from_rank0,
     rank_steps,
     setup_distributed,
     wrap_ddp,
@@ -128,6 +126,7 @@ class Trainer:
         self.epoch_perm: torch.Tensor | None = None
         self.perm_epoch = -1  # the epoch `epoch_perm` belongs to
         self._interrupted = False
+        self._overlap_epoch_end: bool | None = None  # None: decided by `overlap_epoch_end`
         self.epoch_loss_sum = torch.zeros((), device=self.device)
         # The epochs' time: steps, evaluation, and the epoch ends' own work (checkpoints, logs; _after_epoch)
         self.elapsed = {"train_s": 0.0, "eval_s": 0.0, "end_s": 0.0}
@@ -138,6 +137,9 @@ class Trainer:
         # The graph's loss on the supervised positions only (training/loss_rows.py): its fixed row budget,
         # the device flag of a batch replayed above it, the eager steps taken instead of one above it.
         self.loss_rows: int | None = None
+        # Each padded training row's supervised positions, on the host (loss_rows.supervised_per_row): read
+        # once, not at every epoch start, where reading it back would wait for the GPU's queued work.
+        self._rows_supervised: torch.Tensor | None = None
         self._loss_overflow: torch.Tensor | None = None
         self.eager_steps_above_budget = 0
         # Each split's evaluation as a CUDA graph (same shapes every epoch). None: always eager (no graphs,
@@ -352,6 +354,13 @@ class Trainer:
 
     def evaluation(self, splits: Sequence[str]):
         """`evaluate` as a generator: it yields once between queueing the work and reading it back."""
+        names, flat = self.queue_metrics(splits)
+        yield  # training/multi_seed.py queues the other seeds' evaluations here
+        return {s: dict(zip(names, vals)) for s, vals in zip(splits, flat.tolist())}
+
+    def queue_metrics(self, splits: Sequence[str]) -> tuple[list[str], torch.Tensor]:
+        """Queue the evaluation of `splits` (nothing read back): the metric names and their values `(S, M)` on
+        the device; each split's ranks in `last_ranks`."""
         ks = self.cfg.eval_ks
         pairs = self._pairs() if {"valid", "test"} <= set(splits) else None
         paired = self.ranks_valid_and_test(pairs) if pairs is not None else {}
@@ -360,9 +369,47 @@ class Trainer:
         }  # (U,) on the device
         per_split = [metrics_from_ranks(self.last_ranks[s], ks, as_float=False) for s in splits]
         names = metric_names(ks)
-        flat = torch.stack([torch.stack([m[n] for n in names]) for m in per_split])  # (S, M) on the device
-        yield  # training/multi_seed.py queues the other seeds' evaluations here
-        return {s: dict(zip(names, vals)) for s, vals in zip(splits, flat.tolist())}
+        return names, torch.stack([torch.stack([m[n] for n in names]) for m in per_split])  # (S, M)
+
+    @_with_kernel_options
+    def capture_evaluation(self) -> None:
+        """With CUDA graphs: run the per-epoch evaluation once eagerly (kernels chosen, validation/test pairs
+        found) and once as its graph's capture, before the first epoch, as the step's graph is captured then;
+        the epochs' clocks count graph replays only. The weights are not changed."""
+        if self._eval_graphs is None:
+            return
+        last = self.last_ranks
+        for _ in range(2):  # SplitGraphs: eager the first time, captured the second
+            self.queue_metrics(("valid", "test"))
+        self.last_ranks = last
+        torch.cuda.synchronize(self.device)
+
+    @property
+    def overlap_epoch_end(self) -> bool:
+        """Whether an epoch's bookkeeping waits until the next epoch's steps are queued (epoch_end.py): on a GPU,
+        alone, without early stopping (which would stop an epoch late). `overlap_epoch_end = False` turns it
+        off (True forces it, on a CPU too, without early stopping: tests)."""
+        if self.cfg.early_stopping_patience:
+            return False
+        if self._overlap_epoch_end is not None:
+            return self._overlap_epoch_end
+        return self.device.type == "cuda" and self.world == 1
+
+    @overlap_epoch_end.setter
+    def overlap_epoch_end(self, value: bool | None) -> None:
+        self._overlap_epoch_end = value
+
+    def check_loss_rows(self) -> None:
+        """After an epoch's steps (one host sync): raise if a graph step had more supervised positions than
+        its loss's row budget (training/loss_rows.py: it cannot happen unless the budget is wrong)."""
+        if self._loss_overflow is not None and int(self._loss_overflow):
+            self.raise_loss_overflow(int(self._loss_overflow), self.epoch)
+
+    def raise_loss_overflow(self, count: int, epoch: int) -> None:
+        raise RuntimeError(
+            f"epoch {epoch}: {count} graph step(s) had more supervised positions than the loss's "
+            f"{self.loss_rows} rows (training/loss_rows.py); a bug"
+        )
 
     def per_user_ranks(self, split: str = "test"):
         """A pandas DataFrame: user_id, target_item_id, history_length, rank (for analyses)."""
@@ -444,98 +491,89 @@ class Trainer:
         old_handler = install_sigint_handler(self)
         if self._patience_spent():  # resumed from a checkpoint written as early stopping struck
             status = "early_stopped"
+        ending = None  # an epoch whose bookkeeping waits for the next epoch's steps (epoch_end.py)
+        start = None  # the epoch's start on its clock
         try:
-            while status == "completed" and self.epoch < cfg.num_epochs:
-                t_epoch = time.perf_counter()
-                if self.perm_epoch != self.epoch:
-                    self.epoch_perm = self.epoch_order()
-                    self.perm_epoch = self.epoch
-                    self.epoch_loss_sum = torch.zeros((), device=self.device)
-                if self.sl_epoch != self.epoch:
-                    self.stochastic_length_draw()
-                order = self.epoch_perm.to(self.device, non_blocking=True)
-                num_steps = -(-len(order) // B)
-                steps = rank_steps(num_steps, self.rank, self.world)  # this rank's share (all, alone)
-                totals = None
-                per = cfg.grad_accum_steps
-                if self.layout == "jagged":
-                    totals = self.train_rows.batch_totals(order, B // per)  # one host sync per epoch
-                supervised = None  # every batch's supervised positions, when the graph's loss has a budget
-                if self.graph is not None and self.loss_rows is not None:
-                    supervised = loss_rows.split_step_counts(self.train_rows, self.epoch_perm, B)
-                self.model.train()
-                if show and not self.use_graphs:  # CUDA graph steps are too fast to need it
-                    steps_bar = progress_bars.step_bar(len(steps), self.step_in_epoch, self.epoch)
-                while self.step_in_epoch < len(steps):
-                    if self._interrupted:
-                        raise StopRun("interrupted")
-                    if cfg.max_steps and steps_this_call >= cfg.max_steps:
-                        raise StopRun("stopped")
-                    s = steps[self.step_in_epoch]
-                    index = order[s * B : (s + 1) * B]  # (B,)
-                    part = None if totals is None else totals[s * per : (s + 1) * per]
-                    first = self.graph is None and self.global_step == 0  # an eager first step compiles
-                    clock = (time.perf_counter(), report.tuning_seconds()) if first else None
-                    rows = None if supervised is None else supervised[s]
-                    self.epoch_loss_sum += self.step(index, part, supervised=rows)
-                    if clock is not None:
-                        self._add_compile_time(*clock)
-                    self.step_in_epoch += 1
-                    self.global_step += 1
-                    steps_this_call += 1
-                    if self.step_in_epoch >= min(STEPS_QUEUED_FIRST, len(steps)):
-                        self.epoch_writer.allow()  # the last epoch's files, while the GPU has steps to run
-                    if steps_bar is not None:
-                        steps_bar.update(1)
-                    yield
-                if steps_bar is not None:  # the full-ranking evaluation can take as long as the steps
-                    steps_bar.set_description(f"epoch {self.epoch}: evaluating")
-                with self.epoch_writer.window():  # its jobs may run until the steps are done, then wait
-                    if self.device.type == "cuda":  # this run's stream: other runs' streams keep going
-                        torch.cuda.current_stream(self.device).synchronize()
-                if self._loss_overflow is not None and int(self._loss_overflow):
-                    raise RuntimeError(
-                        f"epoch {self.epoch}: {int(self._loss_overflow)} graph step(s) had more supervised "
-                        f"positions than the loss's {self.loss_rows} rows (training/loss_rows.py); a bug"
+            try:
+                while status == "completed" and self.epoch < cfg.num_epochs:
+                    if start is None or not self.overlap_epoch_end:
+                        start = epoch_end.start_mark(self)
+                    if self.perm_epoch != self.epoch:
+                        self.epoch_perm = self.epoch_order()
+                        self.perm_epoch = self.epoch
+                        self.epoch_loss_sum = torch.zeros((), device=self.device)
+                    if self.sl_epoch != self.epoch:
+                        self.stochastic_length_draw()
+                    order = self.epoch_perm
+                    if self.device.type == "cuda":  # from pinned memory: no wait for the queued work
+                        order = order.pin_memory()
+                    order = order.to(self.device, non_blocking=True)
+                    num_steps = -(-len(order) // B)
+                    steps = rank_steps(num_steps, self.rank, self.world)  # this rank's share (all, alone)
+                    totals = None
+                    per = cfg.grad_accum_steps
+                    if self.layout == "jagged":
+                        totals = self.train_rows.batch_totals(order, B // per)  # one host sync per epoch
+                    supervised = (
+                        None  # every batch's supervised positions, when the graph's loss has a budget
                     )
-                t_train = time.perf_counter() - t_epoch
-                t_eval0 = time.perf_counter()
-                # Every rank holds the same weights: rank 0 evaluates, the others receive its metrics.
-                if self.world == 1:
-                    metrics = yield from self.evaluation(("valid", "test"))
-                else:
-                    metrics = broadcast_from_rank0(self.evaluate, self.rank, self.world)
-                mean_loss = all_reduce_mean(self.epoch_loss_sum / len(steps), self.world).item()
-                t_eval = time.perf_counter() - t_eval0
-                if steps_bar is not None:
-                    steps_bar.close()
-                self.elapsed["train_s"] += t_train
-                self.elapsed["eval_s"] += t_eval
-                record = {
-                    "epoch": self.epoch,
-                    "loss": mean_loss,
-                    "valid": metrics["valid"],
-                    "test": metrics["test"],
-                    "train_s": t_train,
-                    "eval_s": t_eval,
-                    "step": self.global_step,
-                }
-                self.history.append(record)
-                self.epoch += 1
-                self.step_in_epoch = 0
-                t_end0 = time.perf_counter()
-                self._after_epoch(record, bar)
-                self.elapsed["end_s"] = self.elapsed.get("end_s", 0.0) + time.perf_counter() - t_end0
-                if callback is not None:
-                    callback(record)
-                if self._interrupted:
-                    raise StopRun("interrupted")
-                if self._patience_spent():
-                    status = "early_stopped"
-        except KeyboardInterrupt:
-            status = "interrupted"
-        except StopRun as stop:
-            status = stop.status
+                    if self.graph is not None and self.loss_rows is not None:
+                        if self._rows_supervised is None:  # one host sync, once per draw of the histories
+                            self._rows_supervised = loss_rows.supervised_per_row(
+                                self.train_rows.padded_next_ids
+                            )
+                        supervised = loss_rows.step_counts(self._rows_supervised, self.epoch_perm, B)
+                    self.model.train()
+                    if show and not self.use_graphs:  # CUDA graph steps are too fast to need it
+                        steps_bar = progress_bars.step_bar(len(steps), self.step_in_epoch, self.epoch)
+                    while self.step_in_epoch < len(steps):
+                        if self._interrupted:
+                            raise StopRun("interrupted")
+                        if cfg.max_steps and steps_this_call >= cfg.max_steps:
+                            raise StopRun("stopped")
+                        s = steps[self.step_in_epoch]
+                        index = order[s * B : (s + 1) * B]  # (B,)
+                        part = None if totals is None else totals[s * per : (s + 1) * per]
+                        first = self.graph is None and self.global_step == 0  # an eager first step compiles
+                        clock = (time.perf_counter(), report.tuning_seconds()) if first else None
+                        rows = None if supervised is None else supervised[s]
+                        self.epoch_loss_sum += self.step(index, part, supervised=rows)
+                        if clock is not None:
+                            self._add_compile_time(*clock)
+                        self.step_in_epoch += 1
+                        self.global_step += 1
+                        steps_this_call += 1
+                        if self.step_in_epoch >= min(STEPS_QUEUED_FIRST, len(steps)):
+                            self.epoch_writer.allow()  # the last epoch's files, while the GPU has steps to run
+                        if steps_bar is not None:
+                            steps_bar.update(1)
+                        yield
+                    if steps_bar is not None:  # the full-ranking evaluation can take as long as the steps
+                        steps_bar.set_description(f"epoch {self.epoch}: evaluating")
+                    if (
+                        ending is not None
+                    ):  # the previous epoch's bookkeeping, now that this epoch's steps are queued
+                        ending, previous = None, ending
+                        status = yield from epoch_end.finish(self, previous, bar, callback, overlapped=True)
+                    ending = yield from epoch_end.queue(self, len(steps), start)
+                    start = ending.done  # the next epoch's train time starts where this evaluation ends
+                    if steps_bar is not None:
+                        steps_bar.close()
+                    if status == "completed" and (not self.overlap_epoch_end or self.epoch >= cfg.num_epochs):
+                        ending, current = None, ending
+                        status = yield from epoch_end.finish(self, current, bar, callback, overlapped=False)
+                    if status == "interrupted":
+                        raise StopRun("interrupted")
+            except KeyboardInterrupt:
+                status = "interrupted"
+            except StopRun as stop:
+                status = stop.status
+            if ending is not None:  # stopped inside an epoch: the one before it still has its bookkeeping
+                ending, previous = None, ending
+                try:
+                    yield from epoch_end.finish(self, previous, bar, callback, overlapped=False)
+                except KeyboardInterrupt:  # a second Ctrl-C: the checkpoint below is still written
+                    status = "interrupted"
         except BaseException:
             self._close_writer_quietly()  # the files queued so far still land; the error that ended the run wins
             raise
@@ -581,15 +619,17 @@ class Trainer:
             whole, cfg.stochastic_length_alpha, generator=gen, selection=cfg.stochastic_length_selection
         )
         self.train_rows.refill_(view)
+        self._rows_supervised = None
         self.sl_tokens_kept.append(view.num_tokens / max(whole.num_tokens, 1))
 
     def _patience_spent(self) -> bool:
         """Early stopping: True (with a note) after `early_stopping_patience` epochs without a better one."""
         return epoch_end.patience_spent(self)
 
-    def _after_epoch(self, record: dict, bar) -> None:
-        """Best epoch, checkpoints, TensorBoard and the progress line after an epoch (training/epoch_end.py)."""
-        epoch_end.after_epoch(self, record, bar)
+    def _after_epoch(self, record: dict, bar, state: tuple | None = None) -> None:
+        """Best epoch, checkpoints, TensorBoard and the progress line after an epoch (training/epoch_end.py);
+        `state`: the epoch's snapshotted checkpoint state."""
+        epoch_end.after_epoch(self, record, bar, state)
 
 
 def load_dataset(cfg: TrainConfig, verbose: bool = True):
@@ -627,7 +667,9 @@ def train(
 
     `callback(record)` is called after every epoch with {"epoch", "loss", "valid": {...}, "test": {...}}
     (live curves in a notebook); the epoch's checkpoint files may still be being written then (a Trainer's
-    `flush_epoch_files()` waits for them; all are on disk when train returns). Keyword arguments override
+    `flush_epoch_files()` waits for them; all are on disk when train returns). On a GPU it runs once the next
+    epoch's steps are queued (`Trainer.overlap_epoch_end`), so the model's weights may have moved on by then;
+    the epoch's own are in its `ckpt_last.pt`. Keyword arguments override
     config keys. The returned dict has "best_by_valid", "reference_protocol", "timing" and "history";
     `results["trainer"]` is the Trainer.
     """
