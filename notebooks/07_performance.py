@@ -333,6 +333,41 @@ for r in step_rows:
     print(f"SASRec graph step, {r['variant']}: {r['step_ms']:.3f} ms")
 
 # %% [markdown]
+# A GPU runs what the host has queued, in order, while the host goes on: a CUDA-graph step costs the host a
+# fraction of what it costs the GPU, so the host runs ahead. Every read of a GPU value (`.item()`, `.tolist()`,
+# `.cpu()`) stops it until the GPU has caught up, and whatever the host does next, the GPU waits for. Between two
+# epochs the trainer read the evaluation's metrics, then did the epoch's bookkeeping (best epoch, checkpoint
+# clones, TensorBoard, the progress line), then read a per-row count for the next epoch's batches: the GPU sat
+# idle through all three. Now the evaluation, the copy of its metrics into pinned host memory and the clones of
+# the checkpoint state are queued right behind the epoch's steps, and the host reads the metrics and does the
+# bookkeeping only after queueing the next epoch's steps (`hstu_tutorial/training/epoch_end.py`); the count is read
+# once. The clocks become CUDA events on the GPU's own timeline. Alternating with the code before on one H200
+# (`benchmarks/results/h200_2026-12-02/perf/epoch_overlap/`):
+
+# %%
+from hstu_tutorial.train import load_config  # noqa: E402
+
+OVERLAP_DIR = LEN_DIR.parent / "epoch_overlap" / "timeline"
+overlap = []
+for folder in sorted(OVERLAP_DIR.iterdir()):
+    tl_saved = json.loads((folder / "epoch_timeline.json").read_text())
+    for r in tl_saved["results"]:
+        overlap.append({"code": "before" if "old" in folder.name else "after", "round": folder.name[-1],
+                        "model": r["model"], "wall, epochs 1-100 (s)": round(r["steady_wall_s"], 2),
+                        "steps (s)": round(r["steady_train_s"], 2), "evaluation (s)": round(r["steady_eval_s"], 2),
+                        "printed for 101 epochs (s)": round(r["reported_total_s"], 2),
+                        "checkpoint = weights": r["checkpoint_equals_weights"]})
+print(f"{tl_saved['machine']['device']}, {tl_saved['machine']['date_utc'][:10]} (round 1 is the machine's first "
+      "process: the code before compiled its kernels inside epoch 0)")
+display(pd.DataFrame(overlap).sort_values(["model", "round", "code"], ascending=[False, True, False]))
+after = [r for r in overlap if r["code"] == "after" and r["model"] == "sasrec"]
+batch = load_config("ml-1m/sasrec-sampled-softmax-n128-final").batch_size
+n_steps = 100 * -(-2999 // batch)  # ML-1M users 1-2999, the config's batch, the last one filled
+steps_alone = next(r for r in step_rows if "fused" in r["variant"])["step_ms"]
+print(f"SASRec after: {n_steps} steps take {after[0]['steps (s)']:.2f} s of the 100 epochs, "
+      f"{1e3 * after[0]['steps (s)'] / n_steps:.2f} ms per step; the step alone measured {steps_alone:.3f} ms")
+
+# %% [markdown]
 # ## 2. Measuring the levers here
 #
 # The same function produced the saved table; `run_levers` picks the rows this machine can run (on a CPU:
