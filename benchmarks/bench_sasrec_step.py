@@ -18,8 +18,11 @@ them, so the variants' mean losses are close, not equal. Variants:
   LayerNorm inside, so that the compiler can fuse it), captured in the same graph; not a trainer option
   for the graph step (`compile = true` compiles the whole forward and gives up evaluation graphs);
 - `bf16 attention, fused output half`: bf16 attention, and each block's output projection, residual
-  LayerNorm and FFN through the Triton kernels of `ops.triton.sasrec_output` (the trainer's default on a GPU
-  since 2026-12-02; every other variant spells that half out).
+  LayerNorm and FFN through the Triton kernels of `ops.triton.sasrec_output` (every variant above spells
+  that half out);
+- `bf16 attention, both halves fused`: also each block's LayerNorm and q, k, v products through the kernels of
+  `ops.triton.sasrec_input`, which write SDPA's bf16 operands directly (the trainer's default on a GPU since
+  2026-12-02; every other variant spells that half out).
 
 `--check`: instead, the fused attention in fp32 and on bf16 copies against the spelled-out attention in
 float64 on random inputs of the step's shape (no dropout): output and gradients, zero padding rows, inputs
@@ -59,20 +62,21 @@ def _three_projections(self, x_q, x):
     return F.linear(x_q, w_q, b_q), F.linear(x, w_k, b_k), F.linear(x, w_v, b_v)
 
 
-# name: (attention_impl, one product for k and v, compiled blocks, fused output half)
+# name: (attention_impl, one product for k and v, compiled blocks, fused output half, fused input half)
 VARIANTS = {
-    "fp32 attention, three projections": ("sdpa", False, False, False),
-    "fp32 attention": ("sdpa", True, False, False),
-    "bf16 attention": ("sdpa-bf16", True, False, False),
-    "bf16 attention, compiled blocks": ("sdpa-bf16", True, True, False),
-    "bf16 attention, fused output half": ("sdpa-bf16", True, False, True),
+    "fp32 attention, three projections": ("sdpa", False, False, False, False),
+    "fp32 attention": ("sdpa", True, False, False, False),
+    "bf16 attention": ("sdpa-bf16", True, False, False, False),
+    "bf16 attention, compiled blocks": ("sdpa-bf16", True, True, False, False),
+    "bf16 attention, fused output half": ("sdpa-bf16", True, False, True, False),
+    "bf16 attention, both halves fused": ("sdpa-bf16", True, False, True, True),
 }
 
 
 @contextlib.contextmanager
 def variant(name: str, model):
     """Inside: the model's SASRec blocks run as variant `name` says (restored after)."""
-    impl, kv_fused, compiled, fused_output = VARIANTS[name]
+    impl, kv_fused, compiled, fused_output, fused_input = VARIANTS[name]
     blocks = _blocks(model)
     before = [b.attention_impl for b in blocks]
     for b in blocks:
@@ -82,7 +86,9 @@ def variant(name: str, model):
         if compiled:  # PyTorch's LayerNorm inside, so that the compiler can fuse it
             b.forward = torch.compile(sasrec.SASRecBlock.forward.__get__(b), dynamic=False)
     try:
-        with use_options(fused_layer_norm=not compiled, fused_sasrec_output=fused_output):
+        with use_options(
+            fused_layer_norm=not compiled, fused_sasrec_output=fused_output, fused_sasrec_input=fused_input
+        ):
             yield
     finally:
         for b, impl in zip(blocks, before):

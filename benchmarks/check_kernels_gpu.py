@@ -16,8 +16,9 @@ Also: the kernels' time buckets against `time_bucket` on many gaps; and the samp
 (`ops.triton.sampled_softmax`) against the float64 formula, loss and both gradients, on the ML-1M step's shape
 and on a catalogue too big for the GPU's cache, with accidental hits, repeated negatives and rows of zero
 gradient, inputs checked unchanged and outputs NaN-poisoned; and the fused second half of a SASRec block
-(`ops.triton.sasrec_output`) against float64 with the kernels' own dropout masks, the same way. One row per
-case, PASS/FAIL; the exit status is 1 on any FAIL.
+(`ops.triton.sasrec_output`) against float64 with the kernels' own dropout masks, the same way; and its first
+half (`ops.triton.sasrec_input`: LayerNorm, q, k, v products, SDPA's padded bf16 operands), the same way, with
+the padding columns checked to be 0. One row per case, PASS/FAIL; the exit status is 1 on any FAIL.
 
 Triton compiles and tunes into a fresh temporary TRITON_CACHE_DIR unless --cache-dir is given, so no
 earlier tuning result or compiled kernel hides a problem: the autotuner's timing runs (and the buffers it
@@ -326,6 +327,20 @@ def check_sampled_softmax(dtype, M, D, C, R, device, seed=0, backward="auto") ->
     return dict(case=name, errs=errs, changed=changed, nan=nan, ok=ok, tol=LOSS_TOL[dtype])
 
 
+def tf32_yardstick(spelled, ref, ref_grads) -> float:
+    """The largest error against float64 (`ref` outputs, `ref_grads`) of `spelled(torch.float32)` with TF32 products,
+    what nn.Linear does under the trainer's `tf32 = true` (10-bit mantissas). The SASRec kernels in TF32 may be up to
+    three times as far off; a wrong mask, index or weight gives errors of order 1."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        out, grads = spelled(torch.float32)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    return max(rel_err(a, b) for a, b in [*zip(outs, ref), *zip(grads, ref_grads)])
+
+
 def sasrec_output_cases(small: bool) -> list[tuple]:
     """(M rows, D, H, dropout, dot precision): the ML-1M SASRec step's rows (128 x 200) with and without dropout,
     in the trainer's TF32 and in tf32x3; widths that fill no tile; a few rows (evaluation's last positions)."""
@@ -384,22 +399,85 @@ def check_sasrec_output(M, D, H, p, precision, device, seed=0) -> dict:
     nan = [k for k, t in zip(["out", *names], (out, *grads)) if torch.isnan(t).any()]
     tol = 1e-3
     if precision == "tf32" and device == "cuda":
-        # TF32 products (10-bit mantissas) are what nn.Linear does under the trainer's `tf32 = true`: the
-        # yardstick is that path's largest error on the same inputs; the kernels may not be more than three times
-        # off (a wrong mask, index or weight gives errors of order 1).
-        before_tf32 = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = True
-        try:
-            y_out, y_grads = spelled(torch.float32)
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = before_tf32
-        yard = max([rel_err(y_out, ref)] + [rel_err(a, b) for a, b in zip(y_grads, ref_grads)])
-        tol = max(1e-3, 3 * yard)
+        tol = max(tol, 3 * tf32_yardstick(spelled, [ref], ref_grads))
     ok = not changed and not nan and max(errs.values()) <= tol
     name = f"SASRec output half M={M} D={D} H={H} dropout={p} {precision}"
     return dict(
         case=name, errs=errs, changed=[(names + ["dout"])[i] for i in changed], nan=nan, ok=ok, tol=tol
     )
+
+
+def sasrec_input_cases(small: bool) -> list[tuple]:
+    """(M rows, D, dot precision, output dtype): the ML-1M SASRec step's rows in the trainer's TF32 and in tf32x3,
+    the bf16 operands SDPA takes and float32 ones; a width that fills no tile; a few rows."""
+    if small:
+        return [(70, 10, "ieee", torch.float32), (70, 10, "ieee", torch.bfloat16)]
+    return [
+        (25600, 50, "tf32", torch.bfloat16),
+        (25600, 50, "tf32x3", torch.float32),
+        (25600, 50, "tf32x3", torch.bfloat16),
+        (9999, 20, "tf32x3", torch.float32),
+        (128, 50, "tf32", torch.float32),
+    ]
+
+
+def check_sasrec_input(M, D, precision, dtype, device, seed=0) -> dict:
+    """The fused first half of a SASRec block (`ops.triton.sasrec_input`) on random inputs against the same math in
+    float64: x_q, q, k, v and the gradients of x, W and b, inputs and incoming gradients unchanged, outputs
+    NaN-poisoned, the padding columns of q, k, v exactly 0. Tolerance 1e-3 of the norm (bf16 outputs: 8e-3, a
+    rounding of 2^-8); in TF32, three times the largest error of the same math through nn.functional in TF32 (at
+    least that)."""
+    from hstu_tutorial.ops import use_options
+    from hstu_tutorial.ops.triton import sasrec_input as si
+
+    g = torch.Generator().manual_seed(seed)
+    lin = torch.nn.Linear(D, 3 * D)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) / D**0.5)
+        lin.bias.copy_(torch.randn(lin.bias.shape, generator=g) * 0.3)
+    lin = lin.to(device)
+    P = si.padded_width(D)
+    x = (torch.randn(1, M, D, generator=g) * 2 + 0.5).to(device).requires_grad_()
+    douts = [torch.randn(M, D, generator=g).to(device)] + [
+        torch.randn(M, P, generator=g).to(dtype).to(device) for _ in range(3)
+    ]
+    leaves = [x, lin.weight, lin.bias]
+    before = [t.detach().clone() for t in leaves + douts]
+    with use_options(poison_outputs=True, fp32_precision=precision):
+        outs = si.sasrec_input(x, lin, eps=1e-8, dtype=dtype)
+        shaped = [douts[0].view(1, M, D)] + [t.view(1, 1, M, P) for t in douts[1:]]
+        grads = torch.autograd.grad(outs, leaves, shaped)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    names = ["x_q", "q", "k", "v"]
+    changed = [
+        n for n, b, t in zip(["x", "W", "b", "dx_q", "dq", "dk", "dv"], before, leaves + douts)
+        if not torch.equal(b, t.detach())
+    ]  # fmt: skip
+    flat = [t.reshape(M, -1) for t in outs]
+    pads = [n for n, t in zip(names[1:], flat[1:]) if not torch.equal(t[:, D:], torch.zeros_like(t[:, D:]))]
+
+    def spelled(dt):  # the same math through nn.functional: the outputs and the gradients of x, W, b
+        x_, w, b = (t.detach().to(dt).requires_grad_() for t in leaves)
+        w_q, w_kv = w.split([D, 2 * D])
+        b_q, b_kv = b.split([D, 2 * D])
+        out = si.spelled_out(x_.view(M, D), w_q, b_q, w_kv, b_kv, eps=1e-8)
+        return out, torch.autograd.grad(out, [x_, w, b], [t.to(dt) for t in douts])
+
+    ref, ref_grads = spelled(torch.float64)
+    errs = {n: rel_err(t, r) for n, t, r in zip(names, flat, ref)}
+    errs.update({n: rel_err(t, r) for n, t, r in zip(("x", "W", "b"), grads, ref_grads)})
+    nan = [n for n, t in zip(names + ["x", "W", "b"], (*flat, *grads)) if torch.isnan(t).any()]
+    tol = 8e-3 if dtype == torch.bfloat16 else 1e-3
+    if precision == "tf32" and device == "cuda":
+        tol = max(tol, 3 * tf32_yardstick(spelled, ref, ref_grads))
+    ok = not changed and not nan and not pads and max(errs.values()) <= tol
+    dt = str(dtype).replace("torch.", "")
+    name = f"SASRec input half M={M} D={D} {precision}, q/k/v {dt}" + (
+        f", padding not 0: {pads}" if pads else ""
+    )
+    errs = {"out": max(errs[n] for n in names), **{n: errs[n] for n in ("x", "W", "b")}}
+    return dict(case=name, errs=errs, changed=changed, nan=nan, ok=ok, tol=tol)
 
 
 def format_row(r: dict) -> str:
@@ -421,7 +499,8 @@ def main() -> int:
         "--only",
         default="",
         help="run only the attention cases whose name contains this (several: separated by '|'); "
-        "the loss (SASRec output) cases run when it is empty or one of its parts is 'loss' ('sasrec')",
+        "the loss (SASRec output, SASRec input) cases run when it is empty or one of its parts is 'loss' "
+        "('sasrec', 'sasrec_input')",
     )
     ap.add_argument("--slice", default=":", help="run cases[i:j] of the list (e.g. 12:16), to split runs")
     ap.add_argument("--time-budget", type=float, default=480.0, help="seconds; later cases are skipped")
@@ -493,6 +572,16 @@ def main() -> int:
         )
         for c in sasrec_output_cases(args.small):
             r = check_sasrec_output(*c, device)
+            failed += not r["ok"]
+            print(format_row(r), flush=True)
+    if not args.only or "sasrec_input" in args.only.split("|"):
+        print(
+            "\n| SASRec input case | x_q, q, k, v err | grad errs | tol | inputs | NaN | result |\n|"
+            + " --- |" * 7,
+            flush=True,
+        )
+        for c in sasrec_input_cases(args.small):
+            r = check_sasrec_input(*c, device)
             failed += not r["ok"]
             print(format_row(r), flush=True)
     print(f"\n{failed} FAIL, {skipped} skipped, {time.time() - t0:.0f} s")

@@ -23,7 +23,7 @@ def test_smoke_variants_run_and_are_undone(tmp_path):
     assert bench_sasrec_step.main(["--smoke", "--rounds", "1", "--out", str(tmp_path)]) == 0
     found = json.loads((tmp_path / "bench_sasrec_step.json").read_text())
     names = [r["variant"] for r in found["rows"]]
-    assert names == [n for n, (_, _, compiled, _) in bench_sasrec_step.VARIANTS.items() if not compiled]
+    assert names == [n for n, (_, _, compiled, *_) in bench_sasrec_step.VARIANTS.items() if not compiled]
     assert all(r["step_ms"] > 0 and r["mean_loss"] == r["mean_loss"] for r in found["rows"])
     model = sasrec.sasrec_encoder(20, embedding_dim=8, max_seq_len=6)
     with bench_sasrec_step.variant("fp32 attention, three projections", model):
@@ -31,9 +31,13 @@ def test_smoke_variants_run_and_are_undone(tmp_path):
     assert {b.attention_impl for b in model.blocks} == {"sdpa"} and "_project" not in vars(model.blocks[0])
     with bench_sasrec_step.variant("bf16 attention, fused output half", model):
         assert get_options().fused_sasrec_output and {b.attention_impl for b in model.blocks} == {"sdpa-bf16"}
+        assert not get_options().fused_sasrec_input
+    with bench_sasrec_step.variant("bf16 attention, both halves fused", model):
+        assert get_options().fused_sasrec_output and get_options().fused_sasrec_input
     with bench_sasrec_step.variant("bf16 attention", model):
-        assert not get_options().fused_sasrec_output
-    assert get_options().fused_sasrec_output and {b.attention_impl for b in model.blocks} == {"sdpa"}
+        assert not get_options().fused_sasrec_output and not get_options().fused_sasrec_input
+    assert get_options().fused_sasrec_output and get_options().fused_sasrec_input
+    assert {b.attention_impl for b in model.blocks} == {"sdpa"}
 
 
 def test_check_passes_and_catches_a_wrong_attention(monkeypatch):

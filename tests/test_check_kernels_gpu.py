@@ -127,3 +127,55 @@ def test_sasrec_output_check_passes_and_catches_faults(monkeypatch):
     monkeypatch.setattr(so._SASRecOutput, "backward", staticmethod(no_residual))
     r = ck.check_sasrec_output(*dropout_case, "cpu")
     assert not r["ok"] and r["errs"]["x_q"] > 0.3 and r["errs"]["a"] < 1e-3
+
+
+def test_sasrec_input_check_passes_and_catches_faults(monkeypatch):
+    import hstu_tutorial.ops.triton.sasrec_input as si
+
+    for case in ck.sasrec_input_cases(small=True):
+        r = ck.check_sasrec_input(*case, "cpu")
+        assert r["ok"] and not r["changed"] and not r["nan"] and set(r["errs"]) == {"out", "x", "W", "b"}, (
+            ck.format_row(r)
+        )
+    case = ck.sasrec_input_cases(small=True)[0]
+    real_backward = si._SASRecInput.backward
+
+    def halved_bias(ctx, *grads):  # a backward whose bias gradient is off: only that error may show it
+        out = list(real_backward(ctx, *grads))
+        out[2] = out[2] * 0.5
+        return tuple(out)
+
+    monkeypatch.setattr(si._SASRecInput, "backward", staticmethod(halved_bias))
+    r = ck.check_sasrec_input(*case, "cpu")
+    assert not r["ok"] and r["errs"]["b"] > 0.05 and r["errs"]["x"] < 1e-3
+    monkeypatch.setattr(si._SASRecInput, "backward", real_backward)
+    real_forward = si._SASRecInput.forward
+
+    def dirty_padding(ctx, *args):  # q's padding columns not zero: SDPA would read them
+        x_q, q, k, v = real_forward(ctx, *args)
+        return x_q, q + 1.0, k, v
+
+    monkeypatch.setattr(si._SASRecInput, "forward", staticmethod(dirty_padding))
+    r = ck.check_sasrec_input(*case, "cpu")
+    assert not r["ok"] and "padding not 0" in r["case"]
+
+    def writes_its_input(ctx, x, *rest):  # a kernel that writes into its input
+        out = real_forward(ctx, x, *rest)
+        x.view(-1)[0] += 1.0
+        return out
+
+    monkeypatch.setattr(si._SASRecInput, "forward", staticmethod(writes_its_input))
+    r = ck.check_sasrec_input(*case, "cpu")
+    assert not r["ok"] and "x" in r["changed"]
+
+
+def test_tf32_yardstick_restores_the_switch_and_takes_the_largest_error():
+    before = torch.backends.cuda.matmul.allow_tf32
+    ref = [torch.ones(4, dtype=torch.float64)]
+    grads_ref = [torch.ones(3, dtype=torch.float64)]
+
+    def spelled(dtype):  # an output 1% off and a gradient 5% off, whatever the precision
+        return [torch.full((4,), 1.01, dtype=dtype)], [torch.full((3,), 1.05, dtype=dtype)]
+
+    assert abs(ck.tf32_yardstick(spelled, ref, grads_ref) - 0.05) < 1e-6
+    assert torch.backends.cuda.matmul.allow_tf32 == before

@@ -11,7 +11,10 @@ Outputs are L2-normalised, no final LayerNorm; every 2-D weight is xavier-normal
 
 The block's second half (out_proj, the residual LayerNorm, the FFN and its two dropouts) runs on CUDA float32
 tensors as one Triton kernel each way (`hstu_tutorial.ops.triton.sasrec_output`, option `fused_sasrec_output`),
-the same math with dropout masks from its own generator; elsewhere it is spelled out as above.
+the same math with dropout masks from its own generator; elsewhere it is spelled out as above. With bf16
+attention and one head, the first half (the LayerNorm and the q, k, v products, written as SDPA's padded bf16
+operands) is one Triton kernel each way too (`hstu_tutorial.ops.triton.sasrec_input`, option
+`fused_sasrec_input`).
 
 `attention_impl`: "sdpa" runs the attention through PyTorch's fused kernel (one kernel instead of a
 dozen passes over `(B, H, N, N)`); "sdpa-bf16" does the same on bf16 copies of q, k, v (on a GPU, SDPA's
@@ -22,6 +25,8 @@ computes its one query's attention in full precision whatever the choice.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -83,9 +88,12 @@ class SASRecBlock(nn.Module):
         `lengths=None`: every row is a position of its history (no padding to mask)."""
         B, N, D = x.shape
         H = self.num_heads
+        p_attn = self.dropout if self.training else 0.0
+        if not return_attention and _fused_input(x, self):
+            out = self._output(*self._fused_first_half(x, lengths, p_attn))  # (B, N, D)
+            return out if lengths is None else out * padding_mask(lengths, N).unsqueeze(-1).to(out.dtype)
         x_q = layer_norm(x, eps=1e-8)  # (B, N, D)
         q, k, v = (t.unflatten(-1, (H, D // H)) for t in self._project(x_q, x))  # each (B, N, H, D/H)
-        p_attn = self.dropout if self.training else 0.0
         if return_attention or self.attention_impl == "pytorch":
             every = torch.full((B,), N, dtype=torch.int64, device=x.device) if lengths is None else lengths
             a, attn = padded_softmax_attention(
@@ -99,6 +107,22 @@ class SASRecBlock(nn.Module):
         if lengths is not None:
             out = out * padding_mask(lengths, N).unsqueeze(-1).to(out.dtype)
         return (out, attn) if return_attention else out
+
+    def _fused_first_half(self, x: torch.Tensor, lengths: torch.Tensor | None, p_attn: float):
+        """x_q and the attention output `a (B, N, D)` through the Triton kernels of `ops.triton.sasrec_input` (the
+        LayerNorm and the q, k, v products, written as SDPA's bf16 operands) and SDPA: the same math as
+        `forward`'s "sdpa-bf16" path with one head."""
+        from hstu_tutorial.ops.triton.sasrec_input import sasrec_input
+
+        B, N, D = x.shape
+        x_q, q, k, v = sasrec_input(x, self.in_proj, eps=1e-8)  # (B, N, D); (B, 1, N, P) bf16 each
+        a = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=p_attn, is_causal=True, scale=1.0 / math.sqrt(D)
+        )
+        a = a[..., :D].transpose(1, 2).to(x.dtype)  # (B, N, 1, D)
+        if lengths is not None:  # padding rows of a right-padded history: zeros, as fused_softmax_attention
+            a = a * padding_mask(lengths, N)[:, :, None, None].to(a.dtype)
+        return x_q, a.reshape(B, N, D)
 
     def _project(self, x_q: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries from the normalised input `x_q (..., D)`, keys and values from the raw input `x (B, N, D)`
@@ -141,6 +165,18 @@ class SASRecBlock(nn.Module):
         y = layer_norm(x_q + self.out_proj(a), eps=1e-8)  # (..., D)
         h = F.dropout(F.relu(self.ffn1(y)), p=p, training=self.training)  # (..., hidden)
         return y + F.dropout(self.ffn2(h), p=p, training=self.training)  # (..., D)
+
+
+def _fused_input(x: torch.Tensor, block: SASRecBlock) -> bool:
+    """Whether `SASRecBlock.forward` takes the first half's Triton kernels: CUDA float32 input, bf16 attention
+    ("sdpa-bf16"), one head, a width that fits, the option on, and not while `torch.compile` traces the model."""
+    if not (x.is_cuda and x.dtype == torch.float32 and block.attention_impl == "sdpa-bf16"):
+        return False
+    if block.num_heads != 1 or not get_options().fused_sasrec_input or torch.compiler.is_compiling():
+        return False
+    from hstu_tutorial.ops.triton.sasrec_input import MAX_WIDTH, padded_width
+
+    return padded_width(block.embedding_dim) <= MAX_WIDTH
 
 
 def _fused_output(x: torch.Tensor, D: int, hidden: int) -> bool:

@@ -13,6 +13,7 @@ the next call. The process default comes from the environment the first time it 
     HSTU_FUSED_LAYER_NORM=0                       fused_layer_norm = False
     HSTU_FUSED_LOSS=0                             fused_loss = False
     HSTU_FUSED_SASREC_OUTPUT=0                    fused_sasrec_output = False
+    HSTU_FUSED_SASREC_INPUT=0                     fused_sasrec_input = False
     HSTU_TRITON_REL_BIAS_GRAD=dense|atomic|auto   rel_bias_grad
     HSTU_TRITON_DQ_MODE=kernel|atomic             dq_mode
     HSTU_TRITON_FP32_PRECISION=tf32|tf32x3|ieee   fp32_precision
@@ -36,11 +37,17 @@ _CHOICES = {
     "tuning": ("table", "tune"),
     "tma": ("auto", "on", "off"),
 }
-_SWITCHES = ("fused_layer_norm", "fused_loss", "fused_sasrec_output")  # on/off options: "0" turns one off
+_SWITCHES = (
+    "fused_layer_norm",
+    "fused_loss",
+    "fused_sasrec_output",
+    "fused_sasrec_input",
+)  # on/off options: "0" turns one off
 _ENV = {  # field -> environment variable that gives its process default
     "fused_layer_norm": "HSTU_FUSED_LAYER_NORM",
     "fused_loss": "HSTU_FUSED_LOSS",
     "fused_sasrec_output": "HSTU_FUSED_SASREC_OUTPUT",
+    "fused_sasrec_input": "HSTU_FUSED_SASREC_INPUT",
     "rel_bias_grad": "HSTU_TRITON_REL_BIAS_GRAD",
     "dq_mode": "HSTU_TRITON_DQ_MODE",
     "fp32_precision": "HSTU_TRITON_FP32_PRECISION",
@@ -69,6 +76,10 @@ class KernelOptions:
     # kernel each way on CUDA float32 tensors (hstu_tutorial.ops.triton.sasrec_output; False: nn.Linear,
     # layer_norm and F.dropout, spelled out).
     fused_sasrec_output: bool = True
+    # The first half of a one-head SASRec block with bf16 attention (the query's LayerNorm, the q, k, v products,
+    # the bf16 copies padded for SDPA) through one Triton kernel each way on CUDA float32 tensors
+    # (hstu_tutorial.ops.triton.sasrec_input; False: spelled out).
+    fused_sasrec_input: bool = True
     # How the gradients of the relative bias's weights (pos_w, ts_w) are formed: "dense" (the kernel
     # writes the (B, H, N, N) bias gradient, PyTorch reduces it), "atomic" (the kernel adds onto the two
     # vectors directly) or "auto" (atomic up to N = 1024, dense above: the atomics collide more and more
@@ -96,7 +107,7 @@ class KernelOptions:
     interpreter_block: tuple[int, int] = (64, 64)
 
     def __post_init__(self):
-        for name in ("autotune", "fused_layer_norm", "fused_loss", "fused_sasrec_output", "poison_outputs"):
+        for name in ("autotune", "poison_outputs", *_SWITCHES):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"KernelOptions.{name} must be True or False; got {getattr(self, name)!r}")
         for name, allowed in _CHOICES.items():
