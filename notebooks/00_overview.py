@@ -57,8 +57,8 @@
 #    15.2x faster than FlashAttention2-based Transformers on 8192 length sequences". M-FALCON is the paper's
 #    algorithm for serving (inference); its throughput figures are not repeated here: read them in the paper.
 #    Neither figure describes ML-1M at length 200. There, on one NVIDIA H200 (2026-12-02), this package trains
-#    HSTU for 101 epochs in 5.4 s against the official code's 364 s (68x, checkpoints and logs of every epoch
-#    included, `benchmarks/results/h200_2026-12-02/perf/epoch_writer/README.md`; 12.4 s and 29x on 2026-11-28,
+#    HSTU for 101 epochs in 5.2 s against the official code's 364 s (70x, checkpoints and logs of every epoch
+#    included, `benchmarks/results/h200_2026-12-02/perf/epoch_overlap/README.md`; 12.4 s and 29x on 2026-11-28,
 #    `benchmarks/results/h200_2026-11-28/training.md`): a gain of engineering (`07_performance` measures each
 #    lever), not of HSTU against a Transformer.
 #

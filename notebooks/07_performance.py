@@ -368,6 +368,23 @@ print(f"SASRec after: {n_steps} steps take {after[0]['steps (s)']:.2f} s of the 
       f"{1e3 * after[0]['steps (s)'] / n_steps:.2f} ms per step; the step alone measured {steps_alone:.3f} ms")
 
 # %% [markdown]
+# With the GPU busy from one epoch to the next, SASRec's time is its steps again, and the first half of each block
+# was still spelled out: the query's LayerNorm, the $q$ and $k, v$ products, then a bf16 copy of each padded to a
+# multiple of 8 columns for SDPA. `hstu_tutorial/ops/triton/sasrec_input.py` does that half in one kernel each way
+# too, writing $q, k, v$ straight as the padded bf16 operands SDPA reads. Measured on the same kind of H200
+# (`benchmarks/results/h200_2026-12-02/perf/sasrec_input/`):
+
+# %%
+IN_DIR = LEN_DIR.parent / "sasrec_input"
+for r in json.loads((IN_DIR / "step" / "bench_sasrec_step.json").read_text())["rows"]:
+    print(f"SASRec graph step, {r['variant']}: {r['step_ms']:.3f} ms")
+for folder in sorted((IN_DIR / "timeline").iterdir(), key=lambda f: (f.name[-1], "new" in f.name)):
+    r = json.loads((folder / "epoch_timeline.json").read_text())["results"][0]
+    code = "before" if "old" in folder.name else "after "
+    print(f"round {folder.name[-1]}, {code}: printed for 101 epochs {r['reported_total_s']:.2f} s "
+          f"(steps {r['steady_train_s']:.2f} s, evaluation {r['steady_eval_s']:.2f} s over epochs 1-100)")
+
+# %% [markdown]
 # ## 2. Measuring the levers here
 #
 # The same function produced the saved table; `run_levers` picks the rows this machine can run (on a CPU:
