@@ -45,9 +45,8 @@ class EndOfEpoch:
     steps_end: float | torch.cuda.Event
     done: float | torch.cuda.Event  # after its evaluation and the copies to the host
     names: list[str] = field(default_factory=list)
-    values: torch.Tensor | None = (
-        None  # (S*M + 2,) host: the splits' metrics, the mean loss, overflowed steps
-    )
+    # (S*M + 2,) on the host: the splits' metrics, the mean loss, the graph steps above the loss's row budget
+    values: torch.Tensor | None = None
     metrics: dict | None = None  # read already (DistributedDataParallel evaluates in turn)
     loss: float | None = None
     ranks: dict = field(default_factory=dict)
@@ -82,18 +81,16 @@ def queue(trainer, num_steps: int, start):
     cfg = trainer.cfg
     events = isinstance(start, torch.cuda.Event)
     cuda = trainer.device.type == "cuda"
-    if (
-        not events
-    ):  # in turn: wait for the steps (the epoch writer may work meanwhile) and time them on the host
+    if not events:
+        # in turn: wait for the steps (the epoch writer may work meanwhile) and time them on the host
         with trainer.epoch_writer.window():
             if cuda:  # this run's stream: other runs' streams keep going
                 torch.cuda.current_stream(trainer.device).synchronize()
         trainer.check_loss_rows()
     steps_end = _mark(trainer, events)
     end = EndOfEpoch(trainer.epoch, trainer.global_step, num_steps, start, steps_end, steps_end)
-    if (
-        trainer.world > 1
-    ):  # every rank holds the same weights: rank 0 evaluates, the others receive its metrics
+    if trainer.world > 1:
+        # every rank holds the same weights: rank 0 evaluates, the others receive its metrics
         end.metrics = broadcast_from_rank0(trainer.evaluate, trainer.rank, trainer.world)
         end.loss = all_reduce_mean(trainer.epoch_loss_sum / num_steps, trainer.world).item()
         end.ranks = trainer.last_ranks

@@ -550,9 +550,7 @@ class Trainer:
                         yield
                     if steps_bar is not None:  # the full-ranking evaluation can take as long as the steps
                         steps_bar.set_description(f"epoch {self.epoch}: evaluating")
-                    if (
-                        ending is not None
-                    ):  # the previous epoch's bookkeeping, now that this epoch's steps are queued
+                    if ending is not None:  # the previous epoch's bookkeeping, this epoch's steps queued
                         ending, previous = None, ending
                         status = yield from epoch_end.finish(self, previous, bar, callback, overlapped=True)
                     ending = yield from epoch_end.queue(self, len(steps), start)
