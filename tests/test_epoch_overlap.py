@@ -10,23 +10,9 @@ import torch
 from hstu_tutorial.training.checkpoints import history_of
 from hstu_tutorial.training.config import load_config
 from hstu_tutorial.training.trainer import Trainer
+from tests.test_checkpoints import TINY  # the small configs of the checkpoint tests
 
 torch.set_num_threads(2)
-
-TINY = dict(
-    max_seq_len=20,
-    embedding_dim=16,
-    dqk=16,
-    dv=16,
-    ffn_hidden=16,
-    num_negatives=16,
-    batch_size=64,
-    eval_batch_size=512,
-    tensorboard=False,
-    progress=False,
-    device="cpu",
-    timestamp_run_dir=False,
-)
 
 
 def _trainer(dataset, tmp_path, overlap, config="synthetic/sasrec-small", **kw):

@@ -90,7 +90,7 @@ class SASRecBlock(nn.Module):
         H = self.num_heads
         p_attn = self.dropout if self.training else 0.0
         if not return_attention and _fused_input(x, self):
-            out = self._output(*self._fused_first_half(x, lengths, p_attn))  # (B, N, D)
+            out = self._output(*self._fused_first_half(x, p_attn))  # (B, N, D)
             return out if lengths is None else out * padding_mask(lengths, N).unsqueeze(-1).to(out.dtype)
         x_q = layer_norm(x, eps=1e-8)  # (B, N, D)
         q, k, v = (t.unflatten(-1, (H, D // H)) for t in self._project(x_q, x))  # each (B, N, H, D/H)
@@ -108,10 +108,11 @@ class SASRecBlock(nn.Module):
             out = out * padding_mask(lengths, N).unsqueeze(-1).to(out.dtype)
         return (out, attn) if return_attention else out
 
-    def _fused_first_half(self, x: torch.Tensor, lengths: torch.Tensor | None, p_attn: float):
+    def _fused_first_half(self, x: torch.Tensor, p_attn: float):
         """x_q and the attention output `a (B, N, D)` through the Triton kernels of `ops.triton.sasrec_input` (the
         LayerNorm and the q, k, v products, written as SDPA's bf16 operands) and SDPA: the same math as
-        `forward`'s "sdpa-bf16" path with one head."""
+        `forward`'s "sdpa-bf16" path with one head. Padding rows are not zeroed here: the second half works row by
+        row, and `forward` zeroes them in its output (and so their gradients)."""
         from hstu_tutorial.ops.triton.sasrec_input import sasrec_input
 
         B, N, D = x.shape
@@ -119,10 +120,7 @@ class SASRecBlock(nn.Module):
         a = F.scaled_dot_product_attention(
             q, k, v, dropout_p=p_attn, is_causal=True, scale=1.0 / math.sqrt(D)
         )
-        a = a[..., :D].transpose(1, 2).to(x.dtype)  # (B, N, 1, D)
-        if lengths is not None:  # padding rows of a right-padded history: zeros, as fused_softmax_attention
-            a = a * padding_mask(lengths, N)[:, :, None, None].to(a.dtype)
-        return x_q, a.reshape(B, N, D)
+        return x_q, a[..., :D].transpose(1, 2).to(x.dtype).reshape(B, N, D)
 
     def _project(self, x_q: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries from the normalised input `x_q (..., D)`, keys and values from the raw input `x (B, N, D)`

@@ -40,7 +40,6 @@ class EndOfEpoch:
 
     epoch: int
     step: int  # the global step at its end
-    num_steps: int
     start: float | torch.cuda.Event  # the epoch's start on its clock (host seconds or a CUDA event)
     steps_end: float | torch.cuda.Event
     done: float | torch.cuda.Event  # after its evaluation and the copies to the host
@@ -86,9 +85,8 @@ def queue(trainer, num_steps: int, start):
         with trainer.epoch_writer.window():
             if cuda:  # this run's stream: other runs' streams keep going
                 torch.cuda.current_stream(trainer.device).synchronize()
-        trainer.check_loss_rows()
     steps_end = _mark(trainer, events)
-    end = EndOfEpoch(trainer.epoch, trainer.global_step, num_steps, start, steps_end, steps_end)
+    end = EndOfEpoch(trainer.epoch, trainer.global_step, start, steps_end, steps_end)
     if trainer.world > 1:
         # every rank holds the same weights: rank 0 evaluates, the others receive its metrics
         end.metrics = broadcast_from_rank0(trainer.evaluate, trainer.rank, trainer.world)
@@ -98,12 +96,10 @@ def queue(trainer, num_steps: int, start):
         end.names, flat = trainer.queue_metrics(SPLITS)  # (S, M) on the device
         end.ranks = trainer.last_ranks
         yield  # multi_seed.py queues the other seeds' evaluations here
-        overflow = trainer._loss_overflow if events and trainer._loss_overflow is not None else None
-        tail = [(trainer.epoch_loss_sum / num_steps).to(flat.dtype).reshape(1)]
-        tail.append(
-            torch.zeros(1, dtype=flat.dtype, device=flat.device) if overflow is None else overflow.reshape(1)
-        )
-        values = torch.cat([flat.flatten(), *(t.to(flat.dtype) for t in tail)])  # (S*M + 2,)
+        # the graph steps above the loss's row budget so far (training/loss_rows.py; no graph: none)
+        overflow = trainer._loss_overflow if trainer._loss_overflow is not None else flat.new_zeros(())
+        loss = trainer.epoch_loss_sum / num_steps
+        values = torch.cat([flat.flatten(), *(t.reshape(1).to(flat.dtype) for t in (loss, overflow))])
         if events:  # pinned host memory, copied in stream order: read once `done` has passed
             end.values = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
             end.values.copy_(values, non_blocking=True)
@@ -133,8 +129,11 @@ def finish(trainer, end: EndOfEpoch, bar, callback, overlapped: bool) -> str:
         M = len(end.names)
         metrics = {s: dict(zip(end.names, values[i * M : (i + 1) * M])) for i, s in enumerate(SPLITS)}
         loss = values[-2]
-        if values[-1]:
-            trainer.raise_loss_overflow(int(values[-1]), end.epoch)
+        if values[-1]:  # cannot happen unless the budget is wrong
+            raise RuntimeError(
+                f"epoch {end.epoch}: {int(values[-1])} graph step(s) had more supervised positions than the "
+                f"loss's {trainer.loss_rows} rows (training/loss_rows.py); a bug"
+            )
     t_train, t_eval = _seconds(end.start, end.steps_end), _seconds(end.steps_end, end.done)
     trainer.elapsed["train_s"] += t_train
     trainer.elapsed["eval_s"] += t_eval

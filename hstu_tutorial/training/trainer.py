@@ -399,18 +399,6 @@ class Trainer:
     def overlap_epoch_end(self, value: bool | None) -> None:
         self._overlap_epoch_end = value
 
-    def check_loss_rows(self) -> None:
-        """After an epoch's steps (one host sync): raise if a graph step had more supervised positions than
-        its loss's row budget (training/loss_rows.py: it cannot happen unless the budget is wrong)."""
-        if self._loss_overflow is not None and int(self._loss_overflow):
-            self.raise_loss_overflow(int(self._loss_overflow), self.epoch)
-
-    def raise_loss_overflow(self, count: int, epoch: int) -> None:
-        raise RuntimeError(
-            f"epoch {epoch}: {count} graph step(s) had more supervised positions than the loss's "
-            f"{self.loss_rows} rows (training/loss_rows.py); a bug"
-        )
-
     def per_user_ranks(self, split: str = "test"):
         """A pandas DataFrame: user_id, target_item_id, history_length, rank (for analyses)."""
         rs = self.splits[split]
